@@ -1,1 +1,234 @@
-"""(placeholder, being written)"""
+"""The convolutional conditional neural process (ConvCNP), exact and approximately equivariant.
+
+Pipeline: set convolution of ``[y, 1]`` onto a grid built around the data → point-wise MLP
+(``dim_y + 1 -> C``) → CNN or UNet → set convolution back to the targets → MLP
+(``C -> 2 dim_y``) → heteroscedastic Gaussian. Because the grid is snapped to multiples of
+``1 / points_per_unit`` and moves with the data, the model is exactly equivariant to
+``Translation(dim_x, spacing=1 / points_per_unit)``.
+
+With ``approximate=True`` a learned fixed input ``t(x)`` (Ashman et al., 2024) is evaluated on
+the grid and summed into (or concatenated with) the channels after the point-wise MLP; inside
+:func:`~approxeq.approximate.equivariant_component` it is zero and the model is the exact
+ConvCNP.
+
+Defaults (by grid dimension and CNN type):
+
+=========  =====  ==================  ===========  ==========================================
+cnn        dim_x  points_per_unit     kernel_size  why
+=========  =====  ==================  ===========  ==========================================
+``conv``   1      16                  9            AE-NP paper: 128 points over [-4, 4]
+``conv``   2      8                   5            receptive field ~2.6 units with 5 layers
+``unet``   1      64                  9            neuralprocesses' 1-D setting
+``unet``   2      16                  5
+=========  =====  ==================  ===========  ==========================================
+
+``margin`` defaults to 8 grid cells (``8 / points_per_unit``), room for the set-convolution
+kernels (initial lengthscale ``2 / points_per_unit``) at the edge of the data.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+from torch import Tensor, nn
+from torch.distributions import Distribution
+
+from approxeq.approximate.fixed_inputs import FixedInput
+from approxeq.groups.translation import Translation
+from approxeq.nn.cnn import build_cnn
+from approxeq.nn.mlp import MLP
+from approxeq.nn.setconv import SetConvDecoder, SetConvEncoder, grid_points, lattice_grid
+from approxeq.np.batch import check_model_dims, check_np_inputs
+from approxeq.np.likelihood import HeteroscedasticGaussian
+from approxeq.np.registry import register_model
+
+#: (cnn, dim_x) -> default points_per_unit
+DEFAULT_POINTS_PER_UNIT = {("conv", 1): 16, ("conv", 2): 8, ("unet", 1): 64, ("unet", 2): 16}
+#: dim_x -> default kernel size
+DEFAULT_KERNEL_SIZE = {1: 9, 2: 5}
+#: margin around the data, in grid cells
+DEFAULT_MARGIN_CELLS = 8
+
+#: ``f(kind, dim, in_channels, channels, num_layers, kernel_size) -> network`` on the grid,
+#: channels-last, ``forward(z, coords)``, with attribute ``grid_multiple``
+NetFactory = Callable[[str, int, int, int, int, int], nn.Module]
+
+
+class ConvCNPEncoder(nn.Module):
+    """Context set → grid representation.
+
+    Args:
+        dim_x, dim_y: data dimensions. points_per_unit: grid density. channels: width C.
+        net: network on the grid (``forward(z, coords)``, attribute ``grid_multiple``) taking
+            ``C`` channels, or ``C + B`` with a concatenated fixed input.
+        margin: room around the data. fixed_input: optional fixed input ``t`` with ``B``
+            channels. fixed_input_mode: ``"sum"`` (``t`` projected to ``C`` channels if
+            ``B != C``, then added) or ``"concat"``.
+
+    Shapes: ``forward(xc, yc, xt)`` returns the grid axes ``([n_1], ..., [n_d])`` and the grid
+    representation ``[b, n_1, ..., n_d, C]``.
+    """
+
+    def __init__(self, dim_x: int, dim_y: int, points_per_unit: float, channels: int,
+                 net: nn.Module, margin: float, *, fixed_input: FixedInput | None = None,
+                 fixed_input_mode: str = "sum") -> None:
+        super().__init__()
+        if fixed_input_mode not in ("sum", "concat"):
+            raise ValueError(
+                f"fixed_input_mode: expected 'sum' or 'concat', got {fixed_input_mode!r}")
+        self.dim_x, self.points_per_unit, self.margin = dim_x, points_per_unit, margin
+        self.setconv = SetConvEncoder(dim_x, 2.0 / points_per_unit)
+        self.pointwise = MLP(dim_y + 1, channels, hidden=channels, num_layers=1)
+        self.fixed_input = fixed_input
+        self.fixed_input_mode = fixed_input_mode
+        self.fixed_input_proj: nn.Module | None = None
+        if (fixed_input is not None and fixed_input_mode == "sum"
+                and fixed_input.num_channels != channels):
+            # A linear map without bias keeps t = 0 ⇒ no contribution.
+            self.fixed_input_proj = nn.Linear(fixed_input.num_channels, channels, bias=False)
+        self.net = net
+
+    def forward(self, xc: Tensor, yc: Tensor, xt: Tensor) -> tuple[tuple[Tensor, ...], Tensor]:
+        axes = lattice_grid([xc, xt], self.points_per_unit, self.margin,
+                            multiple=self.net.grid_multiple)
+        coords = grid_points(axes)  # [*grid, dim_x]
+        z = self.pointwise(self.setconv(xc, yc, axes))
+        if self.fixed_input is not None:
+            b, grid = z.shape[0], z.shape[1:-1]
+            # One copy of the grid per task: the fixed input's dropout is drawn per task.
+            pts = coords.reshape(1, -1, self.dim_x).expand(b, -1, -1)
+            t = self.fixed_input(pts).reshape(b, *grid, -1)
+            if self.fixed_input_mode == "sum":
+                z = z + (t if self.fixed_input_proj is None else self.fixed_input_proj(t))
+            else:
+                z = torch.cat([z, t], -1)
+        return axes, self.net(z, coords)
+
+
+class ConvCNPDecoder(nn.Module):
+    """Grid representation → decoder outputs at the targets.
+
+    Shapes: ``forward(axes, z, xt)`` with ``z [b, *grid, C]``, ``xt [b, m, dim_x]`` returns
+    ``[b, m, 2 dim_y]``.
+    """
+
+    def __init__(self, dim_x: int, dim_y: int, points_per_unit: float, channels: int) -> None:
+        super().__init__()
+        self.setconv = SetConvDecoder(dim_x, 2.0 / points_per_unit)
+        self.mlp = MLP(channels, 2 * dim_y, hidden=channels, num_layers=1)
+
+    def forward(self, axes: Sequence[Tensor], z: Tensor, xt: Tensor) -> Tensor:
+        return self.mlp(self.setconv(axes, z, xt))
+
+
+class ConvCNP(nn.Module):
+    """A ConvCNP: ``encoder`` (context → grid), ``decoder`` (grid → targets), ``likelihood``.
+
+    Attributes: ``dim_x``, ``dim_y``, ``symmetry`` (``Translation(dim_x, spacing=1 /
+    points_per_unit)``), ``points_per_unit``.
+
+    Shapes: ``forward(xc [b, n, dim_x], yc [b, n, dim_y], xt [b, m, dim_x])`` returns a
+    factorised Gaussian with batch shape ``[b, m, dim_y]``; ``n = 0`` is valid.
+    """
+
+    def __init__(self, dim_x: int, dim_y: int, encoder: ConvCNPEncoder, decoder: ConvCNPDecoder,
+                 likelihood: nn.Module, *, name: str = "convcnp") -> None:
+        super().__init__()
+        self.dim_x, self.dim_y, self.name = dim_x, dim_y, name
+        self.encoder, self.decoder, self.likelihood = encoder, decoder, likelihood
+        self.points_per_unit = encoder.points_per_unit
+        self.symmetry = Translation(dim_x, spacing=1.0 / self.points_per_unit)
+
+    def forward(self, xc: Tensor, yc: Tensor, xt: Tensor) -> Distribution:
+        check_np_inputs(xc, yc, xt)
+        check_model_dims(self.name, self.dim_x, self.dim_y, xc, yc)
+        axes, z = self.encoder(xc, yc, xt)
+        return self.likelihood(self.decoder(axes, z, xt))
+
+
+def check_grid_dim_x(name: str, dim_x: int) -> None:
+    """Conv models run a CNN on a ``dim_x``-dimensional grid: only 1-D and 2-D are supported."""
+    if dim_x not in (1, 2):
+        raise ValueError(f"dim_x: {name} supports dim_x = 1 or 2 (its CNN runs on a "
+                         f"dim_x-dimensional grid), got dim_x = {dim_x}; for higher-dimensional "
+                         "inputs use an attention model such as 'te-tnp'")
+
+
+def default_domain(dim_x: int, domain) -> list[tuple[float, float]]:
+    """The fixed-input domain box: ``[(-2, 2)] * dim_x`` unless given."""
+    return [(-2.0, 2.0)] * dim_x if domain is None else domain
+
+
+def assemble_convcnp(dim_x: int, dim_y: int, *, name: str, net_factory: NetFactory,
+                     cnn: str = "conv", points_per_unit: float | None = None,
+                     channels: int = 32, num_layers: int = 5, kernel_size: int | None = None,
+                     margin: float | None = None, min_std: float = 1e-3,
+                     fixed_input: FixedInput | None = None, fixed_input_mode: str = "sum",
+                     fixed_input_channels: int = 0) -> ConvCNP:
+    """Build a ConvCNP around the grid network made by ``net_factory`` (shared by ``convcnp``
+    and ``relaxed-convcnp``). ``fixed_input_channels`` is the number of channels a
+    concatenated fixed input adds to the network's input."""
+    check_grid_dim_x(name, dim_x)
+    if cnn not in ("conv", "unet"):
+        raise ValueError(f"cnn: expected 'conv' or 'unet', got {cnn!r}")
+    if points_per_unit is None:
+        points_per_unit = DEFAULT_POINTS_PER_UNIT[cnn, dim_x]
+    if not points_per_unit > 0:
+        raise ValueError(f"points_per_unit: expected a positive number, got {points_per_unit!r}")
+    if kernel_size is None:
+        kernel_size = DEFAULT_KERNEL_SIZE[dim_x]
+    if margin is None:
+        margin = DEFAULT_MARGIN_CELLS / points_per_unit
+    net = net_factory(cnn, dim_x, channels + fixed_input_channels, channels, num_layers,
+                      kernel_size)
+    encoder = ConvCNPEncoder(dim_x, dim_y, points_per_unit, channels, net, margin,
+                             fixed_input=fixed_input, fixed_input_mode=fixed_input_mode)
+    decoder = ConvCNPDecoder(dim_x, dim_y, points_per_unit, channels)
+    return ConvCNP(dim_x, dim_y, encoder, decoder, HeteroscedasticGaussian(min_std), name=name)
+
+
+@register_model("convcnp")
+def convcnp(dim_x: int, dim_y: int, *, approximate: bool = False, cnn: str = "conv",
+            points_per_unit: float | None = None, channels: int = 32, num_layers: int = 5,
+            kernel_size: int | None = None, margin: float | None = None, min_std: float = 1e-3,
+            num_fixed_inputs: int | None = None,
+            fixed_input_domain: Sequence[Sequence[float]] | None = None,
+            fixed_input_dropout: float = 0.5, fixed_input_mode: str = "sum",
+            fixed_input_hidden: int | None = None, fourier_features: int = 0) -> ConvCNP:
+    """ConvCNP (translation equivariant on the grid lattice); approximate=True adds fixed inputs.
+
+    Args:
+        dim_x: 1 or 2. dim_y: >= 1.
+        approximate: add a learned fixed input on the grid (ATE-ConvCNP).
+        cnn: ``"conv"`` (``num_layers`` ReLU-conv blocks) or ``"unet"`` (``num_layers``
+            down-sampling levels). points_per_unit, kernel_size, margin: see the module
+            docstring for defaults. channels: width C. min_std: floor of the predictive std.
+        num_fixed_inputs: fixed-input channels B (default C). fixed_input_domain: box outside
+            which the fixed input is zero (default ``[(-2, 2)] * dim_x``).
+        fixed_input_dropout: per-task dropout probability of the fixed input in training.
+        fixed_input_mode: ``"sum"`` into the channels or ``"concat"`` as extra channels.
+        fixed_input_hidden: MLP width of the fixed input (default C).
+        fourier_features: Fourier features of the location for the fixed input (0 = none).
+
+    Returns:
+        A :class:`ConvCNP` with ``symmetry = Translation(dim_x, spacing=1 / points_per_unit)``.
+    """
+    check_grid_dim_x("convcnp", dim_x)
+    fixed_input = None
+    extra_channels = 0
+    if approximate:
+        b = channels if num_fixed_inputs is None else num_fixed_inputs
+        if not isinstance(b, int) or b < 1:
+            raise ValueError(f"num_fixed_inputs: expected an int >= 1 with approximate=True, got "
+                             f"{num_fixed_inputs!r}")
+        fixed_input = FixedInput(dim_x, b, default_domain(dim_x, fixed_input_domain),
+                                 hidden=fixed_input_hidden or channels, p=fixed_input_dropout,
+                                 fourier_features=fourier_features)
+        extra_channels = b if fixed_input_mode == "concat" else 0
+    return assemble_convcnp(dim_x, dim_y, name="convcnp", net_factory=build_cnn, cnn=cnn,
+                            points_per_unit=points_per_unit, channels=channels,
+                            num_layers=num_layers, kernel_size=kernel_size, margin=margin,
+                            min_std=min_std, fixed_input=fixed_input,
+                            fixed_input_mode=fixed_input_mode,
+                            fixed_input_channels=extra_channels)

@@ -1,0 +1,184 @@
+"""Convolutional networks on regular 1-D and 2-D grids, channels-last at their interface.
+
+Both networks are built from *blocks* (by default :class:`ConvBlock`: ReLU, then convolution)
+made by a factory with the signature of :class:`ConvBlock`, so that other block types (e.g.
+relaxed convolutions, :mod:`approxeq.approximate.relaxed`) can be swapped in. A block's
+``forward(h, coords=None, **kwargs)`` takes channels-first ``h [b, C_in, *grid_in]`` and the
+coordinates of its *output* grid points ``coords [*grid_out, dim]`` (ignored by plain
+convolutions), plus any keyword arguments the network was called with.
+
+Convolutions use "same" zero padding, so they are translation equivariant away from the
+border only; a ConvCNP keeps them exactly equivariant by moving the whole grid with the data.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+
+BlockFactory = Callable[..., nn.Module]
+
+_CONV = {1: nn.Conv1d, 2: nn.Conv2d}
+_CONV_T = {1: nn.ConvTranspose1d, 2: nn.ConvTranspose2d}
+
+
+def _check_common(dim: int, in_channels: int, channels: int, num_layers: int,
+                  kernel_size: int) -> None:
+    if dim not in (1, 2):
+        raise ValueError(f"dim: convolutional networks support 1-D and 2-D grids, got dim = {dim}")
+    for name, value in (("in_channels", in_channels), ("channels", channels),
+                        ("num_layers", num_layers)):
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name}: expected an int >= 1, got {value!r}")
+    if not isinstance(kernel_size, int) or kernel_size < 1 or kernel_size % 2 == 0:
+        # An odd kernel centres every output on an input cell, which keeps "same" padding and
+        # the up-sampling of the UNet aligned with the grid.
+        raise ValueError(f"kernel_size: expected an odd int >= 1, got {kernel_size!r}")
+
+
+def make_conv(dim: int, in_channels: int, out_channels: int, kernel_size: int, *,
+              stride: int = 1, transpose: bool = False) -> nn.Module:
+    """A "same"-padded convolution (``stride`` 1 or 2, halving the grid), or, with
+    ``transpose``, a stride-2 transposed convolution that doubles the grid. Channels-first."""
+    if transpose:
+        return _CONV_T[dim](in_channels, out_channels, kernel_size, stride=2,
+                            padding=kernel_size // 2, output_padding=1)
+    return _CONV[dim](in_channels, out_channels, kernel_size, stride=stride,
+                      padding=kernel_size // 2)
+
+
+class ConvBlock(nn.Module):
+    """ReLU, then a convolution (no residual connection).
+
+    Args:
+        dim: grid dimension (1 or 2). in_channels, out_channels: channels.
+        kernel_size: odd kernel width. stride: 1, or 2 to halve the grid.
+        transpose: a stride-2 transposed convolution that doubles the grid.
+
+    Shapes: ``forward(h)`` maps ``[b, in_channels, *grid]`` to ``[b, out_channels, *grid']``
+    (channels-first: blocks run inside :class:`CNN` / :class:`UNet`).
+    """
+
+    def __init__(self, dim: int, in_channels: int, out_channels: int, kernel_size: int, *,
+                 stride: int = 1, transpose: bool = False) -> None:
+        super().__init__()
+        self.act = nn.ReLU()
+        self.conv = make_conv(dim, in_channels, out_channels, kernel_size, stride=stride,
+                              transpose=transpose)
+
+    def forward(self, h: Tensor, coords: Tensor | None = None, **kwargs) -> Tensor:
+        return self.conv(self.act(h))
+
+
+def _to_channels_first(z: Tensor) -> Tensor:
+    return z.movedim(-1, 1)
+
+
+def _to_channels_last(h: Tensor) -> Tensor:
+    return h.movedim(1, -1)
+
+
+def _check_grid_input(name: str, z: Tensor, dim: int, in_channels: int, multiple: int,
+                      coords: Tensor | None) -> None:
+    if z.dim() != dim + 2 or z.shape[-1] != in_channels:
+        raise ValueError(f"z: {name} expected [batch, {', '.join(['n'] * dim)}, {in_channels}] "
+                         f"(channels-last), got {tuple(z.shape)}")
+    grid = tuple(z.shape[1:-1])
+    if any(n % multiple for n in grid):
+        raise ValueError(f"z: {name} needs every grid size divisible by {multiple}, got grid "
+                         f"{grid}")
+    if coords is not None and tuple(coords.shape) != (*grid, dim):
+        raise ValueError(f"coords: expected [{', '.join(map(str, grid))}, {dim}] to match z, got "
+                         f"{tuple(coords.shape)}")
+
+
+class CNN(nn.Module):
+    """``num_layers`` blocks at full resolution: ``in_channels -> channels -> ... -> channels``.
+
+    Args:
+        dim: grid dimension (1 or 2). in_channels: input channels. channels: width C.
+        num_layers: number of blocks. kernel_size: odd kernel width.
+        block: block factory with the signature of :class:`ConvBlock`.
+
+    Shapes: ``forward(z, coords=None, **block_kwargs)`` maps ``z [b, *grid, in_channels]``
+    (with grid coordinates ``coords [*grid, dim]`` for location-aware blocks) to
+    ``[b, *grid, channels]``.
+    """
+
+    #: grid sizes must be divisible by this (no down-sampling here)
+    grid_multiple = 1
+
+    def __init__(self, dim: int, in_channels: int, channels: int = 32, num_layers: int = 5,
+                 kernel_size: int = 9, *, block: BlockFactory = ConvBlock) -> None:
+        super().__init__()
+        _check_common(dim, in_channels, channels, num_layers, kernel_size)
+        self.dim, self.in_channels, self.channels = dim, in_channels, channels
+        self.blocks = nn.ModuleList(
+            block(dim, in_channels if i == 0 else channels, channels, kernel_size)
+            for i in range(num_layers))
+
+    def forward(self, z: Tensor, coords: Tensor | None = None, **block_kwargs) -> Tensor:
+        _check_grid_input("CNN", z, self.dim, self.in_channels, self.grid_multiple, coords)
+        h = _to_channels_first(z)
+        for blk in self.blocks:
+            h = blk(h, coords, **block_kwargs)
+        return _to_channels_last(h)
+
+
+class UNet(nn.Module):
+    """A UNet with ``num_layers`` stride-2 down-sampling levels and skip connections.
+
+    Layout: an input block (``in_channels -> C``), ``num_layers`` stride-2 blocks (``C -> C``),
+    then per level a stride-2 transposed block whose output is concatenated with the skip
+    connection of that level (``2C`` channels), and an output block (``2C -> C``). Every grid
+    size must be divisible by ``2 ** num_layers`` (:attr:`grid_multiple`).
+
+    Args and shapes as :class:`CNN`.
+    """
+
+    def __init__(self, dim: int, in_channels: int, channels: int = 32, num_layers: int = 5,
+                 kernel_size: int = 5, *, block: BlockFactory = ConvBlock) -> None:
+        super().__init__()
+        _check_common(dim, in_channels, channels, num_layers, kernel_size)
+        self.dim, self.in_channels, self.channels = dim, in_channels, channels
+        self.num_layers = num_layers
+        self.grid_multiple = 2 ** num_layers
+        c = channels
+        self.inp = block(dim, in_channels, c, kernel_size)
+        self.down = nn.ModuleList(block(dim, c, c, kernel_size, stride=2)
+                                  for _ in range(num_layers))
+        self.up = nn.ModuleList(block(dim, c if i == 0 else 2 * c, c, kernel_size, transpose=True)
+                                for i in range(num_layers))
+        self.out = block(dim, 2 * c, c, kernel_size)
+
+    def _level_coords(self, coords: Tensor | None, level: int) -> Tensor | None:
+        # A stride-2 "same" convolution with an odd kernel centres output j on input 2j.
+        if coords is None:
+            return None
+        step = 2 ** level
+        return coords[(slice(None, None, step),) * self.dim]
+
+    def forward(self, z: Tensor, coords: Tensor | None = None, **block_kwargs) -> Tensor:
+        _check_grid_input("UNet", z, self.dim, self.in_channels, self.grid_multiple, coords)
+        h = self.inp(_to_channels_first(z), coords, **block_kwargs)
+        skips = [h]
+        for level, blk in enumerate(self.down, start=1):
+            h = blk(h, self._level_coords(coords, level), **block_kwargs)
+            skips.append(h)
+        u = skips.pop()
+        for level, blk in zip(reversed(range(self.num_layers)), self.up):
+            u = blk(u, self._level_coords(coords, level), **block_kwargs)
+            u = torch.cat([u, skips[level]], 1)
+        return _to_channels_last(self.out(u, coords, **block_kwargs))
+
+
+def build_cnn(kind: str, dim: int, in_channels: int, channels: int, num_layers: int,
+              kernel_size: int, *, block: BlockFactory = ConvBlock) -> CNN | UNet:
+    """``kind = "conv"`` gives a :class:`CNN`, ``"unet"`` a :class:`UNet`."""
+    if kind == "conv":
+        return CNN(dim, in_channels, channels, num_layers, kernel_size, block=block)
+    if kind == "unet":
+        return UNet(dim, in_channels, channels, num_layers, kernel_size, block=block)
+    raise ValueError(f"cnn: expected 'conv' or 'unet', got {kind!r}")

@@ -1,0 +1,182 @@
+"""Translation-equivariant multi-head attention (TE-TNP, Ashman et al., ICML 2024).
+
+The attention logits of every head are a learned function of the dot products of *all* heads
+and of the difference of the token locations,
+
+    logit[h, n, m] = MLP([q_n·k_m / √d_h for every head, x_n − x_m])[h],
+
+so that shifting every location by the same vector changes nothing: no absolute position enters
+anywhere. Values are the usual linear maps of the key tokens.
+
+The logit MLP runs on every (query, key) pair, so its hidden activations have shape
+``[batch, n_query, n_key, hidden]``. To keep memory bounded the MLP runs on one chunk of
+queries at a time; only the ``[batch, heads, n_query, n_key]`` dot products, logits and softmax
+weights are held whole. The chunks share every other operation, so the result is bitwise the
+same for every chunk size. With gradients enabled and more than one chunk, each chunk's MLP is
+recomputed in the backward pass (activation checkpointing) instead of being stored.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+from approxeq.nn.attention import (FeedForward, MultiHeadAttention, check_key_mask,
+                                   masked_attention)
+from approxeq.nn.mlp import MLP
+
+#: default memory budget of the pairwise logit MLP, per attention call
+DEFAULT_MEMORY_BUDGET_MB = 256.0
+
+
+class TEMultiHeadAttention(MultiHeadAttention):
+    """Translation-equivariant multi-head attention from query tokens at ``xq`` to key/value
+    tokens at ``xk``.
+
+    Args:
+        dim: token width. num_heads: number of heads. dim_x: dimension of the locations.
+        logit_hidden: width of the logit MLP (default ``dim``). logit_layers: its hidden layers.
+        activation: activation of the logit MLP.
+        chunk_size: queries per chunk of the pairwise MLP; ``None`` picks the largest chunk
+            whose activations fit in ``memory_budget_mb``.
+        memory_budget_mb: memory allowed for one chunk's pairwise activations (MiB).
+
+    Shapes: ``forward(zq [b, nq, dim], zk [b, nk, dim], xq [b, nq, dim_x], xk [b, nk, dim_x],
+    key_mask [b, nk] | None)`` returns ``[b, nq, dim]``; ``nk`` may be 0 (output zero).
+    """
+
+    def __init__(self, dim: int, num_heads: int, dim_x: int, *, logit_hidden: int | None = None,
+                 logit_layers: int = 2, activation: str | Callable[[], nn.Module] = "relu",
+                 chunk_size: int | None = None,
+                 memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB) -> None:
+        super().__init__(dim, num_heads)
+        if dim_x < 1:
+            raise ValueError(f"dim_x: expected >= 1, got {dim_x}")
+        if memory_budget_mb <= 0:
+            raise ValueError(f"memory_budget_mb: expected > 0, got {memory_budget_mb}")
+        self.dim_x = dim_x
+        self.logit_hidden = logit_hidden or dim
+        self.logit_layers = logit_layers
+        self.logit_mlp = MLP(num_heads + dim_x, num_heads, self.logit_hidden, logit_layers,
+                             activation)
+        self.chunk_size = chunk_size
+        self.memory_budget_mb = memory_budget_mb
+
+    @property
+    def chunk_size(self) -> int | None:
+        return self._chunk_size
+
+    @chunk_size.setter
+    def chunk_size(self, value: int | None) -> None:
+        if value is not None and (not isinstance(value, int) or value < 1):
+            raise ValueError(f"chunk_size: expected a positive int or None, got {value!r}")
+        self._chunk_size = value
+
+    def bytes_per_pair(self, itemsize: int) -> int:
+        """Upper estimate of the memory one (query, key) pair needs in the logit MLP."""
+        h, dx = self.num_heads, self.dim_x
+        # two live hidden activations (linear output and activation), the location
+        # differences, the MLP input and its output
+        return itemsize * (2 * self.logit_hidden + 2 * h + 2 * dx + 8)
+
+    def resolve_chunk_size(self, batch: int, n_query: int, n_key: int, dtype: torch.dtype) -> int:
+        """Queries per chunk: ``chunk_size`` if set, else the largest chunk within the budget."""
+        if self.chunk_size is not None:
+            return max(1, min(self.chunk_size, n_query))
+        per_query = max(1, batch * n_key * self.bytes_per_pair(torch.finfo(dtype).bits // 8))
+        budget = int(self.memory_budget_mb * 2**20)
+        return max(1, min(n_query, budget // per_query))
+
+    def _chunk_logits(self, dots: Tensor, xq: Tensor, xk: Tensor) -> Tensor:
+        """Logits ``[b, c, nk, h]`` of a chunk of ``c`` queries from their dot products
+        ``[b, c, nk, h]`` and locations ``xq [b, c, dx]``, ``xk [b, nk, dx]``."""
+        diff = xq[:, :, None, :] - xk[:, None, :, :]
+        return self.logit_mlp(torch.cat([dots, diff], dim=-1))
+
+    def forward(self, zq: Tensor, zk: Tensor, xq: Tensor, xk: Tensor,  # type: ignore[override]
+                key_mask: Tensor | None = None) -> Tensor:
+        for name, z, x in (("zq/xq", zq, xq), ("zk/xk", zk, xk)):
+            if z.dim() != 3 or x.dim() != 3 or z.shape[:2] != x.shape[:2] \
+                    or x.shape[-1] != self.dim_x or z.shape[-1] != self.dim:
+                raise ValueError(f"{name}: expected tokens [batch, n, {self.dim}] and locations "
+                                 f"[batch, n, {self.dim_x}], got {list(z.shape)} and "
+                                 f"{list(x.shape)}")
+        if zq.shape[0] != zk.shape[0]:
+            raise ValueError(f"zk: batch size {zk.shape[0]} does not match zq's {zq.shape[0]}")
+        b, nq, nk = zq.shape[0], zq.shape[1], zk.shape[1]
+        key_mask = check_key_mask(key_mask, b, nk)
+        if nk == 0 or nq == 0:
+            return zq.new_zeros(b, nq, self.dim)
+        q = self.split_heads(self.to_q(zq))
+        k = self.split_heads(self.to_k(zk))
+        v = self.split_heads(self.to_v(zk))
+        xq, xk = xq.to(q.dtype), xk.to(q.dtype)
+        # Dot products, logits and weights are [b, h, nq, nk] (no hidden width); only the logit MLP's
+        # hidden activations are chunked. Everything outside the MLP is computed on whole
+        # tensors, so the chunk size cannot change the rounding of the result.
+        dots = ((q @ k.transpose(-1, -2)) / math.sqrt(self.dim_head)).permute(0, 2, 3, 1)
+        chunk = self.resolve_chunk_size(b, nq, nk, q.dtype)
+        recompute = chunk < nq and torch.is_grad_enabled()
+        parts = []
+        for start in range(0, nq, chunk):
+            args = (dots[:, start:start + chunk], xq[:, start:start + chunk], xk)
+            parts.append(checkpoint(self._chunk_logits, *args, use_reentrant=False)
+                         if recompute else self._chunk_logits(*args))
+        logits = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+        attended = masked_attention(logits.permute(0, 3, 1, 2), v, key_mask)
+        return self.output(attended, key_mask, nk)
+
+
+class TECrossAttentionLayer(nn.Module):
+    """Pre-LayerNorm TE transformer layer; queries attend to a separate token set:
+    ``zq ← zq + TEMHA(LN(zq), LN(zk), xq, xk); zq ← zq + FF(LN(zq))``. Locations are not updated.
+
+    Shapes: ``forward(zq [b, nq, dim], zk [b, nk, dim], xq [b, nq, dim_x], xk [b, nk, dim_x],
+    key_mask [b, nk] | None)`` returns ``[b, nq, dim]``.
+    """
+
+    def __init__(self, dim: int, num_heads: int, dim_x: int, feedforward_dim: int | None = None,
+                 activation: str | Callable[[], nn.Module] = "relu", **attention_options) -> None:
+        super().__init__()
+        self.attention = TEMultiHeadAttention(dim, num_heads, dim_x, **attention_options)
+        self.norm_q = nn.LayerNorm(dim)
+        self.norm_k = nn.LayerNorm(dim)
+        self.norm_ff = nn.LayerNorm(dim)
+        self.feedforward = FeedForward(dim, feedforward_dim or dim, activation)
+
+    def forward(self, zq: Tensor, zk: Tensor, xq: Tensor, xk: Tensor,
+                key_mask: Tensor | None = None) -> Tensor:
+        zq = zq + self.attention(self.norm_q(zq), self.norm_k(zk), xq, xk, key_mask)
+        return zq + self.feedforward(self.norm_ff(zq))
+
+
+class TESelfAttentionLayer(nn.Module):
+    """Pre-LayerNorm TE transformer layer with self-attention among tokens at ``x``.
+
+    Shapes: ``forward(z [b, n, dim], x [b, n, dim_x], mask [b, n] | None)`` returns
+    ``[b, n, dim]``.
+    """
+
+    def __init__(self, dim: int, num_heads: int, dim_x: int, feedforward_dim: int | None = None,
+                 activation: str | Callable[[], nn.Module] = "relu", **attention_options) -> None:
+        super().__init__()
+        self.attention = TEMultiHeadAttention(dim, num_heads, dim_x, **attention_options)
+        self.norm = nn.LayerNorm(dim)
+        self.norm_ff = nn.LayerNorm(dim)
+        self.feedforward = FeedForward(dim, feedforward_dim or dim, activation)
+
+    def forward(self, z: Tensor, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        zn = self.norm(z)
+        z = z + self.attention(zn, zn, x, x, mask)
+        return z + self.feedforward(self.norm_ff(z))
+
+
+def set_chunk_size(module: nn.Module, chunk_size: int | None) -> None:
+    """Set ``chunk_size`` of every :class:`TEMultiHeadAttention` inside ``module``."""
+    for m in module.modules():
+        if isinstance(m, TEMultiHeadAttention):
+            m.chunk_size = chunk_size
