@@ -49,8 +49,9 @@ class EquivarianceReport:
         return {"equiv_err_mean": float(self.mean_err.mean()), "equiv_err_max": self.max_error}
 
 
-def _predict(model: nn.Module, xc: Tensor, yc: Tensor, xt: Tensor) -> tuple[Tensor, Tensor]:
-    pred = model(xc, yc, xt)
+def _predict(model: nn.Module, xc: Tensor, yc: Tensor, xt: Tensor,
+             model_kwargs: dict | None = None) -> tuple[Tensor, Tensor]:
+    pred = model(xc, yc, xt, **(model_kwargs or {}))
     return pred.mean, pred.stddev
 
 
@@ -59,6 +60,7 @@ def equivariance_error(model: nn.Module, group: Group, xc: Tensor, yc: Tensor, x
                        elements: Tensor | None = None, n_elements: int = 8,
                        generator: torch.Generator | None = None,
                        output_action: OutputAction | None = None,
+                       model_kwargs: dict | None = None,
                        **sample_kwargs) -> EquivarianceReport:
     """Orbit equivariance error of a neural process ``model`` under ``group``.
 
@@ -66,6 +68,8 @@ def equivariance_error(model: nn.Module, group: Group, xc: Tensor, yc: Tensor, x
     else ``n_elements`` random draws), compares the prediction on the transformed task
     ``(g·xc, ρ(g) yc, g·xt)`` with the transformed prediction ``ρ(g) Φ(xc, yc)(xt)``.
     Outputs are treated as scalar fields (ρ trivial) unless ``output_action(g, y)`` is given.
+    ``model_kwargs`` (e.g. auxiliary values ``aux_c``/``aux_t``) are passed unchanged: they are
+    attached to the points and move with them.
     The same ``g`` acts on every task of the batch. Dropout-like randomness is removed by
     putting the model in eval mode for the duration (restored afterwards).
 
@@ -82,12 +86,13 @@ def equivariance_error(model: nn.Module, group: Group, xc: Tensor, yc: Tensor, x
     was_training = model.training
     model.eval()
     try:
-        mean, std = _predict(model, xc, yc, xt)
+        mean, std = _predict(model, xc, yc, xt, model_kwargs)
         b = xc.shape[0]
         mean_errs, std_errs = [], []
         for g in elements:
             gb = g.unsqueeze(0).expand(b, *g.shape)
-            m_g, s_g = _predict(model, group.act_points(gb, xc), act_y(gb, yc), group.act_points(gb, xt))
+            m_g, s_g = _predict(model, group.act_points(gb, xc), act_y(gb, yc), group.act_points(gb, xt),
+                                model_kwargs)
             mean_errs.append((m_g - act_y(gb, mean)).abs().max())
             std_errs.append((s_g - std).abs().max())
     finally:
@@ -117,15 +122,15 @@ def context_permutation_error(model: nn.Module, xc: Tensor, yc: Tensor, xt: Tens
 
 
 @torch.no_grad()
-def delta_equiv(model: nn.Module, xc: Tensor, yc: Tensor, xt: Tensor) -> Tensor:
+def delta_equiv(model: nn.Module, xc: Tensor, yc: Tensor, xt: Tensor, **model_kwargs) -> Tensor:
     """Δequiv per task: mean absolute difference between the predictive means of ``model`` and
     of its equivariant component, ``[batch]``. Zero for models without fixed inputs."""
     was_training = model.training
     model.eval()
     try:
-        full = model(xc, yc, xt).mean
+        full = model(xc, yc, xt, **model_kwargs).mean
         with equivariant_component(model):
-            comp = model(xc, yc, xt).mean
+            comp = model(xc, yc, xt, **model_kwargs).mean
     finally:
         model.train(was_training)
     return (full - comp).abs().flatten(1).mean(-1)

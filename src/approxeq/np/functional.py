@@ -20,6 +20,13 @@ def _masked_mean(values: Tensor, mask: Tensor | None) -> Tensor:
     return (values * m).flatten(1).sum(-1) / m.flatten(1).sum(-1).clamp_min(1)
 
 
+def model_inputs(batch: Batch) -> dict:
+    """Keyword inputs a model takes besides ``(xc, yc, xt)``: the auxiliary fields at context and
+    target locations (``batch.aux["aux_c"]``, ``batch.aux["aux_t"]``) when the batch has them."""
+    aux = batch.aux or {}
+    return {k: aux[k] for k in ("aux_c", "aux_t") if aux.get(k) is not None}
+
+
 def np_loss(model: torch.nn.Module, batch: Batch) -> Tensor:
     """Training loss: negative log-likelihood per target point, averaged over tasks.
 
@@ -27,7 +34,7 @@ def np_loss(model: torch.nn.Module, batch: Batch) -> Tensor:
     """
     if batch.yt is None:
         raise ValueError("batch.yt: the loss needs target outputs, got None")
-    pred = model(batch.xc, batch.yc, batch.xt)
+    pred = model(batch.xc, batch.yc, batch.xt, **model_inputs(batch))
     return -_masked_mean(pred.log_prob(batch.yt), batch.mt).mean()
 
 
@@ -80,5 +87,5 @@ def np_evaluate(model: torch.nn.Module, batch: Batch) -> EvalResult:
     RMSE of the predictive mean and the coverage of the central 95% interval, per task."""
     if batch.yt is None:
         raise ValueError("batch.yt: evaluation needs target outputs, got None")
-    pred: Distribution = model(batch.xc, batch.yc, batch.xt)
+    pred: Distribution = model(batch.xc, batch.yc, batch.xt, **model_inputs(batch))
     return gaussian_metrics(pred.mean, pred.stddev, batch.yt, batch.mt)
