@@ -2,5 +2,26 @@
 
 from approxeq.groups.base import Group
 from approxeq.groups.translation import Translation
+from approxeq.groups.finite import Cyclic, Dihedral, GridShift
+from approxeq.groups.orthogonal import (
+    E,
+    O,
+    SE,
+    SO,
+    Euclidean,
+    Orthogonal,
+    SpecialEuclidean,
+    SpecialOrthogonal,
+    haar_orthogonal,
+)
+from approxeq.groups.permutation import Permutation
+from approxeq.groups.product import DirectProduct
 
 __all__ = ["Group", "Translation"]
+__all__ += [
+    "Cyclic", "Dihedral", "GridShift", "E", "O", "SE", "SO", "Euclidean", "Orthogonal",
+    "SpecialEuclidean", "SpecialOrthogonal", "haar_orthogonal", "Permutation", "DirectProduct",
+]
+from approxeq.groups.lattice import LatticeEuclidean, point_group_matrices  # noqa: E402
+
+__all__ += ["LatticeEuclidean", "point_group_matrices"]

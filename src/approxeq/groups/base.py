@@ -28,6 +28,8 @@ class Group(ABC):
     element_shape: tuple[int, ...] = ()
     #: whether the group is finite (then :meth:`elements` enumerates it)
     finite: bool = False
+    #: whether elements are integer-valued (index tensors; ``torch.long`` unless a dtype is asked)
+    integer_elements: bool = False
 
     @property
     def name(self) -> str:
@@ -66,6 +68,41 @@ class Group(ABC):
         """The action on vector features (tangent vectors: translations act trivially)
         of shape ``[b, n, dim]``. Defaults to the trivial action."""
         return v
+
+    def act_nodes(self, g: Tensor, h: Tensor) -> Tensor:
+        """The action on node features ``h`` of shape ``[b, n, c]`` (or ``[b, n]``): permutation
+        groups reorder the nodes; groups that do not act on node order leave scalar node features
+        unchanged (the default)."""
+        return h
+
+    def act_adjacency(self, g: Tensor, a: Tensor) -> Tensor:
+        """The action on adjacency matrices / edge features ``a`` of shape ``[b, n, n]`` or
+        ``[b, n, n, c]``. Defaults to the trivial action (groups that do not reorder nodes)."""
+        return a
+
+    def act_grid(self, g: Tensor, f: Tensor) -> Tensor:
+        """The action on scalar fields sampled on a grid, ``f`` of shape ``[b, H, W, c]``:
+        ``(g · f)(p) = f(g⁻¹ p)``. Only groups that map the grid onto itself implement it."""
+        raise NotImplementedError(f"{self!r} does not act exactly on grids")
+
+    def act(self, g: Tensor, x: Tensor, kind: str) -> Tensor:
+        """Dispatch on the kind of data: ``"points"``, ``"vectors"``, ``"nodes"``, ``"mask"``
+        (a ``[b, n]`` node mask, acted on as nodes), ``"adjacency"``, ``"grid"`` or
+        ``"invariant"`` (unchanged)."""
+        if kind == "points":
+            return self.act_points(g, x)
+        if kind == "vectors":
+            return self.act_vectors(g, x)
+        if kind in ("nodes", "mask"):
+            return self.act_nodes(g, x)
+        if kind == "adjacency":
+            return self.act_adjacency(g, x)
+        if kind == "grid":
+            return self.act_grid(g, x)
+        if kind == "invariant":
+            return x
+        raise ValueError(f"kind must be one of points, vectors, nodes, mask, adjacency, grid, "
+                         f"invariant; got {kind!r}")
 
     def __eq__(self, other: object) -> bool:
         return type(self) is type(other) and vars(self) == vars(other)

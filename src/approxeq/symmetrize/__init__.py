@@ -1,0 +1,22 @@
+"""Any ``nn.Module`` made exactly equivariant: averaging, frames, canonicalisation, probabilistic."""
+
+from approxeq.symmetrize.base import (
+    KINDS,
+    Canonicalization,
+    FrameAveraging,
+    GroupAveraging,
+    GroupSample,
+    ProbabilisticSymmetrization,
+    Strategy,
+    Symmetrized,
+    SymmetrizedOutput,
+    gram_schmidt,
+    sinkhorn,
+)
+from approxeq.symmetrize.networks import GraphScoreNetwork, PointCloudFrameNetwork
+
+__all__ = [
+    "KINDS", "Canonicalization", "FrameAveraging", "GroupAveraging", "GroupSample",
+    "ProbabilisticSymmetrization", "Strategy", "Symmetrized", "SymmetrizedOutput",
+    "gram_schmidt", "sinkhorn", "GraphScoreNetwork", "PointCloudFrameNetwork",
+]
