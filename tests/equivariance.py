@@ -40,3 +40,10 @@ def assert_not_equivariant(model, group: Group, task, *, margin=1e-3, n_elements
 def assert_context_permutation_invariant(model, task, *, atol=1e-8):
     err = context_permutation_error(model, *task, generator=torch.Generator().manual_seed(3))
     assert err <= atol, f"prediction changed by {err:.3e} when context points were reordered"
+
+
+def module_equivariance_gap(fn, group: Group, g, inputs, in_kinds, out_kind) -> float:
+    """``max |fn(g·x) − g·fn(x)|`` for any callable on inputs whose group action is declared by
+    kind (``points``, ``vectors``, ``nodes``, ``adjacency``, ``grid``, ``invariant``)."""
+    moved = [group.act(g, x, kind) for x, kind in zip(inputs, in_kinds)]
+    return (fn(*moved) - group.act(g, fn(*inputs), out_kind)).abs().max().item()

@@ -13,6 +13,7 @@ from approxeq.groups import (SE, SO, Cyclic, Dihedral, DirectProduct, Euclidean,
 from approxeq.symmetrize import (Canonicalization, FrameAveraging, GraphScoreNetwork,
                                  GroupAveraging, PointCloudFrameNetwork,
                                  ProbabilisticSymmetrization, Symmetrized, gram_schmidt, sinkhorn)
+from equivariance import module_equivariance_gap
 
 N = 5
 
@@ -69,8 +70,7 @@ def _gap(sym, group, g, inputs, kinds, out_kind, **kw):
 
 
 def _base_gap(base, group, g, inputs, kinds, out_kind):
-    moved = [group.act(g, x, kind) for x, kind in zip(inputs, kinds)]
-    return (base(*moved) - group.act(g, base(*inputs), out_kind)).abs().max().item()
+    return module_equivariance_gap(base, group, g, inputs, kinds, out_kind)
 
 
 # --- whole finite groups -----------------------------------------------------------------------

@@ -52,7 +52,9 @@ def build_model(name: str, dim_x: int, dim_y: int, **options) -> nn.Module:
     if not isinstance(dim_y, int) or dim_y < 1:
         raise ValueError(f"dim_y: expected a positive int, got {dim_y!r}")
     model = _REGISTRY[name](dim_x, dim_y, **options)
+    # recorded so that a checkpoint can rebuild the model without its config
     model.model_name = name
+    model.build_options = dict(options)
     return model
 
 
