@@ -1,0 +1,136 @@
+"""The E(d)-invariant transformer NP (E-TNP) for scalar fields, exact and approximate.
+
+The TE-TNP's attention logits are an MLP of the dot products and of the location difference
+``x_n − x_m``, which makes them invariant to translations only. Here the MLP sees the difference
+only through its length ``‖x_n − x_m‖`` (:class:`DistanceMultiHeadAttention`), which every
+rotation, reflection and translation preserves. Tokens carry no location at all (context
+``MLP([y, 0])``, targets ``MLP([0, 1])``), so the predictive distribution of a scalar field is
+exactly invariant to E(d) acting on all locations at once: ``symmetry = Euclidean(dim_x)``.
+
+With ``approximate=True`` a learned fixed input ``t(x_c)`` is added to the context tokens
+before the first layer (as in the approximate TE-TNP); with ``dim_aux = K`` the embedded
+auxiliary values are added to the context and target tokens. Both are zero inside
+:func:`~approxeq.approximate.equivariant_component`, where the model is exactly E(d)-invariant.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.distributions import Distribution
+
+from approxeq.approximate.auxiliary import check_aux
+from approxeq.groups.orthogonal import Euclidean
+from approxeq.nn.mlp import MLP
+from approxeq.nn.te_attention import TEMultiHeadAttention
+from approxeq.np.likelihood import HeteroscedasticGaussian
+from approxeq.np.models.cnp import (AUX_OPTIONS, aux_embedding, check_model_inputs,
+                                    resolve_options, with_aux)
+from approxeq.np.models.te_tnp import (TE_OPTIONS, FixedInputEmbedding, TETNPEncoder,
+                                       fixed_input_embedding)
+from approxeq.np.models.tnp import context_tokens_input, target_tokens_input
+from approxeq.np.registry import register_model
+
+
+def pairwise_distance(xq: Tensor, xk: Tensor) -> Tensor:
+    """``‖xq_n − xk_m‖`` as ``[b, nq, nk, 1]``, with a zero (not NaN) gradient at distance 0
+    (the diagonal of self-attention)."""
+    sq = ((xq[:, :, None, :] - xk[:, None, :, :]) ** 2).sum(-1, keepdim=True)
+    positive = sq > 0
+    return torch.where(positive, torch.where(positive, sq, torch.ones_like(sq)).sqrt(),
+                       torch.zeros_like(sq))
+
+
+class DistanceMultiHeadAttention(TEMultiHeadAttention):
+    """:class:`~approxeq.nn.te_attention.TEMultiHeadAttention` whose logit MLP reads the
+    distance ``‖x_n − x_m‖`` instead of the difference ``x_n − x_m``:
+
+        logit[h, n, m] = MLP([q_n·k_m / √d_h for every head, ‖x_n − x_m‖])[h],
+
+    invariant to any isometry of the locations (rotations, reflections, translations).
+    Arguments, chunking and shapes as the parent.
+    """
+
+    def __init__(self, dim: int, num_heads: int, dim_x: int, **options: Any) -> None:
+        super().__init__(dim, num_heads, dim_x, **options)
+        activation = options.get("activation", "relu")
+        self.logit_mlp = MLP(num_heads + 1, num_heads, self.logit_hidden, self.logit_layers,
+                             activation)
+
+    def _chunk_logits(self, dots: Tensor, xq: Tensor, xk: Tensor) -> Tensor:
+        return self.logit_mlp(torch.cat([dots, pairwise_distance(xq, xk)], dim=-1))
+
+
+def distance_encoder(width: int, num_layers: int, num_heads: int, dim_x: int,
+                     **attention_options: Any) -> TETNPEncoder:
+    """A :class:`~approxeq.np.models.te_tnp.TETNPEncoder` whose every attention is a
+    :class:`DistanceMultiHeadAttention` (same layers, norms and feed-forward blocks)."""
+    encoder = TETNPEncoder(width, num_layers, num_heads, dim_x, **attention_options)
+    for layer in [*encoder.context_layers, *encoder.target_layers]:
+        layer.attention = DistanceMultiHeadAttention(width, num_heads, dim_x,
+                                                     **attention_options)
+    return encoder
+
+
+class ETNP(nn.Module):
+    """E(d)-invariant TNP for scalar fields (see the module docstring).
+
+    Args:
+        dim_x, dim_y: dimensions. width, num_layers, num_heads, min_std: as the TE-TNP.
+        fixed_input: optional :class:`~approxeq.np.models.te_tnp.FixedInputEmbedding`
+            (approximate version). dim_aux: auxiliary channels ``K`` (0 = none).
+        aux_dropout: per-task dropout probability of the auxiliary embedding in training.
+        **attention_options: ``chunk_size``, ``memory_budget_mb``.
+
+    Shapes: ``forward(xc [b, nc, dim_x], yc [b, nc, dim_y], xt [b, nt, dim_x],
+    aux_c [b, nc, K] | None, aux_t [b, nt, K] | None)`` returns a distribution with batch
+    shape ``[b, nt, dim_y]``.
+    """
+
+    def __init__(self, dim_x: int, dim_y: int, width: int = 128, num_layers: int = 5,
+                 num_heads: int = 8, min_std: float = 1e-3,
+                 fixed_input: FixedInputEmbedding | None = None, dim_aux: int = 0,
+                 aux_dropout: float = 0.0, **attention_options: Any) -> None:
+        super().__init__()
+        self.dim_x, self.dim_y, self.dim_aux = dim_x, dim_y, dim_aux
+        self.symmetry = Euclidean(dim_x)
+        self.token_embedding = MLP(dim_y + 1, width, width, 2)
+        self.fixed_input = fixed_input
+        self.aux_embedding = aux_embedding(dim_aux, width, aux_dropout)
+        self.encoder = distance_encoder(width, num_layers, num_heads, dim_x, **attention_options)
+        self.decoder = MLP(width, 2 * dim_y, width, 2)
+        self.likelihood = HeteroscedasticGaussian(min_std)
+
+    @property
+    def approximate(self) -> bool:
+        return self.fixed_input is not None
+
+    def forward(self, xc: Tensor, yc: Tensor, xt: Tensor, aux_c: Tensor | None = None,
+                aux_t: Tensor | None = None) -> Distribution:
+        check_model_inputs(self, xc, yc, xt)
+        check_aux(self.dim_aux, aux_c, aux_t, xc, xt)
+        zc = self.token_embedding(context_tokens_input(yc))
+        zt = self.token_embedding(target_tokens_input(xt, self.dim_y))
+        if self.fixed_input is not None:
+            zc = zc + self.fixed_input(xc)
+        zc = with_aux(zc, self.aux_embedding, aux_c)
+        zt = with_aux(zt, self.aux_embedding, aux_t)
+        return self.likelihood(self.decoder(self.encoder(zc, zt, xc, xt)))
+
+
+@register_model("e-tnp", "E(d)-invariant TNP: attention logits of distances "
+                "(approximate=True: approximately invariant)")
+def build_e_tnp(dim_x: int, dim_y: int, **options: Any) -> ETNP:
+    """Options: ``width`` (128), ``num_layers`` (5), ``num_heads`` (8), ``min_std`` (1e-3),
+    ``chunk_size`` / ``memory_budget_mb`` (see the TE attention), ``dim_aux`` (0),
+    ``aux_dropout`` (0.0), and with ``approximate=True``: ``num_fixed_inputs`` (width),
+    ``fixed_input_domain`` ([(-2, 2)] * dim_x), ``fixed_input_dropout`` (0.5),
+    ``fourier_features`` (0)."""
+    o = resolve_options("e-tnp", options, {**TE_OPTIONS, **AUX_OPTIONS}, approximable=True)
+    return ETNP(dim_x, dim_y, width=o["width"], num_layers=o["num_layers"],
+                num_heads=o["num_heads"], min_std=o["min_std"],
+                fixed_input=fixed_input_embedding(dim_x, o), dim_aux=o["dim_aux"],
+                aux_dropout=o["aux_dropout"], chunk_size=o["chunk_size"],
+                memory_budget_mb=o["memory_budget_mb"])

@@ -1,0 +1,291 @@
+"""The E(2)-equivariant convolutional CNP (EquivCNP), exact and approximately equivariant.
+
+Pipeline: set convolution of ``[y, 1]`` with one shared, isotropic RBF lengthscale onto a square
+grid → point-wise MLP (``dim_y + 1 -> C``) → group CNN over ``D_N``/``C_N``
+(:class:`~approxeq.nn.group_conv.GroupCNN`: lifting, group convolutions, pooling over the group
+to invariant fields) → isotropic set convolution back to the targets → MLP (``C -> 2 dim_y``)
+→ heteroscedastic Gaussian.
+
+**The grid.** :func:`symmetric_lattice_grid` centres a square grid of ``2n + 1`` points per
+axis, spacing ``h = 1 / points_per_unit``, on the lattice point nearest the centroid of all
+inputs (context and targets), with ``n`` cells covering the largest ``∞``-norm distance of an
+input from that centre plus a margin. A rotation by 90° or a reflection across an axis about
+the origin, and a shift by a multiple of ``h``, move the centre to the transformed centre and
+leave ``n`` unchanged, so they map the grid onto itself: the grid array is rotated/reflected
+about its centre cell, which the group CNN commutes with exactly. Hence the model is exactly
+equivariant (outputs are scalar fields: invariant) to ``D_4 ⋉ hZ²``
+(:class:`~approxeq.groups.LatticeEuclidean`), or ``C_4 ⋉ hZ²`` for ``group="C4"``.
+With ``group="D8"``/``"C8"`` the filters are rotated by 45° by interpolation; the model is
+still exactly equivariant to the 90° subgroup (its ``symmetry``) and approximately to rotations
+by odd multiples of 45° (see :func:`~approxeq.nn.group_conv.filter_interpolation_error`).
+
+**Approximate version** (``approximate=True``): a learned fixed input ``t(x)``
+(:class:`~approxeq.approximate.FixedInput`, ``B`` channels) is evaluated on the grid and
+concatenated as ``B`` extra scalar (trivial) channels at the input of the group CNN, so it
+goes through the lifting convolution like the data. Inside
+:func:`~approxeq.approximate.equivariant_component` it is zero and the model is the exact
+EquivCNP.
+
+**Auxiliary fields** (``dim_aux = K``, e.g. elevation): embedded by an
+:class:`~approxeq.approximate.auxiliary.AuxiliaryEmbedding` (``C`` channels); the context
+embeddings are set-convolved onto the grid with the data and enter the group CNN as extra
+scalar channels (where the fixed inputs go), the target embeddings are added to the decoder's
+features at the targets. Silenced by ``equivariant_component`` too.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+from torch import Tensor, nn
+from torch.distributions import Distribution
+
+from approxeq.approximate.auxiliary import AuxiliaryEmbedding, check_aux
+from approxeq.approximate.fixed_inputs import FixedInput
+from approxeq.groups.lattice import LatticeEuclidean
+from approxeq.nn.group_conv import GroupCNN, parse_group
+from approxeq.nn.mlp import MLP
+from approxeq.nn.setconv import SetConvDecoder, SetConvEncoder, grid_points
+from approxeq.np.likelihood import HeteroscedasticGaussian
+from approxeq.np.models.cnp import check_aux_options, check_model_inputs
+from approxeq.np.registry import register_model
+
+#: margin around the data, in grid cells (as the ConvCNP)
+DEFAULT_MARGIN_CELLS = 8
+
+
+def symmetric_lattice_grid(points: Sequence[Tensor], points_per_unit: float,
+                           margin: float) -> tuple[Tensor, Tensor]:
+    """A square grid, shared by the batch, symmetric about a lattice point and covering
+    ``points`` plus ``margin`` (see the module docstring for why it is equivariant).
+
+    Args:
+        points: tensors ``[batch, n, 2]`` (``n`` may be 0). points_per_unit: ``1 / h``.
+        margin: room around the data (same units as the points).
+
+    Returns:
+        the two axes ``[2n + 1]`` each (multiples of ``h``), in the dtype and on the device of
+        the first tensor.
+    """
+    ref = points[0]
+    flat = torch.cat([p.detach().reshape(-1, 2) for p in points], 0)
+    if flat.shape[0] == 0:
+        centre = torch.zeros(2, dtype=torch.long, device=ref.device)
+        reach = torch.zeros((), dtype=ref.dtype, device=ref.device)
+    else:
+        # torch.round is odd-symmetric (ties to even), so it commutes with the signed
+        # coordinate permutations of D_4, and with integer shifts away from ties.
+        centre = torch.round(flat.mean(0) * points_per_unit).long()
+        reach = (flat - centre.to(flat.dtype) / points_per_unit).abs().amax()
+    n = int(math.ceil(float(reach + margin) * points_per_unit))
+    offsets = torch.arange(-n, n + 1, device=ref.device)
+    return tuple((c + offsets).to(ref.dtype) / points_per_unit for c in centre.tolist())
+
+
+class IsotropicRBFWeights(nn.Module):
+    """RBF weights ``exp(-|x - g|² / (2 l²))`` with one learnable lengthscale for every input
+    dimension, so a set convolution with them commutes with rotations. Separable per axis (the
+    interface of the set convolutions' weights): ``per_axis(x [b, n, d], axes)`` returns one
+    ``[b, n, n_i]`` tensor per axis."""
+
+    def __init__(self, init_lengthscale: float, learn_lengthscale: bool = True) -> None:
+        super().__init__()
+        if not init_lengthscale > 0:
+            raise ValueError(f"init_lengthscale: expected a positive number, got "
+                             f"{init_lengthscale!r}")
+        self.log_lengthscale = nn.Parameter(torch.tensor(math.log(init_lengthscale)),
+                                            requires_grad=learn_lengthscale)
+
+    @property
+    def lengthscale(self) -> Tensor:
+        return self.log_lengthscale.exp()
+
+    def per_axis(self, x: Tensor, axes: Sequence[Tensor]) -> list[Tensor]:
+        ls = self.lengthscale.to(x.dtype)
+        return [torch.exp(-0.5 * ((x[..., d, None] - a) / ls) ** 2) for d, a in enumerate(axes)]
+
+
+def isotropic_setconv_encoder(points_per_unit: float) -> SetConvEncoder:
+    """A 2-D :class:`~approxeq.nn.setconv.SetConvEncoder` with an isotropic lengthscale
+    (initially ``2 / points_per_unit``)."""
+    encoder = SetConvEncoder(2, 2.0 / points_per_unit)
+    encoder.weights = IsotropicRBFWeights(2.0 / points_per_unit)
+    return encoder
+
+
+def isotropic_setconv_decoder(points_per_unit: float) -> SetConvDecoder:
+    """A 2-D :class:`~approxeq.nn.setconv.SetConvDecoder` with an isotropic lengthscale."""
+    decoder = SetConvDecoder(2, 2.0 / points_per_unit)
+    decoder.weights = IsotropicRBFWeights(2.0 / points_per_unit)
+    return decoder
+
+
+class EquivCNPEncoder(nn.Module):
+    """Context set → invariant grid representation.
+
+    Args:
+        dim_y: output dimension. points_per_unit: grid density. channels: width ``C``.
+        net: the group CNN, ``in_channels = C + B + A`` (fixed-input and auxiliary channels).
+        margin: room around the data. fixed_input: optional ``t`` with ``B`` channels.
+        aux_embedding: optional auxiliary embedding with ``A`` output channels.
+
+    Shapes: ``forward(xc [b, n, 2], yc [b, n, dim_y], xt [b, m, 2], aux_c [b, n, K] | None)``
+    returns the grid axes ``([N], [N])`` and the representation ``[b, N, N, C]``.
+    """
+
+    def __init__(self, dim_y: int, points_per_unit: float, channels: int, net: GroupCNN,
+                 margin: float, *, fixed_input: FixedInput | None = None,
+                 aux_embedding: AuxiliaryEmbedding | None = None) -> None:
+        super().__init__()
+        self.dim_y, self.points_per_unit, self.margin = dim_y, points_per_unit, margin
+        self.setconv = isotropic_setconv_encoder(points_per_unit)
+        self.pointwise = MLP(dim_y + 1, channels, hidden=channels, num_layers=1)
+        self.fixed_input = fixed_input
+        self.aux_embedding = aux_embedding
+        self.net = net
+
+    def forward(self, xc: Tensor, yc: Tensor, xt: Tensor,
+                aux_c: Tensor | None = None) -> tuple[tuple[Tensor, ...], Tensor]:
+        axes = symmetric_lattice_grid([xc, xt], self.points_per_unit, self.margin)
+        data = yc
+        if self.aux_embedding is not None:
+            data = torch.cat([yc, self.aux_embedding(aux_c)], -1)
+        h = self.setconv(xc, data, axes)  # [b, N, N, dim_y (+ A) + 1], density last
+        dy = self.dim_y
+        parts = [self.pointwise(torch.cat([h[..., :dy], h[..., -1:]], -1))]
+        if self.aux_embedding is not None:
+            parts.append(h[..., dy:-1])
+        if self.fixed_input is not None:
+            b, grid = h.shape[0], h.shape[1:-1]
+            # one copy of the grid per task: the fixed input's dropout is drawn per task
+            pts = grid_points(axes).reshape(1, -1, 2).expand(b, -1, -1)
+            parts.append(self.fixed_input(pts).reshape(b, *grid, -1))
+        return axes, self.net(torch.cat(parts, -1))
+
+
+class EquivCNPDecoder(nn.Module):
+    """Invariant grid representation → decoder outputs at the targets (isotropic set
+    convolution, plus the target auxiliary embedding if any, then an MLP).
+
+    Shapes: ``forward(axes, z [b, N, N, C], xt [b, m, 2], aux_t_embedded [b, m, C] | None)``
+    returns ``[b, m, 2 dim_y]``.
+    """
+
+    def __init__(self, dim_y: int, points_per_unit: float, channels: int) -> None:
+        super().__init__()
+        self.setconv = isotropic_setconv_decoder(points_per_unit)
+        self.mlp = MLP(channels, 2 * dim_y, hidden=channels, num_layers=1)
+
+    def forward(self, axes: Sequence[Tensor], z: Tensor, xt: Tensor,
+                aux_t_embedded: Tensor | None = None) -> Tensor:
+        h = self.setconv(axes, z, xt)
+        if aux_t_embedded is not None:
+            h = h + aux_t_embedded
+        return self.mlp(h)
+
+
+class EquivCNP(nn.Module):
+    """The EquivCNP: ``encoder`` (context → invariant grid fields), ``decoder`` (grid →
+    targets), ``likelihood``.
+
+    Attributes: ``dim_x = 2``, ``dim_y``, ``symmetry`` (the lattice subgroup of E(2) the model
+    is exactly equivariant to: ``D4⋉hZ²`` for ``D4`` and ``D8``, ``C4⋉hZ²`` for ``C4`` and
+    ``C8``, ``h = 1 / points_per_unit``), ``group`` (the point group of the CNN, e.g. ``"D8"``),
+    ``points_per_unit``, ``dim_aux``.
+
+    Shapes: ``forward(xc [b, n, 2], yc [b, n, dim_y], xt [b, m, 2], aux_c [b, n, K] | None,
+    aux_t [b, m, K] | None)`` returns a factorised Gaussian with batch shape
+    ``[b, m, dim_y]``; ``n = 0`` is valid.
+    """
+
+    def __init__(self, dim_y: int, encoder: EquivCNPEncoder, decoder: EquivCNPDecoder,
+                 likelihood: nn.Module, *, group: str) -> None:
+        super().__init__()
+        self.dim_x, self.dim_y, self.group = 2, dim_y, group
+        self.encoder, self.decoder, self.likelihood = encoder, decoder, likelihood
+        self.points_per_unit = encoder.points_per_unit
+        order, reflections = parse_group(group)
+        self.symmetry = LatticeEuclidean(math.gcd(order, 4), reflections=reflections,
+                                         spacing=1.0 / self.points_per_unit)
+        self.dim_aux = 0 if encoder.aux_embedding is None else encoder.aux_embedding.dim_aux
+
+    @property
+    def approximate(self) -> bool:
+        return self.encoder.fixed_input is not None
+
+    def forward(self, xc: Tensor, yc: Tensor, xt: Tensor, aux_c: Tensor | None = None,
+                aux_t: Tensor | None = None) -> Distribution:
+        check_model_inputs(self, xc, yc, xt)
+        check_aux(self.dim_aux, aux_c, aux_t, xc, xt)
+        axes, z = self.encoder(xc, yc, xt, aux_c)
+        aux_t_embedded = None
+        if self.encoder.aux_embedding is not None:
+            aux_t_embedded = self.encoder.aux_embedding(aux_t)
+        return self.likelihood(self.decoder(axes, z, xt, aux_t_embedded))
+
+
+@register_model("equivcnp", "E(2) ConvCNP: D_N/C_N group CNN on a symmetric lattice grid "
+                "(approximate=True: fixed inputs as extra scalar channels)")
+def build_equivcnp(dim_x: int, dim_y: int, *, approximate: bool = False, group: str = "D4",
+                   points_per_unit: float = 8.0, channels: int = 8, num_layers: int = 5,
+                   kernel_size: int = 5, margin: float | None = None, pool: str = "mean",
+                   min_std: float = 1e-3, num_fixed_inputs: int | None = None,
+                   fixed_input_domain: Sequence[Sequence[float]] | None = None,
+                   fixed_input_dropout: float = 0.5, fixed_input_hidden: int | None = None,
+                   fourier_features: int = 0, dim_aux: int = 0,
+                   aux_dropout: float = 0.0) -> EquivCNP:
+    """EquivCNP (exactly equivariant to a lattice subgroup of E(2); see the module docstring).
+
+    Args:
+        dim_x: must be 2. dim_y: >= 1.
+        approximate: add a learned fixed input on the grid as extra scalar channels.
+        group: ``"D4"`` (default), ``"C4"``, ``"D8"`` or ``"C8"``.
+        points_per_unit: grid density (8). channels: regular fields per hidden layer (8; the
+            hidden width is ``channels · |G|``). num_layers: convolutions (5).
+        kernel_size: odd kernel width (5). margin: room around the data (default 8 cells).
+        pool: ``"mean"`` or ``"max"`` over the group axis. min_std: predictive std floor.
+        num_fixed_inputs: fixed-input channels ``B`` (default ``channels``).
+        fixed_input_domain: box outside which the fixed input is zero ([(-2, 2)] * 2).
+        fixed_input_dropout: per-task dropout probability of the fixed input in training.
+        fixed_input_hidden: MLP width of the fixed input (default ``4 * channels``).
+        fourier_features: Fourier features of the location for the fixed input (0 = none).
+        dim_aux: channels ``K`` of auxiliary fields given as ``aux_c``/``aux_t`` (0 = none).
+        aux_dropout: per-task dropout probability of the auxiliary embedding in training.
+    """
+    if dim_x != 2:
+        raise ValueError(f"dim_x: equivcnp is equivariant to rotations of the plane and supports "
+                         f"dim_x = 2 only, got dim_x = {dim_x}; for other dimensions use "
+                         "'e-tnp' (E(dim_x)-invariant attention) or 'convcnp'")
+    parse_group(group)
+    if not isinstance(dim_y, int) or dim_y < 1:
+        raise ValueError(f"dim_y: expected an int >= 1, got {dim_y!r}")
+    if not points_per_unit > 0:
+        raise ValueError(f"points_per_unit: expected a positive number, got {points_per_unit!r}")
+    for name, value in (("channels", channels), ("num_layers", num_layers)):
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name}: expected an int >= 1, got {value!r}")
+    check_aux_options(dim_aux, aux_dropout)
+    if margin is None:
+        margin = DEFAULT_MARGIN_CELLS / points_per_unit
+    fixed_input = None
+    extra = 0
+    if approximate:
+        b = channels if num_fixed_inputs is None else num_fixed_inputs
+        if not isinstance(b, int) or b < 1:
+            raise ValueError(f"num_fixed_inputs: expected an int >= 1 with approximate=True, "
+                             f"got {num_fixed_inputs!r}")
+        domain = [(-2.0, 2.0)] * 2 if fixed_input_domain is None else fixed_input_domain
+        fixed_input = FixedInput(2, b, domain, hidden=fixed_input_hidden or 4 * channels,
+                                 p=fixed_input_dropout, fourier_features=fourier_features)
+        extra += b
+    aux_embedding = None
+    if dim_aux:
+        aux_embedding = AuxiliaryEmbedding(dim_aux, channels, hidden=channels, p=aux_dropout)
+        extra += channels
+    net = GroupCNN(channels + extra, channels, num_layers, kernel_size, group, pool)
+    encoder = EquivCNPEncoder(dim_y, points_per_unit, channels, net, margin,
+                              fixed_input=fixed_input, aux_embedding=aux_embedding)
+    decoder = EquivCNPDecoder(dim_y, points_per_unit, channels)
+    return EquivCNP(dim_y, encoder, decoder, HeteroscedasticGaussian(min_std), group=group)
