@@ -534,6 +534,11 @@ class Symmetrized(nn.Module):
         kw = {key: (ops.repeat_batch(v, k) if isinstance(v, Tensor) and v.dim() > 0
                     and v.shape[0] == b else v) for key, v in kwargs.items()}
         raw = self.base(*moved, **kw)
+        if self._out_tuple and isinstance(raw, Tensor):
+            raise ValueError(f"out_kinds: given as a sequence {self.out_kinds}, so base must return "
+                             f"a tuple of outputs, but it returned one tensor of shape "
+                             f"{list(raw.shape)}; for a single output pass out_kinds as a string, "
+                             f"e.g. out_kinds={self.out_kinds[0]!r}")
         raw_list = tuple(raw) if self._out_tuple else (raw,)
         if len(raw_list) != len(self.out_kinds):
             raise ValueError(f"base returned {len(raw_list)} outputs, out_kinds has "

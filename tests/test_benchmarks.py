@@ -1,0 +1,136 @@
+"""The benchmark scripts run at a tiny size (``--smoke``) and write valid JSON; their helpers
+time, measure and fit what they claim to."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "benchmarks"
+
+
+def _load_common():
+    spec = importlib.util.spec_from_file_location("approxeq_bench_common", BENCH / "common.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+common = _load_common()
+
+
+def _run_script(name: str, out: Path, *args: str) -> dict:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, str(BENCH / name), "--smoke", "--out", str(out), *args],
+                          capture_output=True, text=True, timeout=180, env=env, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    return json.loads(out.read_text())
+
+
+def _check_record(record: dict, benchmark: str) -> None:
+    assert record["benchmark"] == benchmark
+    for key in ("cpu_count", "torch_version", "torch_threads", "device"):
+        assert key in record["machine"]
+    assert record["load_average_start"] is None or len(record["load_average_start"]) == 3
+    assert record["finished_utc"] is not None
+
+
+def _check_measured(result: dict) -> None:
+    assert result["status"] == "ok", result.get("error")
+    t = result["timing"]
+    assert t["median_ms"] > 0 and t["iqr_ms"] >= 0 and t["repeats"] == len(t["times_ms"]) >= 1
+    assert result["memory"]["peak_mb"] >= 0 and result["memory"]["peak_total_mb"] > 0
+
+
+def test_train_step_smoke_writes_json(tmp_path):
+    record = _run_script("bench_train_step.py", tmp_path / "train.json",
+                         "--models", "cnp", "te-tnp", "convcnp")
+    _check_record(record, "train_step")
+    labels = {(r["label"], r["dim_x"]) for r in record["results"]}
+    assert labels == {("cnp", 1), ("te-tnp", 1), ("te-tnp:approx", 1), ("convcnp", 1),
+                      ("convcnp:approx", 1), ("te-tnp", 2), ("convcnp", 2)}
+    for r in record["results"]:
+        _check_measured(r)
+        assert math.isclose(r["tasks_per_s"], r["batch"] / (r["timing"]["median_ms"] / 1000))
+
+
+def test_context_scaling_smoke_writes_json(tmp_path):
+    record = _run_script("bench_context_scaling.py", tmp_path / "scaling.json", "--headline")
+    _check_record(record, "context_scaling")
+    sizes = {(r["model"], r["n_context"]) for r in record["results"]}
+    assert sizes == {(m, n) for m in ("te-tnp", "te-pt-tnp", "convcnp") for n in (8, 16)}
+    for r in record["results"]:
+        _check_measured(r)
+    assert {f["model"] for f in record["extra"]["exponents"]} == {"te-tnp", "te-pt-tnp", "convcnp"}
+    headline = record["extra"]["headline"]
+    _check_measured(headline["result"])
+    r = headline["result"]
+    heads, width = r["attention"]["heads"], r["attention"]["logit_width"]
+    expected = r["batch"] * heads * r["n_target"] * r["n_context"] * width * 4 / 2**20
+    assert math.isclose(headline["materialised_pairwise_mb"], expected)
+
+
+def test_quartiles_match_numpy(gen):
+    import torch
+
+    values = torch.rand(11, generator=gen).tolist()
+    q25, q50, q75 = common.quartiles(values)
+    assert np.allclose([q25, q50, q75], np.percentile(values, [25, 50, 75]))
+
+
+def test_loglog_slope_recovers_the_exponent(gen):
+    import torch
+
+    exponent = float(torch.rand((), generator=gen)) * 3
+    sizes = [64 * 2**i for i in range(6)]
+    times = [0.3 * n**exponent for n in sizes]
+    assert math.isclose(common.loglog_slope(sizes, times), exponent, rel_tol=1e-9)
+    assert common.loglog_slope([64, 64], [1.0, 2.0]) is None
+
+
+def test_time_calls_counts_warmup_repeats_and_budget():
+    calls = {"fn": 0, "warm": 0}
+
+    def fn():
+        calls["fn"] += 1
+
+    def warm():
+        calls["warm"] += 1
+
+    t = common.time_calls(fn, warmup=2, repeats=4, warmup_fn=warm)
+    assert calls == {"fn": 4, "warm": 2} and t.repeats == 4 and t.warmup == 2
+    assert t.q25_ms <= t.median_ms <= t.q75_ms
+    # A budget already spent by the first call stops after min_repeats calls.
+    t = common.time_calls(fn, warmup=0, repeats=10, min_repeats=3, budget_s=0.0)
+    assert t.repeats == 3
+
+
+def test_peak_memory_sees_an_allocation():
+    memory = common.PeakMemory("cpu")
+    memory.start()
+    block = np.ones(48 * 2**20 // 8)  # 48 MiB, touched
+    peak = memory.stop()
+    del block
+    assert peak["peak_mb"] >= 40
+
+
+def test_write_json_is_atomic(tmp_path):
+    path = tmp_path / "out.json"
+    common.write_json(path, {"a": 1})
+    with pytest.raises(ValueError):
+        common.write_json(path, {"a": float("nan")})
+    assert json.loads(path.read_text()) == {"a": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's private 0600
