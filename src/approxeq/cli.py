@@ -1,0 +1,297 @@
+"""The ``approxeq`` command.
+
+::
+
+    approxeq models                                   # the model zoo
+    approxeq demo --out DIR [--steps N]               # the main job, in minutes on a CPU
+    approxeq experiment NAME --out DIR [--quick]      # experiments/NAME.yaml
+    approxeq train CONFIG --out DIR [--size quick]    # any experiment YAML
+    approxeq eval RUN_DIR [--data FILE] [--out FILE]  # re-evaluate a finished run
+
+Every command that trains or evaluates writes ``metrics.json`` (one entry per model with at
+least ``loglik`` and ``loglik_se``) in its output directory; see
+:mod:`approxeq.train.experiment` for the files of a run directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+EXPERIMENTS_DIR = "experiments"
+
+
+class CLIError(Exception):
+    """An error to report to the user as one line, without a traceback."""
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------------------------
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _search_roots() -> list[Path]:
+    roots: list[Path] = []
+    for start in (Path.cwd().resolve(), Path(__file__).resolve().parent):
+        for d in (start, *start.parents):
+            if d not in roots:
+                roots.append(d)
+    return roots
+
+
+def resolve_experiment(name: str) -> Path:
+    """The YAML file of an experiment: ``name`` itself if it is a file, else
+    ``experiments/<name>.yaml`` (or ``.yml``) in the current directory or one of its parents,
+    or beside the installed package (a source checkout). Raises :class:`CLIError` listing the
+    experiments found otherwise."""
+    direct = Path(name).expanduser()
+    if direct.is_file():
+        return direct
+    stem = Path(name).name
+    for suffix in (".yaml", ".yml"):
+        if stem.endswith(suffix):
+            stem = stem[: -len(suffix)]
+    searched, available = [], set()
+    for root in _search_roots():
+        folder = root / EXPERIMENTS_DIR
+        if not folder.is_dir():
+            continue
+        searched.append(folder)
+        for suffix in (".yaml", ".yml"):
+            candidate = folder / f"{stem}{suffix}"
+            if candidate.is_file():
+                return candidate
+        available.update(p.stem for p in folder.glob("*.y*ml"))
+    where = (f"searched {', '.join(str(s) for s in searched)}" if searched else
+             f"no '{EXPERIMENTS_DIR}/' folder in the current directory, its parents or beside "
+             "the package")
+    hint = f"; available: {', '.join(sorted(available))}" if available else ""
+    raise CLIError(f"experiment {name!r}: not a file and no {EXPERIMENTS_DIR}/{stem}.yaml "
+                   f"({where}){hint}")
+
+
+def _figures_hook(enabled: bool):
+    if not enabled:
+        return None
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        print("approxeq: matplotlib is not installed, so no figures are drawn "
+              "(pip install 'approxeq[plot]')", file=sys.stderr)
+        return None
+    from approxeq.plot import experiment_figures
+
+    return experiment_figures
+
+
+def _print_summary(result, out: Path) -> None:
+    from approxeq.train.experiment import format_table, results_table
+
+    print()
+    print(format_table(results_table(result.metrics), markdown=False))
+    print()
+    print(f"wrote {out / 'metrics.json'}, {out / 'results.md'}")
+    for p in result.figures:
+        print(f"wrote {p}")
+    print(f"wall time {result.seconds:.0f} s")
+
+
+def _run(config, args) -> int:
+    from approxeq.train.experiment import run_experiment
+
+    out = Path(args.out)
+    result = run_experiment(config, out, progress=not args.quiet,
+                            figures=_figures_hook(not args.no_figures), device=args.device,
+                            only=args.only, log=(lambda m: None) if args.quiet else None)
+    _print_summary(result, out)
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# Commands
+# --------------------------------------------------------------------------------------------
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from approxeq.np import available_models
+
+    zoo = available_models()
+    width = max(len(n) for n in zoo)
+    for name, description in zoo.items():
+        print(f"{name.ljust(width)}  {description}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from approxeq.train.experiment import DEMO_STEPS, demo_config
+
+    args.steps = args.steps or DEMO_STEPS
+    config = demo_config(args.steps, test_tasks=args.test_tasks,
+                         device=args.device or "auto")
+    print(f"approxeq demo: {len(config.models)} models x {args.steps} steps on the 1-D Gibbs "
+          f"task, evaluated ID and OOD against the GP oracle; output in {args.out}",
+          file=sys.stderr)
+    args.only = None
+    return _run(config, args)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from approxeq.train.config import load_experiment
+
+    path = Path(args.config)
+    if not path.is_file():
+        raise CLIError(f"CONFIG: no file {path}")
+    return _run(load_experiment(path, size=args.size), args)
+
+
+def cmd_experiment(args: argparse.Namespace) -> int:
+    from approxeq.train.config import load_experiment
+
+    if args.quick and args.size not in (None, "quick"):
+        raise CLIError(f"--quick and --size {args.size} contradict each other")
+    size = "quick" if args.quick else (args.size or "paper")
+    path = resolve_experiment(args.name)
+    print(f"approxeq experiment: {path} (size {size})", file=sys.stderr)
+    return _run(load_experiment(path, size=size), args)
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from approxeq.train.experiment import evaluate_run, format_table, results_table
+
+    start = time.monotonic()
+    metrics, path = evaluate_run(args.run_dir, data=args.data, out=args.out,
+                                 checkpoint=args.checkpoint, device=args.device)
+    print(format_table(results_table(metrics), markdown=False))
+    print(f"\nwrote {path} ({time.monotonic() - start:.0f} s)")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# Parser
+# --------------------------------------------------------------------------------------------
+
+def _add_run_options(p: argparse.ArgumentParser, *, only: bool = True) -> None:
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="run directory (created; rerunning resumes unfinished models and skips "
+                        "finished ones)")
+    p.add_argument("--device", default=None, metavar="DEVICE",
+                   help="'cpu', 'cuda' or 'cuda:N' for every model (default: each model's "
+                        "train.device, 'auto' = CUDA if available)")
+    if only:
+        p.add_argument("--only", nargs="+", metavar="LABEL",
+                       help="train and evaluate only these model labels")
+    p.add_argument("--no-figures", action="store_true", help="do not draw figures")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or status messages")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``approxeq`` command."""
+    parser = argparse.ArgumentParser(
+        prog="approxeq",
+        description="Exact, learned and approximate equivariance for neural processes: train, "
+                    "evaluate and compare models.",
+        epilog="Each command that trains or evaluates writes metrics.json (one entry per model "
+               "with loglik and loglik_se) in its output directory.")
+    from approxeq import __version__
+
+    parser.add_argument("--version", action="version", version=f"approxeq {__version__}")
+    parser.add_argument("--traceback", action="store_true",
+                        help="show the full traceback of an error instead of one line")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("models", help="list the model zoo",
+                       description="List the registered models (names for build_model and the "
+                                   "'name' of a model in an experiment YAML).")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser(
+        "demo", help="train and compare non-, exactly and approximately equivariant NPs",
+        description="Train a TNP (not equivariant), a ConvCNP (translation equivariant) and an "
+                    "approximately equivariant ConvCNP (learned fixed inputs) on the 1-D Gibbs "
+                    "switching-lengthscale GP task; evaluate in and out of distribution against "
+                    "the GP oracle; print a table and write DIR/metrics.json, results.md and "
+                    "figures/. Under 10 minutes on 2 CPU cores with the default --steps "
+                    "(about 4 on idle cores).")
+    _add_run_options(p, only=False)
+    p.add_argument("--steps", type=_positive_int, default=None,
+                   help="training steps per model (default 3000)")
+    p.add_argument("--test-tasks", type=_positive_int, default=256,
+                   help="tasks per test set, ID and OOD (default 256)")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser(
+        "experiment", help="run an experiment of the experiments/ folder",
+        description="Run experiments/NAME.yaml (found in the current directory, its parents or "
+                    "beside the package; NAME may also be a path): train every model, evaluate "
+                    "ID and OOD, write metrics.json, results.md and figures.")
+    p.add_argument("name", metavar="NAME", help="experiment name (e.g. gp1d) or YAML path")
+    p.add_argument("--quick", action="store_true",
+                   help="the quick CPU size (default: the paper size)")
+    p.add_argument("--size", default=None, help="any size the YAML defines (default paper)")
+    _add_run_options(p)
+    p.set_defaults(func=cmd_experiment)
+
+    p = sub.add_parser(
+        "train", help="train and evaluate the models of an experiment YAML",
+        description="Train every model of an experiment YAML (see experiments/gp1d.yaml), "
+                    "evaluate ID and OOD, write metrics.json, results.md and figures.")
+    p.add_argument("config", metavar="CONFIG", help="experiment YAML file")
+    p.add_argument("--size", default="quick", help="a size the YAML defines (default quick)")
+    _add_run_options(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser(
+        "eval", help="re-evaluate a finished run from its checkpoints",
+        description="Re-evaluate every model of RUN_DIR (written by train/experiment/demo) from "
+                    "its checkpoints, on the experiment's own ID/OOD test sets or on a saved "
+                    "task file (--data: a .pt written by approxeq.train.experiment.save_batches, "
+                    "a list of batches of xc, yc, xt, yt tensors).")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="run directory")
+    p.add_argument("--data", default=None, metavar="FILE", help="saved task file (.pt)")
+    p.add_argument("--out", default=None, metavar="FILE",
+                   help="metrics file to write (default RUN_DIR/metrics.json, or "
+                        "RUN_DIR/eval-<FILE stem>/metrics.json with --data)")
+    p.add_argument("--checkpoint", choices=("best.pt", "last.pt"), default="best.pt",
+                   help="which checkpoint to evaluate (default best.pt)")
+    p.add_argument("--device", default=None, metavar="DEVICE",
+                   help="'cpu', 'cuda' or 'cuda:N' (default: CUDA if available)")
+    p.set_defaults(func=cmd_eval)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``approxeq`` command with ``argv`` (default ``sys.argv[1:]``); return the exit
+    status. Argument errors exit with status 2 (argparse); errors in configurations, model
+    options, files or data print one line (``--traceback``: the full traceback) and return 1."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from approxeq.train.config import ConfigError
+
+    try:
+        return int(args.func(args) or 0)
+    except (CLIError, ConfigError, FileNotFoundError, ValueError) as err:
+        # bad configurations, options, files and data: a user's mistake, told in one line
+        if args.traceback:
+            raise
+        print(f"approxeq {args.command}: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"approxeq {args.command}: interrupted; rerun the same command to resume",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,197 @@
+"""The figures of an experiment run: predictions on an ID and an OOD task, fixed inputs and
+training curves."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import torch
+from torch import nn
+
+from approxeq.approximate import FixedInput, is_approximate, symmetry_breaking_modules
+from approxeq.np.batch import Batch
+from approxeq.plot._mpl import BLUE, VERMILLION, finish, pyplot
+from approxeq.plot.fixed_inputs import plot_fixed_inputs
+from approxeq.plot.predictions import plot_predictions_1d, predict_1d
+from approxeq.plot.training import plot_training_curves
+
+
+def _safe(label: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in label)
+
+
+@torch.no_grad()
+def oracle_curve(batch: Batch, task_index: int, x: torch.Tensor) -> tuple | None:
+    """The GP oracle's (moment-matched) predictive mean and std of one task on the grid ``x``
+    ``[n]``, or ``None`` if the batch carries no oracle (``aux["oracle"]``)."""
+    oracle = (batch.aux or {}).get("oracle")
+    if oracle is None or not hasattr(oracle, "posterior"):
+        return None
+    i = task_index
+    post = oracle.posterior(batch.xc[i:i + 1].double(), batch.yc[i:i + 1].double(),
+                            x.reshape(1, -1, 1).double())
+    return post.mean[0, :, 0], post.var[0, :, 0].clamp_min(0).sqrt()
+
+
+def plot_task_comparison(models: Mapping[str, nn.Module], batch: Batch, *, task_index: int = 0,
+                         x_range: Sequence[float] = (-4.0, 4.0), n: int = 300,
+                         context_region: Sequence[float] | None = None, title: str = "",
+                         path: str | Path | None = None) -> Any:
+    """One panel per model on the same 1-D task: predictive mean and 95% interval, context
+    points, targets and (dashed) the GP oracle's mean. Approximately equivariant models are
+    drawn with their fixed inputs (blue) and with every fixed input zero (vermillion).
+
+    Shapes: ``batch`` holds 1-D tasks (``dim_x = dim_y = 1``); ``task_index`` picks one.
+    """
+    from approxeq.approximate import equivariant_component
+
+    plt = pyplot()
+    if not models:
+        raise ValueError("models: expected at least one model, got none")
+    if batch.dim_x != 1 or batch.dim_y != 1:
+        raise ValueError(f"batch: task comparisons are 1-D plots; got dim_x = {batch.dim_x}, "
+                         f"dim_y = {batch.dim_y}")
+    i = task_index
+    x = torch.linspace(float(x_range[0]), float(x_range[1]), n)
+    oracle = oracle_curve(batch, i, x)
+    fig, axes = plt.subplots(len(models), 1, figsize=(10, 2.6 * len(models)), sharex=True,
+                             squeeze=False)
+    xc, yc = batch.xc[i, :, 0], batch.yc[i, :, 0]
+    mt = batch.mt[i] if batch.mt is not None else slice(None)
+    xt, yt = batch.xt[i, :, 0][mt], batch.yt[i, :, 0][mt]
+    for ax, (label, model) in zip(axes[:, 0], models.items()):
+        preds = {label: predict_1d(model, xc[:, None], yc[:, None], x)}
+        colors = [BLUE]
+        if is_approximate(model):
+            with equivariant_component(model):
+                preds["equivariant component"] = predict_1d(model, xc[:, None], yc[:, None], x)
+            colors.append(VERMILLION)
+        plot_predictions_1d(xc, yc, x, preds, xt=xt, yt=yt,
+                            truth=(x, oracle[0]) if oracle is not None else None,
+                            context_region=context_region, colors=colors, ax=ax)
+        ax.set_title(label, fontsize=10, loc="left")
+        if ax is not axes[-1, 0]:
+            ax.set_xlabel("")
+        for line in ax.get_lines():
+            if line.get_label() == "truth":
+                line.set_label("GP oracle mean")
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return finish(fig, path)
+
+
+def experiment_figures(out_dir: str | Path, config: Any, models: Mapping[str, nn.Module],
+                       test_sets: Mapping[str, Sequence[Batch]], histories: Mapping[str, dict],
+                       *, task_index: int = 0) -> list[Path]:
+    """Write the figures of an experiment run into ``out_dir/figures`` and return their paths:
+
+    * ``predictions_<setting>.png`` (1-D tasks only): every model on the same task of each
+      test setting (ID, OOD), approximate models with and without their fixed inputs;
+    * ``fixed_inputs_<label>.png`` (1-D only): the learned ``t(x)`` of every model with fixed
+      inputs;
+    * ``training_curves.png``: training loss and validation log-likelihood of every model;
+    * ``ablation_<setting>.png`` when ``extra.ablation`` is given (``{parameter: str, series:
+      [{name: str, points: [[x, label], ...]}, ...]}``): log-likelihood against ``x``.
+
+    ``config`` is an :class:`approxeq.train.ExperimentConfig` (its ``extra.plot_range`` sets
+    the x range of the ID plots; OOD plots are shifted by ``extra.ood_shift``). This is the
+    ``figures`` hook of :func:`approxeq.train.experiment.run_experiment`.
+    """
+    import matplotlib
+
+    from approxeq.train.experiment import context_region, ood_shift
+
+    plt = pyplot()
+    fig_dir = Path(out_dir) / "figures"
+    paths: list[Path] = []
+    extra = getattr(config, "extra", {}) or {}
+    base_range = extra.get("plot_range")
+    one_d = config.task.dim_x == 1 and config.task.dim_y == 1
+    if one_d and models:
+        for setting, batches in test_sets.items():
+            batch = batches[0]
+            if base_range is not None:
+                lo, hi = (float(v) for v in base_range)
+            else:
+                lo, hi = float(batch.xt[..., 0].min()), float(batch.xt[..., 0].max())
+            if setting == "ood" and base_range is not None:
+                shift = ood_shift(config)
+                s = float(shift if not isinstance(shift, (list, tuple)) else shift[0])
+                lo, hi = lo + s, hi + s
+            path = fig_dir / f"predictions_{setting}.png"
+            fig = plot_task_comparison(models, batch, task_index=task_index, x_range=(lo, hi),
+                                       context_region=context_region(config, setting),
+                                       title=f"{config.name}: {setting.upper()} task", path=path)
+            plt.close(fig)
+            paths.append(path)
+        for label, model in models.items():
+            if any(isinstance(m, FixedInput) for m in symmetry_breaking_modules(model)):
+                lo, hi = (float(v) for v in (base_range or (-4.0, 4.0)))
+                path = fig_dir / f"fixed_inputs_{_safe(label)}.png"
+                fig = plot_fixed_inputs(model, (lo, hi), path=path,
+                                        title=f"{label}: learned fixed inputs t(x)")
+                plt.close(fig)
+                paths.append(path)
+    ablation = extra.get("ablation")
+    metrics_path = Path(out_dir) / "metrics.json"
+    if ablation and metrics_path.is_file():
+        import json
+
+        metrics = json.loads(metrics_path.read_text())
+        groups = {s["name"]: [tuple(p) for p in s["points"]] for s in ablation.get("series", [])}
+        for setting in test_sets:
+            path = fig_dir / f"ablation_{setting}.png"
+            fig = plot_ablation(metrics, groups, setting=setting,
+                                xlabel=ablation.get("parameter", "ablated value"), path=path)
+            plt.close(fig)
+            paths.append(path)
+    runs = {label: h for label, h in histories.items() if h}
+    if runs:
+        path = fig_dir / "training_curves.png"
+        try:
+            fig = plot_training_curves(runs, keys=["train_loss", "val_loglik"],
+                                       title=f"{config.name}: training", path=path)
+        except ValueError:
+            pass
+        else:
+            plt.close(fig)
+            paths.append(path)
+    matplotlib.pyplot.close("all")
+    return paths
+
+
+def plot_ablation(metrics: Mapping[str, Mapping[str, Any]], groups: Mapping[str, Sequence[tuple]],
+                  *, setting: str = "id", xlabel: str = "number of fixed-input channels B",
+                  path: str | Path | None = None) -> Any:
+    """Log-likelihood ± s.e. against an ablated quantity.
+
+    Args:
+        metrics: ``metrics.json`` content (label → entry with per-setting dicts).
+        groups: ``{series name: [(x value, model label), ...]}``, e.g. one series per model
+            family and dropout probability.
+        setting: ``"id"`` or ``"ood"``.
+    """
+    from approxeq.plot._mpl import PALETTE
+
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 3.4))
+    for i, (name, points) in enumerate(groups.items()):
+        xs, ys, es = [], [], []
+        for xv, label in points:
+            entry = metrics.get(label, {}).get(setting)
+            if entry:
+                xs.append(float(xv))
+                ys.append(entry["loglik"])
+                es.append(entry.get("loglik_se") or 0.0)
+        if xs:
+            ax.errorbar(xs, ys, yerr=es, color=PALETTE[i % len(PALETTE)], marker="o", ms=4,
+                        capsize=3, label=name)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(f"log-likelihood ({setting.upper()})")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return finish(fig, path)

@@ -1,0 +1,125 @@
+"""1-D predictive distributions against context points and the truth."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Mapping, Sequence
+
+import torch
+from torch import Tensor
+
+from approxeq.plot._mpl import BLACK, PALETTE, VERMILLION, BLUE, finish, pyplot, to_numpy
+
+Prediction = tuple[Tensor, Tensor]
+
+
+def plot_predictions_1d(
+    xc: Tensor, yc: Tensor, x: Tensor, predictions: Mapping[str, Prediction] | Prediction, *,
+    xt: Tensor | None = None, yt: Tensor | None = None, truth: Prediction | None = None,
+    context_region: Sequence[float] | None = None, title: str | None = None,
+    colors: Sequence[str] | None = None, ax: Any = None,
+    path: str | os.PathLike | None = None,
+) -> Any:
+    """Predictive mean and central 95% interval of one 1-D task.
+
+    Args:
+        xc, yc: context points of one task, ``[n_context]`` or ``[n_context, 1]``.
+        x: locations the predictions are given at, ``[n]`` (sorted for a smooth line).
+        predictions: ``{label: (mean, std)}`` with ``mean, std`` of shape ``[n]``, or one
+            ``(mean, std)`` pair (labelled "model"). The first interval is a shaded band, later
+            ones dashed edges.
+        xt, yt: optional target points, ``[n_target]``, drawn as small crosses.
+        truth: optional ``(x_true, f_true)`` curve (e.g. the oracle's mean), ``[m]`` each.
+        context_region: optional ``(low, high)`` of the training-context window, marked by
+            dotted vertical lines.
+        title: axes title. colors: one colour per prediction (default Okabe–Ito).
+        ax: draw into this matplotlib axes instead of a new figure.
+        path: save the figure as PNG here.
+
+    Returns:
+        The matplotlib ``Figure``.
+    """
+    plt = pyplot()
+    if isinstance(predictions, tuple):
+        predictions = {"model": predictions}
+    if not predictions:
+        raise ValueError("predictions: expected at least one (mean, std) pair, got none")
+    colors = list(colors or PALETTE)
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(7, 3.2))
+    else:
+        fig = ax.figure
+    xs = to_numpy(x).reshape(-1)
+    order = xs.argsort()
+    for i, (label, (mean, std)) in enumerate(predictions.items()):
+        m, s = to_numpy(mean).reshape(-1), to_numpy(std).reshape(-1)
+        if m.shape != xs.shape or s.shape != xs.shape:
+            raise ValueError(f"predictions[{label!r}]: expected mean and std of shape {xs.shape} "
+                             f"(as x), got {m.shape} and {s.shape}")
+        c = colors[i % len(colors)]
+        lo, hi = (m - 1.96 * s)[order], (m + 1.96 * s)[order]
+        ax.plot(xs[order], m[order], color=c, lw=1.6, label=f"{label} mean")
+        if i == 0:
+            ax.fill_between(xs[order], lo, hi, color=c, alpha=0.18, lw=0,
+                            label=f"{label} 95% interval")
+        else:
+            # later intervals as dashed edges, so overlapping bands stay readable
+            ax.plot(xs[order], lo, color=c, lw=1.0, ls="--", label=f"{label} 95% interval")
+            ax.plot(xs[order], hi, color=c, lw=1.0, ls="--")
+    if truth is not None:
+        tx, tf = to_numpy(truth[0]).reshape(-1), to_numpy(truth[1]).reshape(-1)
+        o = tx.argsort()
+        ax.plot(tx[o], tf[o], color=BLACK, lw=1.0, ls=(0, (1, 1.5)), label="truth")
+    if xt is not None and yt is not None:
+        ax.scatter(to_numpy(xt).reshape(-1), to_numpy(yt).reshape(-1), marker="x", s=12,
+                   color="#777777", lw=0.8, label="targets", zorder=3)
+    ax.scatter(to_numpy(xc).reshape(-1), to_numpy(yc).reshape(-1), s=18, color=BLACK,
+               label="context", zorder=4)
+    if context_region is not None:
+        for v in context_region:
+            ax.axvline(float(v), color=BLACK, ls=":", lw=0.9)
+    ax.set_xlabel("x")
+    ax.set_ylabel("y")
+    ax.set_xlim(xs.min(), xs.max())
+    if title:
+        ax.set_title(title)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+    return finish(fig, path)
+
+
+@torch.no_grad()
+def predict_1d(model: torch.nn.Module, xc: Tensor, yc: Tensor, x: Tensor) -> Prediction:
+    """Predictive mean and std of ``model`` for one task at locations ``x``.
+
+    Shapes: ``xc [n_context, 1]``, ``yc [n_context, 1]``, ``x [n]`` or ``[n, 1]``; returns
+    ``mean, std`` of shape ``[n]``. The model is evaluated in eval mode (restored afterwards).
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        dtype = next(model.parameters()).dtype
+        xq = x.reshape(1, -1, 1).to(dtype)
+        pred = model(xc.reshape(1, -1, 1).to(dtype), yc.reshape(1, xc.numel(), -1).to(dtype), xq)
+        return pred.mean[0, :, 0], pred.stddev[0, :, 0]
+    finally:
+        model.train(was_training)
+
+
+def plot_model_1d(
+    model: torch.nn.Module, xc: Tensor, yc: Tensor, x: Tensor, *, label: str = "model",
+    with_component: bool = False, **kwargs: Any,
+) -> Any:
+    """:func:`plot_predictions_1d` of one model on one task; with ``with_component=True`` the
+    model's equivariant component (every fixed input zero) is drawn too, in vermillion, beside
+    the full model in blue (as in Ashman et al., 2024).
+
+    Shapes as in :func:`predict_1d`; ``kwargs`` go to :func:`plot_predictions_1d`.
+    """
+    from approxeq.approximate import equivariant_component
+
+    preds = {label: predict_1d(model, xc, yc, x)}
+    if with_component:
+        with equivariant_component(model):
+            preds[f"{label}, fixed inputs = 0"] = predict_1d(model, xc, yc, x)
+        kwargs.setdefault("colors", (BLUE, VERMILLION))
+    return plot_predictions_1d(xc, yc, x, preds, **kwargs)
