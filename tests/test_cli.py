@@ -118,3 +118,41 @@ def test_train_then_eval_end_to_end(tmp_path, capsys):
     assert main(["train", str(config), "--out", str(out), "--quiet", "--no-figures"]) == 0
     assert (out / "ConvCNP" / "best.pt").stat().st_mtime_ns == mtime
     assert yaml.safe_load((out / "config.yaml").read_text())["name"] == "tiny-cli"
+
+
+@pytest.mark.parametrize("quick", [True, False])
+def test_experiment_with_own_runner_dispatches(tmp_path, monkeypatch, capsys, quick):
+    import approxeq.train.graph_experiments as graphs
+
+    calls = []
+
+    def fake_runner(name, out_dir, quick, log):
+        calls.append((name, quick))
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "metrics.json").write_text(json.dumps({"models": {}}))
+        (out_dir / "results.md").write_text("| model | pairs |\n")
+
+    monkeypatch.setattr(graphs, "run_graph_experiment", fake_runner)
+    cfg = tmp_path / "sep.yaml"
+    cfg.write_text("runner: approxeq.train.graph_experiments:run_graph_experiment\n"
+                   "runner_args: {name: sr25}\n")
+    argv = ["experiment", str(cfg), "--out", str(tmp_path / "run")] + (["--quick"] if quick else [])
+    assert main(argv) == 0
+    assert calls == [("sr25", quick)]
+    assert "| model | pairs |" in capsys.readouterr().out
+
+
+def test_shipped_runner_experiments_point_at_real_functions():
+    import importlib
+
+    for name in ("graph8c", "exp-iso", "sr25", "exp-classify", "csl", "nbody"):
+        data = yaml.safe_load(resolve_experiment(name).read_text())
+        module, _, func = data["runner"].partition(":")
+        assert callable(getattr(importlib.import_module(module), func)), name
+
+
+def test_runner_outside_the_package_is_refused(tmp_path, capsys):
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("runner: os:system\nrunner_args: {command: 'true'}\n")
+    assert main(["experiment", str(cfg), "--out", str(tmp_path / "run")]) == 1
+    assert "runner must be 'approxeq." in capsys.readouterr().err

@@ -163,7 +163,50 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     size = "quick" if args.quick else (args.size or "paper")
     path = resolve_experiment(args.name)
     print(f"approxeq experiment: {path} (size {size})", file=sys.stderr)
+    runner = _custom_runner(path)
+    if runner is not None:
+        return _run_custom(runner, path, size, args)
     return _run(load_experiment(path, size=size), args)
+
+
+def _custom_runner(path: Path):
+    """Experiments that are not neural-process trainings (graphs, n-body) name their own runner
+    in the YAML as ``runner: module:function``, called as
+    ``function(**runner_args, out_dir=DIR, quick=bool)``."""
+    from approxeq.train.config import read_yaml
+
+    data = read_yaml(path)
+    if not isinstance(data, dict) or "runner" not in data:
+        return None
+    spec = str(data["runner"])
+    module_name, _, func_name = spec.partition(":")
+    if not module_name.startswith("approxeq.") or not func_name:
+        raise CLIError(f"{path}: runner must be 'approxeq.<module>:<function>', got {spec!r}")
+    import importlib
+
+    try:
+        func = getattr(importlib.import_module(module_name), func_name)
+    except (ImportError, AttributeError) as err:
+        raise CLIError(f"{path}: runner {spec!r} cannot be loaded: {err}") from None
+    return func, dict(data.get("runner_args") or {})
+
+
+def _run_custom(runner, path: Path, size: str, args: argparse.Namespace) -> int:
+    func, kwargs = runner
+    if size not in ("quick", "paper"):
+        raise CLIError(f"{path}: this experiment has only the sizes 'quick' and 'paper', "
+                       f"got {size!r}")
+    out = Path(args.out)
+    start = time.time()
+    func(**kwargs, out_dir=out, quick=size == "quick",
+         log=(lambda m: None) if args.quiet else print)
+    results = out / "results.md"
+    if results.is_file():
+        print()
+        print(results.read_text())
+    print(f"wrote {out / 'metrics.json'}, {results}")
+    print(f"wall time {time.time() - start:.0f} s")
+    return 0
 
 
 def cmd_eval(args: argparse.Namespace) -> int:

@@ -198,7 +198,10 @@ def soft_permutation(scores: Tensor, g: Tensor, mask: Tensor | None, *, tau: flo
     logits = torch.where(block, logits, torch.zeros_like(logits))
     soft = sinkhorn(logits, n_iters, allowed)
     soft = torch.where(block, soft, hard)
-    plogp = torch.special.xlogy(soft, soft) * block.to(soft.dtype)
+    # Sinkhorn entries can underflow to exactly 0 in float32; log(0) would make the gradient
+    # of xlogy NaN there, so the logarithm's argument is kept at the smallest normal number.
+    plogp = torch.special.xlogy(soft, soft.clamp_min(torch.finfo(soft.dtype).tiny))
+    plogp = plogp * block.to(soft.dtype)
     count = n_valid.squeeze(-1).clamp_min(1).to(soft.dtype)
     entropy = -(plogp.sum(-1).sum(-1) / count) * 2  # rows and columns sum to the same total
     return soft, entropy
