@@ -82,7 +82,9 @@ def resolve_experiment(name: str) -> Path:
                    f"({where}){hint}")
 
 
-def _figures_hook(enabled: bool):
+def _figures_hook(enabled: bool, spec: str = "approxeq.plot:experiment_figures"):
+    """The figure function named by ``spec`` (``module:function``), or ``None`` when figures
+    are off or matplotlib is missing (the train layer cannot import plot itself)."""
     if not enabled:
         return None
     try:
@@ -91,9 +93,10 @@ def _figures_hook(enabled: bool):
         print("approxeq: matplotlib is not installed, so no figures are drawn "
               "(pip install 'approxeq[plot]')", file=sys.stderr)
         return None
-    from approxeq.plot import experiment_figures
+    import importlib
 
-    return experiment_figures
+    module, _, func = spec.partition(":")
+    return getattr(importlib.import_module(module), func)
 
 
 def _print_summary(result, out: Path) -> None:
@@ -109,12 +112,17 @@ def _print_summary(result, out: Path) -> None:
 
 
 def _run(config, args) -> int:
+    from approxeq.train.era5_experiment import is_era5_experiment, run_era5_experiment
     from approxeq.train.experiment import run_experiment
 
     out = Path(args.out)
-    result = run_experiment(config, out, progress=not args.quiet,
-                            figures=_figures_hook(not args.no_figures), device=args.device,
-                            only=args.only, log=(lambda m: None) if args.quiet else None)
+    common = dict(progress=not args.quiet, device=args.device, only=args.only,
+                  log=(lambda m: None) if args.quiet else None)
+    if is_era5_experiment(config):
+        result = run_era5_experiment(config, out, figures=_figures_hook(
+            not args.no_figures, "approxeq.plot.maps:era5_figures"), **common)
+    else:
+        result = run_experiment(config, out, figures=_figures_hook(not args.no_figures), **common)
     _print_summary(result, out)
     return 0
 
@@ -213,8 +221,17 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from approxeq.train.experiment import evaluate_run, format_table, results_table
 
     start = time.monotonic()
-    metrics, path = evaluate_run(args.run_dir, data=args.data, out=args.out,
-                                 checkpoint=args.checkpoint, device=args.device)
+    if args.var is not None or args.aux is not None:
+        if args.data is None or args.var is None:
+            raise CLIError("--var and --aux evaluate on a gridded data file: give --data FILE "
+                           "and --var NAME (e.g. --data era5.nc --var t2m)")
+        from approxeq.train.era5_experiment import evaluate_on_file
+
+        metrics, path = evaluate_on_file(args.run_dir, args.data, args.var, aux=args.aux,
+                                         out=args.out, checkpoint=args.checkpoint)
+    else:
+        metrics, path = evaluate_run(args.run_dir, data=args.data, out=args.out,
+                                     checkpoint=args.checkpoint, device=args.device)
     print(format_table(results_table(metrics), markdown=False))
     print(f"\nwrote {path} ({time.monotonic() - start:.0f} s)")
     return 0
@@ -302,7 +319,13 @@ def build_parser() -> argparse.ArgumentParser:
                     "task file (--data: a .pt written by approxeq.train.experiment.save_batches, "
                     "a list of batches of xc, yc, xt, yt tensors).")
     p.add_argument("run_dir", metavar="RUN_DIR", help="run directory")
-    p.add_argument("--data", default=None, metavar="FILE", help="saved task file (.pt)")
+    p.add_argument("--data", default=None, metavar="FILE",
+                   help="saved task file (.pt), or with --var a netCDF/zarr field (any file, "
+                        "region, resolution or period)")
+    p.add_argument("--var", default=None, metavar="NAME",
+                   help="variable of the --data field to evaluate on (e.g. t2m)")
+    p.add_argument("--aux", default=None, metavar="FILE",
+                   help="auxiliary fields (e.g. elevation) for models trained with them")
     p.add_argument("--out", default=None, metavar="FILE",
                    help="metrics file to write (default RUN_DIR/metrics.json, or "
                         "RUN_DIR/eval-<FILE stem>/metrics.json with --data)")

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Distribution
 
+from approxeq.approximate.auxiliary import AuxiliaryEmbedding
 from approxeq.nn.mlp import MLP
 from approxeq.np.batch import check_model_dims, check_np_inputs
 from approxeq.np.likelihood import HeteroscedasticGaussian
@@ -25,6 +26,10 @@ APPROXIMATE_OPTIONS: dict[str, Any] = {
     "num_fixed_inputs": None, "fixed_input_domain": None, "fixed_input_dropout": 0.5,
     "fourier_features": 0,
 }
+
+#: options of models that read known auxiliary fields (elevation, land mask) at the context and
+#: target locations: ``dim_aux`` channels (0 = none) and the per-task dropout of their embedding
+AUX_OPTIONS: dict[str, Any] = {"dim_aux": 0, "aux_dropout": 0.0}
 
 
 def _positive_int(name: str, value: Any, low: int = 1) -> None:
@@ -62,7 +67,32 @@ def resolve_options(model_name: str, options: dict[str, Any], extra: dict[str, A
         p = out["fixed_input_dropout"]
         if not isinstance(p, (int, float)) or not 0 <= p < 1:
             raise ValueError(f"fixed_input_dropout: expected a probability in [0, 1), got {p!r}")
+    if "dim_aux" in out:
+        check_aux_options(out["dim_aux"], out["aux_dropout"])
     return out
+
+
+def check_aux_options(dim_aux: Any, aux_dropout: Any) -> None:
+    """Validate the auxiliary-input options (see :data:`AUX_OPTIONS`)."""
+    _positive_int("dim_aux", dim_aux, low=0)
+    if not isinstance(aux_dropout, (int, float)) or not 0 <= aux_dropout < 1:
+        raise ValueError(f"aux_dropout: expected a probability in [0, 1), got {aux_dropout!r}")
+
+
+def aux_embedding(dim_aux: int, width: int, aux_dropout: float = 0.0
+                  ) -> AuxiliaryEmbedding | None:
+    """The embedding of ``dim_aux`` auxiliary channels into ``width`` (``None`` if
+    ``dim_aux = 0``). Being symmetry breaking, it is zero inside
+    :func:`~approxeq.approximate.equivariant_component`."""
+    if dim_aux == 0:
+        return None
+    return AuxiliaryEmbedding(dim_aux, width, hidden=width, p=aux_dropout)
+
+
+def with_aux(tokens: Tensor, embedding: AuxiliaryEmbedding | None, aux: Tensor | None) -> Tensor:
+    """``tokens [b, n, width]`` plus the embedded auxiliary values ``aux [b, n, dim_aux]`` (as
+    they are when the model reads no auxiliary field)."""
+    return tokens if embedding is None else tokens + embedding(aux)
 
 
 def check_model_inputs(model: nn.Module, xc: Tensor, yc: Tensor, xt: Tensor) -> None:

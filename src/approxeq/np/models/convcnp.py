@@ -11,6 +11,11 @@ the grid and summed into (or concatenated with) the channels after the point-wis
 :func:`~approxeq.approximate.equivariant_component` it is zero and the model is the exact
 ConvCNP.
 
+With ``dim_aux > 0`` known auxiliary fields (elevation, land mask) are read at the context and
+target locations: the embedded context values are set-convolved onto the grid and added to its
+channels, the embedded target values are added to the decoder's input. Their embeddings are
+:class:`~approxeq.approximate.AuxiliaryEmbedding` modules, zero inside the equivariant component.
+
 Defaults (by grid dimension and CNN type):
 
 =========  =====  ==================  ===========  ==========================================
@@ -34,6 +39,7 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Distribution
 
+from approxeq.approximate.auxiliary import AuxiliaryEmbedding, check_aux
 from approxeq.approximate.fixed_inputs import FixedInput
 from approxeq.groups.translation import Translation
 from approxeq.nn.cnn import build_cnn
@@ -41,6 +47,7 @@ from approxeq.nn.mlp import MLP
 from approxeq.nn.setconv import SetConvDecoder, SetConvEncoder, grid_points, lattice_grid
 from approxeq.np.batch import check_model_dims, check_np_inputs
 from approxeq.np.likelihood import HeteroscedasticGaussian
+from approxeq.np.models.cnp import check_aux_options
 from approxeq.np.registry import register_model
 
 #: (cnn, dim_x) -> default points_per_unit
@@ -65,14 +72,17 @@ class ConvCNPEncoder(nn.Module):
         margin: room around the data. fixed_input: optional fixed input ``t`` with ``B``
             channels. fixed_input_mode: ``"sum"`` (``t`` projected to ``C`` channels if
             ``B != C``, then added) or ``"concat"``.
+        dim_aux: auxiliary channels at the context points (0 = none); aux_dropout: per-task
+            dropout probability of their embedding in training.
 
-    Shapes: ``forward(xc, yc, xt)`` returns the grid axes ``([n_1], ..., [n_d])`` and the grid
-    representation ``[b, n_1, ..., n_d, C]``.
+    Shapes: ``forward(xc, yc, xt, aux_c=None)`` with ``aux_c [b, n, dim_aux]`` returns the grid
+    axes ``([n_1], ..., [n_d])`` and the grid representation ``[b, n_1, ..., n_d, C]``.
     """
 
     def __init__(self, dim_x: int, dim_y: int, points_per_unit: float, channels: int,
                  net: nn.Module, margin: float, *, fixed_input: FixedInput | None = None,
-                 fixed_input_mode: str = "sum") -> None:
+                 fixed_input_mode: str = "sum", dim_aux: int = 0,
+                 aux_dropout: float = 0.0) -> None:
         super().__init__()
         if fixed_input_mode not in ("sum", "concat"):
             raise ValueError(
@@ -88,12 +98,22 @@ class ConvCNPEncoder(nn.Module):
             # A linear map without bias keeps t = 0 ⇒ no contribution.
             self.fixed_input_proj = nn.Linear(fixed_input.num_channels, channels, bias=False)
         self.net = net
+        self.aux_embedding: AuxiliaryEmbedding | None = None
+        if dim_aux > 0:
+            self.aux_embedding = AuxiliaryEmbedding(dim_aux, channels, hidden=channels,
+                                                    p=aux_dropout)
+            self.aux_setconv = SetConvEncoder(dim_x, 2.0 / points_per_unit)
 
-    def forward(self, xc: Tensor, yc: Tensor, xt: Tensor) -> tuple[tuple[Tensor, ...], Tensor]:
+    def forward(self, xc: Tensor, yc: Tensor, xt: Tensor, aux_c: Tensor | None = None
+                ) -> tuple[tuple[Tensor, ...], Tensor]:
         axes = lattice_grid([xc, xt], self.points_per_unit, self.margin,
                             multiple=self.net.grid_multiple)
         coords = grid_points(axes)  # [*grid, dim_x]
         z = self.pointwise(self.setconv(xc, yc, axes))
+        if self.aux_embedding is not None:
+            # The embedding is set-convolved (not the raw values), so a zeroed embedding adds
+            # exactly nothing; the density channel is already in z.
+            z = z + self.aux_setconv(xc, self.aux_embedding(aux_c), axes)[..., :-1]
         if self.fixed_input is not None:
             b, grid = z.shape[0], z.shape[1:-1]
             # One copy of the grid per task: the fixed input's dropout is drawn per task.
@@ -109,27 +129,38 @@ class ConvCNPEncoder(nn.Module):
 class ConvCNPDecoder(nn.Module):
     """Grid representation → decoder outputs at the targets.
 
-    Shapes: ``forward(axes, z, xt)`` with ``z [b, *grid, C]``, ``xt [b, m, dim_x]`` returns
-    ``[b, m, 2 dim_y]``.
+    With ``dim_aux > 0`` the embedded auxiliary values at the targets are added to the
+    set-convolution output before the MLP.
+
+    Shapes: ``forward(axes, z, xt, aux_t=None)`` with ``z [b, *grid, C]``, ``xt [b, m, dim_x]``,
+    ``aux_t [b, m, dim_aux]`` returns ``[b, m, 2 dim_y]``.
     """
 
-    def __init__(self, dim_x: int, dim_y: int, points_per_unit: float, channels: int) -> None:
+    def __init__(self, dim_x: int, dim_y: int, points_per_unit: float, channels: int,
+                 dim_aux: int = 0, aux_dropout: float = 0.0) -> None:
         super().__init__()
         self.setconv = SetConvDecoder(dim_x, 2.0 / points_per_unit)
         self.mlp = MLP(channels, 2 * dim_y, hidden=channels, num_layers=1)
+        self.aux_embedding = (AuxiliaryEmbedding(dim_aux, channels, hidden=channels, p=aux_dropout)
+                              if dim_aux > 0 else None)
 
-    def forward(self, axes: Sequence[Tensor], z: Tensor, xt: Tensor) -> Tensor:
-        return self.mlp(self.setconv(axes, z, xt))
+    def forward(self, axes: Sequence[Tensor], z: Tensor, xt: Tensor,
+                aux_t: Tensor | None = None) -> Tensor:
+        h = self.setconv(axes, z, xt)
+        if self.aux_embedding is not None:
+            h = h + self.aux_embedding(aux_t)
+        return self.mlp(h)
 
 
 class ConvCNP(nn.Module):
     """A ConvCNP: ``encoder`` (context → grid), ``decoder`` (grid → targets), ``likelihood``.
 
     Attributes: ``dim_x``, ``dim_y``, ``symmetry`` (``Translation(dim_x, spacing=1 /
-    points_per_unit)``), ``points_per_unit``.
+    points_per_unit)``), ``points_per_unit``, ``dim_aux``.
 
-    Shapes: ``forward(xc [b, n, dim_x], yc [b, n, dim_y], xt [b, m, dim_x])`` returns a
-    factorised Gaussian with batch shape ``[b, m, dim_y]``; ``n = 0`` is valid.
+    Shapes: ``forward(xc [b, n, dim_x], yc [b, n, dim_y], xt [b, m, dim_x], aux_c=None
+    [b, n, dim_aux], aux_t=None [b, m, dim_aux])`` returns a factorised Gaussian with batch
+    shape ``[b, m, dim_y]``; ``n = 0`` is valid.
     """
 
     def __init__(self, dim_x: int, dim_y: int, encoder: ConvCNPEncoder, decoder: ConvCNPDecoder,
@@ -139,10 +170,17 @@ class ConvCNP(nn.Module):
         self.encoder, self.decoder, self.likelihood = encoder, decoder, likelihood
         self.points_per_unit = encoder.points_per_unit
         self.symmetry = Translation(dim_x, spacing=1.0 / self.points_per_unit)
+        emb = getattr(encoder, "aux_embedding", None)
+        self.dim_aux = 0 if emb is None else emb.dim_aux
 
-    def forward(self, xc: Tensor, yc: Tensor, xt: Tensor) -> Distribution:
+    def forward(self, xc: Tensor, yc: Tensor, xt: Tensor, aux_c: Tensor | None = None,
+                aux_t: Tensor | None = None) -> Distribution:
         check_np_inputs(xc, yc, xt)
         check_model_dims(self.name, self.dim_x, self.dim_y, xc, yc)
+        check_aux(self.dim_aux, aux_c, aux_t, xc, xt)
+        if self.dim_aux:
+            axes, z = self.encoder(xc, yc, xt, aux_c)
+            return self.likelihood(self.decoder(axes, z, xt, aux_t))
         axes, z = self.encoder(xc, yc, xt)
         return self.likelihood(self.decoder(axes, z, xt))
 
@@ -165,10 +203,12 @@ def assemble_convcnp(dim_x: int, dim_y: int, *, name: str, net_factory: NetFacto
                      channels: int = 32, num_layers: int = 5, kernel_size: int | None = None,
                      margin: float | None = None, min_std: float = 1e-3,
                      fixed_input: FixedInput | None = None, fixed_input_mode: str = "sum",
-                     fixed_input_channels: int = 0) -> ConvCNP:
+                     fixed_input_channels: int = 0, dim_aux: int = 0,
+                     aux_dropout: float = 0.0) -> ConvCNP:
     """Build a ConvCNP around the grid network made by ``net_factory`` (shared by ``convcnp``
     and ``relaxed-convcnp``). ``fixed_input_channels`` is the number of channels a
-    concatenated fixed input adds to the network's input."""
+    concatenated fixed input adds to the network's input; ``dim_aux`` the auxiliary channels
+    read at the context and target points."""
     check_grid_dim_x(name, dim_x)
     if cnn not in ("conv", "unet"):
         raise ValueError(f"cnn: expected 'conv' or 'unet', got {cnn!r}")
@@ -183,8 +223,9 @@ def assemble_convcnp(dim_x: int, dim_y: int, *, name: str, net_factory: NetFacto
     net = net_factory(cnn, dim_x, channels + fixed_input_channels, channels, num_layers,
                       kernel_size)
     encoder = ConvCNPEncoder(dim_x, dim_y, points_per_unit, channels, net, margin,
-                             fixed_input=fixed_input, fixed_input_mode=fixed_input_mode)
-    decoder = ConvCNPDecoder(dim_x, dim_y, points_per_unit, channels)
+                             fixed_input=fixed_input, fixed_input_mode=fixed_input_mode,
+                             dim_aux=dim_aux, aux_dropout=aux_dropout)
+    decoder = ConvCNPDecoder(dim_x, dim_y, points_per_unit, channels, dim_aux, aux_dropout)
     return ConvCNP(dim_x, dim_y, encoder, decoder, HeteroscedasticGaussian(min_std), name=name)
 
 
@@ -195,7 +236,8 @@ def convcnp(dim_x: int, dim_y: int, *, approximate: bool = False, cnn: str = "co
             num_fixed_inputs: int | None = None,
             fixed_input_domain: Sequence[Sequence[float]] | None = None,
             fixed_input_dropout: float = 0.5, fixed_input_mode: str = "sum",
-            fixed_input_hidden: int | None = None, fourier_features: int = 0) -> ConvCNP:
+            fixed_input_hidden: int | None = None, fourier_features: int = 0,
+            dim_aux: int = 0, aux_dropout: float = 0.0) -> ConvCNP:
     """ConvCNP (translation equivariant on the grid lattice); approximate=True adds fixed inputs.
 
     Args:
@@ -210,11 +252,15 @@ def convcnp(dim_x: int, dim_y: int, *, approximate: bool = False, cnn: str = "co
         fixed_input_mode: ``"sum"`` into the channels or ``"concat"`` as extra channels.
         fixed_input_hidden: MLP width of the fixed input (default C).
         fourier_features: Fourier features of the location for the fixed input (0 = none).
+        dim_aux: channels of known auxiliary fields read at the context and target points
+            (``forward(..., aux_c=, aux_t=)``; 0 = none). aux_dropout: per-task dropout
+            probability of their embedding in training.
 
     Returns:
         A :class:`ConvCNP` with ``symmetry = Translation(dim_x, spacing=1 / points_per_unit)``.
     """
     check_grid_dim_x("convcnp", dim_x)
+    check_aux_options(dim_aux, aux_dropout)
     fixed_input = None
     extra_channels = 0
     if approximate:
@@ -231,4 +277,5 @@ def convcnp(dim_x: int, dim_y: int, *, approximate: bool = False, cnn: str = "co
                             num_layers=num_layers, kernel_size=kernel_size, margin=margin,
                             min_std=min_std, fixed_input=fixed_input,
                             fixed_input_mode=fixed_input_mode,
-                            fixed_input_channels=extra_channels)
+                            fixed_input_channels=extra_channels, dim_aux=dim_aux,
+                            aux_dropout=aux_dropout)

@@ -18,19 +18,13 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch import Tensor, nn
-from torch.distributions import Distribution
+from torch import Tensor
 
-from approxeq.approximate.auxiliary import check_aux
 from approxeq.groups.orthogonal import Euclidean
 from approxeq.nn.mlp import MLP
 from approxeq.nn.te_attention import TEMultiHeadAttention
-from approxeq.np.likelihood import HeteroscedasticGaussian
-from approxeq.np.models.cnp import (AUX_OPTIONS, aux_embedding, check_model_inputs,
-                                    resolve_options, with_aux)
-from approxeq.np.models.te_tnp import (TE_OPTIONS, FixedInputEmbedding, TETNPEncoder,
-                                       fixed_input_embedding)
-from approxeq.np.models.tnp import context_tokens_input, target_tokens_input
+from approxeq.np.models.cnp import AUX_OPTIONS, resolve_options
+from approxeq.np.models.te_tnp import TE_OPTIONS, TETNP, TETNPEncoder, fixed_input_embedding
 from approxeq.np.registry import register_model
 
 
@@ -74,7 +68,7 @@ def distance_encoder(width: int, num_layers: int, num_heads: int, dim_x: int,
     return encoder
 
 
-class ETNP(nn.Module):
+class ETNP(TETNP):
     """E(d)-invariant TNP for scalar fields (see the module docstring).
 
     Args:
@@ -89,35 +83,11 @@ class ETNP(nn.Module):
     shape ``[b, nt, dim_y]``.
     """
 
-    def __init__(self, dim_x: int, dim_y: int, width: int = 128, num_layers: int = 5,
-                 num_heads: int = 8, min_std: float = 1e-3,
-                 fixed_input: FixedInputEmbedding | None = None, dim_aux: int = 0,
-                 aux_dropout: float = 0.0, **attention_options: Any) -> None:
-        super().__init__()
-        self.dim_x, self.dim_y, self.dim_aux = dim_x, dim_y, dim_aux
+    def __init__(self, dim_x: int, dim_y: int, **kwargs: Any) -> None:
+        super().__init__(dim_x, dim_y, **kwargs)
         self.symmetry = Euclidean(dim_x)
-        self.token_embedding = MLP(dim_y + 1, width, width, 2)
-        self.fixed_input = fixed_input
-        self.aux_embedding = aux_embedding(dim_aux, width, aux_dropout)
-        self.encoder = distance_encoder(width, num_layers, num_heads, dim_x, **attention_options)
-        self.decoder = MLP(width, 2 * dim_y, width, 2)
-        self.likelihood = HeteroscedasticGaussian(min_std)
 
-    @property
-    def approximate(self) -> bool:
-        return self.fixed_input is not None
-
-    def forward(self, xc: Tensor, yc: Tensor, xt: Tensor, aux_c: Tensor | None = None,
-                aux_t: Tensor | None = None) -> Distribution:
-        check_model_inputs(self, xc, yc, xt)
-        check_aux(self.dim_aux, aux_c, aux_t, xc, xt)
-        zc = self.token_embedding(context_tokens_input(yc))
-        zt = self.token_embedding(target_tokens_input(xt, self.dim_y))
-        if self.fixed_input is not None:
-            zc = zc + self.fixed_input(xc)
-        zc = with_aux(zc, self.aux_embedding, aux_c)
-        zt = with_aux(zt, self.aux_embedding, aux_t)
-        return self.likelihood(self.decoder(self.encoder(zc, zt, xc, xt)))
+    make_encoder = staticmethod(distance_encoder)
 
 
 @register_model("e-tnp", "E(d)-invariant TNP: attention logits of distances "

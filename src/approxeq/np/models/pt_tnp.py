@@ -20,7 +20,9 @@ from approxeq.nn.attention import CrossAttentionLayer, SelfAttentionLayer
 from approxeq.nn.mlp import MLP
 from approxeq.nn.te_attention import TECrossAttentionLayer, TESelfAttentionLayer
 from approxeq.np.likelihood import HeteroscedasticGaussian
-from approxeq.np.models.cnp import check_model_inputs, resolve_options
+from approxeq.approximate.auxiliary import check_aux
+from approxeq.np.models.cnp import (AUX_OPTIONS, aux_embedding, check_model_inputs,
+                                    resolve_options, with_aux)
 from approxeq.np.models.te_tnp import TE_OPTIONS, FixedInputEmbedding, fixed_input_embedding
 from approxeq.np.models.tnp import context_tokens_input, target_tokens_input
 from approxeq.np.registry import register_model
@@ -75,28 +77,35 @@ class PseudoTokenEncoder(nn.Module):
 class PTTNP(nn.Module):
     """Pseudo-token TNP: tokens ``MLP(x, y, flag)`` as in the TNP, ``num_pseudo_tokens`` learned
     pseudo-tokens, a :class:`PseudoTokenEncoder`, MLP decoder. ``symmetry = None``.
+    With ``dim_aux > 0`` embedded auxiliary values are added to the context and target tokens.
 
-    Shapes: ``forward(xc [b, nc, dim_x], yc [b, nc, dim_y], xt [b, nt, dim_x])`` returns a
-    distribution with batch shape ``[b, nt, dim_y]``.
+    Shapes: ``forward(xc [b, nc, dim_x], yc [b, nc, dim_y], xt [b, nt, dim_x], aux_c=None
+    [b, nc, dim_aux], aux_t=None [b, nt, dim_aux])`` returns a distribution with batch shape
+    ``[b, nt, dim_y]``.
     """
 
     symmetry = None
 
     def __init__(self, dim_x: int, dim_y: int, width: int = 128, num_layers: int = 5,
                  num_heads: int = 8, num_pseudo_tokens: int = 32, min_std: float = 1e-3,
-                 variant: str = "perceiver") -> None:
+                 variant: str = "perceiver", dim_aux: int = 0, aux_dropout: float = 0.0) -> None:
         super().__init__()
-        self.dim_x, self.dim_y = dim_x, dim_y
+        self.dim_x, self.dim_y, self.dim_aux = dim_x, dim_y, dim_aux
         self.token_embedding = MLP(dim_x + dim_y + 1, width, width, 2)
+        self.aux_embedding = aux_embedding(dim_aux, width, aux_dropout)
         self.pseudo_tokens = nn.Parameter(torch.randn(num_pseudo_tokens, width))
         self.encoder = PseudoTokenEncoder(width, num_layers, num_heads, variant)
         self.decoder = MLP(width, 2 * dim_y, width, 2)
         self.likelihood = HeteroscedasticGaussian(min_std)
 
-    def forward(self, xc: Tensor, yc: Tensor, xt: Tensor) -> Distribution:
+    def forward(self, xc: Tensor, yc: Tensor, xt: Tensor, aux_c: Tensor | None = None,
+                aux_t: Tensor | None = None) -> Distribution:
         check_model_inputs(self, xc, yc, xt)
+        check_aux(self.dim_aux, aux_c, aux_t, xc, xt)
         zc = self.token_embedding(torch.cat([xc, context_tokens_input(yc)], dim=-1))
         zt = self.token_embedding(torch.cat([xt, target_tokens_input(xt, self.dim_y)], dim=-1))
+        zc = with_aux(zc, self.aux_embedding, aux_c)
+        zt = with_aux(zt, self.aux_embedding, aux_t)
         u = self.pseudo_tokens.expand(xc.shape[0], -1, -1)
         return self.likelihood(self.decoder(self.encoder(u, zc, zt)))
 
@@ -146,19 +155,23 @@ class TEPTTNP(nn.Module):
     With ``fixed_input`` (approximate version), ``t(x_u)`` is added to the pseudo-token
     embeddings at their locations before the first layer; zero inside
     :func:`~approxeq.approximate.equivariant_component` (``symmetry = Translation(dim_x)``).
+    With ``dim_aux > 0`` embedded auxiliary values are added to the context and target tokens
+    (also zero inside the equivariant component).
 
-    Shapes: ``forward(xc [b, nc, dim_x], yc [b, nc, dim_y], xt [b, nt, dim_x])`` returns a
-    distribution with batch shape ``[b, nt, dim_y]``.
+    Shapes: ``forward(xc [b, nc, dim_x], yc [b, nc, dim_y], xt [b, nt, dim_x], aux_c=None
+    [b, nc, dim_aux], aux_t=None [b, nt, dim_aux])`` returns a distribution with batch shape
+    ``[b, nt, dim_y]``.
     """
 
     def __init__(self, dim_x: int, dim_y: int, width: int = 128, num_layers: int = 5,
                  num_heads: int = 8, num_pseudo_tokens: int = 32, min_std: float = 1e-3,
                  variant: str = "perceiver", fixed_input: FixedInputEmbedding | None = None,
-                 **attention_options: Any) -> None:
+                 dim_aux: int = 0, aux_dropout: float = 0.0, **attention_options: Any) -> None:
         super().__init__()
-        self.dim_x, self.dim_y = dim_x, dim_y
+        self.dim_x, self.dim_y, self.dim_aux = dim_x, dim_y, dim_aux
         self.symmetry = Translation(dim_x)
         self.token_embedding = MLP(dim_y + 1, width, width, 2)
+        self.aux_embedding = aux_embedding(dim_aux, width, aux_dropout)
         self.pseudo_tokens = nn.Parameter(torch.randn(num_pseudo_tokens, width))
         self.pseudo_offsets = nn.Parameter(torch.randn(num_pseudo_tokens, dim_x))
         self.fixed_input = fixed_input
@@ -181,10 +194,14 @@ class TEPTTNP(nn.Module):
             anchor = xc.new_zeros(xc.shape[0], 1, self.dim_x)
         return self.pseudo_offsets + anchor
 
-    def forward(self, xc: Tensor, yc: Tensor, xt: Tensor) -> Distribution:
+    def forward(self, xc: Tensor, yc: Tensor, xt: Tensor, aux_c: Tensor | None = None,
+                aux_t: Tensor | None = None) -> Distribution:
         check_model_inputs(self, xc, yc, xt)
+        check_aux(self.dim_aux, aux_c, aux_t, xc, xt)
         zc = self.token_embedding(context_tokens_input(yc))
         zt = self.token_embedding(target_tokens_input(xt, self.dim_y))
+        zc = with_aux(zc, self.aux_embedding, aux_c)
+        zt = with_aux(zt, self.aux_embedding, aux_t)
         xu = self.pseudo_token_locations(xc, xt)
         u = self.pseudo_tokens.expand(xc.shape[0], -1, -1)
         if self.fixed_input is not None:
@@ -195,11 +212,13 @@ class TEPTTNP(nn.Module):
 @register_model("pt-tnp", "Pseudo-token TNP (Perceiver or IST encoder; not equivariant)")
 def build_pt_tnp(dim_x: int, dim_y: int, **options: Any) -> PTTNP:
     """Options: ``width`` (128), ``num_layers`` (5), ``num_heads`` (8), ``num_pseudo_tokens``
-    (32), ``min_std`` (1e-3), ``variant`` (``"perceiver"`` or ``"ist"``)."""
-    o = resolve_options("pt-tnp", options, PT_OPTIONS)
+    (32), ``min_std`` (1e-3), ``variant`` (``"perceiver"`` or ``"ist"``), ``dim_aux`` (0: no
+    auxiliary fields), ``aux_dropout`` (0.0)."""
+    o = resolve_options("pt-tnp", options, {**PT_OPTIONS, **AUX_OPTIONS})
     return PTTNP(dim_x, dim_y, width=o["width"], num_layers=o["num_layers"],
                  num_heads=o["num_heads"], num_pseudo_tokens=o["num_pseudo_tokens"],
-                 min_std=o["min_std"], variant=_check_variant(o["variant"]))
+                 min_std=o["min_std"], variant=_check_variant(o["variant"]),
+                 dim_aux=o["dim_aux"], aux_dropout=o["aux_dropout"])
 
 
 @register_model("te-pt-tnp",
@@ -209,9 +228,11 @@ def build_te_pt_tnp(dim_x: int, dim_y: int, **options: Any) -> TEPTTNP:
     """Options: those of ``pt-tnp``, ``chunk_size`` and ``memory_budget_mb`` (TE attention), and
     with ``approximate=True``: ``num_fixed_inputs`` (width), ``fixed_input_domain``
     ([(-2, 2)] * dim_x), ``fixed_input_dropout`` (0.5), ``fourier_features`` (0)."""
-    o = resolve_options("te-pt-tnp", options, {**PT_OPTIONS, **TE_OPTIONS}, approximable=True)
+    o = resolve_options("te-pt-tnp", options, {**PT_OPTIONS, **TE_OPTIONS, **AUX_OPTIONS},
+                        approximable=True)
     return TEPTTNP(dim_x, dim_y, width=o["width"], num_layers=o["num_layers"],
                    num_heads=o["num_heads"], num_pseudo_tokens=o["num_pseudo_tokens"],
                    min_std=o["min_std"], variant=_check_variant(o["variant"]),
-                   fixed_input=fixed_input_embedding(dim_x, o), chunk_size=o["chunk_size"],
+                   fixed_input=fixed_input_embedding(dim_x, o), dim_aux=o["dim_aux"],
+                   aux_dropout=o["aux_dropout"], chunk_size=o["chunk_size"],
                    memory_budget_mb=o["memory_budget_mb"])

@@ -1,0 +1,444 @@
+"""Neural-process tasks from any gridded xarray field (ERA5, reanalyses, satellite products).
+
+:class:`XarrayTaskGenerator` turns a variable with latitude/longitude (and optionally time)
+coordinates into :class:`~approxeq.np.Batch` es: each task is one time step and a spatial patch
+(or the whole region); a random fraction of its valid cells is the context, the rest (capped at
+``max_targets``) are the targets. NaN cells (sea in a land-only product) are never used. An
+off-grid station table (a pandas ``DataFrame`` with lat/lon (+ time) columns) can serve as the
+context. Known auxiliary fields (elevation, land mask), from another dataset on the same or any
+other grid, are interpolated to the context and target locations and returned, normalised, as
+``batch.aux["aux_c"]`` ``[b, nc, dim_aux]`` and ``batch.aux["aux_t"]`` ``[b, nt, dim_aux]``.
+
+Inputs are normalised ``(lat, lon)`` (see :mod:`approxeq.data.normalise`), outputs the
+normalised variable. Files are opened lazily (``xarray.open_dataset``; with ``chunks`` through
+dask when it is installed), and only the selected time steps are read, one task at a time, unless
+the selection is smaller than ``cache_mb``.
+
+Needs the ``data`` extra: ``pip install 'approxeq[data]'``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import torch
+
+from approxeq.data.base import TaskGenerator
+from approxeq.data.normalise import Normaliser
+from approxeq.np.batch import Batch
+from approxeq.np.predict import (coordinate_names, require_pandas, require_xarray,
+                                 station_columns)
+#: (first day, last day) of the month, inclusive: the ERA5 experiment's split
+DAY_SPLITS = {"train": (1, 21), "val": (22, 24), "test": (25, 31)}
+
+
+def _has_dask() -> bool:
+    try:
+        import dask  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def open_field(source: Any, *, chunks: dict[str, int] | str | None = "auto") -> Any:
+    """Open a netCDF file, a zarr store, or pass through an ``xarray`` object, lazily.
+
+    Args:
+        source: a path (``.nc``, ``.zarr``, ...), an ``xarray.Dataset`` or ``DataArray``.
+        chunks: dask chunks, used only when dask is installed; without dask the netCDF backend
+            still reads lazily (values are read when indexed).
+    """
+    xr = require_xarray()
+    if isinstance(source, (xr.Dataset, xr.DataArray)):
+        return source
+    path = Path(os.fspath(source))
+    if not path.exists():
+        raise FileNotFoundError(f"data: no file or store at {path}")
+    kwargs = {"chunks": chunks} if (chunks is not None and _has_dask()) else {}
+    if path.suffix == ".zarr" or (path.is_dir() and (path / ".zgroup").exists()):
+        return xr.open_zarr(path, **kwargs) if kwargs else xr.open_dataset(path, engine="zarr")
+    return xr.open_dataset(path, **kwargs)
+
+
+def _variable(data: Any, var: str | None) -> Any:
+    xr = require_xarray()
+    if isinstance(data, xr.DataArray):
+        return data
+    if var is None:
+        raise ValueError("var: name the variable to model")
+    if var not in data:
+        raise ValueError(f"var: {var!r} is not a variable of the dataset; it has "
+                         f"{list(data.data_vars)}")
+    return data[var]
+
+
+def select_times(da: Any, *, days: Iterable[int] | tuple[int, int] | str | None = None,
+                 time_range: tuple[Any, Any] | None = None) -> Any:
+    """Restrict ``da`` to some time steps.
+
+    Args:
+        days: days of the month to keep: a split name of :data:`DAY_SPLITS` (``"train"`` =
+            days 1–21, ``"val"`` 22–24, ``"test"`` 25–31), an inclusive ``(first, last)``
+            pair, or any iterable of day numbers.
+        time_range: inclusive ``(start, end)`` labels (e.g. ``("2019-03-01", "2019-03-21")``).
+    """
+    _, _, time_name = coordinate_names(da)
+    if days is None and time_range is None:
+        return da
+    if time_name is None:
+        raise ValueError("days/time_range: the data has no time coordinate")
+    if time_range is not None:
+        da = da.sel({time_name: slice(*time_range)})
+    if days is not None:
+        if isinstance(days, str):
+            if days not in DAY_SPLITS:
+                raise ValueError(f"days: expected one of {list(DAY_SPLITS)}, a (first, last) "
+                                 f"pair or a list of days, got {days!r}")
+            days = DAY_SPLITS[days]
+        if isinstance(days, tuple) and len(days) == 2:
+            days = range(int(days[0]), int(days[1]) + 1)
+        keep = np.isin(da[time_name].dt.day.values, np.asarray(list(days), dtype=int))
+        da = da.isel({time_name: np.nonzero(keep)[0]})
+    if time_name in da.dims and da.sizes[time_name] == 0:
+        raise ValueError(f"days/time_range: no time steps selected (days={days}, "
+                         f"time_range={time_range})")
+    return da
+
+
+def select_region(da: Any, region: dict[str, tuple[float, float]] | None) -> Any:
+    """Restrict ``da`` to ``{"lat": (lo, hi), "lon": (lo, hi)}`` (inclusive, either order of
+    the coordinate values)."""
+    if not region:
+        return da
+    lat_name, lon_name, _ = coordinate_names(da)
+    out = da
+    for key, name in (("lat", lat_name), ("lon", lon_name)):
+        if key in region:
+            lo, hi = sorted(map(float, region[key]))
+            c = out[name].values
+            out = out.isel({name: np.nonzero((c >= lo) & (c <= hi))[0]})
+            if out.sizes[name] == 0:
+                raise ValueError(f"region: no {key} values in [{lo}, {hi}]")
+    unknown = set(region) - {"lat", "lon"}
+    if unknown:
+        raise ValueError(f"region: unknown keys {sorted(unknown)}; use 'lat' and 'lon'")
+    return out
+
+
+def _axis_weights(axis: np.ndarray, q: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Lower neighbour index, its weight, and an inside-mask of points ``q`` on a monotone
+    ``axis`` (ascending or descending)."""
+    if axis.size == 1:
+        inside = np.isclose(q, axis[0])
+        return np.zeros(q.shape, int), np.ones(q.shape), inside
+    descending = axis[0] > axis[-1]
+    a = axis[::-1] if descending else axis
+    i = np.clip(np.searchsorted(a, q, side="right") - 1, 0, a.size - 2)
+    w = (a[i + 1] - q) / (a[i + 1] - a[i])  # weight of the lower neighbour
+    inside = (q >= a[0] - 1e-9) & (q <= a[-1] + 1e-9)
+    if descending:
+        i, w = a.size - 2 - i, 1.0 - w  # index of the larger coordinate, which comes first
+    return i, w, inside
+
+
+def bilinear(lat_axis: np.ndarray, lon_axis: np.ndarray, grid: np.ndarray, lat: Any,
+             lon: Any) -> np.ndarray:
+    """Bilinear interpolation of ``grid [n_lat, n_lon, k]`` on a rectilinear grid at points
+    ``lat [n]``, ``lon [n]``: ``[n, k]``, NaN outside the grid. Exact at grid nodes."""
+    lat = np.asarray(lat, dtype=np.float64).reshape(-1)
+    lon = np.asarray(lon, dtype=np.float64).reshape(-1)
+    i, wi, in_i = _axis_weights(lat_axis, lat)
+    j, wj, in_j = _axis_weights(lon_axis, lon)
+    i1 = np.minimum(i + 1, lat_axis.size - 1)
+    j1 = np.minimum(j + 1, lon_axis.size - 1)
+    wi, wj = wi[:, None], wj[:, None]
+    out = (wi * wj * grid[i, j] + wi * (1 - wj) * grid[i, j1]
+           + (1 - wi) * wj * grid[i1, j] + (1 - wi) * (1 - wj) * grid[i1, j1])
+    out[~(in_i & in_j)] = np.nan
+    return out
+
+
+class AuxiliaryFields:
+    """Known fields (elevation, land mask) from a dataset on any lat/lon grid, read at arbitrary
+    points by bilinear interpolation (``NaN`` outside the grid).
+
+    Args:
+        data: a ``Dataset`` (or a path opened with :func:`open_field`).
+        names: the variables to use, in channel order (default: every 2-D data variable).
+    """
+
+    def __init__(self, data: Any, names: Sequence[str] | None = None) -> None:
+        xr = require_xarray()
+        ds = open_field(data)
+        if isinstance(ds, xr.DataArray):
+            ds = ds.to_dataset(name=ds.name or "aux")
+        self.lat_name, self.lon_name, _ = coordinate_names(ds)
+        if names is None:
+            names = [n for n, v in ds.data_vars.items()
+                     if set(v.dims) == {self.lat_name, self.lon_name}]
+        names = list(names)
+        for n in names:
+            if n not in ds:
+                raise ValueError(f"aux_vars: {n!r} is not a variable of the auxiliary dataset; "
+                                 f"it has {list(ds.data_vars)}")
+        if not names:
+            raise ValueError("aux_vars: the auxiliary dataset has no lat/lon field")
+        self.names = names
+        # Auxiliary fields are static 2-D maps, small enough to hold in memory.
+        self.ds = ds[names].load().astype("float64")
+        self.units = [str(ds[n].attrs.get("units", "")) for n in names]
+
+    def raw_at(self, lat: Any, lon: Any) -> np.ndarray:
+        """Values ``[n, len(names)]`` at points ``lat [n]``, ``lon [n]`` (degrees)."""
+        grid = np.stack([self.ds[n].transpose(self.lat_name, self.lon_name).values
+                         for n in self.names], -1)
+        return bilinear(np.asarray(self.ds[self.lat_name].values, dtype=np.float64),
+                        np.asarray(self.ds[self.lon_name].values, dtype=np.float64), grid,
+                        lat, lon)
+
+    def raw_grid(self) -> np.ndarray:
+        """Every grid value, ``[n_cells, len(names)]``."""
+        return np.stack([self.ds[n].values.reshape(-1) for n in self.names], -1)
+
+
+def _as_tensor(a: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(a)).to(dtype)
+
+
+def stations_at(stations: Any, var: str, *, time: Any = None
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows of a station table usable as context: ``(lat [n], lon [n], value [n])`` with a
+    finite value, at ``time`` when the table has a time column (or a time index level)."""
+    pd = require_pandas()
+    if not isinstance(stations, pd.DataFrame):
+        raise TypeError(f"stations: expected a pandas DataFrame, got {type(stations).__name__}")
+    df = stations.reset_index() if not isinstance(stations.index, pd.RangeIndex) else stations
+    lat_c, lon_c, time_c = station_columns(df)
+    cols = set(df.columns)
+    if var not in cols:
+        raise ValueError(f"stations: no column {var!r} (the variable); columns {sorted(cols)}")
+    if time_c is not None and time is not None:
+        df = df[pd.to_datetime(df[time_c]) == pd.Timestamp(time)]
+    values = df[var].to_numpy(dtype=np.float64)
+    ok = np.isfinite(values)
+    return (df[lat_c].to_numpy(dtype=np.float64)[ok], df[lon_c].to_numpy(dtype=np.float64)[ok],
+            values[ok])
+
+
+class XarrayTaskGenerator(TaskGenerator):
+    """Tasks from one variable of an xarray dataset (see the module docstring).
+
+    Args:
+        data: a path (netCDF, zarr), ``Dataset`` or ``DataArray``.
+        var: the variable (e.g. ``"t2m"``).
+        normaliser: a fitted :class:`~approxeq.data.normalise.Normaliser`; default: fitted on
+            this generator's own selection (do that only for the training split, and pass the
+            training normaliser to the validation and test generators).
+        days, time_range: which time steps (see :func:`select_times`); e.g. ``days="train"``.
+        region: ``{"lat": (lo, hi), "lon": (lo, hi)}`` in degrees (default: everything).
+        patch_size: ``(n_lat, n_lon)`` cells per task at a random position; ``None`` = the
+            whole region.
+        context_fraction: ``(lo, hi)``: per batch, the fraction of valid cells used as context
+            is drawn from U(lo, hi).
+        min_context: at least this many context points.
+        max_targets: at most this many targets per task (``None``: every other valid cell).
+        min_valid: patches with fewer valid cells are redrawn.
+        stations: optional station table (lat/lon (+ time) columns and ``var``); with it the
+            context comes from the stations inside the patch at the task's time.
+        aux, aux_vars: an auxiliary dataset (or path) and the fields to read from it; the
+            normaliser is fitted to them if it has none.
+        dtype: floating dtype of the batches.
+        cache_mb: load the selected variable into memory when it is smaller than this (a
+            multi-year file is never loaded whole; it is read one time step per task).
+        chunks: dask chunks when opening a path (only used when dask is installed).
+
+    All tasks of a batch share their context and target sizes (no padding is needed); each has
+    its own time step and patch.
+    """
+
+    dim_x = 2
+    dim_y = 1
+
+    def __init__(self, data: Any, var: str | None = None, *,
+                 normaliser: Normaliser | None = None,
+                 days: Iterable[int] | tuple[int, int] | str | None = None,
+                 time_range: tuple[Any, Any] | None = None,
+                 region: dict[str, tuple[float, float]] | None = None,
+                 patch_size: Sequence[int] | int | None = None,
+                 context_fraction: tuple[float, float] = (0.01, 0.3), min_context: int = 1,
+                 max_targets: int | None = None, min_valid: int = 2, stations: Any = None,
+                 aux: Any = None, aux_vars: Sequence[str] | None = None,
+                 dtype: torch.dtype | None = None, cache_mb: float = 256.0,
+                 chunks: dict[str, int] | str | None = "auto") -> None:
+        ds = open_field(data, chunks=chunks)
+        da = _variable(ds, var)
+        self.var = str(var or da.name)
+        self.lat_name, self.lon_name, self.time_name = coordinate_names(da)
+        da = select_region(select_times(da, days=days, time_range=time_range), region)
+        extra = [d for d in da.dims if d not in (self.lat_name, self.lon_name, self.time_name)]
+        if extra:
+            raise ValueError(f"var: {self.var!r} has dimensions {extra} besides lat/lon/time; "
+                             "select one level first (e.g. ds.sel(level=1000))")
+        order = [d for d in (self.time_name, self.lat_name, self.lon_name) if d in da.dims]
+        da = da.transpose(*order)
+        if da.nbytes / 2 ** 20 <= cache_mb:
+            da = da.load()
+        self.da = da
+        self.lat = np.asarray(da[self.lat_name].values, dtype=np.float64)
+        self.lon = np.asarray(da[self.lon_name].values, dtype=np.float64)
+        self.n_times = da.sizes[self.time_name] if self.time_name in da.dims else 1
+        lo, hi = (float(context_fraction[0]), float(context_fraction[1]))
+        if not 0 < lo <= hi < 1:
+            raise ValueError(f"context_fraction: expected 0 < lo <= hi < 1, got "
+                             f"{context_fraction}")
+        self.context_fraction = (lo, hi)
+        if patch_size is not None:
+            patch_size = (patch_size, patch_size) if isinstance(patch_size, int) else tuple(
+                int(p) for p in patch_size)
+            if len(patch_size) != 2 or min(patch_size) < 1:
+                raise ValueError(f"patch_size: expected (n_lat, n_lon) >= 1, got {patch_size}")
+            patch_size = (min(patch_size[0], self.lat.size), min(patch_size[1], self.lon.size))
+        self.patch_size = patch_size
+        if max_targets is not None and max_targets < 1:
+            raise ValueError(f"max_targets: expected None or >= 1, got {max_targets}")
+        self.max_targets, self.min_context, self.min_valid = max_targets, min_context, min_valid
+        self.dtype = dtype or torch.get_default_dtype()
+        self.stations = stations
+        self.aux = None if aux is None else AuxiliaryFields(aux, aux_vars)
+        if normaliser is None:
+            normaliser = Normaliser.fit(da, self.var)
+        if self.aux is not None and normaliser.dim_aux == 0:
+            normaliser = normaliser.fit_aux(self.aux.ds, self.aux.names, lat=self.lat,
+                                            lon=self.lon)
+        if self.aux is not None and list(normaliser.aux_vars) != list(self.aux.names):
+            raise ValueError(f"aux_vars: the normaliser was fitted to {normaliser.aux_vars}, "
+                             f"the generator reads {self.aux.names}")
+        self.normaliser = normaliser
+        # Auxiliary values of every grid cell, computed once.
+        self._aux_grid = None
+        if self.aux is not None:
+            la, lo_ = np.meshgrid(self.lat, self.lon, indexing="ij")
+            self._aux_grid = normaliser.normalise_aux(
+                self.aux.raw_at(la.ravel(), lo_.ravel())).reshape(self.lat.size, self.lon.size,
+                                                                  -1)
+        self._x_lat = (self.lat - normaliser.centre[0]) / normaliser.scale
+        self._x_lon = (self.lon - normaliser.centre[1]) / normaliser.scale
+
+    @property
+    def dim_aux(self) -> int:
+        return 0 if self.aux is None else len(self.aux.names)
+
+    @property
+    def times(self) -> np.ndarray:
+        """The selected time stamps (empty without a time coordinate)."""
+        if self.time_name is None or self.time_name not in self.da.dims:
+            return np.array([])
+        return self.da[self.time_name].values
+
+    def field(self, time_index: int) -> np.ndarray:
+        """The raw values ``[n_lat, n_lon]`` of one time step (NaN where invalid)."""
+        if self.time_name in self.da.dims:
+            return np.asarray(self.da.isel({self.time_name: int(time_index)}).values,
+                              dtype=np.float64)
+        return np.asarray(self.da.values, dtype=np.float64)
+
+    def _draw_patch(self, g: torch.Generator) -> tuple[int, slice, slice, np.ndarray]:
+        for _ in range(100):
+            t = int(torch.randint(self.n_times, (1,), generator=g))
+            if self.patch_size is None:
+                i = j = 0
+                si, sj = slice(None), slice(None)
+            else:
+                pi, pj = self.patch_size
+                i = int(torch.randint(self.lat.size - pi + 1, (1,), generator=g))
+                j = int(torch.randint(self.lon.size - pj + 1, (1,), generator=g))
+                si, sj = slice(i, i + pi), slice(j, j + pj)
+            values = self.field(t)[si, sj]
+            if np.isfinite(values).sum() >= self.min_valid:
+                return t, si, sj, values
+        raise ValueError(f"patch_size: 100 random patches in a row had fewer than "
+                         f"{self.min_valid} valid cells; use larger patches or a smaller "
+                         "min_valid")
+
+    def sample(self, batch_size: int, generator: torch.Generator) -> Batch:
+        """``batch_size`` tasks (see the class docstring).
+
+        Returns:
+            A :class:`~approxeq.np.Batch` with ``xc [b, nc, 2]`` (normalised lat, lon),
+            ``yc [b, nc, 1]``, ``xt [b, nt, 2]``, ``yt [b, nt, 1]`` (normalised variable) and
+            ``aux`` holding ``time_index [b]`` (long) and, with auxiliary fields,
+            ``aux_c [b, nc, dim_aux]`` and ``aux_t [b, nt, dim_aux]``.
+        """
+        if batch_size < 1:
+            raise ValueError(f"batch_size: expected >= 1, got {batch_size}")
+        g = generator
+        tasks = [self._draw_patch(g) for _ in range(batch_size)]
+        frac = self.context_fraction[0] + float(torch.rand((), generator=g, dtype=torch.float64)
+                                                ) * (self.context_fraction[1]
+                                                     - self.context_fraction[0])
+        n_valid = min(int(np.isfinite(v).sum()) for *_, v in tasks)
+        station_sets = None
+        if self.stations is not None:
+            station_sets = [self._stations_in(t, si, sj) for t, si, sj, _ in tasks]
+            n_avail = min(s[0].size for s in station_sets)
+            nc = min(n_avail, max(self.min_context, int(round(frac * n_avail))))
+            nt = n_valid
+        else:
+            nc = min(n_valid - 1, max(self.min_context, int(round(frac * n_valid))))
+            nt = n_valid - nc
+        if self.max_targets is not None:
+            nt = min(nt, self.max_targets)
+        norm = self.normaliser
+        xc, yc, xt, yt, ac, at = [], [], [], [], [], []
+        for k, (t, si, sj, values) in enumerate(tasks):
+            ii, jj = np.nonzero(np.isfinite(values))
+            ii = ii + (si.start or 0)
+            jj = jj + (sj.start or 0)
+            vals = values[np.isfinite(values)]
+            perm = torch.randperm(ii.size, generator=g).numpy()
+            if station_sets is None:
+                c, tg = perm[:nc], perm[nc:nc + nt]
+                xc.append(np.stack([self._x_lat[ii[c]], self._x_lon[jj[c]]], -1))
+                yc.append(norm.normalise_y(vals[c]))
+                if self._aux_grid is not None:
+                    ac.append(self._aux_grid[ii[c], jj[c]])
+            else:
+                s_lat, s_lon, s_val = station_sets[k]
+                pick = torch.randperm(s_lat.size, generator=g).numpy()[:nc]
+                xc.append(norm.normalise_x(s_lat[pick], s_lon[pick]))
+                yc.append(norm.normalise_y(s_val[pick]))
+                if self.aux is not None:
+                    ac.append(norm.normalise_aux(self.aux.raw_at(s_lat[pick], s_lon[pick])))
+                tg = perm[:nt]
+            xt.append(np.stack([self._x_lat[ii[tg]], self._x_lon[jj[tg]]], -1))
+            yt.append(norm.normalise_y(vals[tg]))
+            if self._aux_grid is not None:
+                at.append(self._aux_grid[ii[tg], jj[tg]])
+        d = self.dtype
+
+        def stack(arrays, last=None):
+            a = np.stack(arrays, 0)
+            return _as_tensor(a if last is None else a.reshape(*a.shape[:2], last), d)
+
+        aux: dict[str, Any] = {"time_index": torch.tensor([t for t, *_ in tasks])}
+        if self.aux is not None:
+            aux["aux_c"] = stack(ac, self.dim_aux)
+            aux["aux_t"] = stack(at, self.dim_aux)
+        return Batch(xc=stack(xc, 2), yc=stack(yc, 1), xt=stack(xt, 2), yt=stack(yt, 1), aux=aux)
+
+    def _stations_in(self, t: int, si: slice, sj: slice):
+        time = self.times[t] if self.times.size else None
+        lat, lon, val = stations_at(self.stations, self.var, time=time)
+        la, lo = self.lat[si], self.lon[sj]
+        inside = ((lat >= la.min()) & (lat <= la.max()) & (lon >= lo.min()) & (lon <= lo.max()))
+        if not inside.any():
+            raise ValueError("stations: no station with a valid value inside a task's patch "
+                             f"at time index {t}")
+        return lat[inside], lon[inside], val[inside]
+
+
+__all__ = ["DAY_SPLITS", "AuxiliaryFields", "XarrayTaskGenerator", "coordinate_names",
+           "open_field", "select_region", "select_times", "stations_at"]

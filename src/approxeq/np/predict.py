@@ -1,0 +1,253 @@
+"""Predict a gridded field with a trained neural process: xarray (or pandas) in, xarray out.
+
+:func:`predict` takes the observed context (a gridded ``DataArray``/``Dataset`` with NaN where
+nothing was observed, or a station table), a target grid and the
+:class:`~approxeq.data.normalise.Normaliser` the model was trained with, and returns an
+``xarray.Dataset`` with the predictive ``mean`` and ``std`` in the variable's original units, on
+the target grid's coordinates.
+
+This module sits in the ``np`` layer, below ``data``: it uses the normaliser through its
+methods only (``normalise_x``, ``normalise_y``, ``unnormalise_y``, ``unnormalise_std``,
+``normalise_aux`` and the attributes ``var``, ``units``, ``attrs``, ``dim_aux``) and takes
+auxiliary fields as a function of location. The helpers that read coordinates and station
+tables live here too so that :mod:`approxeq.data` can share them.
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+LAT_NAMES = ("latitude", "lat", "y")
+LON_NAMES = ("longitude", "lon", "x")
+TIME_NAMES = ("time", "valid_time", "t")
+
+#: ``aux(lat [n], lon [n]) -> raw auxiliary values [n, dim_aux]``, e.g.
+#: :meth:`approxeq.data.xarray_tasks.AuxiliaryFields.raw_at`
+AuxFunction = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+def require_xarray():
+    """Import xarray, or explain which extra installs it."""
+    try:
+        import xarray
+    except ImportError as err:  # pragma: no cover - depends on the environment
+        raise ImportError("the environmental-data workflow needs xarray, netCDF4 and pandas: "
+                          "pip install 'approxeq[data]'") from err
+    return xarray
+
+
+def require_pandas():
+    """Import pandas, or explain which extra installs it."""
+    try:
+        import pandas
+    except ImportError as err:  # pragma: no cover - depends on the environment
+        raise ImportError("station tables need pandas: pip install 'approxeq[data]'") from err
+    return pandas
+
+
+def _find(names: Sequence[str], candidates: Sequence[str], what: str, where: str,
+          required: bool = True) -> str | None:
+    for c in candidates:
+        if c in names:
+            return c
+    if required:
+        raise ValueError(f"{where}: no {what} coordinate or column (looked for "
+                         f"{', '.join(candidates)}); found {sorted(map(str, names))}")
+    return None
+
+
+def coordinate_names(obj: Any, where: str = "data") -> tuple[str, str, str | None]:
+    """Names of the latitude, longitude and (``None`` if absent) time coordinates of an
+    xarray object."""
+    names = list(obj.coords) + [d for d in getattr(obj, "dims", ()) if d not in obj.coords]
+    return (_find(names, LAT_NAMES, "latitude", where), _find(names, LON_NAMES, "longitude", where),
+            _find(names, TIME_NAMES, "time", where, required=False))
+
+
+def station_columns(df: Any, where: str = "stations") -> tuple[str, str, str | None]:
+    """Names of the latitude, longitude and (``None`` if absent) time columns of a table."""
+    cols = list(df.columns)
+    return (_find(cols, LAT_NAMES, "latitude", where), _find(cols, LON_NAMES, "longitude", where),
+            _find(cols, TIME_NAMES, "time", where, required=False))
+
+
+def _as_frame(df: Any) -> Any:
+    pd = require_pandas()
+    if not isinstance(df, pd.DataFrame):
+        raise TypeError(f"context: expected a pandas DataFrame, got {type(df).__name__}")
+    return df if isinstance(df.index, pd.RangeIndex) else df.reset_index()
+
+
+def _device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
+    for p in model.parameters():
+        return p.device, p.dtype
+    return torch.device("cpu"), torch.get_default_dtype()
+
+
+def _context_sets(context: Any, var: str) -> tuple[list[Any], list[tuple[np.ndarray, ...]], str]:
+    """Per time step ``(lat [n], lon [n], value [n])`` of the valid context observations; the
+    time labels (``[None]`` for a single time) and the name of the time coordinate."""
+    xr = require_xarray()
+    if isinstance(context, xr.Dataset):
+        if var not in context:
+            raise ValueError(f"context: the dataset has no variable {var!r} (the model's); it "
+                             f"has {list(context.data_vars)}")
+        context = context[var]
+    if isinstance(context, xr.DataArray):
+        lat_n, lon_n, time_n = coordinate_names(context, "context")
+        if time_n is not None and time_n in context.dims:
+            times = list(context[time_n].values)
+            slices = [context.isel({time_n: k}) for k in range(len(times))]
+        else:
+            times, slices = [None], [context]
+        sets = []
+        for s in slices:
+            extra = [d for d in s.dims if d not in (lat_n, lon_n)]
+            if extra:
+                raise ValueError(f"context: unexpected dimensions {extra} besides lat/lon/time")
+            s = s.transpose(lat_n, lon_n)
+            values = np.asarray(s.values, dtype=np.float64)
+            la, lo = np.meshgrid(np.asarray(s[lat_n].values, float),
+                                 np.asarray(s[lon_n].values, float), indexing="ij")
+            ok = np.isfinite(values)
+            sets.append((la[ok], lo[ok], values[ok]))
+        return times, sets, time_n or "time"
+    df = _as_frame(context)
+    lat_c, lon_c, time_c = station_columns(df, "context")
+    if var not in df.columns:
+        raise ValueError(f"context: the table has no column {var!r} (the model's variable); "
+                         f"columns {list(df.columns)}")
+    groups = [(None, df)] if time_c is None else list(df.groupby(time_c, sort=True))
+    times, sets = [], []
+    for t, part in groups:
+        values = part[var].to_numpy(dtype=np.float64)
+        ok = np.isfinite(values)
+        times.append(t)
+        sets.append((part[lat_c].to_numpy(dtype=np.float64)[ok],
+                     part[lon_c].to_numpy(dtype=np.float64)[ok], values[ok]))
+    return times, sets, time_c or "time"
+
+
+def _target_axes(target_grid: Any) -> tuple[str, np.ndarray, str, np.ndarray]:
+    xr = require_xarray()
+    if isinstance(target_grid, (xr.Dataset, xr.DataArray)):
+        lat_n, lon_n, _ = coordinate_names(target_grid, "target_grid")
+        return (lat_n, np.asarray(target_grid[lat_n].values, dtype=np.float64), lon_n,
+                np.asarray(target_grid[lon_n].values, dtype=np.float64))
+    if isinstance(target_grid, dict):
+        lat_n = _find(list(target_grid), LAT_NAMES, "latitude", "target_grid")
+        lon_n = _find(list(target_grid), LON_NAMES, "longitude", "target_grid")
+        return (lat_n, np.asarray(target_grid[lat_n], dtype=np.float64).reshape(-1), lon_n,
+                np.asarray(target_grid[lon_n], dtype=np.float64).reshape(-1))
+    raise TypeError("target_grid: expected an xarray Dataset/DataArray or a dict "
+                    f"{{'latitude': [...], 'longitude': [...]}}, got {type(target_grid).__name__}")
+
+
+@torch.no_grad()
+def predict(model: nn.Module, context: Any, target_grid: Any, normaliser: Any, *,
+            aux: AuxFunction | None = None, batch_targets: int = 4096,
+            component: bool = False) -> Any:
+    """Predict the model's variable on a grid from observations.
+
+    Args:
+        model: a trained neural process on normalised ``(lat, lon)`` inputs.
+        context: the observations: an ``xarray.DataArray`` (or ``Dataset`` holding
+            ``normaliser.var``) with latitude/longitude (and optionally time) coordinates and
+            NaN where nothing was observed, or a pandas ``DataFrame`` of stations with
+            lat/lon (and optionally time) columns and a ``normaliser.var`` column. Every
+            time step is predicted separately.
+        target_grid: where to predict: an xarray object whose latitude/longitude coordinates
+            define the grid, or ``{"latitude": [...], "longitude": [...]}``.
+        normaliser: the :class:`~approxeq.data.normalise.Normaliser` of the training data.
+        aux: for a model with auxiliary inputs, a function giving the raw auxiliary fields
+            ``[n, dim_aux]`` at points ``(lat [n], lon [n])``, e.g.
+            ``AuxiliaryFields(elevation_ds, ["elevation"]).raw_at``.
+        batch_targets: target points per forward pass (bounds memory). Attention models give
+            the same prediction for any value; a ConvCNP's grid covers each chunk, so its
+            edges can differ slightly.
+        component: predict with the model's equivariant component (every fixed input and
+            auxiliary embedding zero; see :func:`approxeq.approximate.equivariant_component`).
+
+    Returns:
+        An ``xarray.Dataset`` with ``mean`` and ``std`` of dims ``(lat, lon)`` (``(time, lat,
+        lon)`` when the context has several time steps or a time coordinate), named and
+        valued as the target grid's coordinates, in the variable's units
+        (``attrs["units"]``).
+    """
+    from approxeq.approximate import equivariant_component
+
+    xr = require_xarray()
+    if batch_targets < 1:
+        raise ValueError(f"batch_targets: expected >= 1, got {batch_targets}")
+    dim_aux = int(getattr(model, "dim_aux", 0) or 0)
+    if dim_aux and aux is None:
+        raise ValueError(f"aux: the model reads {dim_aux} auxiliary field(s) "
+                         f"{list(getattr(normaliser, 'aux_vars', []))}; pass aux=... (e.g. "
+                         "AuxiliaryFields(dataset, names).raw_at)")
+    var = normaliser.var
+    times, sets, time_name = _context_sets(context, var)
+    lat_n, lat, lon_n, lon = _target_axes(target_grid)
+    la, lo = np.meshgrid(lat, lon, indexing="ij")
+    xt_all = normaliser.normalise_x(la.ravel(), lo.ravel())
+    at_all = normaliser.normalise_aux(aux(la.ravel(), lo.ravel())) if dim_aux else None
+    device, dtype = _device_dtype(model)
+
+    def tensor(a: np.ndarray, last: int) -> torch.Tensor:
+        return torch.as_tensor(np.asarray(a, dtype=np.float64).reshape(1, -1, last),
+                               dtype=dtype, device=device)
+
+    was_training = model.training
+    model.eval()
+    means, stds = [], []
+    try:
+        with equivariant_component(model) if component else nullcontext():
+            for c_lat, c_lon, c_val in sets:
+                xc = tensor(normaliser.normalise_x(c_lat, c_lon), 2)
+                yc = tensor(normaliser.normalise_y(c_val), 1)
+                kwargs = {}
+                if dim_aux:
+                    kwargs["aux_c"] = tensor(normaliser.normalise_aux(aux(c_lat, c_lon)), dim_aux)
+                m_parts, s_parts = [], []
+                for start in range(0, xt_all.shape[0], batch_targets):
+                    sl = slice(start, start + batch_targets)
+                    if dim_aux:
+                        kwargs["aux_t"] = tensor(at_all[sl], dim_aux)
+                    pred = model(xc, yc, tensor(xt_all[sl], 2), **kwargs)
+                    m_parts.append(pred.mean[0, :, 0].double().cpu().numpy())
+                    s_parts.append(pred.stddev[0, :, 0].double().cpu().numpy())
+                means.append(normaliser.unnormalise_y(np.concatenate(m_parts)).reshape(la.shape))
+                stds.append(normaliser.unnormalise_std(np.concatenate(s_parts)).reshape(la.shape))
+    finally:
+        model.train(was_training)
+    coords = {lat_n: lat, lon_n: lon}
+    dims: tuple[str, ...] = (lat_n, lon_n)
+    mean, std = np.stack(means), np.stack(stds)
+    if times == [None]:
+        mean, std = mean[0], std[0]
+    else:
+        coords = {time_name: np.asarray(times), **coords}
+        dims = (time_name, *dims)
+    units = getattr(normaliser, "units", "")
+    long_name = getattr(normaliser, "attrs", {}).get("long_name", var)
+    ds = xr.Dataset(
+        {"mean": (dims, mean, {"units": units, "long_name": f"predictive mean of {long_name}"}),
+         "std": (dims, std, {"units": units,
+                             "long_name": f"predictive standard deviation of {long_name}"})},
+        coords=coords)
+    xr_target = target_grid if isinstance(target_grid, (xr.Dataset, xr.DataArray)) else None
+    if xr_target is not None:
+        for name in (lat_n, lon_n):
+            ds[name].attrs.update(xr_target[name].attrs)
+    ds.attrs.update({"variable": var, "model": str(getattr(model, "model_name",
+                                                           type(model).__name__)),
+                     "equivariant_component": int(component)})
+    return ds
+
+
+__all__ = ["AuxFunction", "LAT_NAMES", "LON_NAMES", "TIME_NAMES", "coordinate_names", "predict",
+           "require_pandas", "require_xarray", "station_columns"]

@@ -1,0 +1,612 @@
+"""The ERA5 UK experiment: mapping 2 m temperature from sparse observations, where mountains and
+coasts break translation and rotation symmetry.
+
+Data: the shipped ERA5 hourly 2 m temperature over the UK, March 2019 (0.25°, 33 × 49), with
+elevation on the same grid (``approxeq/datasets/weather``; any other file through the task
+options). Train on days 1–21, validate on 22–24, test on 25–31. Inputs are the normalised
+``(lat, lon)`` (one scale for both axes, see :mod:`approxeq.data.normalise`); the target is
+the normalised temperature. Each model is trained without auxiliary input and, when its
+options set ``dim_aux``, with elevation as a known auxiliary input.
+
+A run directory holds, per model label, the training run (``best.pt``, ``last.pt``,
+``history.json``), ``normaliser.json`` and ``eval.json``; at the top ``normaliser.json``,
+``config.yaml``, ``metrics.json`` (one entry per model label), ``results.md``,
+``experiment.json`` and, through the ``figures`` hook, map figures. Every ``metrics.json``
+entry holds ``loglik`` ± ``loglik_se`` (normalised temperature, per target point), ``rmse_K``
+(kelvin), and for approximately equivariant models (fixed inputs and/or auxiliary inputs)
+``component_loglik``, ``delta_equiv`` (normalised) and ``delta_equiv_K``, and
+``correction_elevation_corr``: the correlation between the learned correction (full minus
+equivariant-component predictive mean) and elevation over test maps.
+
+Entry points: :func:`run_era5_experiment` (``approxeq experiment era5-uk``) and
+:func:`evaluate_on_file` (``approxeq eval RUN --data FILE --var NAME``).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from approxeq.approximate import (delta_equiv, equivariance_error, equivariant_component,
+                                  is_approximate)
+from approxeq.data.normalise import NORMALISER_FILE, Normaliser
+from approxeq.data.xarray_tasks import AuxiliaryFields, XarrayTaskGenerator, open_field
+from approxeq.np.batch import Batch
+from approxeq.np.predict import coordinate_names, predict, require_xarray
+from approxeq.train.checkpoint import load_checkpoint, load_model, write_json_atomic, write_text_atomic
+from approxeq.train.config import ConfigError, ExperimentConfig, ModelConfig, save_experiment
+from approxeq.train.experiment import ExperimentResult, format_table
+from approxeq.train.loop import evaluate, train
+
+TASK_NAME = "era5-uk"
+DATA_FILE = "era5_t2m_uk_2019-03.nc"
+AUX_FILE = "uk_elevation_on_era5_grid.nc"
+ATTRIBUTION = "Contains modified Copernicus Climate Change Service information 2019"
+MODEL_EVAL = "eval.json"
+EVAL_VERSION = 1
+
+#: task options and their defaults (``task.options`` of the experiment YAML)
+TASK_DEFAULTS: dict[str, Any] = {
+    "data": None,              # default: the shipped ERA5 file
+    "var": "t2m",
+    "aux": None,               # default: the shipped elevation file
+    "aux_vars": ["elevation"],
+    "train_days": [1, 21], "val_days": [22, 24], "test_days": [25, 31],
+    "region": None,            # {"lat": [lo, hi], "lon": [lo, hi]}
+    "patch_size": [16, 16],    # null: the whole region
+    "context_fraction": [0.01, 0.3],
+    "max_targets": 256,
+    "cache_mb": 256.0,
+}
+#: ``extra`` options and their defaults
+EXTRA_DEFAULTS: dict[str, Any] = {
+    "equivariance_elements": 4, "equivariance_tasks": 8,
+    "map_times": ["2019-03-27T12:00", "2019-03-25T06:00", "2019-03-29T18:00",
+                  "2019-03-31T00:00"],
+    "map_context_fraction": 0.1, "map_seed": 0, "figures": True,
+}
+
+Log = Callable[[str], None]
+#: ``figures(out_dir, panels, metrics) -> written paths``; ``panels[label]`` is an
+#: ``xarray.Dataset`` with ``context``, ``truth``, ``full``, ``component``, ``correction`` and
+#: ``elevation`` (see :func:`map_panels`), e.g. :func:`approxeq.plot.maps.era5_figures`
+MapFigureHook = Callable[[Path, Mapping[str, Any], Mapping[str, Any]], Sequence[Path]]
+
+
+def weather_dir() -> Path:
+    """The folder of the shipped weather data (``approxeq/datasets/weather``)."""
+    return Path(__file__).resolve().parents[1] / "datasets" / "weather"
+
+
+def is_era5_experiment(config: ExperimentConfig) -> bool:
+    """Whether ``config`` is run by :func:`run_era5_experiment` (``task.name: era5-uk``)
+    rather than by the generic GP experiment runner."""
+    return config.task.name == TASK_NAME
+
+
+def task_options(config: ExperimentConfig) -> dict[str, Any]:
+    """The task options of an ERA5 experiment with defaults filled in and paths resolved."""
+    if config.task.name != TASK_NAME:
+        raise ConfigError(f"task.name: expected {TASK_NAME!r} for the ERA5 experiment, got "
+                          f"{config.task.name!r}")
+    unknown = set(config.task.options) - set(TASK_DEFAULTS)
+    if unknown:
+        raise ConfigError(f"task.options: unknown key(s) {sorted(unknown)}; allowed: "
+                          f"{', '.join(sorted(TASK_DEFAULTS))}")
+    o = {**TASK_DEFAULTS, **config.task.options}
+    o["data"] = Path(o["data"]) if o["data"] else weather_dir() / DATA_FILE
+    o["aux"] = Path(o["aux"]) if o["aux"] else weather_dir() / AUX_FILE
+    if config.task.dim_x != 2 or config.task.dim_y != 1:
+        raise ConfigError(f"task.dim_x, task.dim_y: the ERA5 task has (lat, lon) inputs and one "
+                          f"output, so 2 and 1; got {config.task.dim_x}, {config.task.dim_y}")
+    return o
+
+
+def _uses_aux(mc: ModelConfig) -> bool:
+    return int(mc.options.get("dim_aux", 0) or 0) > 0
+
+
+def _generator(o: Mapping[str, Any], split: str, normaliser: Normaliser | None,
+               with_aux: bool) -> XarrayTaskGenerator:
+    days = tuple(o[f"{split}_days"])
+    return XarrayTaskGenerator(
+        o["data"], o["var"], normaliser=normaliser, days=days, region=o["region"],
+        patch_size=o["patch_size"], context_fraction=tuple(o["context_fraction"]),
+        max_targets=o["max_targets"], aux=o["aux"] if with_aux else None,
+        aux_vars=o["aux_vars"] if with_aux else None, cache_mb=o["cache_mb"])
+
+
+def fit_normaliser(o: Mapping[str, Any]) -> Normaliser:
+    """The normaliser of the variable, coordinates and auxiliary fields, fitted on the training
+    days and region only."""
+    from approxeq.data.xarray_tasks import select_region, select_times
+
+    da = open_field(o["data"])[o["var"]]
+    da = select_region(select_times(da, days=tuple(o["train_days"])), o["region"])
+    norm = Normaliser.fit(da, o["var"])
+    if o["aux_vars"]:
+        lat_name, lon_name, _ = coordinate_names(da)
+        norm = norm.fit_aux(open_field(o["aux"]), o["aux_vars"], lat=da[lat_name].values,
+                            lon=da[lon_name].values)
+    return norm
+
+
+def _strip_aux(batches: Sequence[Batch]) -> list[Batch]:
+    out = []
+    for b in batches:
+        aux = {k: v for k, v in (b.aux or {}).items() if k not in ("aux_c", "aux_t")}
+        out.append(replace(b, aux=aux))
+    return out
+
+
+def _mean_se(v: torch.Tensor) -> tuple[float, float]:
+    v = v.double().reshape(-1)
+    n = v.numel()
+    return float(v.mean()), (float(v.std(unbiased=True) / math.sqrt(n)) if n > 1 else float("nan"))
+
+
+def _to(batch: Batch, model: nn.Module) -> Batch:
+    p = next(model.parameters())
+    return batch.to(device=p.device, dtype=p.dtype)
+
+
+def _kwargs(batch: Batch) -> dict[str, torch.Tensor]:
+    aux = batch.aux or {}
+    return {k: aux[k] for k in ("aux_c", "aux_t") if aux.get(k) is not None}
+
+
+def evaluate_era5_model(model: nn.Module, batches: Sequence[Batch], normaliser: Normaliser, *,
+                        equivariance_elements: int = 4, equivariance_tasks: int = 8,
+                        seed: int = 0) -> dict[str, Any]:
+    """Every metric of one model on fixed ``batches`` (with ``aux_c``/``aux_t`` in
+    ``batch.aux`` when the model reads auxiliary fields).
+
+    Returns ``loglik``, ``loglik_se`` (normalised temperature), ``rmse``, ``rmse_se``
+    (normalised), ``rmse_K``, ``rmse_K_se`` (kelvin, or the variable's units), ``coverage95``,
+    ``n_tasks``; for approximately equivariant models ``component`` (the same for the
+    equivariant component), ``component_loglik``, ``component_loglik_se``, ``delta_equiv``
+    (normalised), ``delta_equiv_K``; for models with a symmetry, ``equivariance`` (orbit error
+    with auxiliary values attached to their points, and the component's).
+    """
+    def summary(result) -> dict[str, Any]:
+        s = result.summary()
+        s["rmse_K"], s["rmse_K_se"] = s["rmse"] * normaliser.y_std, s["rmse_se"] * normaliser.y_std
+        return s
+
+    out = summary(evaluate(model, batches, seed=seed))
+    if is_approximate(model):
+        with equivariant_component(model):
+            comp = summary(evaluate(model, batches, seed=seed))
+        out["component"] = comp
+        out["component_loglik"], out["component_loglik_se"] = comp["loglik"], comp["loglik_se"]
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            deltas = torch.cat([delta_equiv(model, b.xc, b.yc, b.xt, **_kwargs(b)).double().cpu()
+                                for b in (_to(b, model) for b in batches)])
+        out["delta_equiv"], out["delta_equiv_se"] = _mean_se(deltas)
+        out["delta_equiv_K"] = out["delta_equiv"] * normaliser.y_std
+    group = getattr(model, "symmetry", None)
+    if group is not None and equivariance_elements > 0:
+        b = _to(batches[0], model)
+        k = min(equivariance_tasks, b.batch_size)
+        kw = {key: v[:k] for key, v in _kwargs(b).items()}
+        task = (b.xc[:k], b.yc[:k], b.xt[:k])
+
+        def report():
+            with torch.random.fork_rng():
+                torch.manual_seed(seed)
+                return equivariance_error(model, group, *task, n_elements=equivariance_elements,
+                                          generator=torch.Generator().manual_seed(seed),
+                                          model_kwargs=kw)
+
+        full = report()
+        eq = {"group": repr(group), **full.summary(), "scale": full.scale}
+        if is_approximate(model):
+            with equivariant_component(model):
+                eq["component_equiv_err_max"] = report().max_error
+        out["equivariance"] = eq
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Maps: full prediction, equivariant component, and the learned correction
+# --------------------------------------------------------------------------------------------
+
+def map_panels(model: nn.Module, normaliser: Normaliser, data: Any, var: str, time: Any, *,
+               aux: Any = None, aux_vars: Sequence[str] | None = None,
+               context_fraction: float = 0.1, seed: int = 0) -> Any:
+    """The maps of one model at one time: an ``xarray.Dataset`` with ``truth``, ``context``
+    (truth at a random ``context_fraction`` of the valid cells, NaN elsewhere), ``full`` and
+    ``std`` (the model's predictive mean and std), ``component`` (its equivariant component's
+    mean; equal to ``full`` for an exact model), ``correction = full - component`` and
+    ``elevation`` (the first auxiliary field, if given), in the variable's units."""
+    xr = require_xarray()
+    da = open_field(data)[var]
+    truth = da.sel(time=np.datetime64(time)) if "time" in da.dims else da
+    truth = truth.load()
+    rng = np.random.default_rng(seed)
+    valid = np.isfinite(truth.values)
+    keep = valid & (rng.random(truth.shape) < context_fraction)
+    context = truth.where(keep)
+    fields = AuxiliaryFields(aux, aux_vars) if aux is not None else None
+    raw_at = fields.raw_at if (fields is not None and getattr(model, "dim_aux", 0)) else None
+    full = predict(model, context, truth, normaliser, aux=raw_at)
+    comp = predict(model, context, truth, normaliser, aux=raw_at, component=True)
+    units = truth.attrs.get("units", "")
+    ds = xr.Dataset({"truth": truth, "context": context, "full": full["mean"],
+                     "std": full["std"], "component": comp["mean"],
+                     "correction": full["mean"] - comp["mean"]})
+    for name in ("truth", "context", "full", "std", "component", "correction"):
+        ds[name].attrs["units"] = units
+    if fields is not None:
+        lat_name = truth.dims[0]
+        la, lo = np.meshgrid(truth[truth.dims[0]].values, truth[truth.dims[1]].values,
+                             indexing="ij")
+        elev = fields.raw_at(la.ravel(), lo.ravel())[:, 0].reshape(la.shape)
+        ds["elevation"] = ((lat_name, truth.dims[1]), elev, {"units": fields.units[0]})
+    ds.attrs.update({"time": str(time), "n_context": int(keep.sum()), "attribution": ATTRIBUTION})
+    return ds
+
+
+def correction_elevation_correlation(panels: Sequence[Any]) -> float:
+    """Pearson correlation between the learned correction and elevation, pooled over the
+    valid cells of ``panels`` (NaN if the correction is constant)."""
+    c, e = [], []
+    for p in panels:
+        ok = np.isfinite(p["correction"].values) & np.isfinite(p["elevation"].values)
+        c.append(p["correction"].values[ok])
+        e.append(p["elevation"].values[ok])
+    c, e = np.concatenate(c), np.concatenate(e)
+    if c.size < 2 or c.std() == 0 or e.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(c, e)[0, 1])
+
+
+# --------------------------------------------------------------------------------------------
+# Running
+# --------------------------------------------------------------------------------------------
+
+def _default_log(message: str) -> None:
+    import sys
+
+    print(message, file=sys.stderr, flush=True)
+
+
+def _read_json(path: Path) -> Any:
+    import json
+
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _signature(config: ExperimentConfig, o: Mapping[str, Any]) -> dict[str, Any]:
+    t = config.train
+    return {"version": EVAL_VERSION, "task": {k: str(v) for k, v in o.items()},
+            "test_tasks": t.test_tasks, "test_seed": t.test_seed,
+            "eval_batch_size": t.eval_batch_size,
+            "extra": {k: config.extra.get(k, v) for k, v in EXTRA_DEFAULTS.items()}}
+
+
+def run_era5_experiment(config: ExperimentConfig, out_dir: str | Path, *, progress: bool = True,
+                        log: Log | None = None, figures: MapFigureHook | None = None,
+                        device: str | None = None, only: Sequence[str] | None = None
+                        ) -> ExperimentResult:
+    """Train, evaluate and report every model of an ERA5 experiment (``task.name: era5-uk``;
+    see ``experiments/era5-uk.yaml`` and the module docstring).
+
+    Args:
+        config: the resolved experiment (``load_experiment("experiments/era5-uk.yaml",
+            size="quick")``).
+        out_dir: the run directory (created; rerunning resumes and skips finished models).
+        progress: progress bars. log: status messages (default stderr).
+        figures: draws the map figures from the panels of every approximately equivariant
+            model (e.g. :func:`approxeq.plot.maps.era5_figures`); ``None`` or
+            ``extra.figures: false``: none (the correlations are computed anyway).
+        device: overrides every model's ``train.device``.
+        only: run only these labels.
+
+    Returns:
+        :class:`~approxeq.train.experiment.ExperimentResult` (``metrics`` is ``metrics.json``).
+    """
+    start = time.monotonic()
+    log = log or _default_log
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    o = task_options(config)
+    extra = {**EXTRA_DEFAULTS, **config.extra}
+    labels = [m.label for m in config.models]
+    if only:
+        unknown = [x for x in only if x not in labels]
+        if unknown:
+            raise ConfigError(f"only: unknown model label(s) {unknown}; labels: {labels}")
+    chosen = [m for m in config.models if not only or m.label in only]
+    for m in chosen:
+        if "/" in m.label or m.label in ("", ".", ".."):
+            raise ConfigError(f"models: label {m.label!r} cannot name a run directory")
+    save_experiment(config, out_dir / "config.yaml")
+    normaliser = fit_normaliser(o)
+    normaliser.save(out_dir / NORMALISER_FILE)
+    log(f"era5 experiment (size {config.size}): {len(chosen)} model(s); {o['var']} mean "
+        f"{normaliser.y_mean:.2f} {normaliser.units}, std {normaliser.y_std:.2f} (days "
+        f"{o['train_days'][0]}-{o['train_days'][1]})")
+    t = config.train
+    if t.test_tasks < 1:
+        raise ConfigError("test_tasks: expected >= 1 to evaluate the experiment, got 0")
+    test_aux = _generator(o, "test", normaliser, True).fixed_set(t.test_tasks, t.eval_batch_size,
+                                                                 t.test_seed)
+    test_plain = _strip_aux(test_aux)
+    signature = _signature(config, o)
+
+    entries: dict[str, Any] = {}
+    models: dict[str, nn.Module] = {}
+    histories: dict[str, dict] = {}
+    panels: dict[str, Any] = {}
+    for mc in chosen:
+        run_dir = out_dir / mc.label
+        with_aux = _uses_aux(mc)
+        model, history = _train_one(mc, config, o, normaliser, run_dir, with_aux,
+                                    progress=progress, log=log, device=device)
+        models[mc.label], histories[mc.label] = model, history
+        step = load_checkpoint(run_dir / "last.pt").step
+        cached = _read_json(run_dir / MODEL_EVAL)
+        if (isinstance(cached, dict) and cached.get("signature") == signature
+                and cached.get("step") == step):
+            entries[mc.label] = cached["entry"]
+        else:
+            test = test_aux if with_aux else test_plain
+            metrics = evaluate_era5_model(
+                model, test, normaliser,
+                equivariance_elements=int(extra["equivariance_elements"]),
+                equivariance_tasks=int(extra["equivariance_tasks"]))
+            entry = {k: metrics[k] for k in ("loglik", "loglik_se", "rmse_K", "rmse_K_se",
+                                             "coverage95", "component_loglik",
+                                             "component_loglik_se", "delta_equiv",
+                                             "delta_equiv_K") if k in metrics}
+            if is_approximate(model):
+                maps = [map_panels(model, normaliser, o["data"], o["var"], when, aux=o["aux"],
+                                   aux_vars=o["aux_vars"],
+                                   context_fraction=float(extra["map_context_fraction"]),
+                                   seed=int(extra["map_seed"]) + k)
+                        for k, when in enumerate(extra["map_times"])]
+                entry["correction_elevation_corr"] = correction_elevation_correlation(maps)
+                entry["correction_std_K"] = float(np.nanstd(
+                    np.concatenate([p["correction"].values.ravel() for p in maps])))
+                maps[0].to_netcdf(run_dir / "map.nc")
+            ckpt = load_checkpoint(run_dir / "last.pt")
+            entry.update({"name": mc.name, "options": mc.options, "steps": step,
+                          "aux_vars": list(o["aux_vars"]) if with_aux else [],
+                          "parameters": sum(p.numel() for p in model.parameters()),
+                          "symmetry": repr(getattr(model, "symmetry", None)),
+                          "approximate": is_approximate(model),
+                          "train_seconds": ckpt.extra.get("seconds"), "test": metrics})
+            entries[mc.label] = entry
+            write_json_atomic(run_dir / MODEL_EVAL, {"signature": signature, "step": step,
+                                                     "entry": entry})
+        if (run_dir / "map.nc").is_file():
+            panels[mc.label] = require_xarray().load_dataset(run_dir / "map.nc")
+        e = entries[mc.label]
+        log(f"[{mc.label}] log-lik {e['loglik']:.3f} ± {e['loglik_se']:.3f}, RMSE "
+            f"{e['rmse_K']:.3f} K" + (f", component {e['component_loglik']:.3f}, corr(correction, "
+                                      f"elevation) {e['correction_elevation_corr']:.2f}"
+                                      if "component_loglik" in e else ""))
+
+    for mc in config.models:
+        # with `only`, the other models keep their earlier (still valid) evaluations
+        cached = _read_json(out_dir / mc.label / MODEL_EVAL)
+        if mc.label not in entries and isinstance(cached, dict) and \
+                cached.get("signature") == signature:
+            entries[mc.label] = cached["entry"]
+    entries = {m.label: entries[m.label] for m in config.models if m.label in entries}
+    write_json_atomic(out_dir / "metrics.json", entries)
+    write_text_atomic(out_dir / "results.md", era5_results_markdown(entries, config))
+    paths: list[Path] = []
+    if figures is not None and extra.get("figures", True) and panels:
+        paths = list(figures(out_dir, panels, entries))
+    write_json_atomic(out_dir / "experiment.json", {
+        "name": config.name, "size": config.size, "description": config.description,
+        "data": Path(o["data"]).name, "aux": Path(o["aux"]).name, "var": o["var"],
+        "split_days": {s: o[f"{s}_days"] for s in ("train", "val", "test")},
+        "normaliser": normaliser.to_dict(), "models": [m.to_dict() for m in chosen],
+        "figures": [str(p.relative_to(out_dir)) if p.is_relative_to(out_dir) else str(p)
+                    for p in paths],
+        "attribution": ATTRIBUTION, "seconds": time.monotonic() - start})
+    return ExperimentResult(out_dir=out_dir, metrics=entries, models=models,
+                            histories=histories, figures=paths,
+                            seconds=time.monotonic() - start)
+
+
+def _train_one(mc: ModelConfig, config: ExperimentConfig, o: Mapping[str, Any],
+               normaliser: Normaliser, run_dir: Path, with_aux: bool, *, progress: bool,
+               log: Log, device: str | None) -> tuple[nn.Module, dict]:
+    from approxeq.train.checkpoint import ModelSpec
+
+    tcfg = mc.train if device is None else mc.train.replace(device=device)
+    spec = ModelSpec(mc.name, 2, 1, dict(mc.options))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    normaliser.save(run_dir / NORMALISER_FILE)
+    last = run_dir / "last.pt"
+    done = load_checkpoint(last).step if last.is_file() else 0
+    if done >= tcfg.steps and (run_dir / "best.pt").is_file():
+        log(f"[{mc.label}] finished earlier ({done} steps): skipping training")
+        return load_model(run_dir / "best.pt"), _read_json(run_dir / "history.json") or {}
+    model = spec.build()
+    generator = _generator(o, "train", normaliser, with_aux)
+    val = None
+    if tcfg.val_every > 0 and tcfg.val_tasks > 0:
+        val = _generator(o, "val", normaliser, with_aux).fixed_set(
+            tcfg.val_tasks, tcfg.eval_batch_size, tcfg.val_seed)
+    log(f"[{mc.label}] {mc.name} {mc.options} ({sum(p.numel() for p in model.parameters()):,} "
+        f"parameters): {tcfg.steps} steps" + (f", resuming from step {done}" if done else ""))
+    result = train(model, generator, tcfg, run_dir, val_set=val, resume=True, progress=progress,
+                   log=log, spec=spec)
+    return result.load_best().eval(), result.history
+
+
+def _fmt(mean: Any, se: Any = None, digits: int = 3) -> str:
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return "–"
+    if se is None or (isinstance(se, float) and math.isnan(se)):
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ± {se:.{digits}f}"
+
+
+def era5_results_table(metrics: Mapping[str, Any]) -> list[list[str]]:
+    """Rows (header first): per model the test log-likelihood ± s.e., RMSE (K), the equivariant
+    component's log-likelihood, Δequiv (K) and the correction–elevation correlation."""
+    rows = [["model", "aux", "log-lik", "RMSE (K)", "component log-lik", "Δequiv (K)",
+             "corr(correction, elevation)"]]
+    for label, e in metrics.items():
+        rows.append([label, "+".join(e.get("aux_vars") or []) or "–",
+                     _fmt(e.get("loglik"), e.get("loglik_se")),
+                     _fmt(e.get("rmse_K"), e.get("rmse_K_se")),
+                     _fmt(e.get("component_loglik"), e.get("component_loglik_se")),
+                     _fmt(e.get("delta_equiv_K"), None, 4),
+                     _fmt(e.get("correction_elevation_corr"), None, 2)])
+    return rows
+
+
+def era5_results_markdown(metrics: Mapping[str, Any], config: ExperimentConfig | None = None,
+                          *, command: str | None = None) -> str:
+    """``results.md`` of the ERA5 experiment."""
+    size = config.size if config is not None else "?"
+    parts = [f"# ERA5 UK 2 m temperature ({size} size)", ""]
+    if config is not None and config.description:
+        parts += [config.description.strip(), ""]
+    if command:
+        parts += [f"Command: `{command}`", ""]
+    parts += [format_table(era5_results_table(metrics)), "",
+              "Test days 25–31 March 2019 (train 1–21, validation 22–24). *log-lik*: mean "
+              "Gaussian log-likelihood per target point of the normalised temperature ± standard "
+              "error over test tasks; *RMSE*: of the predictive mean, in kelvin; *component*: the "
+              "model with every fixed input and auxiliary embedding zero (its exactly "
+              "equivariant part); *Δequiv*: mean |full − component| of the predictive mean, in "
+              "kelvin; *corr*: Pearson correlation between that correction and elevation over "
+              "whole-UK test maps.", "", ATTRIBUTION + ".", ""]
+    return "\n".join(parts)
+
+
+# --------------------------------------------------------------------------------------------
+# Evaluation on any other file, region, resolution or period
+# --------------------------------------------------------------------------------------------
+
+def _model_runs(run: str | Path, checkpoint: str) -> list[tuple[str, Path, Path]]:
+    """``(label, checkpoint path, normaliser path)`` for a checkpoint file, a model run
+    directory or an experiment directory."""
+    run = Path(run)
+    if run.is_file():
+        norm = run.with_name(NORMALISER_FILE)
+        if not norm.is_file():
+            norm = run.parent.parent / NORMALISER_FILE
+        return [(run.parent.name, run, norm)]
+    if not run.is_dir():
+        raise FileNotFoundError(f"run: no checkpoint file or run directory {run}")
+    if (run / checkpoint).is_file():
+        norm = run / NORMALISER_FILE
+        return [(run.name, run / checkpoint, norm if norm.is_file()
+                 else run.parent / NORMALISER_FILE)]
+    found = []
+    for sub in sorted(p for p in run.iterdir() if p.is_dir()):
+        if (sub / checkpoint).is_file():
+            norm = sub / NORMALISER_FILE
+            found.append((sub.name, sub / checkpoint, norm if norm.is_file()
+                          else run / NORMALISER_FILE))
+    if not found:
+        raise FileNotFoundError(f"run: no {checkpoint} in {run} or its sub-directories")
+    return found
+
+
+def evaluate_on_file(run: str | Path | nn.Module, path: str | Path, var: str, *,
+                     normaliser: Normaliser | None = None, aux: str | Path | None = None,
+                     aux_vars: Sequence[str] | None = None,
+                     days: Sequence[int] | str | None = None,
+                     time_range: tuple[Any, Any] | None = None,
+                     region: dict[str, tuple[float, float]] | None = None,
+                     patch_size: Sequence[int] | None = None,
+                     context_fraction: tuple[float, float] = (0.01, 0.3),
+                     max_targets: int | None = 256, n_tasks: int = 256, batch_size: int = 32,
+                     seed: int = 2_000_003, out: str | Path | None = None,
+                     checkpoint: str = "best.pt", log: Log | None = None
+                     ) -> tuple[dict[str, Any], Path | None]:
+    """Evaluate trained model(s) on another file, region, resolution or period, without
+    retraining: the training normaliser is reused (coordinates outside the training region
+    stay outside it, where fixed inputs vanish).
+
+    Args:
+        run: a model run directory (``best.pt`` + ``normaliser.json``), an experiment directory
+            (every sub-directory with a checkpoint), a checkpoint file, or a model (then
+            ``normaliser`` is required).
+        path: a netCDF file or zarr store; var: the variable (e.g. ``"t2m"``).
+        normaliser: overrides the stored one.
+        aux, aux_vars: the auxiliary dataset for models that read auxiliary fields (default
+            names: the normaliser's); required for such models.
+        days, time_range, region: which part of the file (default: all of it).
+        patch_size, context_fraction, max_targets: the tasks (default: whole-region tasks).
+        n_tasks, batch_size, seed: the fixed evaluation set.
+        out: where to write ``metrics.json`` (default: ``<run>/eval-<file stem>/metrics.json``;
+            none for a model object without ``out``).
+        checkpoint: which checkpoint of a run directory.
+
+    Returns:
+        ``(metrics, path written)``; ``metrics[label]`` as in the experiment's
+        ``metrics.json``.
+    """
+    log = log or _default_log
+    path = Path(path)
+    if isinstance(run, nn.Module):
+        if normaliser is None:
+            raise ValueError("normaliser: needed when run is a model object")
+        items: list[tuple[str, Any, Any]] = [(getattr(run, "model_name", "model"), run,
+                                              normaliser)]
+        default_out = None
+    else:
+        items = [(label, ckpt, norm) for label, ckpt, norm in _model_runs(run, checkpoint)]
+        base = Path(run) if Path(run).is_dir() else Path(run).parent
+        default_out = base / f"eval-{path.stem}" / "metrics.json"
+    entries: dict[str, Any] = {}
+    for label, source, norm_source in items:
+        model = source if isinstance(source, nn.Module) else load_model(source)
+        norm = normaliser or (norm_source if isinstance(norm_source, Normaliser)
+                              else Normaliser.load(norm_source))
+        dim_aux = int(getattr(model, "dim_aux", 0) or 0)
+        names = list(aux_vars or norm.aux_vars)
+        if dim_aux and aux is None:
+            raise ValueError(f"aux: model {label!r} reads auxiliary fields {names}; give the "
+                             "dataset holding them (--aux FILE)")
+        if dim_aux and len(names) != dim_aux:
+            raise ValueError(f"aux_vars: model {label!r} reads {dim_aux} auxiliary field(s), "
+                             f"got {names}")
+        gen = XarrayTaskGenerator(path, var, normaliser=norm, days=days, time_range=time_range,
+                                  region=region, patch_size=patch_size,
+                                  context_fraction=tuple(context_fraction),
+                                  max_targets=max_targets, aux=aux if dim_aux else None,
+                                  aux_vars=names if dim_aux else None)
+        batches = gen.fixed_set(n_tasks, batch_size, seed)
+        metrics = evaluate_era5_model(model, batches, norm)
+        entries[label] = {k: metrics[k] for k in ("loglik", "loglik_se", "rmse_K", "rmse_K_se",
+                                                  "coverage95", "component_loglik",
+                                                  "component_loglik_se", "delta_equiv",
+                                                  "delta_equiv_K") if k in metrics}
+        entries[label].update({"data": path.name, "var": var, path.stem: metrics})
+        log(f"[{label}] {path.name}: log-lik {metrics['loglik']:.3f} ± "
+            f"{metrics['loglik_se']:.3f}, RMSE {metrics['rmse_K']:.3f} {norm.units}")
+    target = Path(out) if out is not None else default_out
+    if target is not None:
+        write_json_atomic(target, entries)
+        write_text_atomic(target.with_name("results.md"), era5_results_markdown(entries))
+    return entries, target
+
+
+__all__ = ["ATTRIBUTION", "TASK_DEFAULTS", "EXTRA_DEFAULTS", "MapFigureHook",
+           "correction_elevation_correlation", "era5_results_markdown", "era5_results_table",
+           "evaluate_era5_model", "evaluate_on_file", "fit_normaliser", "is_era5_experiment",
+           "map_panels",
+           "run_era5_experiment", "task_options", "weather_dir"]

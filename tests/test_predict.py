@@ -1,0 +1,122 @@
+"""predict(): xarray/pandas in, xarray out, in the variable's units and on the target grid."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import xarray as xr
+
+from approxeq.approximate import equivariant_component
+from approxeq.data.normalise import Normaliser
+from approxeq.data.xarray_tasks import AuxiliaryFields
+from approxeq.np import build_model
+from approxeq.np.predict import predict
+
+SMALL = {"width": 16, "num_layers": 1, "num_heads": 2, "num_pseudo_tokens": 4}
+
+
+def field(n_times=2) -> xr.DataArray:
+    lat = np.linspace(56.0, 50.0, 7)
+    lon = np.linspace(-4.0, 2.0, 9)
+    time = pd.date_range("2021-06-01", periods=n_times, freq="h")
+    t, la, lo = np.meshgrid(np.arange(n_times), lat, lon, indexing="ij")
+    da = xr.DataArray(290 + la - lo + t, dims=("time", "latitude", "longitude"),
+                      coords={"time": time, "latitude": ("latitude", lat, {"units": "degrees_north"}),
+                              "longitude": lon},
+                      name="t2m", attrs={"units": "K", "long_name": "2 metre temperature"})
+    return da
+
+
+def observed(da: xr.DataArray, frac=0.3, seed=0) -> xr.DataArray:
+    keep = np.random.default_rng(seed).random(da.shape) < frac
+    return da.where(keep)
+
+
+@pytest.fixture
+def setup():
+    da = field()
+    norm = Normaliser.fit(da)
+    model = build_model("tnp", 2, 1, **SMALL).eval()
+    return da, norm, model
+
+
+def test_output_on_target_grid_in_units(setup):
+    da, norm, model = setup
+    target = xr.Dataset(coords={"latitude": np.linspace(55.0, 51.0, 5),
+                                "longitude": np.linspace(-3.0, 1.0, 4)})
+    out = predict(model, observed(da), target, norm)
+    assert out["mean"].dims == ("time", "latitude", "longitude")
+    np.testing.assert_array_equal(out.latitude.values, target.latitude.values)
+    np.testing.assert_array_equal(out.longitude.values, target.longitude.values)
+    np.testing.assert_array_equal(out.time.values, da.time.values)
+    assert out["mean"].attrs["units"] == "K" and out["std"].attrs["units"] == "K"
+    assert (out["std"] > 0).all()
+
+
+def test_values_are_the_unnormalised_model_prediction(setup):
+    da, norm, model = setup
+    ctx = observed(da.isel(time=0))
+    out = predict(model, ctx, da, norm)
+    assert out["mean"].dims == ("latitude", "longitude")
+    ok = np.isfinite(ctx.values)
+    la, lo = np.meshgrid(da.latitude.values, da.longitude.values, indexing="ij")
+    xc = torch.tensor(norm.normalise_x(la[ok], lo[ok]), dtype=torch.float32)[None]
+    yc = torch.tensor(norm.normalise_y(ctx.values[ok]), dtype=torch.float32)[None, :, None]
+    xt = torch.tensor(norm.normalise_x(la.ravel(), lo.ravel()), dtype=torch.float32)[None]
+    with torch.no_grad():
+        pred = model(xc, yc, xt)
+    np.testing.assert_allclose(out["mean"].values.ravel(),
+                               pred.mean[0, :, 0].double().numpy() * norm.y_std + norm.y_mean,
+                               rtol=1e-6)
+    np.testing.assert_allclose(out["std"].values.ravel(),
+                               pred.stddev[0, :, 0].double().numpy() * norm.y_std, rtol=1e-5)
+
+
+def test_nan_cells_ignored_and_station_table_equivalent(setup):
+    da, norm, model = setup
+    ctx = observed(da.isel(time=0), seed=3)
+    table = ctx.to_dataframe().dropna().reset_index()[["latitude", "longitude", "t2m"]]
+    grid_out = predict(model, ctx, da, norm)
+    station_out = predict(model, table, da, norm)
+    np.testing.assert_allclose(grid_out["mean"].values, station_out["mean"].values, rtol=1e-6)
+    shuffled = table.sample(frac=1.0, random_state=0).rename(columns={"latitude": "lat",
+                                                                       "longitude": "lon"})
+    np.testing.assert_allclose(predict(model, shuffled, da, norm)["mean"].values,
+                               grid_out["mean"].values, rtol=1e-5)
+
+
+def test_target_batching_does_not_change_attention_predictions(setup):
+    da, norm, model = setup
+    ctx = observed(da)
+    whole = predict(model, ctx, da, norm)
+    chunked = predict(model, ctx, da, norm, batch_targets=5)
+    xr.testing.assert_allclose(whole, chunked)
+
+
+def test_station_table_with_time_column(setup):
+    da, norm, model = setup
+    table = observed(da).to_dataframe().dropna().reset_index()
+    out = predict(model, table, {"latitude": [52.0, 53.0], "longitude": [0.0, 1.0, 1.5]}, norm)
+    assert out["mean"].shape == (2, 2, 3)
+    assert "time" in out.coords
+
+
+def test_aux_model_and_component(tmp_path):
+    da = field(1)
+    elev = xr.Dataset({"elevation": (("latitude", "longitude"),
+                                     np.outer(np.linspace(0, 500, 7), np.ones(9)))},
+                      coords={"latitude": da.latitude.values, "longitude": da.longitude.values})
+    aux = AuxiliaryFields(elev, ["elevation"])
+    norm = Normaliser.fit(da).fit_aux(elev, ["elevation"])
+    model = build_model("te-tnp", 2, 1, **SMALL, dim_aux=1).eval()
+    ctx = observed(da.isel(time=0))
+    with pytest.raises(ValueError, match="aux"):
+        predict(model, ctx, da, norm)
+    full = predict(model, ctx, da, norm, aux=aux.raw_at)
+    comp = predict(model, ctx, da, norm, aux=aux.raw_at, component=True)
+    assert not np.allclose(full["mean"].values, comp["mean"].values)
+    with equivariant_component(model):
+        inside = predict(model, ctx, da, norm, aux=aux.raw_at)
+    xr.testing.assert_allclose(inside, comp)
