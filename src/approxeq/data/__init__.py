@@ -15,8 +15,9 @@ from approxeq.data.nbody import (NBodyConfig, NBodyData, coulomb_forces, make_nb
                                  total_energy)
 from approxeq.data.normalise import Normaliser
 from approxeq.data.oracle import GPOracle, GPPredictive, OracleLoglik, gp_posterior, oracle_loglik
-from approxeq.data.xarray_tasks import (AuxiliaryFields, XarrayTaskGenerator, open_field,
-                                        select_region, select_times, stations_at)
+from approxeq.data.xarray_tasks import (AuxiliaryFields, XarrayTaskGenerator,
+                                        embedded_weather_files, open_field, select_region,
+                                        select_times, stations_at)
 
 __all__ = [
     "TaskGenerator",
@@ -27,7 +28,7 @@ __all__ = [
     "Periodic", "SwitchingLengthscale", "WeaklyPeriodic", "GPOracle", "GPPredictive",
     "OracleLoglik", "gp_posterior", "oracle_loglik",
     # gridded fields
-    "Normaliser", "AuxiliaryFields", "XarrayTaskGenerator", "open_field", "select_region",
+    "Normaliser", "AuxiliaryFields", "XarrayTaskGenerator", "embedded_weather_files", "open_field", "select_region",
     "select_times", "stations_at",
     # graphs and particles
     "CSL_SKIPS", "GRAPH_DATASETS", "GraphData", "decode_graph6", "load_exp", "load_graph8c",

@@ -442,3 +442,12 @@ class XarrayTaskGenerator(TaskGenerator):
 
 __all__ = ["DAY_SPLITS", "AuxiliaryFields", "XarrayTaskGenerator", "coordinate_names",
            "open_field", "select_region", "select_times", "stations_at"]
+
+
+def embedded_weather_files() -> dict[str, Path]:
+    """Paths of the real data shipped with the package (see its ``ATTRIBUTION.md``):
+    ``"t2m"``, ERA5 hourly 2 m temperature over the UK for March 2019 (0.25°, 33 × 49, K), and
+    ``"elevation"``, elevation (m) and a crude land mask on the same grid."""
+    folder = Path(__file__).resolve().parents[1] / "datasets" / "weather"
+    return {"t2m": folder / "era5_t2m_uk_2019-03.nc",
+            "elevation": folder / "uk_elevation_on_era5_grid.nc"}

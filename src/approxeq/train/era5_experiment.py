@@ -37,7 +37,8 @@ from torch import nn
 from approxeq.approximate import (delta_equiv, equivariance_error, equivariant_component,
                                   is_approximate)
 from approxeq.data.normalise import NORMALISER_FILE, Normaliser
-from approxeq.data.xarray_tasks import AuxiliaryFields, XarrayTaskGenerator, open_field
+from approxeq.data.xarray_tasks import (AuxiliaryFields, XarrayTaskGenerator,
+                                        embedded_weather_files, open_field)
 from approxeq.np.batch import Batch
 from approxeq.np.predict import coordinate_names, predict, require_xarray
 from approxeq.train.checkpoint import load_checkpoint, load_model, write_json_atomic, write_text_atomic
@@ -82,7 +83,7 @@ MapFigureHook = Callable[[Path, Mapping[str, Any], Mapping[str, Any]], Sequence[
 
 def weather_dir() -> Path:
     """The folder of the shipped weather data (``approxeq/datasets/weather``)."""
-    return Path(__file__).resolve().parents[1] / "datasets" / "weather"
+    return embedded_weather_files()["t2m"].parent
 
 
 def is_era5_experiment(config: ExperimentConfig) -> bool:
