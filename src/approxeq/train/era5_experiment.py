@@ -43,7 +43,7 @@ from approxeq.np.batch import Batch
 from approxeq.np.predict import coordinate_names, predict, require_xarray
 from approxeq.train.checkpoint import load_checkpoint, load_model, write_json_atomic, write_text_atomic
 from approxeq.train.config import ConfigError, ExperimentConfig, ModelConfig, save_experiment
-from approxeq.train.experiment import ExperimentResult, format_table
+from approxeq.train.experiment import ExperimentResult, format_table, select_models
 from approxeq.train.loop import evaluate, train
 
 TASK_NAME = "era5-uk"
@@ -324,15 +324,7 @@ def run_era5_experiment(config: ExperimentConfig, out_dir: str | Path, *, progre
     out_dir.mkdir(parents=True, exist_ok=True)
     o = task_options(config)
     extra = {**EXTRA_DEFAULTS, **config.extra}
-    labels = [m.label for m in config.models]
-    if only:
-        unknown = [x for x in only if x not in labels]
-        if unknown:
-            raise ConfigError(f"only: unknown model label(s) {unknown}; labels: {labels}")
-    chosen = [m for m in config.models if not only or m.label in only]
-    for m in chosen:
-        if "/" in m.label or m.label in ("", ".", ".."):
-            raise ConfigError(f"models: label {m.label!r} cannot name a run directory")
+    chosen = select_models(config, only)
     save_experiment(config, out_dir / "config.yaml")
     normaliser = fit_normaliser(o)
     normaliser.save(out_dir / NORMALISER_FILE)

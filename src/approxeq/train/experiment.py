@@ -348,6 +348,22 @@ def _train_one(mc: ModelConfig, config: ExperimentConfig, run_dir: Path, *, prog
     return model, result.history, result.seconds
 
 
+def select_models(config: ExperimentConfig, only: Sequence[str] | None,
+                  reserved: Sequence[str] = ()) -> list[ModelConfig]:
+    """The model configs to run (all, or those labelled in ``only``), after checking that every
+    label can name a run directory."""
+    labels = [m.label for m in config.models]
+    if only:
+        unknown = [o for o in only if o not in labels]
+        if unknown:
+            raise ConfigError(f"only: unknown model label(s) {unknown}; labels: {labels}")
+    chosen = [m for m in config.models if not only or m.label in only]
+    for m in chosen:
+        if "/" in m.label or m.label in ("", ".", "..", *reserved):
+            raise ConfigError(f"models: label {m.label!r} cannot name a run directory")
+    return chosen
+
+
 def run_experiment(config: ExperimentConfig, out_dir: str | Path, *, progress: bool = True,
                    log: Log | None = None, figures: FigureHook | None = None,
                    device: str | None = None, only: Sequence[str] | None = None
@@ -376,15 +392,7 @@ def run_experiment(config: ExperimentConfig, out_dir: str | Path, *, progress: b
     log = log or _default_log
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    labels = [m.label for m in config.models]
-    if only:
-        unknown = [o for o in only if o not in labels]
-        if unknown:
-            raise ConfigError(f"only: unknown model label(s) {unknown}; labels: {labels}")
-    chosen = [m for m in config.models if not only or m.label in only]
-    for m in chosen:
-        if "/" in m.label or m.label in ("", ".", "..", ORACLE):
-            raise ConfigError(f"models: label {m.label!r} cannot name a run directory")
+    chosen = select_models(config, only, reserved=(ORACLE,))
     save_experiment(config, out_dir / CONFIG)
 
     log(f"experiment {config.name!r} (size {config.size}): {len(chosen)} model(s) on task "

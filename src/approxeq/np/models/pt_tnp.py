@@ -24,7 +24,7 @@ from approxeq.approximate.auxiliary import check_aux
 from approxeq.np.models.cnp import (AUX_OPTIONS, aux_embedding, check_model_inputs,
                                     resolve_options, with_aux)
 from approxeq.np.models.te_tnp import TE_OPTIONS, FixedInputEmbedding, fixed_input_embedding
-from approxeq.np.models.tnp import context_tokens_input, target_tokens_input
+from approxeq.np.models.tnp import TNP, context_tokens_input, target_tokens_input
 from approxeq.np.registry import register_model
 
 #: ``perceiver``: per layer context → pseudo, pseudo self-attention, targets → pseudo;
@@ -74,7 +74,7 @@ class PseudoTokenEncoder(nn.Module):
         return zt
 
 
-class PTTNP(nn.Module):
+class PTTNP(TNP):
     """Pseudo-token TNP: tokens ``MLP(x, y, flag)`` as in the TNP, ``num_pseudo_tokens`` learned
     pseudo-tokens, a :class:`PseudoTokenEncoder`, MLP decoder. ``symmetry = None``.
     With ``dim_aux > 0`` embedded auxiliary values are added to the context and target tokens.
@@ -89,25 +89,14 @@ class PTTNP(nn.Module):
     def __init__(self, dim_x: int, dim_y: int, width: int = 128, num_layers: int = 5,
                  num_heads: int = 8, num_pseudo_tokens: int = 32, min_std: float = 1e-3,
                  variant: str = "perceiver", dim_aux: int = 0, aux_dropout: float = 0.0) -> None:
-        super().__init__()
-        self.dim_x, self.dim_y, self.dim_aux = dim_x, dim_y, dim_aux
-        self.token_embedding = MLP(dim_x + dim_y + 1, width, width, 2)
-        self.aux_embedding = aux_embedding(dim_aux, width, aux_dropout)
+        super().__init__(dim_x, dim_y, width, num_layers, num_heads, min_std, dim_aux,
+                         aux_dropout)
         self.pseudo_tokens = nn.Parameter(torch.randn(num_pseudo_tokens, width))
         self.encoder = PseudoTokenEncoder(width, num_layers, num_heads, variant)
-        self.decoder = MLP(width, 2 * dim_y, width, 2)
-        self.likelihood = HeteroscedasticGaussian(min_std)
 
-    def forward(self, xc: Tensor, yc: Tensor, xt: Tensor, aux_c: Tensor | None = None,
-                aux_t: Tensor | None = None) -> Distribution:
-        check_model_inputs(self, xc, yc, xt)
-        check_aux(self.dim_aux, aux_c, aux_t, xc, xt)
-        zc = self.token_embedding(torch.cat([xc, context_tokens_input(yc)], dim=-1))
-        zt = self.token_embedding(torch.cat([xt, target_tokens_input(xt, self.dim_y)], dim=-1))
-        zc = with_aux(zc, self.aux_embedding, aux_c)
-        zt = with_aux(zt, self.aux_embedding, aux_t)
-        u = self.pseudo_tokens.expand(xc.shape[0], -1, -1)
-        return self.likelihood(self.decoder(self.encoder(u, zc, zt)))
+    def encode(self, zc: Tensor, zt: Tensor) -> Tensor:
+        u = self.pseudo_tokens.expand(zc.shape[0], -1, -1)
+        return self.encoder(u, zc, zt)
 
 
 class TEPseudoTokenEncoder(nn.Module):

@@ -85,7 +85,11 @@ class TNP(nn.Module):
         zt = self.token_embedding(torch.cat([xt, target_tokens_input(xt, self.dim_y)], dim=-1))
         zc = with_aux(zc, self.aux_embedding, aux_c)
         zt = with_aux(zt, self.aux_embedding, aux_t)
-        return self.likelihood(self.decoder(self.encoder(zc, zt)))
+        return self.likelihood(self.decoder(self.encode(zc, zt)))
+
+    def encode(self, zc: Tensor, zt: Tensor) -> Tensor:
+        """Target representations ``[b, nt, width]`` from context and target tokens."""
+        return self.encoder(zc, zt)
 
 
 @register_model("tnp", "Transformer NP (not equivariant)")
