@@ -43,7 +43,8 @@ from approxeq.np.batch import Batch
 from approxeq.np.predict import coordinate_names, predict, require_xarray
 from approxeq.train.checkpoint import load_checkpoint, load_model, write_json_atomic, write_text_atomic
 from approxeq.train.config import ConfigError, ExperimentConfig, ModelConfig, save_experiment
-from approxeq.train.experiment import ExperimentResult, format_table, select_models
+from approxeq.train.experiment import (ExperimentResult, format_table, select_models,
+                                       with_cached_entries)
 from approxeq.train.loop import evaluate, train
 
 TASK_NAME = "era5-uk"
@@ -392,13 +393,7 @@ def run_era5_experiment(config: ExperimentConfig, out_dir: str | Path, *, progre
                                       f"elevation) {e['correction_elevation_corr']:.2f}"
                                       if "component_loglik" in e else ""))
 
-    for mc in config.models:
-        # with `only`, the other models keep their earlier (still valid) evaluations
-        cached = _read_json(out_dir / mc.label / MODEL_EVAL)
-        if mc.label not in entries and isinstance(cached, dict) and \
-                cached.get("signature") == signature:
-            entries[mc.label] = cached["entry"]
-    entries = {m.label: entries[m.label] for m in config.models if m.label in entries}
+    entries = with_cached_entries(config, out_dir, entries, signature)
     write_json_atomic(out_dir / "metrics.json", entries)
     write_text_atomic(out_dir / "results.md", era5_results_markdown(entries, config))
     paths: list[Path] = []

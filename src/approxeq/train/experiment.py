@@ -364,6 +364,19 @@ def select_models(config: ExperimentConfig, only: Sequence[str] | None,
     return chosen
 
 
+def with_cached_entries(config: ExperimentConfig, out_dir: Path, entries: dict[str, Any],
+                        signature: Any) -> dict[str, Any]:
+    """``entries`` completed, in config order, with the still-valid cached evaluations of the
+    models not run this time (``only``)."""
+    merged = dict(entries)
+    for mc in config.models:
+        cached = _read_json(out_dir / mc.label / MODEL_EVAL)
+        if mc.label not in merged and isinstance(cached, dict) and \
+                cached.get("signature") == signature:
+            merged[mc.label] = cached["entry"]
+    return {m.label: merged[m.label] for m in config.models if m.label in merged}
+
+
 def run_experiment(config: ExperimentConfig, out_dir: str | Path, *, progress: bool = True,
                    log: Log | None = None, figures: FigureHook | None = None,
                    device: str | None = None, only: Sequence[str] | None = None
@@ -434,13 +447,7 @@ def run_experiment(config: ExperimentConfig, out_dir: str | Path, *, progress: b
         log(f"[{mc.label}] " + ", ".join(
             f"{s}: {v['loglik']:.3f} ± {v['loglik_se']:.3f}" for s, v in per_setting.items()))
 
-    for mc in config.models:
-        # with `only`, the other models keep their earlier (still valid) evaluations
-        cached = _read_json(out_dir / mc.label / MODEL_EVAL)
-        if mc.label not in entries and isinstance(cached, dict) and \
-                cached.get("signature") == signature:
-            entries[mc.label] = cached["entry"]
-    metrics = {m.label: entries[m.label] for m in config.models if m.label in entries}
+    metrics = with_cached_entries(config, out_dir, entries, signature)
     oracle = {s: m for s, b in test_sets.items() if (m := oracle_metrics(b)) is not None}
     if oracle:
         metrics[ORACLE] = _entry(oracle, {"name": "gp-oracle"})

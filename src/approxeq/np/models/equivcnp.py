@@ -50,6 +50,7 @@ from approxeq.nn.mlp import MLP
 from approxeq.nn.setconv import SetConvDecoder, SetConvEncoder, grid_points
 from approxeq.np.likelihood import HeteroscedasticGaussian
 from approxeq.np.models.cnp import check_aux_options, check_model_inputs
+from approxeq.np.models.convcnp import default_domain
 from approxeq.np.registry import register_model
 
 #: margin around the data, in grid cells (as the ConvCNP)
@@ -276,7 +277,7 @@ def build_equivcnp(dim_x: int, dim_y: int, *, approximate: bool = False, group: 
         if not isinstance(b, int) or b < 1:
             raise ValueError(f"num_fixed_inputs: expected an int >= 1 with approximate=True, "
                              f"got {num_fixed_inputs!r}")
-        domain = [(-2.0, 2.0)] * 2 if fixed_input_domain is None else fixed_input_domain
+        domain = default_domain(2, fixed_input_domain)
         fixed_input = FixedInput(2, b, domain, hidden=fixed_input_hidden or 4 * channels,
                                  p=fixed_input_dropout, fourier_features=fourier_features)
         extra += b
