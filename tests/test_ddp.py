@@ -1,17 +1,20 @@
 """Two-process DDP smoke test on CPU (gloo): the same `train` call as in a single process,
-including a crash and an exact resume."""
+including a crash and an exact resume.
+
+The ranks meet through a file, not a port chosen in advance: a port that was free when picked
+can be taken by one of the earlier runs' own sockets before the next rendezvous, and the ranks
+then wait on a stranger until the timeout."""
 
 from __future__ import annotations
 
 import os
-import socket
 
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from approxeq.train import TrainConfig, load_checkpoint, train
+from approxeq.train import TrainConfig, init_distributed, load_checkpoint, train
 from test_train import SineTasks, TinyCNP
 
 WORLD = 2
@@ -28,12 +31,6 @@ class RecordingSineTasks(SineTasks):
         return batch
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Crash(RuntimeError):
     pass
 
@@ -43,23 +40,25 @@ def _crash_at_step_5(step, loss):
         raise Crash("simulated crash")
 
 
-def _run(rank: int, port: int, out_dir: str, seed: int, **kwargs):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
-                      WORLD_SIZE=str(WORLD), LOCAL_RANK=str(rank))
+def _run(rank: int, rendezvous: str, out_dir: str, seed: int, **kwargs):
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(WORLD), LOCAL_RANK=str(rank),
+                      GLOO_SOCKET_IFNAME="lo")
     torch.manual_seed(seed + rank)  # different initial weights: DDP must start from rank 0's
     model, tasks = TinyCNP(), RecordingSineTasks()
     config = TrainConfig(steps=6, batch_size=4, val_every=3, val_tasks=8, eval_batch_size=4,
-                         log_every=3, device="cpu")
+                         log_every=3, device="cpu", dist_init_method=f"file://{rendezvous}",
+                         dist_timeout_s=120.0)
     result = train(model, tasks, config, out_dir, progress=False, log=False, **kwargs)
     return model, tasks, result
 
 
-def _worker(rank: int, ports: list[int], out_dir: str) -> None:
+def _worker(rank: int, rendezvous: list[str], out_dir: str) -> None:
     torch.set_num_threads(1)
-    model, tasks, result = _run(rank, ports[0], os.path.join(out_dir, "run"), 100)
+    model, tasks, result = _run(rank, rendezvous[0], os.path.join(out_dir, "run"), 100)
     with pytest.raises(Crash):
-        _run(rank, ports[1], os.path.join(out_dir, "resumed"), 100, callback=_crash_at_step_5)
-    resumed, _, _ = _run(rank, ports[2], os.path.join(out_dir, "resumed"), 300)
+        _run(rank, rendezvous[1], os.path.join(out_dir, "resumed"), 100,
+             callback=_crash_at_step_5)
+    resumed, _, _ = _run(rank, rendezvous[2], os.path.join(out_dir, "resumed"), 300)
     torch.save({"params": [p.detach().clone() for p in model.parameters()],
                 "resumed": [p.detach().clone() for p in resumed.parameters()],
                 "last_targets": tasks.last, "best_val": result.best_val,
@@ -68,9 +67,10 @@ def _worker(rank: int, ports: list[int], out_dir: str) -> None:
 
 
 @pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available")
+@pytest.mark.timeout(300)
 def test_two_process_ddp_training_and_exact_resume(tmp_path):
-    ports = [_free_port() for _ in range(3)]
-    mp.spawn(_worker, args=(ports, str(tmp_path)), nprocs=WORLD, join=True)
+    rendezvous = [str(tmp_path / f"rendezvous{i}") for i in range(3)]
+    mp.spawn(_worker, args=(rendezvous, str(tmp_path)), nprocs=WORLD, join=True)
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(WORLD)]
 
     for p, q, r in zip(ranks[0]["params"], ranks[1]["params"], ranks[1]["resumed"]):
@@ -84,3 +84,12 @@ def test_two_process_ddp_training_and_exact_resume(tmp_path):
     for p, q in zip(ranks[0]["params"], last.model_state.values()):
         assert torch.equal(p, q)
     assert sorted(os.listdir(tmp_path / "run")) == ["best.pt", "history.json", "last.pt"]
+
+
+def test_ddp_without_a_rendezvous_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.delenv("MASTER_ADDR", raising=False)
+    monkeypatch.delenv("MASTER_PORT", raising=False)
+    with pytest.raises(RuntimeError, match="MASTER_ADDR and MASTER_PORT"):
+        init_distributed("cpu")

@@ -247,6 +247,25 @@ def test_graphs_with_automorphisms_give_finite_symmetric_results(float64):
         assert torch.equal(perms.sort(-1).values, torch.arange(6).expand_as(perms))
 
 
+def test_group_averaging_over_padded_graphs_permutes_only_the_real_nodes():
+    n, real, k = 7, 4, 2000
+    mask = torch.zeros(2, n, dtype=torch.bool)
+    mask[0, :real] = True
+    mask[1, torch.tensor([0, 2, 4, 6])] = True  # padding need not be at the end
+    h, a = torch.randn(2, n, 1), torch.zeros(2, n, n)
+    sample = GroupAveraging(whole_group=False).sample(
+        Permutation(n), (h, a, mask), ("nodes", "adjacency", "mask"), k, generator=_seeded())
+    g = sample.elements  # [k, b, n]: g[r] is the node put at rank r
+    for i in range(2):
+        real_nodes = mask[i].nonzero().flatten()
+        assert torch.equal(g[:, i, real:].sort(-1).values,
+                           (~mask[i]).nonzero().flatten().expand(k, -1))
+        assert torch.equal(g[:, i, :real].sort(-1).values, real_nodes.expand(k, -1))
+        # uniform over the real nodes: each is first about k / real times (5 standard errors)
+        counts = torch.stack([(g[:, i, 0] == j).sum() for j in real_nodes]).double()
+        assert (counts - k / real).abs().max() < 5 * (k * (1 / real) * (1 - 1 / real)) ** 0.5
+
+
 def test_point_clouds_with_repeated_covariance_eigenvalues_give_finite_results(float64):
     cube = torch.tensor([[i, j, k] for i in (-1.0, 1.0) for j in (-1.0, 1.0) for k in (-1.0, 1.0)])
     x = torch.stack([cube, cube + 5.0])  # isotropic covariance: all eigenvalues equal

@@ -93,17 +93,19 @@ def test_sr25_separation_end_to_end(tmp_path):
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved == json.loads(json.dumps(metrics))
     # SR25 graphs are all 12-regular, so a GIN (1-WL) cannot tell any pair apart
-    assert saved["models"]["GIN"]["indistinguishable"] == 105
-    assert saved["models"]["MLP-ps"]["indistinguishable"] == 0
+    assert saved["GIN"]["indistinguishable"] == 105
+    assert saved["MLP-ps"]["indistinguishable"] == 0
     assert (tmp_path / "results.md").read_text().startswith("# sr25")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json", "results.md"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["experiment.json", "metrics.json",
+                                                          "results.md"]
+    assert json.loads((tmp_path / "experiment.json").read_text())["size"] == "quick"
 
 
 def test_csl_training_end_to_end(tmp_path):
     metrics = run_graph_experiment("csl", tmp_path, quick=True, log=None,
                                    overrides=dict(epochs=1, models=[["MLP", "mlp", "ps"]],
                                                   k_train=1, k_eval=1, device="cpu"))
-    acc = metrics["models"]["MLP-ps"]["test_acc"]
+    acc = metrics["MLP-ps"]["test_acc"]
     assert 0.0 <= acc <= 1.0 and (tmp_path / "metrics.json").exists()
 
 
@@ -115,8 +117,8 @@ def test_nbody_end_to_end(tmp_path):
     metrics = run_nbody_experiment(tmp_path, quick=True, overrides=overrides, log=None)
     saved = json.loads((tmp_path / "metrics.json").read_text())
     for key in ("Transformer-ps", "Transformer-ga"):
-        assert saved["models"][key]["test_mse"] == pytest.approx(metrics["models"][key]["test_mse"])
-        assert torch.isfinite(torch.tensor(saved["models"][key]["test_mse"]))
+        assert saved[key]["test_mse"] == pytest.approx(metrics[key]["test_mse"])
+        assert torch.isfinite(torch.tensor(saved[key]["test_mse"]))
 
 
 @pytest.mark.parametrize("name", ["graph8c", "exp-iso", "sr25", "exp-classify", "csl", "nbody"])

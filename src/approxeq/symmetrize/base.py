@@ -134,7 +134,9 @@ class GroupAveraging(Strategy):
         whole_group: for finite groups (``group.finite``) small enough to enumerate (e.g. S_n up
             to n = 8), average over every element (``k = |G|``, ``n_samples`` ignored), which makes
             the output exactly equivariant. Otherwise ``n_samples`` Haar samples.
-    Translations are handled by centring (see the module docstring).
+    Translations are handled by centring (see the module docstring). With a ``mask`` input,
+    Monte-Carlo samples of S_n permute the real nodes uniformly and keep the padding last, as
+    probabilistic symmetrisation does, so no sample is spent moving padding around.
     """
 
     def __init__(self, *, whole_group: bool = True) -> None:
@@ -154,10 +156,16 @@ class GroupAveraging(Strategy):
                 return GroupSample(elements.unsqueeze(1).expand(-1, b, *elements.shape[1:]).clone())
         st = ops.structure(group)
         centroid = self._centroid(st, inputs, kinds)
+        mask = ops.find(inputs, kinds, "mask")
         k = n_samples
         parts = []
         for i, f in enumerate(st.factors):
-            if i == st.translation:
+            if i == st.permutation and mask is not None:
+                # i.i.d. scores sorted with the padding last: uniform over the real nodes' orders
+                u = torch.rand(k * b, f.n, generator=generator, device=device)
+                rep_mask = ops.repeat_batch(mask, k)
+                parts.append(ops.sort_permutation(u, rep_mask).to(dtype or torch.long))
+            elif i == st.translation:
                 t = ops.repeat_batch(centroid, k)
                 if isinstance(f, Euclidean):
                     r = f.rotation(f.sample(k * b, generator=generator, dtype=t.dtype,

@@ -82,6 +82,11 @@ class TrainConfig:
         device: ``"auto"`` (CUDA if available, the rank's own GPU under DDP), ``"cpu"``,
             ``"cuda"`` or ``"cuda:N"``.
         find_unused_parameters: passed to DDP, for models with parameters unused in a step.
+        dist_init_method: how DDP ranks find each other: ``None`` for ``env://`` (what
+            ``torchrun`` sets up), or a ``file://`` path on a filesystem every rank sees, which
+            needs no free port.
+        dist_timeout_s: seconds a rank waits for the others (rendezvous and collectives)
+            before it fails.
     """
 
     steps: int = 1000
@@ -101,6 +106,8 @@ class TrainConfig:
     num_threads: int | None = None
     device: str = "auto"
     find_unused_parameters: bool = False
+    dist_init_method: str | None = None
+    dist_timeout_s: float = 1800.0
 
     def __post_init__(self) -> None:
         positive = ("steps", "batch_size", "eval_batch_size", "log_every")
@@ -127,6 +134,12 @@ class TrainConfig:
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise ConfigError(f"device: expected 'auto', 'cpu', 'cuda' or 'cuda:N', "
                               f"got {self.device!r}")
+        if self.dist_init_method is not None and "://" not in self.dist_init_method:
+            raise ConfigError(f"dist_init_method: expected None or a URL such as "
+                              f"'file:///shared/rendezvous', got {self.dist_init_method!r}")
+        if not self.dist_timeout_s > 0:
+            raise ConfigError(f"dist_timeout_s: expected a positive number of seconds, "
+                              f"got {self.dist_timeout_s!r}")
 
     @property
     def checkpoint_interval(self) -> int:

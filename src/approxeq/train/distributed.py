@@ -69,8 +69,8 @@ def resolve_device(device: str | torch.device = "auto", local_rank: int = 0) -> 
     return torch.device(device)
 
 
-def init_distributed(device: str | torch.device = "auto", *, timeout_s: float = 1800.0
-                     ) -> DistInfo:
+def init_distributed(device: str | torch.device = "auto", *, timeout_s: float = 1800.0,
+                     init_method: str | None = None) -> DistInfo:
     """Join the process group if the environment describes one; return this rank's info.
 
     Reads ``WORLD_SIZE``, ``RANK`` and ``LOCAL_RANK`` (set by ``torchrun``, or by hand together
@@ -80,7 +80,10 @@ def init_distributed(device: str | torch.device = "auto", *, timeout_s: float = 
     Args:
         device: see :func:`resolve_device`; the backend is ``nccl`` for CUDA devices and
             ``gloo`` otherwise.
-        timeout_s: collective timeout.
+        timeout_s: how long a rank waits for the others, at the rendezvous and in collectives.
+        init_method: ``None`` for ``env://`` (``MASTER_ADDR``/``MASTER_PORT``), or any URL
+            ``torch.distributed.init_process_group`` accepts; ``file://PATH`` needs no port,
+            so ranks cannot meet a stranger's socket on a port that was free when chosen.
     """
     if dist.is_available() and dist.is_initialized():
         rank, world = dist.get_rank(), dist.get_world_size()
@@ -104,6 +107,13 @@ def init_distributed(device: str | torch.device = "auto", *, timeout_s: float = 
 
     kwargs: dict[str, Any] = {"backend": backend, "rank": rank, "world_size": world,
                               "timeout": timedelta(seconds=timeout_s)}
+    if init_method is None:
+        missing = [name for name in ("MASTER_ADDR", "MASTER_PORT") if not os.environ.get(name)]
+        if missing:
+            raise RuntimeError(f"WORLD_SIZE={world} but {' and '.join(missing)} is not set: "
+                               "launch with torchrun, set them, or give init_method")
+    else:
+        kwargs["init_method"] = init_method
     if resolved.type == "cuda":
         kwargs["device_id"] = resolved
     dist.init_process_group(**kwargs)

@@ -513,14 +513,15 @@ def run_graph_experiment(name: str, out_dir: str | Path, quick: bool = True,
                          overrides: dict[str, Any] | None = None,
                          log: Callable[[str], None] | None = print) -> dict[str, Any]:
     """Run graph experiment ``name`` (one of :data:`GRAPH_EXPERIMENTS`) and write
-    ``out_dir/metrics.json`` and ``out_dir/results.md`` (atomically).
+    ``out_dir/metrics.json`` (one entry per model label), ``out_dir/experiment.json`` (size,
+    config, device, seconds) and ``out_dir/results.md``, each atomically.
 
     Args:
         quick: CPU size (minutes on two cores) instead of the paper's size.
         overrides: entries replacing those of :func:`graph_experiment_config` (e.g. for tests);
             ``device`` (default: CUDA if available) is one of them.
     Returns:
-        the metrics dict: ``{"experiment", "size", "config", "seconds", "models": {...}}``.
+        what ``metrics.json`` holds: ``{model label: {metric: value}}``.
     """
     cfg = graph_experiment_config(name, quick)
     cfg.update(overrides or {})
@@ -534,11 +535,11 @@ def run_graph_experiment(name: str, out_dir: str | Path, quick: bool = True,
     else:
         results = _run_csl(cfg, log, device)
     seconds = time.perf_counter() - start
-    metrics = {"experiment": name, "size": "quick" if quick else "paper", "config": cfg,
-               "device": str(device),
-               "seconds": round(seconds, 1), "models": results}
+    run = {"experiment": name, "size": "quick" if quick else "paper", "config": cfg,
+           "device": str(device), "seconds": round(seconds, 1)}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out / "metrics.json", metrics)
+    write_json_atomic(out / "experiment.json", run)
+    write_json_atomic(out / "metrics.json", results)
     write_text_atomic(out / "results.md", _results_table(name, quick, cfg, results, seconds))
-    return metrics
+    return results

@@ -19,10 +19,12 @@ does not change the training trajectory.
 
 from __future__ import annotations
 
+import gc
 import math
 import random
 import sys
 import time
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -274,7 +276,8 @@ def train(model: nn.Module, generator: TaskGenerator, config: TrainConfig,
     """
     start_time = time.monotonic()
     out_dir = Path(out_dir)
-    info = init_distributed(config.device)
+    info = init_distributed(config.device, timeout_s=config.dist_timeout_s,
+                            init_method=config.dist_init_method)
     previous_threads = torch.get_num_threads()
     if config.num_threads is not None:
         torch.set_num_threads(config.num_threads)
@@ -282,6 +285,14 @@ def train(model: nn.Module, generator: TaskGenerator, config: TrainConfig,
         return _train(model, generator, config, out_dir, info, val_set=val_set, resume=resume,
                       show_progress=progress, log=log, spec=spec, callback=callback,
                       start_time=start_time)
+    except BaseException as err:
+        if info.is_distributed:
+            # The failed run's frames hold the DDP wrapper. Freed later, after the group is
+            # destroyed (say when the caller drops the exception), it can block in gloo's
+            # teardown while the other ranks are already at their next rendezvous.
+            traceback.clear_frames(err.__traceback__)
+            gc.collect()
+        raise
     finally:
         if config.num_threads is not None:
             torch.set_num_threads(previous_threads)

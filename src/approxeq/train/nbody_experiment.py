@@ -208,16 +208,16 @@ def train_nbody(model: nn.Module, splits: dict[str, NBodyData], cfg: dict[str, A
 def run_nbody_experiment(out_dir: str | Path, quick: bool = True,
                          overrides: dict[str, Any] | None = None,
                          log: Callable[[str], None] | None = print) -> dict[str, Any]:
-    """Run the n-body experiment and write ``out_dir/metrics.json`` and ``out_dir/results.md``
-    (atomically).
+    """Run the n-body experiment and write ``out_dir/metrics.json`` (one entry per model),
+    ``out_dir/experiment.json`` (size, config, device, seconds) and ``out_dir/results.md``,
+    each atomically.
 
     Args:
         quick: CPU size (minutes on two cores) instead of the paper's size.
         overrides: entries replacing those of :func:`nbody_experiment_config`; ``device``
             (default: CUDA if available) is one of them.
     Returns:
-        ``{"experiment": "nbody", "size", "config", "seconds", "models": {strategy: {...}}}``
-        with ``test_mse`` per model.
+        what ``metrics.json`` holds: ``{"Transformer-<strategy>": {"test_mse": ..., ...}}``.
     """
     cfg = nbody_experiment_config(quick)
     cfg.update(overrides or {})
@@ -239,15 +239,15 @@ def run_nbody_experiment(out_dir: str | Path, quick: bool = True,
         log(f"nbody Transformer-{strategy}")
         results[f"Transformer-{strategy}"] = train_nbody(model, splits, cfg, log=log)
     seconds = time.perf_counter() - start
-    metrics = {"experiment": "nbody", "size": "quick" if quick else "paper", "config": cfg,
-               "device": str(device),
-               "seconds": round(seconds, 1), "data_seconds": round(data_seconds, 1),
-               "models": results}
+    run = {"experiment": "nbody", "size": "quick" if quick else "paper", "config": cfg,
+           "device": str(device), "seconds": round(seconds, 1),
+           "data_seconds": round(data_seconds, 1)}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out / "metrics.json", metrics)
+    write_json_atomic(out / "experiment.json", run)
+    write_json_atomic(out / "metrics.json", results)
     write_text_atomic(out / "results.md", _results_table(quick, cfg, results, seconds))
-    return metrics
+    return results
 
 
 def _results_table(quick: bool, cfg: dict[str, Any], results: dict[str, Any],
