@@ -93,3 +93,47 @@ def test_ddp_without_a_rendezvous_is_a_clear_error(monkeypatch):
     monkeypatch.delenv("MASTER_PORT", raising=False)
     with pytest.raises(RuntimeError, match="MASTER_ADDR and MASTER_PORT"):
         init_distributed("cpu")
+
+
+_TWO_MODELS = """
+name: two-models
+task: {name: gibbs, dim_x: 1, dim_y: 1, options: {}}
+models:
+  - {label: CNP, name: cnp, options: {width: 16}}
+  - {label: ConvCNP, name: convcnp,
+     options: {channels: 8, num_layers: 2, kernel_size: 5, points_per_unit: 8}}
+train: {batch_size: 4, lr: 1.0e-3, device: cpu}
+extra: {figures: false}
+sizes:
+  quick: {steps: 4, val_every: 2, val_tasks: 4, test_tasks: 4, eval_batch_size: 4}
+"""
+
+
+def _experiment_worker(rank: int, rendezvous: str, out_dir: str) -> None:
+    from approxeq.train import load_experiment
+    from approxeq.train.distributed import distributed_session
+    from approxeq.train.experiment import run_experiment
+
+    torch.set_num_threads(1)
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(WORLD), LOCAL_RANK=str(rank),
+                      GLOO_SOCKET_IFNAME="lo")
+    config = load_experiment(os.path.join(out_dir, "two-models.yaml"), size="quick")
+    with distributed_session("cpu", init_method=f"file://{rendezvous}", timeout_s=120.0):
+        result = run_experiment(config, os.path.join(out_dir, "run"), progress=False,
+                                log=lambda _m: None)
+    torch.save({"metrics": result.metrics}, os.path.join(out_dir, f"experiment{rank}.pt"))
+
+
+@pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available")
+@pytest.mark.timeout(300)
+def test_one_process_group_trains_every_model_of_an_experiment(tmp_path):
+    """Several models in one DDP session (as `torchrun ... approxeq train` runs them): every
+    model trains on both ranks, only rank 0 evaluates and writes the results."""
+    (tmp_path / "two-models.yaml").write_text(_TWO_MODELS)
+    mp.spawn(_experiment_worker, args=(str(tmp_path / "rendezvous"), str(tmp_path)),
+             nprocs=WORLD, join=True)
+    main, other = (torch.load(tmp_path / f"experiment{r}.pt")["metrics"] for r in range(WORLD))
+    assert set(main) == {"CNP", "ConvCNP", "oracle"} and other == {}
+    for label in ("CNP", "ConvCNP"):
+        last = load_checkpoint(tmp_path / "run" / label / "last.pt")
+        assert last.step == 4 and len(last.rng_states) == WORLD

@@ -16,6 +16,7 @@ least ``loglik`` and ``loglik_se``) in its output directory; see
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -115,15 +116,21 @@ def _run(config, args) -> int:
     from approxeq.train.era5_experiment import is_era5_experiment, run_era5_experiment
     from approxeq.train.experiment import run_experiment
 
+    from approxeq.train.distributed import distributed_session
+
     out = Path(args.out)
     common = dict(progress=not args.quiet, device=args.device, only=args.only,
                   log=(lambda m: None) if args.quiet else None)
-    if is_era5_experiment(config):
-        result = run_era5_experiment(config, out, figures=_figures_hook(
-            not args.no_figures, "approxeq.plot.maps:era5_figures"), **common)
-    else:
-        result = run_experiment(config, out, figures=_figures_hook(not args.no_figures), **common)
-    _print_summary(result, out)
+    # under torchrun: one process group for all the models; rank 0 evaluates and reports
+    with distributed_session(args.device or "auto") as info:
+        if is_era5_experiment(config):
+            result = run_era5_experiment(config, out, figures=_figures_hook(
+                not args.no_figures, "approxeq.plot.maps:era5_figures"), **common)
+        else:
+            result = run_experiment(config, out, figures=_figures_hook(not args.no_figures),
+                                    **common)
+    if info.is_main:
+        _print_summary(result, out)
     return 0
 
 
@@ -201,6 +208,8 @@ def _custom_runner(path: Path):
 
 def _run_custom(runner, path: Path, size: str, args: argparse.Namespace) -> int:
     func, kwargs = runner
+    if os.environ.get("WORLD_SIZE", "1") not in ("", "1"):
+        raise CLIError(f"{path.stem} runs in a single process; launch it without torchrun")
     if size not in ("quick", "paper"):
         raise CLIError(f"{path}: this experiment has only the sizes 'quick' and 'paper', "
                        f"got {size!r}")

@@ -9,8 +9,9 @@ here is a no-op, so the training loop is written once.
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 import torch.distributed as dist
@@ -120,6 +121,29 @@ def init_distributed(device: str | torch.device = "auto", *, timeout_s: float = 
     return DistInfo(rank, world, local_rank, resolved, backend, owns_group=True)
 
 
+@contextmanager
+def distributed_session(device: str | torch.device = "auto", *, timeout_s: float = 1800.0,
+                        init_method: str | None = None) -> Iterator[DistInfo]:
+    """One process group for a whole command that trains several models in turn.
+
+    Under ``torchrun``, every :func:`~approxeq.train.train` call inside reuses this group;
+    joining and leaving a group per model would rendezvous again through the launcher's store,
+    whose keys from the first round are still there, and the ranks would wait on each other.
+    Outside ``torchrun`` it yields a single-process :class:`DistInfo` and does nothing.
+    """
+    info = init_distributed(device, timeout_s=timeout_s, init_method=init_method)
+    try:
+        yield info
+    finally:
+        cleanup_distributed(info)
+
+
+def is_main_process() -> bool:
+    """Rank 0 of the current process group, or ``True`` when there is none. Only the main
+    process evaluates and writes results; the others only train."""
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
 def cleanup_distributed(info: DistInfo) -> None:
     """Destroy the process group if ``info`` says :func:`init_distributed` created it."""
     if info.owns_group and dist.is_available() and dist.is_initialized():
@@ -180,5 +204,6 @@ def broadcast_object(obj: Any, info: DistInfo, src: int = 0) -> Any:
 
 __all__ = [
     "DistInfo", "all_gather_objects", "all_reduce_mean", "barrier", "broadcast_object",
-    "cleanup_distributed", "init_distributed", "resolve_device", "unwrap_model", "wrap_model",
+    "cleanup_distributed", "distributed_session", "init_distributed", "is_main_process",
+    "resolve_device", "unwrap_model", "wrap_model",
 ]

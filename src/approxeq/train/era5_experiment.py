@@ -45,6 +45,7 @@ from approxeq.train.checkpoint import load_checkpoint, load_model, write_json_at
 from approxeq.train.config import ConfigError, ExperimentConfig, ModelConfig, save_experiment
 from approxeq.train.experiment import (ExperimentResult, format_table, select_models,
                                        with_cached_entries)
+from approxeq.train.distributed import is_main_process
 from approxeq.train.loop import evaluate, train
 
 TASK_NAME = "era5-uk"
@@ -320,7 +321,8 @@ def run_era5_experiment(config: ExperimentConfig, out_dir: str | Path, *, progre
         :class:`~approxeq.train.experiment.ExperimentResult` (``metrics`` is ``metrics.json``).
     """
     start = time.monotonic()
-    log = log or _default_log
+    main = is_main_process()  # under DDP the other ranks only train
+    log = (log or _default_log) if main else (lambda _message: None)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     o = task_options(config)
@@ -350,6 +352,8 @@ def run_era5_experiment(config: ExperimentConfig, out_dir: str | Path, *, progre
         model, history = _train_one(mc, config, o, normaliser, run_dir, with_aux,
                                     progress=progress, log=log, device=device)
         models[mc.label], histories[mc.label] = model, history
+        if not main:
+            continue
         step = load_checkpoint(run_dir / "last.pt").step
         cached = _read_json(run_dir / MODEL_EVAL)
         if (isinstance(cached, dict) and cached.get("signature") == signature
@@ -393,6 +397,9 @@ def run_era5_experiment(config: ExperimentConfig, out_dir: str | Path, *, progre
                                       f"elevation) {e['correction_elevation_corr']:.2f}"
                                       if "component_loglik" in e else ""))
 
+    if not main:
+        return ExperimentResult(out_dir=out_dir, metrics={}, models=models, histories=histories,
+                                figures=[], seconds=time.monotonic() - start)
     entries = with_cached_entries(config, out_dir, entries, signature)
     write_json_atomic(out_dir / "metrics.json", entries)
     write_text_atomic(out_dir / "results.md", era5_results_markdown(entries, config))

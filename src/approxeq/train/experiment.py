@@ -46,7 +46,7 @@ from approxeq.train.checkpoint import (ModelSpec, load_checkpoint, load_model, s
                                        write_json_atomic, write_text_atomic)
 from approxeq.train.config import (ConfigError, ExperimentConfig, ModelConfig, TaskConfig,
                                    load_experiment, save_experiment)
-from approxeq.train.distributed import resolve_device
+from approxeq.train.distributed import is_main_process, resolve_device
 from approxeq.train.loop import evaluate, train
 
 METRICS = "metrics.json"
@@ -402,15 +402,17 @@ def run_experiment(config: ExperimentConfig, out_dir: str | Path, *, progress: b
         :class:`ExperimentResult`; ``metrics`` is what ``metrics.json`` holds.
     """
     start = time.monotonic()
-    log = log or _default_log
+    main = is_main_process()  # under DDP the other ranks only train
+    log = (log or _default_log) if main else (lambda _message: None)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     chosen = select_models(config, only, reserved=(ORACLE,))
-    save_experiment(config, out_dir / CONFIG)
+    if main:
+        save_experiment(config, out_dir / CONFIG)
 
     log(f"experiment {config.name!r} (size {config.size}): {len(chosen)} model(s) on task "
         f"{config.task.name!r}; building test sets")
-    test_sets = make_test_sets(config)
+    test_sets = make_test_sets(config) if main else {}
     signature = _test_signature(config)
     eq_elements = int(config.extra.get("equivariance_elements", 4))
     eq_tasks = int(config.extra.get("equivariance_tasks", 8))
@@ -423,6 +425,8 @@ def run_experiment(config: ExperimentConfig, out_dir: str | Path, *, progress: b
         model, history, seconds = _train_one(mc, config, run_dir, progress=progress, log=log,
                                              device=device)
         models[mc.label], histories[mc.label] = model, history
+        if not main:
+            continue
         step = _finished_step(run_dir)
         cached = _read_json(run_dir / MODEL_EVAL)
         if (isinstance(cached, dict) and cached.get("signature") == signature
@@ -447,6 +451,9 @@ def run_experiment(config: ExperimentConfig, out_dir: str | Path, *, progress: b
         log(f"[{mc.label}] " + ", ".join(
             f"{s}: {v['loglik']:.3f} ± {v['loglik_se']:.3f}" for s, v in per_setting.items()))
 
+    if not main:
+        return ExperimentResult(out_dir=out_dir, metrics={}, models=models, histories=histories,
+                                figures=[], seconds=time.monotonic() - start)
     metrics = with_cached_entries(config, out_dir, entries, signature)
     oracle = {s: m for s, b in test_sets.items() if (m := oracle_metrics(b)) is not None}
     if oracle:
