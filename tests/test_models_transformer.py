@@ -10,7 +10,7 @@ from torch.distributions import Distribution
 
 from approxeq.approximate import equivariant_component, is_approximate
 from approxeq.groups import Translation
-from approxeq.np import build_model
+from approxeq.np import available_models, build_model
 
 SMALL = dict(width=16, num_layers=2, num_heads=4, num_pseudo_tokens=4)
 # (registry name, extra options): every architecture variant
@@ -174,3 +174,9 @@ def test_input_validation_names_the_argument(gen, name):
         model(*random_task(2, 5, 4, dim_x=2, generator=gen))
     with pytest.raises(TypeError, match="dtype"):
         model(xc.double(), yc.double(), xt.double())
+
+
+@pytest.mark.parametrize("name", sorted(available_models()))
+def test_every_model_rejects_an_unknown_option_by_name(name):
+    with pytest.raises(ValueError, match="unknown option.*'bogus'.*accepted options"):
+        build_model(name, 2, 1, bogus=3)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Callable
 
 from torch import nn
@@ -51,11 +52,27 @@ def build_model(name: str, dim_x: int, dim_y: int, **options) -> nn.Module:
         raise ValueError(f"dim_x: expected a positive int, got {dim_x!r}")
     if not isinstance(dim_y, int) or dim_y < 1:
         raise ValueError(f"dim_y: expected a positive int, got {dim_y!r}")
+    _check_option_names(name, _REGISTRY[name], options)
     model = _REGISTRY[name](dim_x, dim_y, **options)
     # recorded so that a checkpoint can rebuild the model without its config
     model.model_name = name
     model.build_options = dict(options)
     return model
+
+
+def _check_option_names(name: str, builder: Callable[..., nn.Module], options: dict) -> None:
+    """A ``ValueError`` that lists the accepted options, rather than Python's ``TypeError`` for
+    an unexpected keyword (builders taking ``**options`` validate them themselves)."""
+    params = inspect.signature(builder).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    accepted = sorted(k for k, p in list(params.items())[2:]
+                      if p.kind in (inspect.Parameter.KEYWORD_ONLY,
+                                    inspect.Parameter.POSITIONAL_OR_KEYWORD))
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise ValueError(f"{name}: unknown option(s) {', '.join(map(repr, unknown))}; "
+                         f"accepted options are {', '.join(accepted)}")
 
 
 def _load_builtin_models() -> None:
