@@ -1,9 +1,10 @@
 """Two-process DDP smoke test on CPU (gloo): the same `train` call as in a single process,
 including a crash and an exact resume.
 
-The ranks meet through a file, not a port chosen in advance: a port that was free when picked
-can be taken by one of the earlier runs' own sockets before the next rendezvous, and the ranks
-then wait on a stranger until the timeout."""
+The crash is the part that once hung: a failed run must free its DDP wrapper before the group
+is torn down, or one rank blocks in gloo while the other waits at the next rendezvous. The ranks
+meet through files rather than ports picked in advance, which another socket could take, and
+wait 120 s rather than 30 minutes, so a regression fails quickly."""
 
 from __future__ import annotations
 

@@ -113,10 +113,9 @@ def _print_summary(result, out: Path) -> None:
 
 
 def _run(config, args) -> int:
+    from approxeq.train.distributed import distributed_session
     from approxeq.train.era5_experiment import is_era5_experiment, run_era5_experiment
     from approxeq.train.experiment import run_experiment
-
-    from approxeq.train.distributed import distributed_session
 
     out = Path(args.out)
     common = dict(progress=not args.quiet, device=args.device, only=args.only,

@@ -43,9 +43,9 @@ from approxeq.np.batch import Batch
 from approxeq.np.predict import coordinate_names, predict, require_xarray
 from approxeq.train.checkpoint import load_checkpoint, load_model, write_json_atomic, write_text_atomic
 from approxeq.train.config import ConfigError, ExperimentConfig, ModelConfig, save_experiment
+from approxeq.train.distributed import is_main_process
 from approxeq.train.experiment import (ExperimentResult, format_table, select_models,
                                        with_cached_entries)
-from approxeq.train.distributed import is_main_process
 from approxeq.train.loop import evaluate, train
 
 TASK_NAME = "era5-uk"
