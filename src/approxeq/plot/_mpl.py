@@ -36,11 +36,12 @@ def pyplot() -> Any:
 def finish(fig: Any, path: str | os.PathLike | None, dpi: int = 120) -> Any:
     """Save ``fig`` as PNG to ``path`` (parents created; written atomically) if given."""
     if path is not None:
+        # The same atomic write as every result file: the user's umask, no litter on a kill.
+        from approxeq.train.checkpoint import atomic_open
+
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format=path.suffix.lstrip(".") or "png")
-        os.replace(tmp, path)
+        with atomic_open(path, "wb") as f:
+            fig.savefig(f, dpi=dpi, bbox_inches="tight", format=path.suffix.lstrip(".") or "png")
     return fig
 
 

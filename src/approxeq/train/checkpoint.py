@@ -16,7 +16,11 @@ import contextlib
 import json
 import math
 import os
+import re
+import socket
 import tempfile
+import time
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Iterator
@@ -32,6 +36,16 @@ CHECKPOINT_VERSION = 1
 # Atomic writes
 # --------------------------------------------------------------------------------------------
 
+# Temporary files are named ``.<target>.<host>-<pid>-<random>.tmp``: the host and the process id
+# tell an orphan (its writer was killed) from a write that is still in progress elsewhere.
+_TMP_NAME = re.compile(r"^\..+\.(?P<host>[0-9a-f]{8})-(?P<pid>\d+)-[^.]+\.tmp$")
+# A temporary file written from another machine (a shared file system) is only taken for an
+# orphan once it is this old, since whether its writer still runs cannot be checked from here.
+_FOREIGN_ORPHAN_AGE_S = 24 * 3600.0
+_HOST = f"{zlib.crc32(socket.gethostname().encode()):08x}"
+_active_tmp: set[str] = set()  # this process's writes in progress (threads may write at once)
+
+
 def _fsync_directory(directory: Path) -> None:
     # Makes the rename itself durable; not possible (nor needed) on every platform.
     try:
@@ -46,11 +60,65 @@ def _fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
+def _umask() -> int:
+    """The process's umask. Reading it with :func:`os.umask` means setting it for a moment, so
+    Linux's ``/proc`` is asked first."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _pid_alive(pid: int) -> bool:
+    if os.name != "posix":
+        return True  # no cheap, side-effect-free check: leave it to the age rule
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # exists, owned by someone else
+    return True
+
+
+def _remove_orphaned_tmp(directory: Path) -> None:
+    """Remove temporary files that interrupted atomic writes (a kill, a power cut) left in
+    ``directory``; those of writes still in progress, here or in another process, are kept."""
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return
+    now = time.time()
+    for entry in entries:
+        match = _TMP_NAME.match(entry.name)
+        if match is None or entry.path in _active_tmp:
+            continue
+        pid = int(match["pid"])
+        try:
+            if match["host"] == _HOST:
+                orphan = pid == os.getpid() or not _pid_alive(pid)
+            else:
+                orphan = now - entry.stat(follow_symlinks=False).st_mtime > _FOREIGN_ORPHAN_AGE_S
+            if orphan and entry.is_file(follow_symlinks=False):
+                os.unlink(entry.path)
+        except OSError:
+            pass  # another process removed or replaced it meanwhile
+
+
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[BinaryIO]:
     """Open a temporary file next to ``path``; on a clean exit it replaces ``path`` atomically.
 
     If the body raises, the temporary file is removed and ``path`` keeps its previous content.
+    The file gets the permissions of any newly created file (``0o666`` less the umask, so
+    ``0644`` by default), not the private mode of the temporary file. Temporary files that
+    earlier, interrupted writes left in the same directory are removed first.
 
     Args:
         path: the final file; its directory is created if missing.
@@ -60,18 +128,25 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[BinaryIO]
         raise ValueError(f"mode: expected 'wb' or 'w', got {mode!r}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    _remove_orphaned_tmp(path.parent)
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{_HOST}-{os.getpid()}-",
+                                    suffix=".tmp")
     tmp = Path(tmp_name)
+    _active_tmp.add(tmp_name)
     try:
         with os.fdopen(fd, mode, **({} if mode == "wb" else {"encoding": "utf-8"})) as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
+        # mkstemp creates the file 0600; results are meant to be read like any other file.
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
+    finally:
+        _active_tmp.discard(tmp_name)
     _fsync_directory(path.parent)
 
 

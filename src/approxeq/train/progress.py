@@ -20,7 +20,7 @@ def _format(metrics: dict[str, float]) -> str:
 
 def _duration(seconds: float) -> str:
     """``42s``, ``7m05s`` or ``3h12m``: short enough for a log line, exact enough for an ETA."""
-    seconds = max(int(round(seconds)), 0)
+    seconds = max(round(seconds), 0)
     if seconds < 60:
         return f"{seconds}s"
     minutes, seconds = divmod(seconds, 60)
