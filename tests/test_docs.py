@@ -1,4 +1,7 @@
-"""The docs run: every ```python block in README.md and docs/*.md is executed."""
+"""The docs run: every ```python block in README.md and docs/*.md is executed.
+
+The blocks of one file run in order in one namespace, as a reader runs them: a guide may build
+on what its earlier blocks defined."""
 
 from __future__ import annotations
 
@@ -19,10 +22,24 @@ def _blocks():
                 yield pytest.param(code, id=f"{path.name}-{i}")
 
 
+_NAMESPACES: dict[str, dict] = {}
+
+
 @pytest.mark.parametrize("code", list(_blocks()))
-def test_doc_block_runs(code, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    exec(compile(code, "<doc>", "exec"), {"__name__": "__doc__"})
+def test_doc_block_runs(code, tmp_path_factory, monkeypatch, request):
+    doc, index = request.node.callspec.id.rsplit("-", 1)
+    namespace = _NAMESPACES.get(doc)
+    if namespace is None or namespace["__ran__"] > int(index):  # first block, or a rerun
+        namespace = _NAMESPACES[doc] = {"__name__": "__doc__", "__ran__": 0}
+    # one working directory per file, shared by its blocks like the namespace
+    namespace.setdefault("__workdir__", tmp_path_factory.mktemp(doc))
+    monkeypatch.chdir(namespace["__workdir__"])
+    # a block selected on its own (-k) first runs the blocks before it
+    earlier = [p.values[0] for p in _blocks() if p.id.rsplit("-", 1)[0] == doc]
+    for i in range(namespace["__ran__"], int(index) + 1):
+        namespace["__ran__"] = i + 1
+        exec(compile(earlier[i] if i < int(index) else code, f"<{doc} block {i}>", "exec"),
+             namespace)
 
 
 def test_docs_have_examples():
