@@ -11,10 +11,14 @@ from torch import nn
 
 from approxeq.approximate import FixedInput, is_approximate, symmetry_breaking_modules
 from approxeq.np.batch import Batch
-from approxeq.plot._mpl import BLUE, VERMILLION, finish, pyplot
+from approxeq.plot._mpl import BLUE, VERMILLION, add_caption, finish, pyplot
 from approxeq.plot.fixed_inputs import plot_fixed_inputs
 from approxeq.plot.predictions import plot_predictions_1d, predict_1d
 from approxeq.plot.training import plot_training_curves
+
+
+_SETTING_NAMES = {"id": "a task in distribution (ID)",
+                  "ood": "a task out of distribution (OOD: inputs shifted)"}
 
 
 def _safe(label: str) -> str:
@@ -34,15 +38,34 @@ def oracle_curve(batch: Batch, task_index: int, x: torch.Tensor) -> tuple | None
     return post.mean[0, :, 0], post.var[0, :, 0].clamp_min(0).sqrt()
 
 
+def _comparison_caption(has_oracle: bool, has_component: bool, has_window: bool) -> str:
+    parts = [("Each panel: one model on the same task. Solid line and shaded band: the model's "
+              "predictive mean and 95% interval.")]
+    if has_component:
+        parts.append("Dashed vermillion (approximately equivariant models): the equivariant "
+                     "component, the same model with every fixed input zero (dotted: its 95% "
+                     "interval); where it coincides with the full model, the fixed inputs change "
+                     "nothing there.")
+    if has_oracle:
+        parts.append("Black dotted: the GP oracle's mean (the best possible prediction), with "
+                     "its 95% interval dash-dotted.")
+    parts.append("Black dots: context points; grey crosses: targets.")
+    if has_window:
+        parts.append("Grey band: the context window, where this setting's context points lie.")
+    return " ".join(parts)
+
+
 def plot_task_comparison(models: Mapping[str, nn.Module], batch: Batch, *, task_index: int = 0,
                          x_range: Sequence[float] = (-4.0, 4.0), n: int = 300,
                          context_region: Sequence[float] | None = None, title: str = "",
-                         path: str | Path | None = None) -> Any:
+                         path: str | Path | None = None, caption: str | None = None) -> Any:
     """One panel per model on the same 1-D task: predictive mean and 95% interval, context
-    points, targets and (dashed) the GP oracle's mean. Approximately equivariant models are
-    drawn with their fixed inputs (blue) and with every fixed input zero (vermillion).
+    points, targets, the context window (shaded) and, when the batch carries a GP oracle, the
+    oracle's mean and 95% interval. Approximately equivariant models are drawn with their
+    fixed inputs (solid blue) and with every fixed input zero (dashed vermillion, on top).
 
     Shapes: ``batch`` holds 1-D tasks (``dim_x = dim_y = 1``); ``task_index`` picks one.
+    ``caption``: text under the panels (default: a key to everything drawn; ``""``: none).
     """
     from approxeq.approximate import equivariant_component
 
@@ -60,6 +83,7 @@ def plot_task_comparison(models: Mapping[str, nn.Module], batch: Batch, *, task_
     xc, yc = batch.xc[i, :, 0], batch.yc[i, :, 0]
     mt = batch.mt[i] if batch.mt is not None else slice(None)
     xt, yt = batch.xt[i, :, 0][mt], batch.yt[i, :, 0][mt]
+    any_component = False
     for ax, (label, model) in zip(axes[:, 0], models.items()):
         preds = {label: predict_1d(model, xc[:, None], yc[:, None], x)}
         colors = [BLUE]
@@ -67,19 +91,22 @@ def plot_task_comparison(models: Mapping[str, nn.Module], batch: Batch, *, task_
             with equivariant_component(model):
                 preds["equivariant component"] = predict_1d(model, xc[:, None], yc[:, None], x)
             colors.append(VERMILLION)
+            any_component = True
         plot_predictions_1d(xc, yc, x, preds, xt=xt, yt=yt,
                             truth=(x, oracle[0]) if oracle is not None else None,
+                            truth_std=oracle[1] if oracle is not None else None,
+                            truth_label="GP oracle mean",
                             context_region=context_region, colors=colors, ax=ax)
         ax.set_title(label, fontsize=10, loc="left")
         if ax is not axes[-1, 0]:
             ax.set_xlabel("")
-        for line in ax.get_lines():
-            if line.get_label() == "truth":
-                line.set_label("GP oracle mean")
-        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
+    if caption is None:
+        caption = _comparison_caption(oracle is not None, any_component,
+                                      context_region is not None)
+    add_caption(fig, caption)
     return finish(fig, path)
 
 
@@ -124,7 +151,8 @@ def experiment_figures(out_dir: str | Path, config: Any, models: Mapping[str, nn
             path = fig_dir / f"predictions_{setting}.png"
             fig = plot_task_comparison(models, batch, task_index=task_index, x_range=(lo, hi),
                                        context_region=context_region(config, setting),
-                                       title=f"{config.name}: {setting.upper()} task", path=path)
+                                       title=f"{config.name}: {_SETTING_NAMES.get(setting, setting)}",
+                                       path=path)
             plt.close(fig)
             paths.append(path)
         for label, model in models.items():
@@ -145,7 +173,9 @@ def experiment_figures(out_dir: str | Path, config: Any, models: Mapping[str, nn
         for setting in test_sets:
             path = fig_dir / f"ablation_{setting}.png"
             fig = plot_ablation(metrics, groups, setting=setting,
-                                xlabel=ablation.get("parameter", "ablated value"), path=path)
+                                xlabel=ablation.get("parameter", "ablated value"), path=path,
+                                title=f"{config.name}: {setting.upper()} log-likelihood "
+                                      f"against {ablation.get('parameter', 'ablated value')}")
             plt.close(fig)
             paths.append(path)
     runs = {label: h for label, h in histories.items() if h}
@@ -153,7 +183,8 @@ def experiment_figures(out_dir: str | Path, config: Any, models: Mapping[str, nn
         path = fig_dir / "training_curves.png"
         try:
             fig = plot_training_curves(runs, keys=["train_loss", "val_loglik"],
-                                       title=f"{config.name}: training", path=path)
+                                       title=f"{config.name}: training curves",
+                                       path=path)
         except ValueError:
             pass
         else:
@@ -165,7 +196,8 @@ def experiment_figures(out_dir: str | Path, config: Any, models: Mapping[str, nn
 
 def plot_ablation(metrics: Mapping[str, Mapping[str, Any]], groups: Mapping[str, Sequence[tuple]],
                   *, setting: str = "id", xlabel: str = "number of fixed-input channels B",
-                  path: str | Path | None = None) -> Any:
+                  path: str | Path | None = None, title: str | None = None,
+                  caption: str | None = None) -> Any:
     """Log-likelihood ± s.e. against an ablated quantity.
 
     Args:
@@ -173,6 +205,9 @@ def plot_ablation(metrics: Mapping[str, Mapping[str, Any]], groups: Mapping[str,
         groups: ``{series name: [(x value, model label), ...]}``, e.g. one series per model
             family and dropout probability.
         setting: ``"id"`` or ``"ood"``.
+        path: save a PNG there.
+        title: axes title (default: the setting and the ablated quantity).
+        caption: text under the figure (default: what points and bars are; ``""``: none).
     """
     from approxeq.plot._mpl import PALETTE
 
@@ -191,7 +226,15 @@ def plot_ablation(metrics: Mapping[str, Mapping[str, Any]], groups: Mapping[str,
                         capsize=3, label=name)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(f"log-likelihood ({setting.upper()})")
+    ax.set_title(title if title is not None else
+                 f"{'in' if setting == 'id' else 'out of'} distribution: log-lik against "
+                 f"{xlabel}", fontsize=9)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
+    if caption is None:
+        caption = ("Mean log-likelihood per target point on the test tasks (higher is "
+                   "better), one point per trained model; bars: ± one standard error over "
+                   "tasks.")
+    add_caption(fig, caption)
     return finish(fig, path)

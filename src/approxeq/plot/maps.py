@@ -13,7 +13,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from approxeq.plot._mpl import finish, pyplot
+from approxeq.plot._mpl import add_caption, finish, pyplot
 
 ERA5_ATTRIBUTION = "Contains modified Copernicus Climate Change Service information 2019"
 
@@ -43,9 +43,17 @@ def _draw(ax: Any, da: Any, *, cmap: str, vmin: float | None = None, vmax: float
     return mesh
 
 
+_MAPS_CAPTION = (
+    "Top: the observed context cells, the true field and the model's predictive mean. Bottom: "
+    "the mean of its equivariant component (every fixed input zero), the correction (full "
+    "minus component: what the fixed inputs add, red above and blue below zero) and the "
+    "elevation, whose correlation with the correction shows whether the model learned a "
+    "terrain effect.")
+
+
 def plot_correction_maps(panels: Any, *, title: str = "", attribution: str = ERA5_ATTRIBUTION,
                          correlation: float | None = None,
-                         path: str | Path | None = None) -> Any:
+                         path: str | Path | None = None, caption: str | None = None) -> Any:
     """Six maps of one prediction (a :func:`~approxeq.train.era5_experiment.map_panels`
     Dataset): context, truth, full prediction, equivariant component, correction (full −
     component, diverging colours centred on 0) and elevation.
@@ -57,6 +65,7 @@ def plot_correction_maps(panels: Any, *, title: str = "", attribution: str = ERA
         correlation: the correction–elevation correlation to show (default: computed from
             the panels).
         path: save a PNG there.
+        caption: text under the maps (default: what each panel shows; ``""``: none).
     """
     plt = pyplot()
     units = panels["truth"].attrs.get("units", "")
@@ -96,6 +105,7 @@ def plot_correction_maps(panels: Any, *, title: str = "", attribution: str = ERA
         fig.suptitle(title, fontsize=11)
     fig.text(0.5, 0.005, attribution, ha="center", va="bottom", fontsize=8, style="italic")
     fig.tight_layout(rect=(0, 0.03, 1, 0.97))
+    add_caption(fig, _MAPS_CAPTION if caption is None else caption)
     return finish(fig, path)
 
 

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from approxeq.plot._mpl import PALETTE, finish, pyplot
+from approxeq.plot._mpl import PALETTE, add_caption, finish, pyplot
 
 History = Sequence[Mapping[str, Any]]
 
@@ -57,13 +57,36 @@ def _series(history: History, key: str) -> tuple[list[float], list[float]]:
     return steps, values
 
 
+_NAMES = {
+    "train_loss": "training loss (neg. log-lik per target)",
+    "val_loglik": "validation log-likelihood per target",
+    "val_rmse": "validation RMSE",
+    "val_coverage95": "validation 95% coverage",
+}
+_BEST_KEY = "val_loglik"
+
+
+def _best_step(history: Mapping[str, Any] | History, records: History) -> int | None:
+    """The step of the checkpoint a run's evaluation uses: ``best_step`` of a ``history.json``,
+    else the first step of the highest validation log-likelihood (``train`` keeps a new best
+    only when it is strictly better)."""
+    if isinstance(history, Mapping) and isinstance(history.get("best_step"), int):
+        return int(history["best_step"])
+    steps, values = _series(records, _BEST_KEY)
+    if not values:
+        return None
+    return int(steps[max(range(len(values)), key=lambda j: (values[j], -j))])
+
+
 def plot_training_curves(
     runs: Mapping[str, History | str | os.PathLike] | History | str | os.PathLike, *,
     keys: Iterable[str] | None = None, title: str | None = None,
-    path: str | os.PathLike | None = None,
+    path: str | os.PathLike | None = None, best_steps: Mapping[str, int | None] | None = None,
+    caption: str | None = None,
 ) -> Any:
     """One panel per logged quantity (e.g. training loss, validation log-likelihood), one line
-    per run.
+    per run, with a star on each run's curves at the checkpoint its evaluation uses (the best
+    validation step).
 
     Args:
         runs: ``{label: history}`` or a single history, where a history is a list of records
@@ -73,6 +96,10 @@ def plot_training_curves(
         keys: the quantities to draw (default: every numeric key except ``step``, ``time``,
             ``epoch``, ``lr`` and standard errors ``*_se``).
         title: figure title. path: save as PNG here.
+        best_steps: ``{label: step}`` of the checkpoint used per run (default: ``best_step``
+            of a ``history.json``, else the step of the highest ``val_loglik``; ``None``: no
+            mark for that run).
+        caption: text under the figure (default: what the lines and stars are; ``""``: none).
 
     Returns:
         The matplotlib ``Figure``.
@@ -83,8 +110,12 @@ def plot_training_curves(
     if isinstance(runs, Mapping) and ("train" in runs or "val" in runs) and \
             isinstance(runs.get("train", runs.get("val")), Mapping):
         runs = {"run": runs}  # a single history.json given directly
-    histories = {label: history_records(load_history(h) if isinstance(h, (str, os.PathLike))
-                                        else h) for label, h in runs.items()}
+    raw = {label: load_history(h) if isinstance(h, (str, os.PathLike)) else h
+           for label, h in runs.items()}
+    histories = {label: history_records(h) for label, h in raw.items()}
+    best = {label: _best_step(raw[label], h) for label, h in histories.items()}
+    if best_steps is not None:
+        best.update(best_steps)
     if keys is None:
         skip = {"step", "time", "epoch", "lr", "elapsed", "wall_time", "val_n_tasks"}
         found: list[str] = []
@@ -100,18 +131,41 @@ def plot_training_curves(
     if not keys:
         raise ValueError("runs: no numeric quantities to plot (expected records like "
                          "{'step': 10, 'train_loss': 1.2})")
-    fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.0), squeeze=False)
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.4 * len(keys), 3.2), squeeze=False)
+    marked = False
     for ax, key in zip(axes[0], keys):
         for i, (label, h) in enumerate(histories.items()):
             steps, values = _series(h, key)
-            if steps:
-                ax.plot(steps, values, color=PALETTE[i % len(PALETTE)], lw=1.3,
-                        marker="o" if len(steps) < 30 else None, ms=3, label=label)
+            if not steps:
+                continue
+            color = PALETTE[i % len(PALETTE)]
+            ax.plot(steps, values, color=color, lw=1.3,
+                    marker="o" if len(steps) < 30 else None, ms=3, label=label)
+            at = best.get(label)
+            if at is not None:
+                # the value logged at (or, for a coarser log, nearest to) the chosen step
+                j = min(range(len(steps)), key=lambda j: abs(steps[j] - at))
+                star = ax.scatter([steps[j]], [values[j]], marker="*", s=170, color=color,
+                                  edgecolors="black", linewidths=0.8, zorder=5)
+                star.set_gid(f"checkpoint:{label}")
+                marked = True
+        if marked:
+            ax.scatter([], [], marker="*", s=120, facecolors="white", edgecolors="black",
+                       label="checkpoint used\n(best validation)")
         ax.set_xlabel("step")
-        ax.set_ylabel(key.replace("_", " "))
+        ax.set_ylabel(_NAMES.get(key, key.replace("_", " ")), fontsize=9)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="best")
     if title:
         fig.suptitle(title)
     fig.tight_layout()
+    if caption is None:
+        used = ", ".join(f"{label} step {best[label]}" for label in histories
+                         if best.get(label) is not None)
+        caption = ("Training loss (mean over each logging window) and validation scores on a "
+                   "fixed set of tasks, one line per model.")
+        if used:
+            caption += (" Stars: the checkpoint each model is evaluated with, its best "
+                        f"validation log-likelihood ({used}).")
+    add_caption(fig, caption)
     return finish(fig, path)
