@@ -136,3 +136,15 @@ def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
         raise RuntimeError("boom")
     assert target.read_text().strip().startswith("{") and '"v": 1' in target.read_text()
     assert _tmp_files(tmp_path) == []
+
+
+def test_concurrent_writes_into_one_directory_keep_each_other(tmp_path, monkeypatch):
+    # One thread's write in progress, spelled as a relative path, survives another write into
+    # the same directory spelled as an absolute path.
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "run").mkdir()
+    with atomic_open("run/a.json", "w") as f:
+        write_text_atomic(tmp_path / "run" / "b.txt", "b")
+        f.write("{}")
+    assert (tmp_path / "run" / "a.json").read_text() == "{}"
+    assert _tmp_files(tmp_path / "run") == []

@@ -43,7 +43,9 @@ _TMP_NAME = re.compile(r"^\..+\.(?P<host>[0-9a-f]{8})-(?P<pid>\d+)-[^.]+\.tmp$")
 # orphan once it is this old, since whether its writer still runs cannot be checked from here.
 _FOREIGN_ORPHAN_AGE_S = 24 * 3600.0
 _HOST = f"{zlib.crc32(socket.gethostname().encode()):08x}"
-_active_tmp: set[str] = set()  # this process's writes in progress (threads may write at once)
+# Names (not paths, which may be spelled differently) of this process's writes in progress:
+# threads may write into one directory at once.
+_active_tmp: set[str] = set()
 
 
 def _fsync_directory(directory: Path) -> None:
@@ -97,7 +99,7 @@ def _remove_orphaned_tmp(directory: Path) -> None:
     now = time.time()
     for entry in entries:
         match = _TMP_NAME.match(entry.name)
-        if match is None or entry.path in _active_tmp:
+        if match is None or entry.name in _active_tmp:
             continue
         pid = int(match["pid"])
         try:
@@ -129,10 +131,10 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[BinaryIO]
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     _remove_orphaned_tmp(path.parent)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{_HOST}-{os.getpid()}-",
-                                    suffix=".tmp")
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, suffix=".tmp",
+                                    prefix=f".{path.name}.{_HOST}-{os.getpid()}-")
     tmp = Path(tmp_name)
-    _active_tmp.add(tmp_name)
+    _active_tmp.add(tmp.name)
     try:
         with os.fdopen(fd, mode, **({} if mode == "wb" else {"encoding": "utf-8"})) as f:
             yield f
@@ -146,7 +148,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[BinaryIO]
             tmp.unlink()
         raise
     finally:
-        _active_tmp.discard(tmp_name)
+        _active_tmp.discard(tmp.name)
     _fsync_directory(path.parent)
 
 
