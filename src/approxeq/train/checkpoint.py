@@ -264,6 +264,11 @@ def model_spec_of(model: nn.Module) -> ModelSpec | None:
 # Checkpoints
 # --------------------------------------------------------------------------------------------
 
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be used: truncated, corrupt, or not an approxeq checkpoint.
+    The message names the file and what to do."""
+
+
 @dataclass
 class Checkpoint:
     """The content of a checkpoint file.
@@ -347,14 +352,21 @@ def load_checkpoint(path: str | os.PathLike, model: nn.Module | None = None, *,
 
     Raises:
         FileNotFoundError: naming ``path`` if it does not exist.
-        ValueError: if the file is not an approxeq checkpoint.
+        CheckpointError: naming ``path`` if it is truncated, corrupt or not an approxeq
+            checkpoint (a ``ValueError``).
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"path: no checkpoint at {path}")
-    raw = torch.load(path, map_location=map_location, weights_only=True)
+    try:
+        raw = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # torch raises several types for a damaged zip or pickle
+        raise CheckpointError(
+            f"path: {path} is not a readable checkpoint: it is truncated, empty or corrupt "
+            f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else 'no detail'}). "
+            "Delete it to train that model again (or rerun with --restart)") from None
     if not isinstance(raw, dict) or raw.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"path: {path} is not an approxeq checkpoint "
+        raise CheckpointError(f"path: {path} is not an approxeq checkpoint "
                          f"(expected a dict with format={CHECKPOINT_FORMAT!r})")
     if raw.get("version", 0) > CHECKPOINT_VERSION:
         raise ValueError(f"path: {path} has checkpoint version {raw['version']}, newer than "
@@ -396,7 +408,7 @@ def load_model(path: str | os.PathLike, *, map_location: str | torch.device | No
 
 
 __all__ = [
-    "Checkpoint", "ModelSpec", "atomic_open", "build_model_with_spec", "load_checkpoint",
+    "Checkpoint", "CheckpointError", "ModelSpec", "atomic_open", "build_model_with_spec", "load_checkpoint",
     "load_model", "model_spec_of", "save_atomic", "save_checkpoint", "write_json_atomic",
     "write_text_atomic",
 ]

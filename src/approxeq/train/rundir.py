@@ -1,0 +1,206 @@
+"""What a run directory guarantees: it records what produced it, and only one run writes to it.
+
+* **Fingerprint.** Each model's directory holds ``fingerprint.json``: the model's build spec, the
+  training configuration, the task configuration and the library version that produced its
+  checkpoints. A later run into the same directory compares its own fingerprint with the stored
+  one and refuses, naming every changed field, rather than reuse checkpoints that a different
+  configuration produced (:func:`check_fingerprint`); ``restart=True`` wipes the directory's
+  checkpoints and trains afresh instead.
+* **Lock.** :class:`RunLock` takes an exclusive ``flock`` on ``DIR/.lock``; a second run into the
+  same directory is refused at once, naming the process that holds it, instead of racing it.
+
+Both are plain files, so they survive a kill: the lock is released by the kernel when its process
+dies, and the fingerprint is written atomically before the first checkpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+from approxeq.train.checkpoint import write_json_atomic
+
+FINGERPRINT = "fingerprint.json"
+LOCK = ".lock"
+
+# Checkpoint files a restart removes; other files in a model directory (figures) are outputs
+# of the run and are rewritten anyway.
+_RUN_FILES = ("last.pt", "best.pt", "history.json", "eval.json", FINGERPRINT)
+
+
+class RunDirError(RuntimeError):
+    """A run directory cannot be used as asked: it was produced by a different configuration,
+    another run holds it, or it is not a directory."""
+
+
+def make_fingerprint(*, spec: Mapping[str, Any] | None, train: Mapping[str, Any] | None,
+                     task: Mapping[str, Any] | None, extra: Mapping[str, Any] | None = None
+                     ) -> dict[str, Any]:
+    """The fingerprint of one model's run: plain JSON values only (so that a stored fingerprint
+    and a fresh one compare equal exactly when the configuration is the same)."""
+    from approxeq import __version__
+
+    fp = {"version": __version__, "model": spec, "train": train, "task": task}
+    if extra:
+        fp["extra"] = dict(extra)
+    # a JSON round trip turns tuples into lists and keys into strings, as the stored copy has
+    return json.loads(json.dumps(fp, sort_keys=True, default=str))
+
+
+def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(obj, dict):
+        out: dict[str, Any] = {}
+        for k, v in obj.items():
+            out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out or {prefix: {}}
+    return {prefix: obj}
+
+
+def fingerprint_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """One ``field: old -> new`` line per leaf that differs (``'version'`` included)."""
+    a, b = _flatten(dict(old)), _flatten(dict(new))
+    missing = object()
+    lines = []
+    for key in sorted(set(a) | set(b)):
+        va, vb = a.get(key, missing), b.get(key, missing)
+        if va != vb:
+            show = (lambda v: "(absent)" if v is missing else json.dumps(v, default=str))
+            lines.append(f"{key}: {show(va)} -> {show(vb)}")
+    return lines
+
+
+def read_fingerprint(run_dir: str | os.PathLike) -> dict[str, Any] | None:
+    """The stored fingerprint of ``run_dir``, or ``None`` if it has none (or it is unreadable,
+    which is treated as a mismatch by :func:`check_fingerprint`)."""
+    path = Path(run_dir) / FINGERPRINT
+    if not path.is_file():
+        return None
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {"unreadable": str(path)}
+    return value if isinstance(value, dict) else {"unreadable": str(path)}
+
+
+def has_run_files(run_dir: str | os.PathLike) -> bool:
+    """Whether ``run_dir`` holds any checkpoint or result of an earlier run."""
+    d = Path(run_dir)
+    return any((d / name).exists() for name in _RUN_FILES if name != FINGERPRINT)
+
+
+def clear_run(run_dir: str | os.PathLike) -> None:
+    """Remove the checkpoints, curves and fingerprint of ``run_dir`` (for a restart)."""
+    for name in _RUN_FILES:
+        with contextlib.suppress(FileNotFoundError):
+            (Path(run_dir) / name).unlink()
+
+
+def check_fingerprint(run_dir: str | os.PathLike, fingerprint: Mapping[str, Any], *,
+                      restart: bool = False, label: str | None = None) -> str:
+    """Make ``run_dir`` safe to train into with ``fingerprint``; return what was done.
+
+    Returns ``"new"`` (nothing there: the fingerprint is written), ``"same"`` (the stored
+    fingerprint matches: its checkpoints may be reused or resumed) or ``"restarted"`` (it did
+    not match, or there were checkpoints without a fingerprint, and ``restart`` cleared them).
+
+    Raises:
+        RunDirError: when the directory was produced by another configuration and ``restart``
+            is false; the message names every changed field and the way out.
+    """
+    run_dir = Path(run_dir)
+    name = label or run_dir.name
+    stored = read_fingerprint(run_dir)
+    if stored is None and not has_run_files(run_dir):
+        write_json_atomic(run_dir / FINGERPRINT, dict(fingerprint))
+        return "new"
+    if stored is not None and not fingerprint_changes(stored, fingerprint):
+        return "same"
+    if restart:
+        clear_run(run_dir)
+        write_json_atomic(run_dir / FINGERPRINT, dict(fingerprint))
+        return "restarted"
+    if stored is None:
+        why = "it holds checkpoints but no fingerprint.json (written by an older approxeq)"
+    else:
+        changes = fingerprint_changes(stored, fingerprint)
+        shown = "; ".join(changes[:8]) + (f"; and {len(changes) - 8} more" if len(changes) > 8
+                                           else "")
+        why = f"its checkpoints were produced by another configuration ({shown})"
+    raise RunDirError(f"{name}: {run_dir} cannot be reused: {why}. Rerun with --restart to "
+                      "train it again from scratch, or choose another --out")
+
+
+class RunLock:
+    """An exclusive lock on a run directory, held for the life of one run.
+
+    Example::
+
+        with RunLock(out_dir):
+            ...  # train and write into out_dir
+
+    Raises:
+        RunDirError: on entry, if another process holds the lock (naming its pid), or if
+            ``run_dir`` exists and is not a directory.
+    """
+
+    def __init__(self, run_dir: str | os.PathLike) -> None:
+        self.run_dir = Path(run_dir)
+        self._fd: int | None = None
+
+    def __enter__(self) -> "RunLock":
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def acquire(self) -> None:
+        if self.run_dir.exists() and not self.run_dir.is_dir():
+            raise RunDirError(f"out: {self.run_dir} exists and is not a directory")
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        path = self.run_dir / LOCK
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: no advisory locks, run unguarded
+            self._fd = fd
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as err:
+            holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "unknown"
+            os.close(fd)
+            if err.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                raise RunDirError(
+                    f"out: another approxeq run (pid {holder}) is writing to {self.run_dir}; "
+                    "wait for it to finish or choose another --out") from None
+            raise
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            # the file stays: removing it would let a third process lock a different inode
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, 0)
+            os.close(self._fd)
+            self._fd = None
+
+
+@contextlib.contextmanager
+def locked_run(run_dir: str | os.PathLike) -> Iterator[Path]:
+    """``with locked_run(dir) as d:``, the functional form of :class:`RunLock`."""
+    with RunLock(run_dir) as lock:
+        yield lock.run_dir
+
+
+__all__ = [
+    "FINGERPRINT", "RunDirError", "RunLock", "check_fingerprint", "clear_run",
+    "fingerprint_changes", "has_run_files", "locked_run", "make_fingerprint",
+    "read_fingerprint",
+]

@@ -1,0 +1,105 @@
+"""Run-directory guarantees: fingerprints, the lock, and unreadable checkpoints."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+
+import pytest
+import torch
+
+from approxeq.np import build_model
+from approxeq.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from approxeq.train.rundir import (
+    FINGERPRINT,
+    RunDirError,
+    RunLock,
+    check_fingerprint,
+    fingerprint_changes,
+    make_fingerprint,
+)
+
+
+def _fp(width=8, steps=10, kernel="eq"):
+    return make_fingerprint(spec={"name": "cnp", "options": {"width": width}},
+                            train={"steps": steps, "lr": 1e-3}, task={"kernel": kernel})
+
+
+def test_fingerprint_new_then_same(tmp_path):
+    assert check_fingerprint(tmp_path, _fp()) == "new"
+    assert (tmp_path / FINGERPRINT).is_file()
+    assert check_fingerprint(tmp_path, _fp()) == "same"
+
+
+def test_changed_config_is_refused_naming_each_change(tmp_path):
+    check_fingerprint(tmp_path, _fp())
+    (tmp_path / "last.pt").write_bytes(b"x")
+    with pytest.raises(RunDirError) as info:
+        check_fingerprint(tmp_path, _fp(width=16, kernel="matern"))
+    msg = str(info.value)
+    assert "model.options.width: 8 -> 16" in msg and 'task.kernel: "eq" -> "matern"' in msg
+    assert "--restart" in msg
+    assert (tmp_path / "last.pt").exists()  # nothing removed without --restart
+
+
+def test_restart_clears_checkpoints(tmp_path):
+    check_fingerprint(tmp_path, _fp())
+    (tmp_path / "last.pt").write_bytes(b"x")
+    assert check_fingerprint(tmp_path, _fp(steps=20), restart=True) == "restarted"
+    assert not (tmp_path / "last.pt").exists()
+    assert check_fingerprint(tmp_path, _fp(steps=20)) == "same"
+
+
+def test_checkpoints_without_fingerprint_are_not_reused(tmp_path):
+    (tmp_path / "best.pt").write_bytes(b"x")
+    with pytest.raises(RunDirError, match="no fingerprint"):
+        check_fingerprint(tmp_path, _fp())
+
+
+def test_fingerprint_changes_lists_added_and_removed_keys():
+    lines = fingerprint_changes({"a": 1, "b": {"c": 2}}, {"a": 1, "b": {"d": 2}})
+    assert lines == ["b.c: 2 -> (absent)", "b.d: (absent) -> 2"]
+
+
+def _try_lock(path, queue):
+    try:
+        with RunLock(path):
+            queue.put("locked")
+    except RunDirError as err:
+        queue.put(str(err))
+
+
+def test_second_run_into_a_locked_directory_is_refused(tmp_path):
+    with RunLock(tmp_path):
+        queue = mp.get_context("spawn").Queue()
+        p = mp.get_context("spawn").Process(target=_try_lock, args=(tmp_path, queue))
+        p.start()
+        p.join(60)
+        msg = queue.get(timeout=5)
+    assert "another approxeq run" in msg and "is writing to" in msg
+    with RunLock(tmp_path):  # released: usable again
+        pass
+
+
+def test_lock_refuses_a_file(tmp_path):
+    f = tmp_path / "file"
+    f.write_text("x")
+    with pytest.raises(RunDirError, match="not a directory"):
+        RunLock(f).acquire()
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "empty"])
+def test_damaged_checkpoint_names_the_file(tmp_path, damage):
+    path = tmp_path / "last.pt"
+    save_checkpoint(path, build_model("cnp", 1, 1), step=3)
+    data = path.read_bytes()
+    path.write_bytes({"truncate": data[: len(data) // 2], "garbage": b"\x00junk" * 50,
+                      "empty": b""}[damage])
+    with pytest.raises(CheckpointError, match=r"last\.pt is not a readable checkpoint"):
+        load_checkpoint(path)
+
+
+def test_non_checkpoint_file_is_a_checkpoint_error(tmp_path):
+    path = tmp_path / "x.pt"
+    torch.save([1, 2, 3], path)
+    with pytest.raises(CheckpointError, match="not an approxeq checkpoint"):
+        load_checkpoint(path)
