@@ -92,10 +92,6 @@ class ContractReport:
         return "\n".join(lines)
 
 
-# --------------------------------------------------------------------------------------------
-# helpers
-# --------------------------------------------------------------------------------------------
-
 def _aux_field(x: Tensor, dim_aux: int) -> Tensor:
     """A smooth field of absolute location, ``[b, n, dim_aux]``: auxiliary values that change
     when the points move, as elevation does."""
@@ -171,10 +167,6 @@ def _equivariance_checks(case: ContractCase, model: nn.Module, gen: torch.Genera
             assert_equivariant(model, group, task, atol=case.spec.atol, elements=elements,
                                model_kwargs=kwargs)
 
-
-# --------------------------------------------------------------------------------------------
-# the checks
-# --------------------------------------------------------------------------------------------
 
 def check_attributes(case: ContractCase, device: torch.device | None) -> None:
     model = case.build()
@@ -437,7 +429,9 @@ def run_contract_check(case: ContractCase, check: str, *,
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        CONTRACT_CHECKS[check](case, None if device is None else torch.device(device))
+        with torch.random.fork_rng(devices=[]):  # seeded, and the caller's RNG left alone
+            torch.manual_seed(case.spec.seed)
+            CONTRACT_CHECKS[check](case, None if device is None else torch.device(device))
     finally:
         torch.set_num_threads(threads)
 
