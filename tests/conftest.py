@@ -1,9 +1,12 @@
-"""Shared fixtures: seeds and dtypes are set once here."""
+"""Shared fixtures: the dtype fixtures come from the opt-in plugin users get too."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+
+# the fixtures float64, float32 and gen (see approxeq.testing.pytest_plugin)
+from approxeq.testing.pytest_plugin import float32, float64, gen  # noqa: F401
 
 torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
 
@@ -12,17 +15,3 @@ torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
 def _seed():
     torch.manual_seed(0)
     yield
-
-
-@pytest.fixture
-def float64():
-    """Run the test in float64, where float32 rounding would hide an equivariance bug."""
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield torch.float64
-    torch.set_default_dtype(old)
-
-
-@pytest.fixture
-def gen():
-    return torch.Generator().manual_seed(1234)

@@ -13,7 +13,7 @@ from approxeq.groups import (SE, SO, Cyclic, Dihedral, DirectProduct, Euclidean,
 from approxeq.symmetrize import (Canonicalization, FrameAveraging, GraphScoreNetwork,
                                  GroupAveraging, PointCloudFrameNetwork,
                                  ProbabilisticSymmetrization, Symmetrized, gram_schmidt, sinkhorn)
-from equivariance import module_equivariance_gap
+from approxeq.testing import module_equivariance_gap
 
 N = 5
 
