@@ -10,7 +10,8 @@ from equivariance import (assert_context_permutation_invariant, assert_equivaria
                           assert_not_equivariant, random_task)
 
 from approxeq.approximate import equivariance_error, equivariant_component
-from approxeq.groups import Euclidean, LatticeEuclidean, point_group_matrices
+from approxeq.groups import (Cyclic, Dihedral, Euclidean, LatticeEuclidean, point_group,
+                             point_group_matrices)
 from approxeq.nn.group_conv import (GroupCNN, GroupConv2d, GroupPool, LiftingConv2d,
                                     filter_interpolation_error)
 from approxeq.np import build_model
@@ -42,7 +43,8 @@ def lattice_elements(model):
 
 # ----------------------------------------------------------------------------- group conv
 
-def group_net(group):
+def group_net(name):
+    group = point_group(name)
     lift = LiftingConv2d(2, 3, 3, group)
     conv = GroupConv2d(3, 2, 3, group)
     return lift, conv, lambda f: conv(torch.relu(lift(f)))
@@ -71,7 +73,8 @@ def test_d8_exact_on_right_angles_and_interpolated_on_45_degrees(float64, gen):
         err = (net(pg.act_scalar(g, f)) - pg.act_regular(g, out)).abs().max()
         if g % 2 == 0:  # multiples of 90°, with or without the reflection
             assert err < 1e-12
-    errors = {(name, k, s): filter_interpolation_error(name, k, smoothness=s, generator=gen)
+    errors = {(name, k, s): filter_interpolation_error(point_group(name), k, smoothness=s,
+                                                       generator=gen)
               for name in ("D4", "D8") for k in (5, 9) for s in (1.0, 2.0)}
     print("\nfilter interpolation error (relative, smooth filters):")
     for (name, k, s), e in errors.items():
@@ -81,7 +84,7 @@ def test_d8_exact_on_right_angles_and_interpolated_on_45_degrees(float64, gen):
 
 
 def test_group_cnn_is_invariant_after_pooling_and_checks_input(float64, gen):
-    net = GroupCNN(3, channels=2, num_layers=2, kernel_size=3, group="D4")
+    net = GroupCNN(3, channels=2, num_layers=2, kernel_size=3, group=Dihedral(4))
     z = torch.randn(1, 7, 7, 3, generator=gen)
     out = net(z)
     assert out.shape == (1, 7, 7, 2)
@@ -91,8 +94,35 @@ def test_group_cnn_is_invariant_after_pooling_and_checks_input(float64, gen):
         net(torch.randn(1, 7, 7, 2))
     with pytest.raises(ValueError, match="kernel_size"):
         LiftingConv2d(1, 1, 4)
+    with pytest.raises(TypeError, match=r"group: expected a Dihedral or Cyclic.*point_group"):
+        LiftingConv2d(1, 1, 3, "D4")
     with pytest.raises(ValueError, match="group"):
-        LiftingConv2d(1, 1, 3, "E8")
+        point_group("E8")
+
+
+@pytest.mark.parametrize("name", ["D4", "C4", "D8", "C8", "D3"])
+def test_one_definition_of_the_point_groups(float64, name):
+    group = point_group(name)
+    assert isinstance(group, Dihedral) and repr(group) == name
+    assert isinstance(group, Cyclic) == name.startswith("C")
+    # the group CNN, the lattice groups and the group itself agree on the elements' matrices
+    pg = LiftingConv2d(1, 1, 3, group).group
+    torch.testing.assert_close(pg.matrices, group.matrix(group.elements()), rtol=0, atol=0)
+    torch.testing.assert_close(point_group_matrices(group.order, group.reflections), pg.matrices,
+                               rtol=0, atol=0)
+    # and the Cayley table of the CNN is the group law: g⁻¹ g' by index
+    elements = group.elements()
+    for i in range(group.size):
+        for j in range(group.size):
+            expected = group.compose(group.inverse(elements[i:i + 1]), elements[j:j + 1])
+            assert torch.equal(elements[pg.inverse_product[i, j]], expected[0])
+
+
+def test_equivcnp_group_is_the_group_object():
+    model = build_model("equivcnp", 2, 1, group="C8", channels=2, num_layers=1,
+                        kernel_size=3)
+    assert isinstance(model.group, Cyclic) and model.group.order == 8
+    assert model.symmetry.order == 4 and not model.symmetry.reflections
 
 
 # ----------------------------------------------------------------------------- lattice groups

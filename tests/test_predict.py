@@ -12,7 +12,7 @@ from approxeq.approximate import equivariant_component
 from approxeq.data.normalise import Normaliser
 from approxeq.data.xarray_tasks import AuxiliaryFields
 from approxeq.np import build_model
-from approxeq.np.predict import predict
+from approxeq.np.prediction import predict
 
 SMALL = {"width": 16, "num_layers": 1, "num_heads": 2, "num_pseudo_tokens": 4}
 

@@ -27,7 +27,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from approxeq.np.predict import coordinate_names, require_pandas, require_xarray
+from approxeq.np.prediction import coordinate_names, require_pandas, require_xarray
 
 NORMALISER_FILE = "normaliser.json"
 _FORMAT = "approxeq-normaliser"

@@ -29,7 +29,7 @@ import torch
 from approxeq.data.base import TaskGenerator
 from approxeq.data.normalise import Normaliser
 from approxeq.np.batch import Batch
-from approxeq.np.predict import (coordinate_names, require_pandas, require_xarray,
+from approxeq.np.prediction import (coordinate_names, require_pandas, require_xarray,
                                  station_columns)
 #: (first day, last day) of the month, inclusive: the ERA5 experiment's split
 DAY_SPLITS = {"train": (1, 21), "val": (22, 24), "test": (25, 31)}

@@ -2,7 +2,7 @@
 
 from approxeq.groups.base import Group
 from approxeq.groups.translation import Translation
-from approxeq.groups.finite import Cyclic, Dihedral, GridShift
+from approxeq.groups.finite import Cyclic, Dihedral, GridShift, point_group
 from approxeq.groups.orthogonal import (
     E,
     O,
@@ -19,7 +19,7 @@ from approxeq.groups.product import DirectProduct
 
 __all__ = ["Group", "Translation"]
 __all__ += [
-    "Cyclic", "Dihedral", "GridShift", "E", "O", "SE", "SO", "Euclidean", "Orthogonal",
+    "Cyclic", "Dihedral", "GridShift", "point_group", "E", "O", "SE", "SO", "Euclidean", "Orthogonal",
     "SpecialEuclidean", "SpecialOrthogonal", "haar_orthogonal", "Permutation", "DirectProduct",
 ]
 from approxeq.groups.lattice import LatticeEuclidean, point_group_matrices  # noqa: E402

@@ -105,14 +105,23 @@ class Dihedral(Group):
         return self._pack(ks, ss, dtype)
 
     def matrix(self, g: Tensor, dtype: torch.dtype | None = None) -> Tensor:
-        """The ``[b, 2, 2]`` matrices ``R(2πk/N) Fˢ``."""
+        """The ``[b, 2, 2]`` matrices ``R(2πk/N) Fˢ``. Entries that are integers in exact
+        arithmetic (every entry when ``N`` divides 4) are exact, so that 90° rotations permute
+        coordinates instead of mixing them by ``cos(π/2) ≈ 6e-17``."""
         g_ = as_index(g)
         dtype = dtype or (g.dtype if g.is_floating_point() else torch.get_default_dtype())
         angle = (2 * math.pi / self.order) * g_[..., 0].to(torch.float64)
         c, s = torch.cos(angle), torch.sin(angle)
         rot = torch.stack([torch.stack([c, -s], -1), torch.stack([s, c], -1)], -2)
         flip = 1 - 2 * g_[..., 1].to(torch.float64)
-        return (rot * torch.stack([torch.ones_like(flip), flip], -1).unsqueeze(-2)).to(dtype)
+        m = rot * torch.stack([torch.ones_like(flip), flip], -1).unsqueeze(-2)
+        m = torch.where((m - m.round()).abs() < 1e-12, m.round(), m)
+        return m.to(dtype)
+
+    def matrices(self, *, dtype: torch.dtype | None = None, device=None) -> Tensor:
+        """The ``[|G|, 2, 2]`` matrices of every element, in the order of :meth:`elements`
+        (index ``s·N + k``)."""
+        return self.matrix(self.elements(device=device), dtype or torch.get_default_dtype())
 
     def act_points(self, g: Tensor, x: Tensor) -> Tensor:
         return torch.einsum("bij,bnj->bni", self.matrix(g, x.dtype), x)
@@ -132,6 +141,16 @@ class Cyclic(Dihedral):
     convention as :class:`Dihedral` with the reflection bit always 0. Order ``N``."""
 
     reflections = False
+
+
+def point_group(name: str) -> Dihedral:
+    """The planar point group a config names: ``"D4"`` → ``Dihedral(4)``, ``"C8"`` →
+    ``Cyclic(8)``; any ``C<N>``/``D<N>`` with ``N >= 1``."""
+    if isinstance(name, str) and len(name) > 1 and name[0] in "CD" and name[1:].isdigit() \
+            and int(name[1:]) >= 1:
+        return (Dihedral if name[0] == "D" else Cyclic)(int(name[1:]))
+    raise ValueError(f"group: expected 'C<N>' or 'D<N>' (e.g. 'D4', 'C4', 'D8', 'C8'), "
+                     f"got {name!r}")
 
 
 class GridShift(Group):

@@ -9,32 +9,22 @@ equivariant to.
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor
 
+from approxeq.groups.finite import Cyclic, Dihedral
 from approxeq.groups.orthogonal import Euclidean
 
 
 def point_group_matrices(order: int, reflections: bool, *, dtype: torch.dtype | None = None,
                          device: torch.device | str | None = None) -> Tensor:
     """The ``[|G|, 2, 2]`` matrices ``R(2πk/N) Fˢ`` of ``D_N`` (or ``C_N``), ``F = diag(1, −1)``,
-    in the order of :meth:`~approxeq.groups.Dihedral.elements` (index ``s·N + k``).
-
-    Entries that are integers in exact arithmetic (every entry when ``N`` divides 4) are rounded,
-    so that 90° rotations permute coordinates exactly instead of up to ``cos(π/2) ≈ 6e-17``."""
-    if order < 1:
-        raise ValueError(f"order: expected an int >= 1, got {order}")
-    ks = torch.arange(order, dtype=torch.float64).repeat(2 if reflections else 1)
-    ss = torch.arange(2 if reflections else 1).repeat_interleave(order).to(torch.float64)
-    angle = 2 * math.pi * ks / order
-    c, s = torch.cos(angle), torch.sin(angle)
-    rot = torch.stack([torch.stack([c, -s], -1), torch.stack([s, c], -1)], -2)
-    flip = torch.stack([torch.ones_like(ss), 1 - 2 * ss], -1).unsqueeze(-2)
-    m = rot * flip
-    m = torch.where((m - m.round()).abs() < 1e-12, m.round(), m)
-    return m.to(dtype or torch.get_default_dtype()).to(device)
+    in the order of :meth:`~approxeq.groups.Dihedral.elements` (index ``s·N + k``): those of
+    :meth:`Dihedral.matrices <approxeq.groups.Dihedral.matrices>`."""
+    if not isinstance(order, int) or order < 1:
+        raise ValueError(f"order: expected an int >= 1, got {order!r}")
+    group = Dihedral(order) if reflections else Cyclic(order)
+    return group.matrices(dtype=dtype).to(device)
 
 
 class LatticeEuclidean(Euclidean):
@@ -81,6 +71,12 @@ class LatticeEuclidean(Euclidean):
     @property
     def point_group_size(self) -> int:
         return self.order * (2 if self.reflections else 1)
+
+    @property
+    def rotations(self) -> Dihedral:
+        """The point group ``D_N`` (or ``C_N``) as a :class:`~approxeq.groups.Dihedral`
+        (:class:`~approxeq.groups.Cyclic`)."""
+        return Dihedral(self.order) if self.reflections else Cyclic(self.order)
 
     def point_group(self, *, dtype: torch.dtype | None = None,
                     device: torch.device | str | None = None) -> Tensor:

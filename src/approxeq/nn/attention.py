@@ -48,15 +48,15 @@ def masked_attention(logits: Tensor, values: Tensor, key_mask: Tensor | None = N
     return weights @ values
 
 
-class MultiHeadAttention(nn.Module):
-    """Multi-head dot-product attention from query tokens to key/value tokens.
+class AttentionHeads(nn.Module):
+    """The learned parts every multi-head attention here shares: query, key and value
+    projections to ``num_heads`` heads of width ``dim_head`` and the output projection. It has
+    no ``forward``: each attention defines its own, with the inputs it needs (plain attention
+    reads tokens only, translation-equivariant attention their locations too).
 
     Args:
         dim: token width (queries and keys/values). num_heads: number of heads.
         dim_head: width of each head (default ``dim // num_heads``).
-
-    Shapes: ``forward(zq [b, nq, dim], zk [b, nk, dim], key_mask [b, nk] | None)`` returns
-    ``[b, nq, dim]``; ``nk`` may be 0.
     """
 
     def __init__(self, dim: int, num_heads: int, dim_head: int | None = None) -> None:
@@ -90,6 +90,18 @@ class MultiHeadAttention(nn.Module):
         if key_mask is not None:
             out = out * key_mask.any(-1)[:, None, None].to(out.dtype)
         return out
+
+
+class MultiHeadAttention(AttentionHeads):
+    """Multi-head dot-product attention from query tokens to key/value tokens.
+
+    Args:
+        dim: token width (queries and keys/values). num_heads: number of heads.
+        dim_head: width of each head (default ``dim // num_heads``).
+
+    Shapes: ``forward(zq [b, nq, dim], zk [b, nk, dim], key_mask [b, nk] | None)`` returns
+    ``[b, nq, dim]``; ``nk`` may be 0.
+    """
 
     def forward(self, zq: Tensor, zk: Tensor, key_mask: Tensor | None = None) -> Tensor:
         if zq.dim() != 3 or zk.dim() != 3 or zq.shape[0] != zk.shape[0]:

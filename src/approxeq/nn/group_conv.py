@@ -39,31 +39,34 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from approxeq.groups.lattice import point_group_matrices
+from approxeq.groups.finite import Dihedral
 
 
-def parse_group(group: str) -> tuple[int, bool]:
-    """``"D4"`` → ``(4, True)``; ``"C8"`` → ``(8, False)``; any ``C<N>``/``D<N>`` with N >= 1."""
-    if isinstance(group, str) and len(group) > 1 and group[0] in "CD" and group[1:].isdigit() \
-            and int(group[1:]) >= 1:
-        return int(group[1:]), group[0] == "D"
-    raise ValueError(f"group: expected 'C<N>' or 'D<N>' (e.g. 'D4', 'C4', 'D8', 'C8'), "
-                     f"got {group!r}")
+def check_point_group(group: Dihedral) -> Dihedral:
+    """``group`` if it is a planar point group (:class:`~approxeq.groups.Dihedral` or
+    :class:`~approxeq.groups.Cyclic`), else a ``TypeError`` naming the conversion."""
+    if isinstance(group, Dihedral):
+        return group
+    hint = (f"; approxeq.groups.point_group({group!r}) converts the name"
+            if isinstance(group, str) else "")
+    raise TypeError(f"group: expected a Dihedral or Cyclic group (e.g. Dihedral(4)), got "
+                    f"{group!r}{hint}")
 
 
 class PlanarPointGroup(nn.Module):
     """The group ``D_N`` (or ``C_N``) acting on square arrays: its matrices, its Cayley table and
     the (interpolating, for ``N`` not dividing 4) transforms of ``k × k`` arrays.
 
-    Element ``i`` is ``point_group_matrices(N, reflections)[i]`` (index ``s·N + k`` for
-    ``R(2πk/N) Fˢ``). Array cell ``(i, j)`` of a ``k × k`` array sits at ``(i − c, j − c)``,
+    Element ``i`` is ``group.elements()[i]`` (index ``s·N + k`` for ``R(2πk/N) Fˢ``). Array
+    cell ``(i, j)`` of a ``k × k`` array sits at ``(i − c, j − c)``,
     ``c = (k − 1)/2``: the first array axis is the first coordinate.
     """
 
-    def __init__(self, order: int, reflections: bool) -> None:
+    def __init__(self, group: Dihedral) -> None:
         super().__init__()
-        self.order, self.reflections = order, reflections
-        mats = point_group_matrices(order, reflections, dtype=torch.float64)
+        self.point_group = check_point_group(group)
+        self.order, self.reflections = group.order, group.reflections
+        mats = group.matrices(dtype=torch.float64)
         # float64 on the CPU, outside the module's dtype conversions: the transforms are built
         # from these and must stay exact
         self.matrices = mats
@@ -148,7 +151,7 @@ class PlanarPointGroup(nn.Module):
         return f[:, :, src].reshape(b, cg, h, w)
 
 
-def filter_interpolation_error(group: str, kernel_size: int, *, smoothness: float = 1.0,
+def filter_interpolation_error(group: Dihedral, kernel_size: int, *, smoothness: float = 1.0,
                                n_filters: int = 64,
                                generator: torch.Generator | None = None) -> float:
     """The interpolation error of the rotated filters: the largest over ``g`` of the relative
@@ -157,8 +160,7 @@ def filter_interpolation_error(group: str, kernel_size: int, *, smoothness: floa
     transform of the sampled filter and ``ψ∘g⁻¹`` the continuous filter rotated exactly and then
     sampled, both on the disk. Exactly 0 for ``D4``/``C4``; for ``D8``/``C8`` it comes from
     the 45° rotations and falls as the filters get smoother relative to the grid."""
-    order, reflections = parse_group(group)
-    pg = PlanarPointGroup(order, reflections)
+    pg = PlanarPointGroup(group)
     c = (kernel_size - 1) / 2
     idx = torch.arange(kernel_size, dtype=torch.float64) - c
     u = torch.stack(torch.meshgrid(idx, idx, indexing="ij"), -1).reshape(-1, 2)
@@ -183,7 +185,7 @@ def filter_interpolation_error(group: str, kernel_size: int, *, smoothness: floa
 
 
 class _GroupConvBase(nn.Module):
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, group: str,
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, group: Dihedral,
                  in_group: bool, bias: bool) -> None:
         super().__init__()
         for name, value in (("in_channels", in_channels), ("out_channels", out_channels)):
@@ -192,8 +194,7 @@ class _GroupConvBase(nn.Module):
         if not isinstance(kernel_size, int) or kernel_size < 1 or kernel_size % 2 == 0:
             # odd kernels have a centre cell, which the rotations must fix
             raise ValueError(f"kernel_size: expected an odd int >= 1, got {kernel_size!r}")
-        order, reflections = parse_group(group)
-        self.group = PlanarPointGroup(order, reflections)
+        self.group = PlanarPointGroup(group)
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size = kernel_size
         g_in = self.group.size if in_group else 1
@@ -231,22 +232,25 @@ class LiftingConv2d(_GroupConvBase):
 
     Args:
         in_channels, out_channels: channels (regular fields out). kernel_size: odd.
-        group: ``"D4"``, ``"C4"``, ``"D8"``, ``"C8"`` (any ``C<N>``/``D<N>``). bias: one bias per
-            output field, shared over the group axis.
+        group: a :class:`~approxeq.groups.Dihedral` or :class:`~approxeq.groups.Cyclic` group
+            (default ``Dihedral(4)``). bias: one bias per output field, shared over the group
+            axis.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, group: str = "D4",
-                 *, bias: bool = True) -> None:
-        super().__init__(in_channels, out_channels, kernel_size, group, False, bias)
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int,
+                 group: Dihedral | None = None, *, bias: bool = True) -> None:
+        super().__init__(in_channels, out_channels, kernel_size, group or Dihedral(4), False,
+                         bias)
 
 
 class GroupConv2d(_GroupConvBase):
     """Regular field ``[b, in·|G|, H, W]`` → regular field ``[b, out·|G|, H, W]``
     (channels-first); arguments as :class:`LiftingConv2d`."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, group: str = "D4",
-                 *, bias: bool = True) -> None:
-        super().__init__(in_channels, out_channels, kernel_size, group, True, bias)
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int,
+                 group: Dihedral | None = None, *, bias: bool = True) -> None:
+        super().__init__(in_channels, out_channels, kernel_size, group or Dihedral(4), True,
+                         bias)
 
 
 class GroupPool(nn.Module):
@@ -274,7 +278,8 @@ class GroupCNN(nn.Module):
     Args:
         in_channels: scalar input channels. channels: regular fields per hidden layer (the
             hidden width is ``channels · |G|``). num_layers: convolutions (>= 1).
-        kernel_size: odd kernel width. group: ``"D4"``, ``"C4"``, ``"D8"``, ``"C8"``.
+        kernel_size: odd kernel width. group: a :class:`~approxeq.groups.Dihedral` or
+            :class:`~approxeq.groups.Cyclic` group (default ``Dihedral(4)``).
         pool: ``"mean"`` or ``"max"`` over the group axis.
 
     Shapes: ``forward(z [b, H, W, in_channels], coords=None)`` returns ``[b, H, W, channels]``.
@@ -286,11 +291,13 @@ class GroupCNN(nn.Module):
     grid_multiple = 1
 
     def __init__(self, in_channels: int, channels: int = 8, num_layers: int = 4,
-                 kernel_size: int = 5, group: str = "D4", pool: str = "mean") -> None:
+                 kernel_size: int = 5, group: Dihedral | None = None,
+                 pool: str = "mean") -> None:
         super().__init__()
         if not isinstance(num_layers, int) or num_layers < 1:
             raise ValueError(f"num_layers: expected an int >= 1, got {num_layers!r}")
         self.in_channels, self.channels = in_channels, channels
+        group = group or Dihedral(4)
         self.lift = LiftingConv2d(in_channels, channels, kernel_size, group)
         self.layers = nn.ModuleList(GroupConv2d(channels, channels, kernel_size, group)
                                     for _ in range(num_layers - 1))

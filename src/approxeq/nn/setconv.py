@@ -116,6 +116,7 @@ class SetConvEncoder(nn.Module):
         dim_x: input dimension. init_lengthscale: initial RBF lengthscale (same for every
             dimension; a ConvCNP uses ``2 / points_per_unit``).
         learn_lengthscale: whether the lengthscale is trained.
+        weights: separable weights to use instead (``per_axis(x, axes)``, as the RBF's).
 
     Shapes: ``forward(xc, yc, axes)`` with ``xc [b, n, dim_x]``, ``yc [b, n, dim_y]`` and grid
     axes ``[n_1], ..., [n_d]`` returns ``[b, n_1, ..., n_d, dim_y + 1]``: the normalised data
@@ -123,10 +124,11 @@ class SetConvEncoder(nn.Module):
     """
 
     def __init__(self, dim_x: int, init_lengthscale: float = 0.1, *,
-                 learn_lengthscale: bool = True, eps: float = 1e-8) -> None:
+                 learn_lengthscale: bool = True, eps: float = 1e-8,
+                 weights: nn.Module | None = None) -> None:
         super().__init__()
         self.dim_x, self.eps = dim_x, eps
-        self.weights = _RBFWeights(dim_x, init_lengthscale, learn_lengthscale)
+        self.weights = weights or _RBFWeights(dim_x, init_lengthscale, learn_lengthscale)
 
     def forward(self, xc: Tensor, yc: Tensor, axes: Sequence[Tensor]) -> Tensor:
         if xc.dim() != 3 or xc.shape[-1] != self.dim_x:
@@ -151,17 +153,18 @@ class SetConvEncoder(nn.Module):
 
 class SetConvDecoder(nn.Module):
     """Set convolution from a grid to off-grid target points: ``sum_g w(x, g) z(g)`` with
-    learnable RBF weights (not normalised, as in the ConvCNP).
+    learnable RBF weights (not normalised, as in the ConvCNP), or the separable ``weights``
+    given.
 
     Shapes: ``forward(axes, z, xt)`` with grid axes ``[n_1], ..., [n_d]``, grid values
     ``z [b, n_1, ..., n_d, C]`` and targets ``xt [b, m, dim_x]`` returns ``[b, m, C]``.
     """
 
     def __init__(self, dim_x: int, init_lengthscale: float = 0.1, *,
-                 learn_lengthscale: bool = True) -> None:
+                 learn_lengthscale: bool = True, weights: nn.Module | None = None) -> None:
         super().__init__()
         self.dim_x = dim_x
-        self.weights = _RBFWeights(dim_x, init_lengthscale, learn_lengthscale)
+        self.weights = weights or _RBFWeights(dim_x, init_lengthscale, learn_lengthscale)
 
     def forward(self, axes: Sequence[Tensor], z: Tensor, xt: Tensor) -> Tensor:
         _check_axes(axes, self.dim_x)

@@ -25,15 +25,14 @@ import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from approxeq.nn.attention import (FeedForward, MultiHeadAttention, check_key_mask,
-                                   masked_attention)
+from approxeq.nn.attention import AttentionHeads, FeedForward, check_key_mask, masked_attention
 from approxeq.nn.mlp import MLP
 
 #: default memory budget of the pairwise logit MLP, per attention call
 DEFAULT_MEMORY_BUDGET_MB = 256.0
 
 
-class TEMultiHeadAttention(MultiHeadAttention):
+class TEMultiHeadAttention(AttentionHeads):
     """Translation-equivariant multi-head attention from query tokens at ``xq`` to key/value
     tokens at ``xk``.
 
@@ -47,6 +46,9 @@ class TEMultiHeadAttention(MultiHeadAttention):
 
     Shapes: ``forward(zq [b, nq, dim], zk [b, nk, dim], xq [b, nq, dim_x], xk [b, nk, dim_x],
     key_mask [b, nk] | None)`` returns ``[b, nq, dim]``; ``nk`` may be 0 (output zero).
+
+    Subclasses that feed the logit MLP another function of the two locations override
+    :meth:`location_features` (its width) and ``_chunk_logits``.
     """
 
     def __init__(self, dim: int, num_heads: int, dim_x: int, *, logit_hidden: int | None = None,
@@ -61,10 +63,16 @@ class TEMultiHeadAttention(MultiHeadAttention):
         self.dim_x = dim_x
         self.logit_hidden = logit_hidden or dim
         self.logit_layers = logit_layers
-        self.logit_mlp = MLP(num_heads + dim_x, num_heads, self.logit_hidden, logit_layers,
-                             activation)
+        self.logit_mlp = MLP(num_heads + self.location_features(dim_x), num_heads,
+                             self.logit_hidden, logit_layers, activation)
         self.chunk_size = chunk_size
         self.memory_budget_mb = memory_budget_mb
+
+    @staticmethod
+    def location_features(dim_x: int) -> int:
+        """Width of the location part of the logit MLP's input: the difference
+        ``x_n − x_m`` has ``dim_x`` entries."""
+        return dim_x
 
     @property
     def chunk_size(self) -> int | None:
@@ -97,7 +105,7 @@ class TEMultiHeadAttention(MultiHeadAttention):
         diff = xq[:, :, None, :] - xk[:, None, :, :]
         return self.logit_mlp(torch.cat([dots, diff], dim=-1))
 
-    def forward(self, zq: Tensor, zk: Tensor, xq: Tensor, xk: Tensor,  # type: ignore[override]
+    def forward(self, zq: Tensor, zk: Tensor, xq: Tensor, xk: Tensor,
                 key_mask: Tensor | None = None) -> Tensor:
         for name, z, x in (("zq/xq", zq, xq), ("zk/xk", zk, xk)):
             if z.dim() != 3 or x.dim() != 3 or z.shape[:2] != x.shape[:2] \
@@ -131,18 +139,27 @@ class TEMultiHeadAttention(MultiHeadAttention):
         return self.output(attended, key_mask, nk)
 
 
+#: ``f(dim, num_heads, dim_x, **options)`` -> a :class:`TEMultiHeadAttention` (or a subclass):
+#: the attention a TE layer builds (default :class:`TEMultiHeadAttention`)
+AttentionFactory = Callable[..., TEMultiHeadAttention]
+
+
 class TECrossAttentionLayer(nn.Module):
     """Pre-LayerNorm TE transformer layer; queries attend to a separate token set:
     ``zq ← zq + TEMHA(LN(zq), LN(zk), xq, xk); zq ← zq + FF(LN(zq))``. Locations are not updated.
+    ``attention`` (a factory, see :data:`AttentionFactory`) chooses the attention; the other
+    keywords go to it.
 
     Shapes: ``forward(zq [b, nq, dim], zk [b, nk, dim], xq [b, nq, dim_x], xk [b, nk, dim_x],
     key_mask [b, nk] | None)`` returns ``[b, nq, dim]``.
     """
 
     def __init__(self, dim: int, num_heads: int, dim_x: int, feedforward_dim: int | None = None,
-                 activation: str | Callable[[], nn.Module] = "relu", **attention_options) -> None:
+                 activation: str | Callable[[], nn.Module] = "relu", *,
+                 attention: AttentionFactory | None = None, **attention_options) -> None:
         super().__init__()
-        self.attention = TEMultiHeadAttention(dim, num_heads, dim_x, **attention_options)
+        make = attention or TEMultiHeadAttention
+        self.attention = make(dim, num_heads, dim_x, **attention_options)
         self.norm_q = nn.LayerNorm(dim)
         self.norm_k = nn.LayerNorm(dim)
         self.norm_ff = nn.LayerNorm(dim)
@@ -162,9 +179,11 @@ class TESelfAttentionLayer(nn.Module):
     """
 
     def __init__(self, dim: int, num_heads: int, dim_x: int, feedforward_dim: int | None = None,
-                 activation: str | Callable[[], nn.Module] = "relu", **attention_options) -> None:
+                 activation: str | Callable[[], nn.Module] = "relu", *,
+                 attention: AttentionFactory | None = None, **attention_options) -> None:
         super().__init__()
-        self.attention = TEMultiHeadAttention(dim, num_heads, dim_x, **attention_options)
+        make = attention or TEMultiHeadAttention
+        self.attention = make(dim, num_heads, dim_x, **attention_options)
         self.norm = nn.LayerNorm(dim)
         self.norm_ff = nn.LayerNorm(dim)
         self.feedforward = FeedForward(dim, feedforward_dim or dim, activation)

@@ -40,7 +40,7 @@ from approxeq.data.normalise import NORMALISER_FILE, Normaliser
 from approxeq.data.xarray_tasks import (AuxiliaryFields, XarrayTaskGenerator,
                                         embedded_weather_files, open_field)
 from approxeq.np.batch import Batch
-from approxeq.np.predict import coordinate_names, predict, require_xarray
+from approxeq.np.prediction import coordinate_names, predict, require_xarray
 from approxeq.train.checkpoint import load_checkpoint, load_model, write_json_atomic, write_text_atomic
 from approxeq.train.config import ConfigError, ExperimentConfig, ModelConfig, save_experiment
 from approxeq.train.distributed import is_main_process

@@ -33,21 +33,22 @@ kernels (initial lengthscale ``2 / points_per_unit``) at the edge of the data.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+import math
+from dataclasses import dataclass
+from typing import Callable, Literal, Sequence
 
 import torch
 from torch import Tensor, nn
-from torch.distributions import Distribution
 
-from approxeq.approximate.auxiliary import AuxiliaryEmbedding, check_aux
+from approxeq.approximate.auxiliary import AuxiliaryEmbedding
 from approxeq.approximate.fixed_inputs import FixedInput
 from approxeq.groups.translation import Translation
 from approxeq.nn.cnn import build_cnn
 from approxeq.nn.mlp import MLP
 from approxeq.nn.setconv import SetConvDecoder, SetConvEncoder, grid_points, lattice_grid
-from approxeq.np.batch import check_model_dims, check_np_inputs
+from approxeq.np.base import NeuralProcess
 from approxeq.np.likelihood import HeteroscedasticGaussian
-from approxeq.np.models.cnp import check_aux_options
+from approxeq.np.models.common import DEFAULT_MAX_GRID_MB, check_grid_budget, default_domain
 from approxeq.np.registry import register_model
 
 #: (cnn, dim_x) -> default points_per_unit
@@ -62,6 +63,35 @@ DEFAULT_MARGIN_CELLS = 8
 NetFactory = Callable[[str, int, int, int, int, int], nn.Module]
 
 
+@dataclass
+class GridRepresentation:
+    """What a grid encoder hands its decoder: the grid ``axes`` (``dim_x`` tensors ``[n_i]``),
+    the representation on it ``z [b, n_1, ..., n_d, C]``, the targets ``xt [b, m, dim_x]`` and
+    their auxiliary values ``aux_t [b, m, dim_aux]`` (or their embedding; ``None`` without)."""
+
+    axes: tuple[Tensor, ...]
+    z: Tensor
+    xt: Tensor
+    aux_t: Tensor | None = None
+
+
+def grid_cells(points: Sequence[Tensor], points_per_unit: float, margin: float,
+               multiple: int = 1) -> tuple[list[float], list[float], list[int]]:
+    """The box ``lo, hi`` (with the margin) and the points per axis of the grid
+    :func:`~approxeq.nn.setconv.lattice_grid` would build, computed without building it."""
+    dim_x = points[0].shape[-1]
+    flat = torch.cat([p.detach().reshape(-1, dim_x) for p in points], 0)
+    if flat.shape[0] == 0:
+        lo = hi = [0.0] * dim_x
+    else:
+        lo, hi = flat.min(0).values.tolist(), flat.max(0).values.tolist()
+    cells = []
+    for a, b in zip(lo, hi):
+        n = math.ceil((b + margin) * points_per_unit) - math.floor((a - margin) * points_per_unit)
+        cells.append(math.ceil((n + 1) / multiple) * multiple)
+    return [a - margin for a in lo], [b + margin for b in hi], cells
+
+
 class ConvCNPEncoder(nn.Module):
     """Context set → grid representation.
 
@@ -74,16 +104,25 @@ class ConvCNPEncoder(nn.Module):
             ``B != C``, then added) or ``"concat"``.
         dim_aux: auxiliary channels at the context points (0 = none); aux_dropout: per-task
             dropout probability of their embedding in training.
+        name: the model's name (for errors). num_layers: layers of ``net`` (for the memory
+            estimate). max_grid_mb: memory budget of the grid's activations; a larger grid is
+            refused before it is allocated.
 
-    Shapes: ``forward(xc, yc, xt, aux_c=None)`` with ``aux_c [b, n, dim_aux]`` returns the grid
-    axes ``([n_1], ..., [n_d])`` and the grid representation ``[b, n_1, ..., n_d, C]``.
+    Shapes: ``forward(xc, yc, xt, aux_c=None, aux_t=None)`` with ``aux_c [b, n, dim_aux]``
+    returns a :class:`GridRepresentation` (``aux_t`` is passed through to the decoder).
     """
 
     def __init__(self, dim_x: int, dim_y: int, points_per_unit: float, channels: int,
                  net: nn.Module, margin: float, *, fixed_input: FixedInput | None = None,
                  fixed_input_mode: str = "sum", dim_aux: int = 0,
-                 aux_dropout: float = 0.0) -> None:
+                 aux_dropout: float = 0.0, name: str = "convcnp", num_layers: int = 5,
+                 max_grid_mb: float = DEFAULT_MAX_GRID_MB) -> None:
         super().__init__()
+        self.name, self.max_grid_mb = name, max_grid_mb
+        # activations per grid point and task: the CNN's layers, its input and the set
+        # convolution's output, each about `channels` wide (plus a concatenated fixed input)
+        self.values_per_point = (channels + (fixed_input.num_channels if fixed_input is not None
+                                             else 0)) * (num_layers + 3)
         if fixed_input_mode not in ("sum", "concat"):
             raise ValueError(
                 f"fixed_input_mode: expected 'sum' or 'concat', got {fixed_input_mode!r}")
@@ -104,8 +143,12 @@ class ConvCNPEncoder(nn.Module):
                                                     p=aux_dropout)
             self.aux_setconv = SetConvEncoder(dim_x, 2.0 / points_per_unit)
 
-    def forward(self, xc: Tensor, yc: Tensor, xt: Tensor, aux_c: Tensor | None = None
-                ) -> tuple[tuple[Tensor, ...], Tensor]:
+    def forward(self, xc: Tensor, yc: Tensor, xt: Tensor, aux_c: Tensor | None = None,
+                aux_t: Tensor | None = None) -> GridRepresentation:
+        lo, hi, cells = grid_cells([xc, xt], self.points_per_unit, self.margin,
+                                   self.net.grid_multiple)
+        check_grid_budget(self.name, lo, hi, self.points_per_unit, cells, xc.shape[0],
+                          self.values_per_point, xc.element_size(), self.max_grid_mb)
         axes = lattice_grid([xc, xt], self.points_per_unit, self.margin,
                             multiple=self.net.grid_multiple)
         coords = grid_points(axes)  # [*grid, dim_x]
@@ -123,7 +166,7 @@ class ConvCNPEncoder(nn.Module):
                 z = z + (t if self.fixed_input_proj is None else self.fixed_input_proj(t))
             else:
                 z = torch.cat([z, t], -1)
-        return axes, self.net(z, coords)
+        return GridRepresentation(axes, self.net(z, coords), xt, aux_t)
 
 
 class ConvCNPDecoder(nn.Module):
@@ -132,8 +175,8 @@ class ConvCNPDecoder(nn.Module):
     With ``dim_aux > 0`` the embedded auxiliary values at the targets are added to the
     set-convolution output before the MLP.
 
-    Shapes: ``forward(axes, z, xt, aux_t=None)`` with ``z [b, *grid, C]``, ``xt [b, m, dim_x]``,
-    ``aux_t [b, m, dim_aux]`` returns ``[b, m, 2 dim_y]``.
+    Shapes: ``forward(rep)`` with a :class:`GridRepresentation` (``z [b, *grid, C]``,
+    ``xt [b, m, dim_x]``, ``aux_t [b, m, dim_aux]``) returns ``[b, m, 2 dim_y]``.
     """
 
     def __init__(self, dim_x: int, dim_y: int, points_per_unit: float, channels: int,
@@ -144,16 +187,16 @@ class ConvCNPDecoder(nn.Module):
         self.aux_embedding = (AuxiliaryEmbedding(dim_aux, channels, hidden=channels, p=aux_dropout)
                               if dim_aux > 0 else None)
 
-    def forward(self, axes: Sequence[Tensor], z: Tensor, xt: Tensor,
-                aux_t: Tensor | None = None) -> Tensor:
-        h = self.setconv(axes, z, xt)
+    def forward(self, rep: GridRepresentation) -> Tensor:
+        h = self.setconv(rep.axes, rep.z, rep.xt)
         if self.aux_embedding is not None:
-            h = h + self.aux_embedding(aux_t)
+            h = h + self.aux_embedding(rep.aux_t)
         return self.mlp(h)
 
 
-class ConvCNP(nn.Module):
-    """A ConvCNP: ``encoder`` (context → grid), ``decoder`` (grid → targets), ``likelihood``.
+class ConvCNP(NeuralProcess):
+    """A ConvCNP: a :class:`ConvCNPEncoder` (context → grid), a :class:`ConvCNPDecoder` (grid →
+    targets), ``likelihood``.
 
     Attributes: ``dim_x``, ``dim_y``, ``symmetry`` (``Translation(dim_x, spacing=1 /
     points_per_unit)``), ``points_per_unit``, ``dim_aux``.
@@ -164,25 +207,17 @@ class ConvCNP(nn.Module):
     """
 
     def __init__(self, dim_x: int, dim_y: int, encoder: ConvCNPEncoder, decoder: ConvCNPDecoder,
-                 likelihood: nn.Module, *, name: str = "convcnp") -> None:
-        super().__init__()
-        self.dim_x, self.dim_y, self.name = dim_x, dim_y, name
-        self.encoder, self.decoder, self.likelihood = encoder, decoder, likelihood
-        self.points_per_unit = encoder.points_per_unit
-        self.symmetry = Translation(dim_x, spacing=1.0 / self.points_per_unit)
+                 likelihood: nn.Module, *, name: str = "convcnp",
+                 approximate: bool = False) -> None:
         emb = getattr(encoder, "aux_embedding", None)
-        self.dim_aux = 0 if emb is None else emb.dim_aux
+        super().__init__(encoder, decoder, likelihood, dim_x=dim_x, dim_y=dim_y,
+                         symmetry=Translation(dim_x, spacing=1.0 / encoder.points_per_unit),
+                         dim_aux=0 if emb is None else emb.dim_aux, approximate=approximate,
+                         name=name)
 
-    def forward(self, xc: Tensor, yc: Tensor, xt: Tensor, aux_c: Tensor | None = None,
-                aux_t: Tensor | None = None) -> Distribution:
-        check_np_inputs(xc, yc, xt)
-        check_model_dims(self.name, self.dim_x, self.dim_y, xc, yc)
-        check_aux(self.dim_aux, aux_c, aux_t, xc, xt)
-        if self.dim_aux:
-            axes, z = self.encoder(xc, yc, xt, aux_c)
-            return self.likelihood(self.decoder(axes, z, xt, aux_t))
-        axes, z = self.encoder(xc, yc, xt)
-        return self.likelihood(self.decoder(axes, z, xt))
+    @property
+    def points_per_unit(self) -> float:
+        return self.encoder.points_per_unit
 
 
 def check_grid_dim_x(name: str, dim_x: int) -> None:
@@ -193,22 +228,18 @@ def check_grid_dim_x(name: str, dim_x: int) -> None:
                          "inputs use an attention model such as 'te-tnp'")
 
 
-def default_domain(dim_x: int, domain) -> list[tuple[float, float]]:
-    """The fixed-input domain box: ``[(-2, 2)] * dim_x`` unless given."""
-    return [(-2.0, 2.0)] * dim_x if domain is None else domain
-
-
 def assemble_convcnp(dim_x: int, dim_y: int, *, name: str, net_factory: NetFactory,
                      cnn: str = "conv", points_per_unit: float | None = None,
                      channels: int = 32, num_layers: int = 5, kernel_size: int | None = None,
                      margin: float | None = None, min_std: float = 1e-3,
                      fixed_input: FixedInput | None = None, fixed_input_mode: str = "sum",
                      fixed_input_channels: int = 0, dim_aux: int = 0,
-                     aux_dropout: float = 0.0) -> ConvCNP:
+                     aux_dropout: float = 0.0, approximate: bool = False,
+                     max_grid_mb: float = DEFAULT_MAX_GRID_MB) -> ConvCNP:
     """Build a ConvCNP around the grid network made by ``net_factory`` (shared by ``convcnp``
     and ``relaxed-convcnp``). ``fixed_input_channels`` is the number of channels a
     concatenated fixed input adds to the network's input; ``dim_aux`` the auxiliary channels
-    read at the context and target points."""
+    read at the context and target points; ``max_grid_mb`` the memory budget of the grid."""
     check_grid_dim_x(name, dim_x)
     if cnn not in ("conv", "unet"):
         raise ValueError(f"cnn: expected 'conv' or 'unet', got {cnn!r}")
@@ -224,20 +255,25 @@ def assemble_convcnp(dim_x: int, dim_y: int, *, name: str, net_factory: NetFacto
                       kernel_size)
     encoder = ConvCNPEncoder(dim_x, dim_y, points_per_unit, channels, net, margin,
                              fixed_input=fixed_input, fixed_input_mode=fixed_input_mode,
-                             dim_aux=dim_aux, aux_dropout=aux_dropout)
+                             dim_aux=dim_aux, aux_dropout=aux_dropout, name=name,
+                             num_layers=num_layers, max_grid_mb=max_grid_mb)
     decoder = ConvCNPDecoder(dim_x, dim_y, points_per_unit, channels, dim_aux, aux_dropout)
-    return ConvCNP(dim_x, dim_y, encoder, decoder, HeteroscedasticGaussian(min_std), name=name)
+    return ConvCNP(dim_x, dim_y, encoder, decoder, HeteroscedasticGaussian(min_std), name=name,
+                   approximate=approximate)
 
 
 @register_model("convcnp")
-def convcnp(dim_x: int, dim_y: int, *, approximate: bool = False, cnn: str = "conv",
+def convcnp(dim_x: int, dim_y: int, *, approximate: bool = False,
+            cnn: Literal["conv", "unet"] = "conv",
             points_per_unit: float | None = None, channels: int = 32, num_layers: int = 5,
             kernel_size: int | None = None, margin: float | None = None, min_std: float = 1e-3,
             num_fixed_inputs: int | None = None,
             fixed_input_domain: Sequence[Sequence[float]] | None = None,
-            fixed_input_dropout: float = 0.5, fixed_input_mode: str = "sum",
+            fixed_input_dropout: float = 0.5,
+            fixed_input_mode: Literal["sum", "concat"] = "sum",
             fixed_input_hidden: int | None = None, fourier_features: int = 0,
-            dim_aux: int = 0, aux_dropout: float = 0.0) -> ConvCNP:
+            dim_aux: int = 0, aux_dropout: float = 0.0,
+            max_grid_mb: float = DEFAULT_MAX_GRID_MB) -> ConvCNP:
     """ConvCNP (translation equivariant on the grid lattice); approximate=True adds fixed inputs.
 
     Args:
@@ -255,12 +291,13 @@ def convcnp(dim_x: int, dim_y: int, *, approximate: bool = False, cnn: str = "co
         dim_aux: channels of known auxiliary fields read at the context and target points
             (``forward(..., aux_c=, aux_t=)``; 0 = none). aux_dropout: per-task dropout
             probability of their embedding in training.
+        max_grid_mb: memory budget (MiB) of the activations on the grid; a task whose inputs
+            span a grid larger than that is refused before anything is allocated.
 
     Returns:
         A :class:`ConvCNP` with ``symmetry = Translation(dim_x, spacing=1 / points_per_unit)``.
     """
     check_grid_dim_x("convcnp", dim_x)
-    check_aux_options(dim_aux, aux_dropout)
     fixed_input = None
     extra_channels = 0
     if approximate:
@@ -278,4 +315,5 @@ def convcnp(dim_x: int, dim_y: int, *, approximate: bool = False, cnn: str = "co
                             min_std=min_std, fixed_input=fixed_input,
                             fixed_input_mode=fixed_input_mode,
                             fixed_input_channels=extra_channels, dim_aux=dim_aux,
-                            aux_dropout=aux_dropout)
+                            aux_dropout=aux_dropout, approximate=approximate,
+                            max_grid_mb=max_grid_mb)

@@ -15,16 +15,16 @@ auxiliary values are added to the context and target tokens. Both are zero insid
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from approxeq.groups.orthogonal import Euclidean
-from approxeq.nn.mlp import MLP
-from approxeq.nn.te_attention import TEMultiHeadAttention
-from approxeq.np.models.cnp import AUX_OPTIONS, resolve_options
-from approxeq.np.models.te_tnp import TE_OPTIONS, TETNP, TETNPEncoder, fixed_input_embedding
+from approxeq.nn.te_attention import DEFAULT_MEMORY_BUDGET_MB, TEMultiHeadAttention
+from approxeq.np.models.common import check_heads, fixed_input_embedding
+from approxeq.np.models.te_tnp import TETNP
 from approxeq.np.registry import register_model
 
 
@@ -47,33 +47,23 @@ class DistanceMultiHeadAttention(TEMultiHeadAttention):
     Arguments, chunking and shapes as the parent.
     """
 
-    def __init__(self, dim: int, num_heads: int, dim_x: int, **options: Any) -> None:
-        super().__init__(dim, num_heads, dim_x, **options)
-        activation = options.get("activation", "relu")
-        self.logit_mlp = MLP(num_heads + 1, num_heads, self.logit_hidden, self.logit_layers,
-                             activation)
+    @staticmethod
+    def location_features(dim_x: int) -> int:
+        """The distance is one number, whatever ``dim_x``."""
+        return 1
 
     def _chunk_logits(self, dots: Tensor, xq: Tensor, xk: Tensor) -> Tensor:
         return self.logit_mlp(torch.cat([dots, pairwise_distance(xq, xk)], dim=-1))
 
 
-def distance_encoder(width: int, num_layers: int, num_heads: int, dim_x: int,
-                     **attention_options: Any) -> TETNPEncoder:
-    """A :class:`~approxeq.np.models.te_tnp.TETNPEncoder` whose every attention is a
-    :class:`DistanceMultiHeadAttention` (same layers, norms and feed-forward blocks)."""
-    encoder = TETNPEncoder(width, num_layers, num_heads, dim_x, **attention_options)
-    for layer in [*encoder.context_layers, *encoder.target_layers]:
-        layer.attention = DistanceMultiHeadAttention(width, num_heads, dim_x,
-                                                     **attention_options)
-    return encoder
-
-
 class ETNP(TETNP):
-    """E(d)-invariant TNP for scalar fields (see the module docstring).
+    """E(d)-invariant TNP for scalar fields (see the module docstring): a
+    :class:`~approxeq.np.models.te_tnp.TETNP` whose every attention is a
+    :class:`DistanceMultiHeadAttention`, with ``symmetry = Euclidean(dim_x)``.
 
     Args:
         dim_x, dim_y: dimensions. width, num_layers, num_heads, min_std: as the TE-TNP.
-        fixed_input: optional :class:`~approxeq.np.models.te_tnp.FixedInputEmbedding`
+        fixed_input: optional :class:`~approxeq.np.models.common.FixedInputEmbedding`
             (approximate version). dim_aux: auxiliary channels ``K`` (0 = none).
         aux_dropout: per-task dropout probability of the auxiliary embedding in training.
         **attention_options: ``chunk_size``, ``memory_budget_mb``.
@@ -84,23 +74,31 @@ class ETNP(TETNP):
     """
 
     def __init__(self, dim_x: int, dim_y: int, **kwargs: Any) -> None:
-        super().__init__(dim_x, dim_y, **kwargs)
-        self.symmetry = Euclidean(dim_x)
-
-    make_encoder = staticmethod(distance_encoder)
+        super().__init__(dim_x, dim_y, attention=DistanceMultiHeadAttention,
+                         symmetry=Euclidean(dim_x), **kwargs)
 
 
 @register_model("e-tnp", "E(d)-invariant TNP: attention logits of distances "
                 "(approximate=True: approximately invariant)")
-def build_e_tnp(dim_x: int, dim_y: int, **options: Any) -> ETNP:
-    """Options: ``width`` (128), ``num_layers`` (5), ``num_heads`` (8), ``min_std`` (1e-3),
-    ``chunk_size`` / ``memory_budget_mb`` (see the TE attention), ``dim_aux`` (0),
+def build_e_tnp(dim_x: int, dim_y: int, *, width: int = 128, num_layers: int = 5,
+                num_heads: int = 8, num_pseudo_tokens: int = 32, min_std: float = 1e-3,
+                approximate: bool = False, num_fixed_inputs: int | None = None,
+                fixed_input_domain: Sequence[Sequence[float]] | None = None,
+                fixed_input_dropout: float = 0.5, fourier_features: int = 0,
+                chunk_size: int | None = None,
+                memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB, dim_aux: int = 0,
+                aux_dropout: float = 0.0) -> ETNP:
+    """E-TNP. Options: ``width`` (128), ``num_layers`` (5), ``num_heads`` (8), ``min_std``
+    (1e-3), ``chunk_size`` / ``memory_budget_mb`` (see the TE attention), ``dim_aux`` (0),
     ``aux_dropout`` (0.0), and with ``approximate=True``: ``num_fixed_inputs`` (width),
     ``fixed_input_domain`` ([(-2, 2)] * dim_x), ``fixed_input_dropout`` (0.5),
-    ``fourier_features`` (0)."""
-    o = resolve_options("e-tnp", options, {**TE_OPTIONS, **AUX_OPTIONS}, approximable=True)
-    return ETNP(dim_x, dim_y, width=o["width"], num_layers=o["num_layers"],
-                num_heads=o["num_heads"], min_std=o["min_std"],
-                fixed_input=fixed_input_embedding(dim_x, o), dim_aux=o["dim_aux"],
-                aux_dropout=o["aux_dropout"], chunk_size=o["chunk_size"],
-                memory_budget_mb=o["memory_budget_mb"])
+    ``fourier_features`` (0); ``num_pseudo_tokens`` is accepted and unused."""
+    check_heads(width, num_heads)
+    fixed_input = fixed_input_embedding(dim_x, width, approximate=approximate,
+                                        num_fixed_inputs=num_fixed_inputs,
+                                        domain=fixed_input_domain, p=fixed_input_dropout,
+                                        fourier_features=fourier_features)
+    return ETNP(dim_x, dim_y, width=width, num_layers=num_layers, num_heads=num_heads,
+                min_std=min_std, fixed_input=fixed_input, dim_aux=dim_aux,
+                aux_dropout=aux_dropout, chunk_size=chunk_size,
+                memory_budget_mb=memory_budget_mb)

@@ -36,25 +36,43 @@ features at the targets. Silenced by ``equivariant_component`` too.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Literal, Sequence
 
 import torch
 from torch import Tensor, nn
-from torch.distributions import Distribution
 
-from approxeq.approximate.auxiliary import AuxiliaryEmbedding, check_aux
+from approxeq.approximate.auxiliary import AuxiliaryEmbedding
 from approxeq.approximate.fixed_inputs import FixedInput
+from approxeq.groups.finite import Dihedral, point_group
 from approxeq.groups.lattice import LatticeEuclidean
-from approxeq.nn.group_conv import GroupCNN, parse_group
+from approxeq.nn.group_conv import GroupCNN
 from approxeq.nn.mlp import MLP
 from approxeq.nn.setconv import SetConvDecoder, SetConvEncoder, grid_points
+from approxeq.np.base import NeuralProcess
 from approxeq.np.likelihood import HeteroscedasticGaussian
-from approxeq.np.models.cnp import check_aux_options, check_model_inputs
-from approxeq.np.models.convcnp import default_domain
+from approxeq.np.models.common import DEFAULT_MAX_GRID_MB, check_grid_budget, default_domain
+from approxeq.np.models.convcnp import GridRepresentation
 from approxeq.np.registry import register_model
 
 #: margin around the data, in grid cells (as the ConvCNP)
 DEFAULT_MARGIN_CELLS = 8
+
+
+def symmetric_grid_extent(points: Sequence[Tensor], points_per_unit: float,
+                          margin: float) -> tuple[Tensor, int]:
+    """The centre cell ``[2]`` (integer) and the half-width ``n`` in cells of the grid
+    :func:`symmetric_lattice_grid` builds, without building it."""
+    ref = points[0]
+    flat = torch.cat([p.detach().reshape(-1, 2) for p in points], 0)
+    if flat.shape[0] == 0:
+        centre = torch.zeros(2, dtype=torch.long, device=ref.device)
+        reach = torch.zeros((), dtype=ref.dtype, device=ref.device)
+    else:
+        # torch.round is odd-symmetric (ties to even), so it commutes with the signed
+        # coordinate permutations of D_4, and with integer shifts away from ties.
+        centre = torch.round(flat.mean(0) * points_per_unit).long()
+        reach = (flat - centre.to(flat.dtype) / points_per_unit).abs().amax()
+    return centre, int(math.ceil(float(reach + margin) * points_per_unit))
 
 
 def symmetric_lattice_grid(points: Sequence[Tensor], points_per_unit: float,
@@ -71,16 +89,7 @@ def symmetric_lattice_grid(points: Sequence[Tensor], points_per_unit: float,
         the first tensor.
     """
     ref = points[0]
-    flat = torch.cat([p.detach().reshape(-1, 2) for p in points], 0)
-    if flat.shape[0] == 0:
-        centre = torch.zeros(2, dtype=torch.long, device=ref.device)
-        reach = torch.zeros((), dtype=ref.dtype, device=ref.device)
-    else:
-        # torch.round is odd-symmetric (ties to even), so it commutes with the signed
-        # coordinate permutations of D_4, and with integer shifts away from ties.
-        centre = torch.round(flat.mean(0) * points_per_unit).long()
-        reach = (flat - centre.to(flat.dtype) / points_per_unit).abs().amax()
-    n = int(math.ceil(float(reach + margin) * points_per_unit))
+    centre, n = symmetric_grid_extent(points, points_per_unit, margin)
     offsets = torch.arange(-n, n + 1, device=ref.device)
     return tuple((c + offsets).to(ref.dtype) / points_per_unit for c in centre.tolist())
 
@@ -111,16 +120,12 @@ class IsotropicRBFWeights(nn.Module):
 def isotropic_setconv_encoder(points_per_unit: float) -> SetConvEncoder:
     """A 2-D :class:`~approxeq.nn.setconv.SetConvEncoder` with an isotropic lengthscale
     (initially ``2 / points_per_unit``)."""
-    encoder = SetConvEncoder(2, 2.0 / points_per_unit)
-    encoder.weights = IsotropicRBFWeights(2.0 / points_per_unit)
-    return encoder
+    return SetConvEncoder(2, weights=IsotropicRBFWeights(2.0 / points_per_unit))
 
 
 def isotropic_setconv_decoder(points_per_unit: float) -> SetConvDecoder:
     """A 2-D :class:`~approxeq.nn.setconv.SetConvDecoder` with an isotropic lengthscale."""
-    decoder = SetConvDecoder(2, 2.0 / points_per_unit)
-    decoder.weights = IsotropicRBFWeights(2.0 / points_per_unit)
-    return decoder
+    return SetConvDecoder(2, weights=IsotropicRBFWeights(2.0 / points_per_unit))
 
 
 class EquivCNPEncoder(nn.Module):
@@ -131,15 +136,24 @@ class EquivCNPEncoder(nn.Module):
         net: the group CNN, ``in_channels = C + B + A`` (fixed-input and auxiliary channels).
         margin: room around the data. fixed_input: optional ``t`` with ``B`` channels.
         aux_embedding: optional auxiliary embedding with ``A`` output channels.
+        max_grid_mb: memory budget of the grid's activations; a larger grid is refused before
+            it is allocated.
 
-    Shapes: ``forward(xc [b, n, 2], yc [b, n, dim_y], xt [b, m, 2], aux_c [b, n, K] | None)``
-    returns the grid axes ``([N], [N])`` and the representation ``[b, N, N, C]``.
+    Shapes: ``forward(xc [b, n, 2], yc [b, n, dim_y], xt [b, m, 2], aux_c [b, n, K] | None,
+    aux_t [b, m, K] | None)`` returns a :class:`~approxeq.np.models.convcnp.GridRepresentation`
+    with axes ``([N], [N])``, ``z [b, N, N, C]`` and the embedded ``aux_t``.
     """
 
     def __init__(self, dim_y: int, points_per_unit: float, channels: int, net: GroupCNN,
                  margin: float, *, fixed_input: FixedInput | None = None,
-                 aux_embedding: AuxiliaryEmbedding | None = None) -> None:
+                 aux_embedding: AuxiliaryEmbedding | None = None,
+                 max_grid_mb: float = DEFAULT_MAX_GRID_MB) -> None:
         super().__init__()
+        self.max_grid_mb = max_grid_mb
+        # activations per grid point and task: the lifting and group convolutions hold
+        # `channels · |G|` values per layer, the set convolution and pooling a few `channels`
+        self.values_per_point = (channels * net.group.size * (len(net.layers) + 1)
+                                 + 3 * net.in_channels)
         self.dim_y, self.points_per_unit, self.margin = dim_y, points_per_unit, margin
         self.setconv = isotropic_setconv_encoder(points_per_unit)
         self.pointwise = MLP(dim_y + 1, channels, hidden=channels, num_layers=1)
@@ -147,8 +161,14 @@ class EquivCNPEncoder(nn.Module):
         self.aux_embedding = aux_embedding
         self.net = net
 
-    def forward(self, xc: Tensor, yc: Tensor, xt: Tensor,
-                aux_c: Tensor | None = None) -> tuple[tuple[Tensor, ...], Tensor]:
+    def forward(self, xc: Tensor, yc: Tensor, xt: Tensor, aux_c: Tensor | None = None,
+                aux_t: Tensor | None = None) -> GridRepresentation:
+        centre, n = symmetric_grid_extent([xc, xt], self.points_per_unit, self.margin)
+        lo = [(c - n) / self.points_per_unit for c in centre.tolist()]
+        hi = [(c + n) / self.points_per_unit for c in centre.tolist()]
+        check_grid_budget("equivcnp", lo, hi, self.points_per_unit, [2 * n + 1] * 2,
+                          xc.shape[0], self.values_per_point, xc.element_size(),
+                          self.max_grid_mb)
         axes = symmetric_lattice_grid([xc, xt], self.points_per_unit, self.margin)
         data = yc
         if self.aux_embedding is not None:
@@ -163,15 +183,17 @@ class EquivCNPEncoder(nn.Module):
             # one copy of the grid per task: the fixed input's dropout is drawn per task
             pts = grid_points(axes).reshape(1, -1, 2).expand(b, -1, -1)
             parts.append(self.fixed_input(pts).reshape(b, *grid, -1))
-        return axes, self.net(torch.cat(parts, -1))
+        aux_t_embedded = None if self.aux_embedding is None else self.aux_embedding(aux_t)
+        return GridRepresentation(axes, self.net(torch.cat(parts, -1)), xt, aux_t_embedded)
 
 
 class EquivCNPDecoder(nn.Module):
     """Invariant grid representation → decoder outputs at the targets (isotropic set
     convolution, plus the target auxiliary embedding if any, then an MLP).
 
-    Shapes: ``forward(axes, z [b, N, N, C], xt [b, m, 2], aux_t_embedded [b, m, C] | None)``
-    returns ``[b, m, 2 dim_y]``.
+    Shapes: ``forward(rep)`` with a :class:`~approxeq.np.models.convcnp.GridRepresentation`
+    (``z [b, N, N, C]``, ``xt [b, m, 2]``, embedded ``aux_t [b, m, C] | None``) returns
+    ``[b, m, 2 dim_y]``.
     """
 
     def __init__(self, dim_y: int, points_per_unit: float, channels: int) -> None:
@@ -179,22 +201,22 @@ class EquivCNPDecoder(nn.Module):
         self.setconv = isotropic_setconv_decoder(points_per_unit)
         self.mlp = MLP(channels, 2 * dim_y, hidden=channels, num_layers=1)
 
-    def forward(self, axes: Sequence[Tensor], z: Tensor, xt: Tensor,
-                aux_t_embedded: Tensor | None = None) -> Tensor:
-        h = self.setconv(axes, z, xt)
-        if aux_t_embedded is not None:
-            h = h + aux_t_embedded
+    def forward(self, rep: GridRepresentation) -> Tensor:
+        h = self.setconv(rep.axes, rep.z, rep.xt)
+        if rep.aux_t is not None:
+            h = h + rep.aux_t
         return self.mlp(h)
 
 
-class EquivCNP(nn.Module):
-    """The EquivCNP: ``encoder`` (context → invariant grid fields), ``decoder`` (grid →
-    targets), ``likelihood``.
+class EquivCNP(NeuralProcess):
+    """The EquivCNP: an :class:`EquivCNPEncoder` (context → invariant grid fields), an
+    :class:`EquivCNPDecoder` (grid → targets), ``likelihood``.
 
     Attributes: ``dim_x = 2``, ``dim_y``, ``symmetry`` (the lattice subgroup of E(2) the model
     is exactly equivariant to: ``D4⋉hZ²`` for ``D4`` and ``D8``, ``C4⋉hZ²`` for ``C4`` and
-    ``C8``, ``h = 1 / points_per_unit``), ``group`` (the point group of the CNN, e.g. ``"D8"``),
-    ``points_per_unit``, ``dim_aux``.
+    ``C8``, ``h = 1 / points_per_unit``), ``group`` (the point group of the CNN, a
+    :class:`~approxeq.groups.Dihedral` or :class:`~approxeq.groups.Cyclic`), ``points_per_unit``,
+    ``dim_aux``.
 
     Shapes: ``forward(xc [b, n, 2], yc [b, n, dim_y], xt [b, m, 2], aux_c [b, n, K] | None,
     aux_t [b, m, K] | None)`` returns a factorised Gaussian with batch shape
@@ -202,47 +224,39 @@ class EquivCNP(nn.Module):
     """
 
     def __init__(self, dim_y: int, encoder: EquivCNPEncoder, decoder: EquivCNPDecoder,
-                 likelihood: nn.Module, *, group: str) -> None:
-        super().__init__()
-        self.dim_x, self.dim_y, self.group = 2, dim_y, group
-        self.encoder, self.decoder, self.likelihood = encoder, decoder, likelihood
-        self.points_per_unit = encoder.points_per_unit
-        order, reflections = parse_group(group)
-        self.symmetry = LatticeEuclidean(math.gcd(order, 4), reflections=reflections,
-                                         spacing=1.0 / self.points_per_unit)
-        self.dim_aux = 0 if encoder.aux_embedding is None else encoder.aux_embedding.dim_aux
+                 likelihood: nn.Module) -> None:
+        group = encoder.net.group.point_group
+        symmetry = LatticeEuclidean(math.gcd(group.order, 4), reflections=group.reflections,
+                                    spacing=1.0 / encoder.points_per_unit)
+        emb = encoder.aux_embedding
+        super().__init__(encoder, decoder, likelihood, dim_x=2, dim_y=dim_y, symmetry=symmetry,
+                         dim_aux=0 if emb is None else emb.dim_aux,
+                         approximate=encoder.fixed_input is not None)
+        self.group: Dihedral = group
 
     @property
-    def approximate(self) -> bool:
-        return self.encoder.fixed_input is not None
-
-    def forward(self, xc: Tensor, yc: Tensor, xt: Tensor, aux_c: Tensor | None = None,
-                aux_t: Tensor | None = None) -> Distribution:
-        check_model_inputs(self, xc, yc, xt)
-        check_aux(self.dim_aux, aux_c, aux_t, xc, xt)
-        axes, z = self.encoder(xc, yc, xt, aux_c)
-        aux_t_embedded = None
-        if self.encoder.aux_embedding is not None:
-            aux_t_embedded = self.encoder.aux_embedding(aux_t)
-        return self.likelihood(self.decoder(axes, z, xt, aux_t_embedded))
+    def points_per_unit(self) -> float:
+        return self.encoder.points_per_unit
 
 
 @register_model("equivcnp", "E(2) ConvCNP: D_N/C_N group CNN on a symmetric lattice grid "
                 "(approximate=True: fixed inputs as extra scalar channels)")
 def build_equivcnp(dim_x: int, dim_y: int, *, approximate: bool = False, group: str = "D4",
                    points_per_unit: float = 8.0, channels: int = 8, num_layers: int = 5,
-                   kernel_size: int = 5, margin: float | None = None, pool: str = "mean",
+                   kernel_size: int = 5, margin: float | None = None,
+                   pool: Literal["mean", "max"] = "mean",
                    min_std: float = 1e-3, num_fixed_inputs: int | None = None,
                    fixed_input_domain: Sequence[Sequence[float]] | None = None,
                    fixed_input_dropout: float = 0.5, fixed_input_hidden: int | None = None,
-                   fourier_features: int = 0, dim_aux: int = 0,
-                   aux_dropout: float = 0.0) -> EquivCNP:
+                   fourier_features: int = 0, dim_aux: int = 0, aux_dropout: float = 0.0,
+                   max_grid_mb: float = DEFAULT_MAX_GRID_MB) -> EquivCNP:
     """EquivCNP (exactly equivariant to a lattice subgroup of E(2); see the module docstring).
 
     Args:
         dim_x: must be 2. dim_y: >= 1.
         approximate: add a learned fixed input on the grid as extra scalar channels.
-        group: ``"D4"`` (default), ``"C4"``, ``"D8"`` or ``"C8"``.
+        group: ``"D4"`` (default), ``"C4"``, ``"D8"`` or ``"C8"`` (converted once by
+            :func:`~approxeq.groups.point_group`).
         points_per_unit: grid density (8). channels: regular fields per hidden layer (8; the
             hidden width is ``channels · |G|``). num_layers: convolutions (5).
         kernel_size: odd kernel width (5). margin: room around the data (default 8 cells).
@@ -254,20 +268,14 @@ def build_equivcnp(dim_x: int, dim_y: int, *, approximate: bool = False, group: 
         fourier_features: Fourier features of the location for the fixed input (0 = none).
         dim_aux: channels ``K`` of auxiliary fields given as ``aux_c``/``aux_t`` (0 = none).
         aux_dropout: per-task dropout probability of the auxiliary embedding in training.
+        max_grid_mb: memory budget (MiB) of the activations on the grid; a task whose inputs
+            span a grid larger than that is refused before anything is allocated.
     """
     if dim_x != 2:
         raise ValueError(f"dim_x: equivcnp is equivariant to rotations of the plane and supports "
                          f"dim_x = 2 only, got dim_x = {dim_x}; for other dimensions use "
                          "'e-tnp' (E(dim_x)-invariant attention) or 'convcnp'")
-    parse_group(group)
-    if not isinstance(dim_y, int) or dim_y < 1:
-        raise ValueError(f"dim_y: expected an int >= 1, got {dim_y!r}")
-    if not points_per_unit > 0:
-        raise ValueError(f"points_per_unit: expected a positive number, got {points_per_unit!r}")
-    for name, value in (("channels", channels), ("num_layers", num_layers)):
-        if not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name}: expected an int >= 1, got {value!r}")
-    check_aux_options(dim_aux, aux_dropout)
+    point_group_ = point_group(group)
     if margin is None:
         margin = DEFAULT_MARGIN_CELLS / points_per_unit
     fixed_input = None
@@ -285,8 +293,9 @@ def build_equivcnp(dim_x: int, dim_y: int, *, approximate: bool = False, group: 
     if dim_aux:
         aux_embedding = AuxiliaryEmbedding(dim_aux, channels, hidden=channels, p=aux_dropout)
         extra += channels
-    net = GroupCNN(channels + extra, channels, num_layers, kernel_size, group, pool)
+    net = GroupCNN(channels + extra, channels, num_layers, kernel_size, point_group_, pool)
     encoder = EquivCNPEncoder(dim_y, points_per_unit, channels, net, margin,
-                              fixed_input=fixed_input, aux_embedding=aux_embedding)
+                              fixed_input=fixed_input, aux_embedding=aux_embedding,
+                              max_grid_mb=max_grid_mb)
     decoder = EquivCNPDecoder(dim_y, points_per_unit, channels)
-    return EquivCNP(dim_y, encoder, decoder, HeteroscedasticGaussian(min_std), group=group)
+    return EquivCNP(dim_y, encoder, decoder, HeteroscedasticGaussian(min_std))

@@ -35,21 +35,22 @@ are zero inside :func:`~approxeq.approximate.equivariant_component`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
 from torch.distributions import Categorical, Distribution, MixtureSameFamily, Normal
 
-from approxeq.approximate.auxiliary import check_aux
 from approxeq.groups.orthogonal import Euclidean
 from approxeq.nn.vector_neurons import VNNetwork
-from approxeq.np.models.cnp import AUX_OPTIONS, check_model_inputs, resolve_options
-from approxeq.np.models.te_tnp import FixedInputEmbedding, fixed_input_embedding
-from approxeq.np.models.tnp import TNP, build_tnp, context_tokens_input, target_tokens_input
+from approxeq.np.base import NeuralProcess
+from approxeq.np.models.common import FixedInputEmbedding, check_heads, fixed_input_embedding
+from approxeq.np.models.tnp import TNP
 from approxeq.np.registry import register_model
 from approxeq.symmetrize import ProbabilisticSymmetrization, Symmetrized
+from approxeq.symmetrize.base import SymmetrizedOutput
 
 #: the kinds of the base model's inputs ``(anchor, xc, yc, xt)``
 IN_KINDS = ("points", "points", "invariant", "points")
@@ -73,14 +74,13 @@ class CanonicalTNP(nn.Module):
     def forward(self, anchor: Tensor, xc: Tensor, yc: Tensor, xt: Tensor,
                 context_extra: Tensor | None = None,
                 target_extra: Tensor | None = None) -> Tensor:
-        tnp = self.tnp
-        zc = tnp.token_embedding(torch.cat([xc, context_tokens_input(yc)], dim=-1))
-        zt = tnp.token_embedding(torch.cat([xt, target_tokens_input(xt, tnp.dim_y)], dim=-1))
+        encoder = self.tnp.encoder
+        zc, zt = encoder.embed(xc, yc, xt)
         if context_extra is not None:
             zc = zc + context_extra
         if target_extra is not None:
             zt = zt + target_extra
-        return tnp.decoder(tnp.encoder(zc, zt))
+        return self.tnp.decoder(encoder.attend(zc, zt))
 
 
 class ContextFrameNetwork(nn.Module):
@@ -135,8 +135,86 @@ class LPSOutput:
     regularizers: dict[str, Tensor] = field(default_factory=dict)
 
 
-class LPSTNP(nn.Module):
-    """A TNP made E(d)-equivariant by probabilistic symmetrisation (see the module docstring).
+class LPSEncoder(nn.Module):
+    """The symmetrised TNP as an encoder: ``k`` draws of the canonicalised TNP's decoder output.
+
+    Args:
+        symmetrized: the :class:`~approxeq.symmetrize.Symmetrized` :class:`CanonicalTNP`.
+        fixed_input: optional fixed-input embedding, evaluated at the original context
+            locations. The auxiliary embedding is the base TNP's.
+
+    Shapes: ``forward(xc [b, nc, d], yc [b, nc, dy], xt [b, nt, d], aux_c=None, aux_t=None)``
+    returns ``[k, b, nt, 2 dy]``.
+    """
+
+    def __init__(self, symmetrized: Symmetrized,
+                 fixed_input: FixedInputEmbedding | None = None) -> None:
+        super().__init__()
+        self.symmetrized = symmetrized
+        self.fixed_input = fixed_input
+
+    @property
+    def aux_embedding(self) -> nn.Module | None:
+        return self.symmetrized.base.tnp.encoder.aux_embedding
+
+    def sample(self, xc: Tensor, yc: Tensor, xt: Tensor, aux_c: Tensor | None = None,
+               aux_t: Tensor | None = None, *, generator: torch.Generator | None = None,
+               noise: dict[str, Tensor] | None = None,
+               n_samples: int | None = None) -> SymmetrizedOutput:
+        """The symmetriser's output: the draws with the group elements and noise behind them."""
+        anchor = xc if xc.shape[1] > 0 else xt
+        if anchor.shape[1] == 0:  # nothing to centre on, nothing to predict
+            anchor = xc.new_zeros(xc.shape[0], 1, xc.shape[-1])
+        extras: dict[str, Tensor] = {}
+        context_extra = None if self.fixed_input is None else self.fixed_input(xc)
+        if self.aux_embedding is not None:
+            a_c = self.aux_embedding(aux_c)
+            context_extra = a_c if context_extra is None else context_extra + a_c
+            extras["target_extra"] = self.aux_embedding(aux_t)
+        if context_extra is not None:
+            extras["context_extra"] = context_extra
+        if noise is not None:
+            n_samples = noise["input"].shape[0] // xc.shape[0]
+        return self.symmetrized(anchor, xc, yc, xt, generator=generator, noise=noise,
+                                n_samples=n_samples, **extras)
+
+    def forward(self, xc: Tensor, yc: Tensor, xt: Tensor, aux_c: Tensor | None = None,
+                aux_t: Tensor | None = None) -> Tensor:
+        return self.sample(xc, yc, xt, aux_c, aux_t).samples
+
+
+class DrawAggregate(nn.Module):
+    """The predictive of ``k`` draws: each draw through ``likelihood``, then combined by
+    ``aggregate`` (see the module docstring).
+
+    Shapes: ``forward(out [k, b, nt, 2 dy])`` returns a distribution with batch shape
+    ``[b, nt, dy]``.
+    """
+
+    def __init__(self, likelihood: nn.Module, aggregate: str = "gaussian") -> None:
+        super().__init__()
+        if aggregate not in AGGREGATES:
+            raise ValueError(f"aggregate: expected one of {AGGREGATES}, got {aggregate!r}")
+        self.likelihood, self.aggregate = likelihood, aggregate
+
+    def combine(self, means: Tensor, stds: Tensor) -> Distribution:
+        """The aggregate of per-draw Gaussians ``means, stds [k, b, nt, dy]``."""
+        if self.aggregate == "mixture":
+            logits = means.new_zeros(*means.shape[1:], means.shape[0])
+            return MixtureSameFamily(Categorical(logits=logits),
+                                     Normal(means.movedim(0, -1), stds.movedim(0, -1)))
+        mean = means.mean(0)
+        var = (stds ** 2).mean(0) + ((means - mean) ** 2).mean(0)
+        return Normal(mean, var.sqrt())
+
+    def forward(self, out: Tensor) -> Distribution:
+        draws = self.likelihood(out)
+        return self.combine(draws.mean, draws.stddev)
+
+
+class LPSTNP(NeuralProcess):
+    """A TNP made E(d)-equivariant by probabilistic symmetrisation (see the module docstring):
+    an :class:`LPSEncoder`, no further decoder, and a :class:`DrawAggregate` likelihood.
 
     Args:
         tnp: the base :class:`~approxeq.np.models.tnp.TNP`. frame_network: ``q``.
@@ -159,35 +237,33 @@ class LPSTNP(nn.Module):
                  noise_dim: int = 1, n_samples_train: int = 2, n_samples_eval: int = 8,
                  aggregate: str = "gaussian",
                  fixed_input: FixedInputEmbedding | None = None) -> None:
-        super().__init__()
-        if aggregate not in AGGREGATES:
-            raise ValueError(f"aggregate: expected one of {AGGREGATES}, got {aggregate!r}")
-        self.dim_x, self.dim_y, self.dim_aux = tnp.dim_x, tnp.dim_y, tnp.dim_aux
-        self.symmetry = Euclidean(tnp.dim_x)
-        self.aggregate = aggregate
+        symmetry = Euclidean(tnp.dim_x)
+        likelihood = DrawAggregate(tnp.likelihood, aggregate)
         strategy = ProbabilisticSymmetrization(frame_network, noise_scale=noise_scale,
                                                noise_dim=noise_dim, noise_kind="vectors")
-        self.symmetrized = Symmetrized(CanonicalTNP(tnp), self.symmetry, strategy,
-                                       in_kinds=IN_KINDS, out_kinds="invariant",
-                                       n_samples_train=n_samples_train,
-                                       n_samples_eval=n_samples_eval)
-        self.fixed_input = fixed_input
+        symmetrized = Symmetrized(CanonicalTNP(tnp), symmetry, strategy, in_kinds=IN_KINDS,
+                                  out_kinds="invariant", n_samples_train=n_samples_train,
+                                  n_samples_eval=n_samples_eval)
+        super().__init__(LPSEncoder(symmetrized, fixed_input), nn.Identity(), likelihood,
+                         dim_x=tnp.dim_x, dim_y=tnp.dim_y, symmetry=symmetry,
+                         dim_aux=tnp.dim_aux, approximate=fixed_input is not None,
+                         legacy_keys=LPS_LEGACY_KEYS)
 
     @property
-    def approximate(self) -> bool:
-        return self.fixed_input is not None
+    def symmetrized(self) -> Symmetrized:
+        return self.encoder.symmetrized
 
     @property
-    def likelihood(self) -> nn.Module:
-        return self.symmetrized.base.tnp.likelihood
+    def fixed_input(self) -> FixedInputEmbedding | None:
+        return self.encoder.fixed_input
 
     @property
     def aux_embedding(self) -> nn.Module | None:
-        return self.symmetrized.base.tnp.aux_embedding
+        return self.encoder.aux_embedding
 
-    def forward(self, xc: Tensor, yc: Tensor, xt: Tensor, aux_c: Tensor | None = None,
-                aux_t: Tensor | None = None) -> Distribution:
-        return self.forward_with_samples(xc, yc, xt, aux_c, aux_t).distribution
+    @property
+    def aggregate(self) -> str:
+        return self.likelihood.aggregate
 
     def forward_with_samples(self, xc: Tensor, yc: Tensor, xt: Tensor,
                              aux_c: Tensor | None = None, aux_t: Tensor | None = None, *,
@@ -196,37 +272,13 @@ class LPSTNP(nn.Module):
                              n_samples: int | None = None) -> LPSOutput:
         """The predictive with what was sampled for it (:class:`LPSOutput`). ``noise`` reuses a
         previous draw (its ``k`` fixes ``n_samples``); ``generator`` seeds a fresh one."""
-        check_model_inputs(self, xc, yc, xt)
-        check_aux(self.dim_aux, aux_c, aux_t, xc, xt)
-        anchor = xc if xc.shape[1] > 0 else xt
-        if anchor.shape[1] == 0:  # nothing to centre on, nothing to predict
-            anchor = xc.new_zeros(xc.shape[0], 1, self.dim_x)
-        extras: dict[str, Tensor] = {}
-        context_extra = None if self.fixed_input is None else self.fixed_input(xc)
-        if self.aux_embedding is not None:
-            a_c = self.aux_embedding(aux_c)
-            context_extra = a_c if context_extra is None else context_extra + a_c
-            extras["target_extra"] = self.aux_embedding(aux_t)
-        if context_extra is not None:
-            extras["context_extra"] = context_extra
-        if noise is not None:
-            n_samples = noise["input"].shape[0] // xc.shape[0]
-        out = self.symmetrized(anchor, xc, yc, xt, generator=generator, noise=noise,
-                               n_samples=n_samples, **extras)
-        raw = out.samples  # [k, b, nt, 2 dy]
-        draws = self.likelihood(raw)
+        self.check_inputs(xc, yc, xt, aux_c, aux_t)
+        out = self.encoder.sample(xc, yc, xt, aux_c, aux_t, generator=generator, noise=noise,
+                                  n_samples=n_samples)
+        draws = self.likelihood.likelihood(out.samples)  # [k, b, nt, dy]
         means, stds = draws.mean, draws.stddev
-        return LPSOutput(self._aggregate(means, stds), means, stds, out.elements, out.noise,
-                         out.regularizers)
-
-    def _aggregate(self, means: Tensor, stds: Tensor) -> Distribution:
-        if self.aggregate == "mixture":
-            logits = means.new_zeros(*means.shape[1:], means.shape[0])
-            return MixtureSameFamily(Categorical(logits=logits),
-                                     Normal(means.movedim(0, -1), stds.movedim(0, -1)))
-        mean = means.mean(0)
-        var = (stds ** 2).mean(0) + ((means - mean) ** 2).mean(0)
-        return Normal(mean, var.sqrt())
+        return LPSOutput(self.likelihood.combine(means, stds), means, stds, out.elements,
+                         out.noise, out.regularizers)
 
     def transform_noise(self, g: Tensor, noise: dict[str, Tensor]) -> dict[str, Tensor]:
         """The noise draw ``noise`` (from an :class:`LPSOutput` of batch ``b``) moved by the
@@ -235,35 +287,43 @@ class LPSTNP(nn.Module):
         return self.symmetrized.transform_noise(g, noise)
 
 
-#: options of the LPS-TNP beyond the shared and approximate ones
-LPS_OPTIONS: dict[str, Any] = {
-    "n_samples_train": 2, "n_samples_eval": 8, "noise_scale": 1.0, "noise_dim": 1,
-    "frame_hidden": 16, "frame_layers": 2, "aggregate": "gaussian", **AUX_OPTIONS,
+#: ``state_dict`` prefixes of the layout before the LPS-TNP was an encoder of a NeuralProcess
+LPS_LEGACY_KEYS = {
+    "symmetrized.base.tnp.token_embedding.":
+        "encoder.symmetrized.base.tnp.encoder.token_embedding.",
+    "symmetrized.base.tnp.aux_embedding.": "encoder.symmetrized.base.tnp.encoder.aux_embedding.",
+    "symmetrized.": "encoder.symmetrized.",
+    "fixed_input.": "encoder.fixed_input.",
 }
 
 
 @register_model("lps-tnp", "TNP made E(d)-equivariant by learned probabilistic symmetrisation "
                 "(approximate=True: fixed inputs at the original locations)")
-def build_lps_tnp(dim_x: int, dim_y: int, **options: Any) -> LPSTNP:
-    """Options: the TNP's ``width`` (128), ``num_layers`` (5), ``num_heads`` (8), ``min_std``
-    (1e-3); ``n_samples_train`` (2) and ``n_samples_eval`` (8) draws of ``Q``;
+def build_lps_tnp(dim_x: int, dim_y: int, *, width: int = 128, num_layers: int = 5,
+                  num_heads: int = 8, num_pseudo_tokens: int = 32, min_std: float = 1e-3,
+                  approximate: bool = False, num_fixed_inputs: int | None = None,
+                  fixed_input_domain: Sequence[Sequence[float]] | None = None,
+                  fixed_input_dropout: float = 0.5, fourier_features: int = 0,
+                  n_samples_train: int = 2, n_samples_eval: int = 8, noise_scale: float = 1.0,
+                  noise_dim: int = 1, frame_hidden: int = 16, frame_layers: int = 2,
+                  aggregate: Literal["gaussian", "mixture"] = "gaussian", dim_aux: int = 0,
+                  aux_dropout: float = 0.0) -> LPSTNP:
+    """LPS-TNP. Options: the TNP's ``width`` (128), ``num_layers`` (5), ``num_heads`` (8),
+    ``min_std`` (1e-3); ``n_samples_train`` (2) and ``n_samples_eval`` (8) draws of ``Q``;
     ``noise_scale`` (1.0), ``noise_dim`` (1); the frame network's ``frame_hidden`` (16 vector
     channels) and ``frame_layers`` (2); ``aggregate`` (``"gaussian"`` or ``"mixture"``);
-    ``dim_aux`` (0), ``aux_dropout`` (0.0); with ``approximate=True``: ``num_fixed_inputs`` (width),
-    ``fixed_input_domain`` ([(-2, 2)] * dim_x), ``fixed_input_dropout`` (0.5),
-    ``fourier_features`` (0)."""
-    o = resolve_options("lps-tnp", options, LPS_OPTIONS, approximable=True)
-    for name in ("n_samples_train", "n_samples_eval", "noise_dim", "frame_hidden",
-                 "frame_layers"):
-        if not isinstance(o[name], int) or o[name] < 1:
-            raise ValueError(f"{name}: expected an int >= 1, got {o[name]!r}")
-    if not isinstance(o["noise_scale"], (int, float)) or o["noise_scale"] < 0:
-        raise ValueError(f"noise_scale: expected a number >= 0, got {o['noise_scale']!r}")
-    tnp = build_tnp(dim_x, dim_y, width=o["width"], num_layers=o["num_layers"],
-                    num_heads=o["num_heads"], min_std=o["min_std"], dim_aux=o["dim_aux"],
-                    aux_dropout=o["aux_dropout"])
-    network = ContextFrameNetwork(dim_x, dim_y, noise_dim=o["noise_dim"],
-                                  hidden=o["frame_hidden"], num_layers=o["frame_layers"])
-    return LPSTNP(tnp, network, noise_scale=float(o["noise_scale"]), noise_dim=o["noise_dim"],
-                  n_samples_train=o["n_samples_train"], n_samples_eval=o["n_samples_eval"],
-                  aggregate=o["aggregate"], fixed_input=fixed_input_embedding(dim_x, o))
+    ``dim_aux`` (0), ``aux_dropout`` (0.0); with ``approximate=True``: ``num_fixed_inputs``
+    (width), ``fixed_input_domain`` ([(-2, 2)] * dim_x), ``fixed_input_dropout`` (0.5),
+    ``fourier_features`` (0); ``num_pseudo_tokens`` is accepted and unused."""
+    check_heads(width, num_heads)
+    tnp = TNP(dim_x, dim_y, width=width, num_layers=num_layers, num_heads=num_heads,
+              min_std=min_std, dim_aux=dim_aux, aux_dropout=aux_dropout)
+    network = ContextFrameNetwork(dim_x, dim_y, noise_dim=noise_dim, hidden=frame_hidden,
+                                  num_layers=frame_layers)
+    fixed_input = fixed_input_embedding(dim_x, width, approximate=approximate,
+                                        num_fixed_inputs=num_fixed_inputs,
+                                        domain=fixed_input_domain, p=fixed_input_dropout,
+                                        fourier_features=fourier_features)
+    return LPSTNP(tnp, network, noise_scale=float(noise_scale), noise_dim=noise_dim,
+                  n_samples_train=n_samples_train, n_samples_eval=n_samples_eval,
+                  aggregate=aggregate, fixed_input=fixed_input)

@@ -9,28 +9,34 @@ or induced-set-transformer style), so the cost is linear in the context size.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from functools import partial
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
-from torch.distributions import Distribution
 
 from approxeq.groups.translation import Translation
 from approxeq.nn.attention import CrossAttentionLayer, SelfAttentionLayer
 from approxeq.nn.mlp import MLP
-from approxeq.nn.te_attention import TECrossAttentionLayer, TESelfAttentionLayer
+from approxeq.nn.te_attention import DEFAULT_MEMORY_BUDGET_MB
+from approxeq.np.base import NeuralProcess
 from approxeq.np.likelihood import HeteroscedasticGaussian
-from approxeq.approximate.auxiliary import check_aux
-from approxeq.np.models.cnp import (AUX_OPTIONS, aux_embedding, check_model_inputs,
-                                    resolve_options, with_aux)
-from approxeq.np.models.te_tnp import TE_OPTIONS, FixedInputEmbedding, fixed_input_embedding
-from approxeq.np.models.tnp import TNP, context_tokens_input, target_tokens_input
+from approxeq.np.models.common import (
+    FixedInputEmbedding,
+    LayerFactory,
+    check_heads,
+    fixed_input_embedding,
+    refuse_approximate,
+)
+from approxeq.np.models.te_tnp import RelativeTokens, te_layer_factories
+from approxeq.np.models.tnp import TOKEN_LEGACY_KEYS, AbsoluteTokens
 from approxeq.np.registry import register_model
 
 #: ``perceiver``: per layer context → pseudo, pseudo self-attention, targets → pseudo;
 #: ``ist``: per layer context → pseudo, pseudo → context (updates the context), targets → pseudo.
 VARIANTS = ("perceiver", "ist")
-PT_OPTIONS: dict[str, Any] = {"variant": "perceiver"}
+Variant = Literal["perceiver", "ist"]
 
 
 def _check_variant(variant: str) -> str:
@@ -39,30 +45,46 @@ def _check_variant(variant: str) -> str:
     return variant
 
 
-class PseudoTokenEncoder(nn.Module):
-    """Pseudo-token transformer encoder (see :data:`VARIANTS`). In the ``ist`` variant the last
-    layer does not update the context, since nothing would read it.
+def _pseudo_token_layers(module: nn.Module, num_layers: int, variant: str,
+                         self_attention: LayerFactory, cross_attention: LayerFactory) -> None:
+    """The layers of a pseudo-token encoder (see :data:`VARIANTS`). In the ``ist`` variant the
+    last layer does not update the context, since nothing would read it."""
+    module.variant = _check_variant(variant)
+    module.pseudo_layers = nn.ModuleList(cross_attention() for _ in range(num_layers))
+    if variant == "perceiver":
+        module.mixing_layers = nn.ModuleList(self_attention() for _ in range(num_layers))
+    else:
+        module.mixing_layers = nn.ModuleList(cross_attention() for _ in range(num_layers - 1))
+    module.target_layers = nn.ModuleList(cross_attention() for _ in range(num_layers))
 
-    Shapes: ``forward(u [b, M, width], zc [b, nc, width], zt [b, nt, width])`` returns the
-    target tokens ``[b, nt, width]``.
+
+class PseudoTokenEncoder(AbsoluteTokens):
+    """Tokens ``MLP(x, y, flag)`` as in the TNP (:class:`~approxeq.np.models.tnp.AbsoluteTokens`),
+    ``num_pseudo_tokens`` learned pseudo-tokens and a pseudo-token transformer (see
+    :data:`VARIANTS`).
+
+    Args:
+        dim_x, dim_y, width: dimensions. num_layers: layers. num_pseudo_tokens: ``M``.
+        variant: ``"perceiver"`` or ``"ist"``. self_attention, cross_attention: layer
+            factories (``f(z) -> z``, ``f(zq, zk) -> zq``). dim_aux, aux_dropout: auxiliary
+            inputs.
+
+    Shapes: ``forward(xc [b, nc, dim_x], yc [b, nc, dim_y], xt [b, nt, dim_x], aux_c=None,
+    aux_t=None)`` returns the target tokens ``[b, nt, width]``.
     """
 
-    def __init__(self, width: int, num_layers: int, num_heads: int,
-                 variant: str = "perceiver") -> None:
-        super().__init__()
-        self.variant = _check_variant(variant)
-        self.pseudo_layers = nn.ModuleList(
-            CrossAttentionLayer(width, num_heads) for _ in range(num_layers))
-        if variant == "perceiver":
-            self.mixing_layers = nn.ModuleList(
-                SelfAttentionLayer(width, num_heads) for _ in range(num_layers))
-        else:
-            self.mixing_layers = nn.ModuleList(
-                CrossAttentionLayer(width, num_heads) for _ in range(num_layers - 1))
-        self.target_layers = nn.ModuleList(
-            CrossAttentionLayer(width, num_heads) for _ in range(num_layers))
+    def __init__(self, dim_x: int, dim_y: int, width: int, num_layers: int,
+                 num_pseudo_tokens: int, *, self_attention: LayerFactory,
+                 cross_attention: LayerFactory, variant: str = "perceiver", dim_aux: int = 0,
+                 aux_dropout: float = 0.0) -> None:
+        super().__init__(dim_x, dim_y, width, dim_aux, aux_dropout)
+        self.pseudo_tokens = nn.Parameter(torch.randn(num_pseudo_tokens, width))
+        _pseudo_token_layers(self, num_layers, variant, self_attention, cross_attention)
 
-    def forward(self, u: Tensor, zc: Tensor, zt: Tensor) -> Tensor:
+    def forward(self, xc: Tensor, yc: Tensor, xt: Tensor, aux_c: Tensor | None = None,
+                aux_t: Tensor | None = None) -> Tensor:
+        zc, zt = self.tokens(xc, yc, xt, aux_c, aux_t)
+        u = self.pseudo_tokens.expand(zc.shape[0], -1, -1)
         for i, (pseudo_layer, target_layer) in enumerate(zip(self.pseudo_layers,
                                                              self.target_layers)):
             u = pseudo_layer(u, zc)
@@ -74,104 +96,53 @@ class PseudoTokenEncoder(nn.Module):
         return zt
 
 
-class PTTNP(TNP):
-    """Pseudo-token TNP: tokens ``MLP(x, y, flag)`` as in the TNP, ``num_pseudo_tokens`` learned
-    pseudo-tokens, a :class:`PseudoTokenEncoder`, MLP decoder. ``symmetry = None``.
-    With ``dim_aux > 0`` embedded auxiliary values are added to the context and target tokens.
+class PTTNP(NeuralProcess):
+    """Pseudo-token TNP: a :class:`PseudoTokenEncoder` with plain attention and an MLP decoder.
+    ``symmetry = None``. With ``dim_aux > 0`` embedded auxiliary values are added to the
+    context and target tokens.
 
     Shapes: ``forward(xc [b, nc, dim_x], yc [b, nc, dim_y], xt [b, nt, dim_x], aux_c=None
     [b, nc, dim_aux], aux_t=None [b, nt, dim_aux])`` returns a distribution with batch shape
     ``[b, nt, dim_y]``.
     """
-
-    symmetry = None
 
     def __init__(self, dim_x: int, dim_y: int, width: int = 128, num_layers: int = 5,
                  num_heads: int = 8, num_pseudo_tokens: int = 32, min_std: float = 1e-3,
                  variant: str = "perceiver", dim_aux: int = 0, aux_dropout: float = 0.0) -> None:
-        super().__init__(dim_x, dim_y, width, num_layers, num_heads, min_std, dim_aux,
-                         aux_dropout)
-        self.pseudo_tokens = nn.Parameter(torch.randn(num_pseudo_tokens, width))
-        self.encoder = PseudoTokenEncoder(width, num_layers, num_heads, variant)
+        encoder = PseudoTokenEncoder(
+            dim_x, dim_y, width, num_layers, num_pseudo_tokens,
+            self_attention=partial(SelfAttentionLayer, width, num_heads),
+            cross_attention=partial(CrossAttentionLayer, width, num_heads), variant=variant,
+            dim_aux=dim_aux, aux_dropout=aux_dropout)
+        super().__init__(encoder, MLP(width, 2 * dim_y, width, 2),
+                         HeteroscedasticGaussian(min_std), dim_x=dim_x, dim_y=dim_y,
+                         dim_aux=dim_aux, legacy_keys=TOKEN_LEGACY_KEYS)
 
-    def encode(self, zc: Tensor, zt: Tensor) -> Tensor:
-        u = self.pseudo_tokens.expand(zc.shape[0], -1, -1)
-        return self.encoder(u, zc, zt)
 
+class TEPseudoTokenEncoder(RelativeTokens):
+    """Tokens ``MLP(y, flag)`` (:class:`~approxeq.np.models.te_tnp.RelativeTokens`) and
+    pseudo-tokens at ``learned offsets + mean(xc)`` (``mean(xt)`` for an empty context), so
+    shifting all inputs shifts them too; TE attention everywhere, every token carrying a
+    location. The fixed input (approximate version) is added to the pseudo-token embeddings at
+    their locations before the first layer.
 
-class TEPseudoTokenEncoder(nn.Module):
-    """:class:`PseudoTokenEncoder` with TE attention; every token carries a location.
-
-    Shapes: ``forward(u [b, M, width], zc [b, nc, width], zt [b, nt, width], xu [b, M, dim_x],
-    xc [b, nc, dim_x], xt [b, nt, dim_x])`` returns the target tokens ``[b, nt, width]``.
+    Shapes: ``forward(xc [b, nc, dim_x], yc [b, nc, dim_y], xt [b, nt, dim_x], aux_c=None,
+    aux_t=None)`` returns the target tokens ``[b, nt, width]``.
     """
 
-    def __init__(self, width: int, num_layers: int, num_heads: int, dim_x: int,
-                 variant: str = "perceiver", **attention_options: Any) -> None:
-        super().__init__()
-        self.variant = _check_variant(variant)
-
-        def cross() -> TECrossAttentionLayer:
-            return TECrossAttentionLayer(width, num_heads, dim_x, **attention_options)
-
-        self.pseudo_layers = nn.ModuleList(cross() for _ in range(num_layers))
-        if variant == "perceiver":
-            self.mixing_layers = nn.ModuleList(
-                TESelfAttentionLayer(width, num_heads, dim_x, **attention_options)
-                for _ in range(num_layers))
-        else:
-            self.mixing_layers = nn.ModuleList(cross() for _ in range(num_layers - 1))
-        self.target_layers = nn.ModuleList(cross() for _ in range(num_layers))
-
-    def forward(self, u: Tensor, zc: Tensor, zt: Tensor, xu: Tensor, xc: Tensor,
-                xt: Tensor) -> Tensor:
-        for i, (pseudo_layer, target_layer) in enumerate(zip(self.pseudo_layers,
-                                                             self.target_layers)):
-            u = pseudo_layer(u, zc, xu, xc)
-            if self.variant == "perceiver":
-                u = self.mixing_layers[i](u, xu)
-            elif i < len(self.mixing_layers):
-                zc = self.mixing_layers[i](zc, u, xc, xu)
-            zt = target_layer(zt, u, xt, xu)
-        return zt
-
-
-class TEPTTNP(nn.Module):
-    """Translation-equivariant pseudo-token TNP. Tokens ``MLP(y, flag)`` carry no position; the
-    pseudo-tokens sit at ``learned offsets + mean(xc)`` (``mean(xt)`` for an empty context), so
-    shifting all inputs shifts them too; TE attention everywhere (:class:`TEPseudoTokenEncoder`).
-
-    With ``fixed_input`` (approximate version), ``t(x_u)`` is added to the pseudo-token
-    embeddings at their locations before the first layer; zero inside
-    :func:`~approxeq.approximate.equivariant_component` (``symmetry = Translation(dim_x)``).
-    With ``dim_aux > 0`` embedded auxiliary values are added to the context and target tokens
-    (also zero inside the equivariant component).
-
-    Shapes: ``forward(xc [b, nc, dim_x], yc [b, nc, dim_y], xt [b, nt, dim_x], aux_c=None
-    [b, nc, dim_aux], aux_t=None [b, nt, dim_aux])`` returns a distribution with batch shape
-    ``[b, nt, dim_y]``.
-    """
-
-    def __init__(self, dim_x: int, dim_y: int, width: int = 128, num_layers: int = 5,
-                 num_heads: int = 8, num_pseudo_tokens: int = 32, min_std: float = 1e-3,
-                 variant: str = "perceiver", fixed_input: FixedInputEmbedding | None = None,
-                 dim_aux: int = 0, aux_dropout: float = 0.0, **attention_options: Any) -> None:
-        super().__init__()
-        self.dim_x, self.dim_y, self.dim_aux = dim_x, dim_y, dim_aux
-        self.symmetry = Translation(dim_x)
-        self.token_embedding = MLP(dim_y + 1, width, width, 2)
-        self.aux_embedding = aux_embedding(dim_aux, width, aux_dropout)
+    def __init__(self, dim_x: int, dim_y: int, width: int, num_layers: int,
+                 num_pseudo_tokens: int, *, self_attention: LayerFactory,
+                 cross_attention: LayerFactory, variant: str = "perceiver",
+                 fixed_input: FixedInputEmbedding | None = None, dim_aux: int = 0,
+                 aux_dropout: float = 0.0) -> None:
+        # Parameters are created in the order of the earlier layout, so that a seed gives the
+        # same initial model.
+        super().__init__(dim_y, width, None, dim_aux, aux_dropout)
+        self.dim_x = dim_x
         self.pseudo_tokens = nn.Parameter(torch.randn(num_pseudo_tokens, width))
         self.pseudo_offsets = nn.Parameter(torch.randn(num_pseudo_tokens, dim_x))
-        self.fixed_input = fixed_input
-        self.encoder = TEPseudoTokenEncoder(width, num_layers, num_heads, dim_x, variant,
-                                            **attention_options)
-        self.decoder = MLP(width, 2 * dim_y, width, 2)
-        self.likelihood = HeteroscedasticGaussian(min_std)
-
-    @property
-    def approximate(self) -> bool:
-        return self.fixed_input is not None
+        self.pseudo_fixed_input = fixed_input
+        _pseudo_token_layers(self, num_layers, variant, self_attention, cross_attention)
 
     def pseudo_token_locations(self, xc: Tensor, xt: Tensor) -> Tensor:
         """``[b, M, dim_x]``: learned offsets around the mean context input (target input if
@@ -184,44 +155,101 @@ class TEPTTNP(nn.Module):
         return self.pseudo_offsets + anchor
 
     def forward(self, xc: Tensor, yc: Tensor, xt: Tensor, aux_c: Tensor | None = None,
-                aux_t: Tensor | None = None) -> Distribution:
-        check_model_inputs(self, xc, yc, xt)
-        check_aux(self.dim_aux, aux_c, aux_t, xc, xt)
-        zc = self.token_embedding(context_tokens_input(yc))
-        zt = self.token_embedding(target_tokens_input(xt, self.dim_y))
-        zc = with_aux(zc, self.aux_embedding, aux_c)
-        zt = with_aux(zt, self.aux_embedding, aux_t)
+                aux_t: Tensor | None = None) -> Tensor:
+        zc, zt = self.tokens(xc, yc, xt, aux_c, aux_t)
         xu = self.pseudo_token_locations(xc, xt)
         u = self.pseudo_tokens.expand(xc.shape[0], -1, -1)
-        if self.fixed_input is not None:
-            u = u + self.fixed_input(xu)
-        return self.likelihood(self.decoder(self.encoder(u, zc, zt, xu, xc, xt)))
+        if self.pseudo_fixed_input is not None:
+            u = u + self.pseudo_fixed_input(xu)
+        for i, (pseudo_layer, target_layer) in enumerate(zip(self.pseudo_layers,
+                                                             self.target_layers)):
+            u = pseudo_layer(u, zc, xu, xc)
+            if self.variant == "perceiver":
+                u = self.mixing_layers[i](u, xu)
+            elif i < len(self.mixing_layers):
+                zc = self.mixing_layers[i](zc, u, xc, xu)
+            zt = target_layer(zt, u, xt, xu)
+        return zt
+
+
+class TEPTTNP(NeuralProcess):
+    """Translation-equivariant pseudo-token TNP: a :class:`TEPseudoTokenEncoder` and an MLP
+    decoder. With ``fixed_input`` (approximate version) ``t(x_u)`` is added to the pseudo-token
+    embeddings; zero inside :func:`~approxeq.approximate.equivariant_component`
+    (``symmetry = Translation(dim_x)``). With ``dim_aux > 0`` embedded auxiliary values are
+    added to the context and target tokens (also zero inside the equivariant component).
+
+    Shapes: ``forward(xc [b, nc, dim_x], yc [b, nc, dim_y], xt [b, nt, dim_x], aux_c=None
+    [b, nc, dim_aux], aux_t=None [b, nt, dim_aux])`` returns a distribution with batch shape
+    ``[b, nt, dim_y]``.
+    """
+
+    def __init__(self, dim_x: int, dim_y: int, width: int = 128, num_layers: int = 5,
+                 num_heads: int = 8, num_pseudo_tokens: int = 32, min_std: float = 1e-3,
+                 variant: str = "perceiver", fixed_input: FixedInputEmbedding | None = None,
+                 dim_aux: int = 0, aux_dropout: float = 0.0, *, chunk_size: int | None = None,
+                 memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB) -> None:
+        self_attention, cross_attention = te_layer_factories(
+            width, num_heads, dim_x, chunk_size=chunk_size, memory_budget_mb=memory_budget_mb)
+        encoder = TEPseudoTokenEncoder(
+            dim_x, dim_y, width, num_layers, num_pseudo_tokens, self_attention=self_attention,
+            cross_attention=cross_attention, variant=variant, fixed_input=fixed_input,
+            dim_aux=dim_aux, aux_dropout=aux_dropout)
+        super().__init__(encoder, MLP(width, 2 * dim_y, width, 2),
+                         HeteroscedasticGaussian(min_std), dim_x=dim_x, dim_y=dim_y,
+                         symmetry=Translation(dim_x), dim_aux=dim_aux,
+                         approximate=fixed_input is not None,
+                         legacy_keys={**TOKEN_LEGACY_KEYS,
+                                      "fixed_input.": "encoder.pseudo_fixed_input."})
+
+    @property
+    def fixed_input(self) -> FixedInputEmbedding | None:
+        return self.encoder.pseudo_fixed_input
+
+    def pseudo_token_locations(self, xc: Tensor, xt: Tensor) -> Tensor:
+        """See :meth:`TEPseudoTokenEncoder.pseudo_token_locations`."""
+        return self.encoder.pseudo_token_locations(xc, xt)
 
 
 @register_model("pt-tnp", "Pseudo-token TNP (Perceiver or IST encoder; not equivariant)")
-def build_pt_tnp(dim_x: int, dim_y: int, **options: Any) -> PTTNP:
-    """Options: ``width`` (128), ``num_layers`` (5), ``num_heads`` (8), ``num_pseudo_tokens``
-    (32), ``min_std`` (1e-3), ``variant`` (``"perceiver"`` or ``"ist"``), ``dim_aux`` (0: no
-    auxiliary fields), ``aux_dropout`` (0.0)."""
-    o = resolve_options("pt-tnp", options, {**PT_OPTIONS, **AUX_OPTIONS})
-    return PTTNP(dim_x, dim_y, width=o["width"], num_layers=o["num_layers"],
-                 num_heads=o["num_heads"], num_pseudo_tokens=o["num_pseudo_tokens"],
-                 min_std=o["min_std"], variant=_check_variant(o["variant"]),
-                 dim_aux=o["dim_aux"], aux_dropout=o["aux_dropout"])
+def build_pt_tnp(dim_x: int, dim_y: int, *, width: int = 128, num_layers: int = 5,
+                 num_heads: int = 8, num_pseudo_tokens: int = 32, min_std: float = 1e-3,
+                 approximate: bool = False, variant: Variant = "perceiver", dim_aux: int = 0,
+                 aux_dropout: float = 0.0) -> PTTNP:
+    """PT-TNP. Options: ``width`` (128), ``num_layers`` (5), ``num_heads`` (8),
+    ``num_pseudo_tokens`` (32), ``min_std`` (1e-3), ``variant`` (``"perceiver"`` or
+    ``"ist"``), ``dim_aux`` (0: no auxiliary fields), ``aux_dropout`` (0.0); ``approximate``
+    must be false."""
+    refuse_approximate("pt-tnp", approximate)
+    check_heads(width, num_heads)
+    return PTTNP(dim_x, dim_y, width=width, num_layers=num_layers, num_heads=num_heads,
+                 num_pseudo_tokens=num_pseudo_tokens, min_std=min_std,
+                 variant=_check_variant(variant), dim_aux=dim_aux, aux_dropout=aux_dropout)
 
 
 @register_model("te-pt-tnp",
                 "Translation-equivariant pseudo-token TNP "
                 "(approximate=True: approximately equivariant)")
-def build_te_pt_tnp(dim_x: int, dim_y: int, **options: Any) -> TEPTTNP:
-    """Options: those of ``pt-tnp``, ``chunk_size`` and ``memory_budget_mb`` (TE attention), and
-    with ``approximate=True``: ``num_fixed_inputs`` (width), ``fixed_input_domain``
-    ([(-2, 2)] * dim_x), ``fixed_input_dropout`` (0.5), ``fourier_features`` (0)."""
-    o = resolve_options("te-pt-tnp", options, {**PT_OPTIONS, **TE_OPTIONS, **AUX_OPTIONS},
-                        approximable=True)
-    return TEPTTNP(dim_x, dim_y, width=o["width"], num_layers=o["num_layers"],
-                   num_heads=o["num_heads"], num_pseudo_tokens=o["num_pseudo_tokens"],
-                   min_std=o["min_std"], variant=_check_variant(o["variant"]),
-                   fixed_input=fixed_input_embedding(dim_x, o), dim_aux=o["dim_aux"],
-                   aux_dropout=o["aux_dropout"], chunk_size=o["chunk_size"],
-                   memory_budget_mb=o["memory_budget_mb"])
+def build_te_pt_tnp(dim_x: int, dim_y: int, *, width: int = 128, num_layers: int = 5,
+                    num_heads: int = 8, num_pseudo_tokens: int = 32, min_std: float = 1e-3,
+                    approximate: bool = False, variant: Variant = "perceiver",
+                    num_fixed_inputs: int | None = None,
+                    fixed_input_domain: Sequence[Sequence[float]] | None = None,
+                    fixed_input_dropout: float = 0.5, fourier_features: int = 0,
+                    chunk_size: int | None = None,
+                    memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB, dim_aux: int = 0,
+                    aux_dropout: float = 0.0) -> TEPTTNP:
+    """TE-PT-TNP. Options: those of ``pt-tnp``, ``chunk_size`` and ``memory_budget_mb`` (TE
+    attention), and with ``approximate=True``: ``num_fixed_inputs`` (width),
+    ``fixed_input_domain`` ([(-2, 2)] * dim_x), ``fixed_input_dropout`` (0.5),
+    ``fourier_features`` (0)."""
+    check_heads(width, num_heads)
+    fixed_input = fixed_input_embedding(dim_x, width, approximate=approximate,
+                                        num_fixed_inputs=num_fixed_inputs,
+                                        domain=fixed_input_domain, p=fixed_input_dropout,
+                                        fourier_features=fourier_features)
+    return TEPTTNP(dim_x, dim_y, width=width, num_layers=num_layers, num_heads=num_heads,
+                   num_pseudo_tokens=num_pseudo_tokens, min_std=min_std,
+                   variant=_check_variant(variant), fixed_input=fixed_input, dim_aux=dim_aux,
+                   aux_dropout=aux_dropout, chunk_size=chunk_size,
+                   memory_budget_mb=memory_budget_mb)

@@ -10,21 +10,24 @@ equivariant ConvCNP. Defaults as ``convcnp`` (see :mod:`approxeq.np.models.convc
 from __future__ import annotations
 
 from functools import partial
-from typing import Sequence
+from typing import Literal, Sequence
 
 from approxeq.approximate.relaxed import RelaxedCNN
-from approxeq.np.models.convcnp import ConvCNP, assemble_convcnp, check_grid_dim_x, default_domain
+from approxeq.np.models.common import DEFAULT_MAX_GRID_MB, default_domain
+from approxeq.np.models.convcnp import ConvCNP, assemble_convcnp, check_grid_dim_x
 from approxeq.np.registry import register_model
 
 
 @register_model("relaxed-convcnp")
-def relaxed_convcnp(dim_x: int, dim_y: int, *, approximate: bool = True, cnn: str = "conv",
+def relaxed_convcnp(dim_x: int, dim_y: int, *, approximate: bool = True,
+                    cnn: Literal["conv", "unet"] = "conv",
                     points_per_unit: float | None = None, channels: int = 32,
                     num_layers: int = 5, kernel_size: int | None = None,
                     margin: float | None = None, min_std: float = 1e-3, num_basis: int = 3,
                     fixed_input_domain: Sequence[Sequence[float]] | None = None,
                     fixed_input_dropout: float = 0.5, fixed_input_hidden: int | None = None,
-                    fourier_features: int = 0) -> ConvCNP:
+                    fourier_features: int = 0,
+                    max_grid_mb: float = DEFAULT_MAX_GRID_MB) -> ConvCNP:
     """ConvCNP with relaxed (approximately translation-equivariant) convolutions.
 
     Args:
@@ -38,6 +41,7 @@ def relaxed_convcnp(dim_x: int, dim_y: int, *, approximate: bool = True, cnn: st
             relaxed weights in training (one mask shared by all layers).
         fixed_input_hidden: MLP width of the relaxed weights (default C).
         fourier_features: Fourier features of the location for the relaxed weights.
+        max_grid_mb: memory budget (MiB) of the activations on the grid (see ``convcnp``).
 
     Returns:
         A :class:`~approxeq.np.models.convcnp.ConvCNP` whose ``symmetry`` (that of its
@@ -54,4 +58,4 @@ def relaxed_convcnp(dim_x: int, dim_y: int, *, approximate: bool = True, cnn: st
     return assemble_convcnp(dim_x, dim_y, name="relaxed-convcnp", net_factory=net_factory,
                             cnn=cnn, points_per_unit=points_per_unit, channels=channels,
                             num_layers=num_layers, kernel_size=kernel_size, margin=margin,
-                            min_std=min_std)
+                            min_std=min_std, approximate=True, max_grid_mb=max_grid_mb)

@@ -3,94 +3,107 @@ equivariant version (Ashman et al., NeurIPS 2024)."""
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from functools import partial
 
 from torch import Tensor, nn
-from torch.distributions import Distribution
 
-from approxeq.approximate.auxiliary import check_aux
-from approxeq.approximate.fixed_inputs import FixedInput
 from approxeq.groups.translation import Translation
 from approxeq.nn.mlp import MLP
-from approxeq.nn.te_attention import (DEFAULT_MEMORY_BUDGET_MB, TECrossAttentionLayer,
-                                      TESelfAttentionLayer)
+from approxeq.nn.te_attention import (
+    DEFAULT_MEMORY_BUDGET_MB,
+    AttentionFactory,
+    TECrossAttentionLayer,
+    TEMultiHeadAttention,
+    TESelfAttentionLayer,
+)
+from approxeq.np.base import NeuralProcess
 from approxeq.np.likelihood import HeteroscedasticGaussian
-from approxeq.np.models.cnp import (AUX_OPTIONS, aux_embedding, check_model_inputs,
-                                    resolve_options, with_aux)
-from approxeq.np.models.tnp import context_tokens_input, target_tokens_input
+from approxeq.np.models.common import (
+    FixedInputEmbedding,
+    LayerFactory,
+    aux_embedding,
+    check_heads,
+    context_tokens_input,
+    fixed_input_embedding,
+    target_tokens_input,
+    with_aux,
+)
+from approxeq.np.models.tnp import TOKEN_LEGACY_KEYS
 from approxeq.np.registry import register_model
 
-#: options of the TE attention (see :class:`~approxeq.nn.te_attention.TEMultiHeadAttention`)
-TE_OPTIONS: dict[str, Any] = {"chunk_size": None, "memory_budget_mb": DEFAULT_MEMORY_BUDGET_MB}
+
+class RelativeTokens(nn.Module):
+    """Tokens ``MLP(y, flag)`` that carry no absolute position (context ``[y, 0]``, targets
+    ``[0, 1]``), plus the fixed input ``t(xc)`` on the context tokens (approximate version)
+    and the embedded auxiliary values (``dim_aux > 0``); both are zero inside
+    :func:`~approxeq.approximate.equivariant_component`.
+
+    Shapes: ``tokens(xc, yc, xt, aux_c, aux_t)`` returns ``[b, nc, width]``, ``[b, nt, width]``.
+    """
+
+    def __init__(self, dim_y: int, width: int, fixed_input: FixedInputEmbedding | None = None,
+                 dim_aux: int = 0, aux_dropout: float = 0.0) -> None:
+        super().__init__()
+        self.dim_y = dim_y
+        self.token_embedding = MLP(dim_y + 1, width, width, 2)
+        self.fixed_input = fixed_input
+        self.aux_embedding = aux_embedding(dim_aux, width, aux_dropout)
+
+    def tokens(self, xc: Tensor, yc: Tensor, xt: Tensor, aux_c: Tensor | None = None,
+               aux_t: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        zc = self.token_embedding(context_tokens_input(yc))
+        if self.fixed_input is not None:
+            zc = zc + self.fixed_input(xc)
+        zt = self.token_embedding(target_tokens_input(xt, self.dim_y))
+        return with_aux(zc, self.aux_embedding, aux_c), with_aux(zt, self.aux_embedding, aux_t)
 
 
-class FixedInputEmbedding(nn.Module):
-    """A learned fixed input ``t(x)`` (:class:`~approxeq.approximate.FixedInput`) brought to the
-    token width: added as is when it has ``width`` channels, otherwise through a bias-free linear
-    map (so that ``t = 0`` still adds exactly zero).
+class TETNPEncoder(RelativeTokens):
+    """:class:`RelativeTokens`, then ``num_layers`` layers of [TE self-attention among the
+    context tokens, then TE cross-attention from the target tokens to the context tokens];
+    locations stay fixed.
 
     Args:
-        dim_x: input dimension. width: token width (also the fixed input's MLP width).
-        num_fixed_inputs: channels of ``t`` (default ``width``).
-        domain: box outside which ``t = 0`` (default ``[(-2, 2)] * dim_x``).
-        p: per-task dropout probability of ``t`` in training. fourier_features: see FixedInput.
+        dim_y, width: dimensions. num_layers: attention layers.
+        self_attention: factory of a layer ``f(z, x) -> z``; cross_attention: factory of a
+            layer ``f(zq, zk, xq, xk) -> zq``. fixed_input, dim_aux, aux_dropout: see
+            :class:`RelativeTokens`.
 
-    Shapes: ``forward(x [b, n, dim_x])`` returns ``[b, n, width]``.
+    Shapes: ``forward(xc [b, nc, dim_x], yc [b, nc, dim_y], xt [b, nt, dim_x], aux_c=None,
+    aux_t=None)`` returns the target tokens ``[b, nt, width]``.
     """
 
-    def __init__(self, dim_x: int, width: int, num_fixed_inputs: int | None = None,
-                 domain: Sequence[Sequence[float]] | None = None, p: float = 0.5,
-                 fourier_features: int = 0) -> None:
-        super().__init__()
-        channels = num_fixed_inputs or width
-        self.fixed_input = FixedInput(dim_x, channels, domain if domain is not None
-                                      else [(-2.0, 2.0)] * dim_x, hidden=width, p=p,
-                                      fourier_features=fourier_features)
-        self.projection = None if channels == width else nn.Linear(channels, width, bias=False)
+    def __init__(self, dim_y: int, width: int, num_layers: int, *, self_attention: LayerFactory,
+                 cross_attention: LayerFactory, fixed_input: FixedInputEmbedding | None = None,
+                 dim_aux: int = 0, aux_dropout: float = 0.0) -> None:
+        super().__init__(dim_y, width, fixed_input, dim_aux, aux_dropout)
+        self.context_layers = nn.ModuleList(self_attention() for _ in range(num_layers))
+        self.target_layers = nn.ModuleList(cross_attention() for _ in range(num_layers))
 
-    def forward(self, x: Tensor) -> Tensor:
-        t = self.fixed_input(x)
-        return t if self.projection is None else self.projection(t)
-
-
-def fixed_input_embedding(dim_x: int, options: dict[str, Any]) -> FixedInputEmbedding | None:
-    """The fixed-input embedding asked for by resolved model options (``None`` if exact)."""
-    if not options["approximate"]:
-        return None
-    return FixedInputEmbedding(dim_x, options["width"], options["num_fixed_inputs"],
-                               options["fixed_input_domain"], options["fixed_input_dropout"],
-                               options["fourier_features"])
-
-
-class TETNPEncoder(nn.Module):
-    """``num_layers`` layers of [TE self-attention among the context tokens, then TE
-    cross-attention from the target tokens to the context tokens]; locations stay fixed.
-
-    Shapes: ``forward(zc [b, nc, width], zt [b, nt, width], xc [b, nc, dim_x],
-    xt [b, nt, dim_x])`` returns the target tokens ``[b, nt, width]``.
-    """
-
-    def __init__(self, width: int, num_layers: int, num_heads: int, dim_x: int,
-                 **attention_options: Any) -> None:
-        super().__init__()
-        self.context_layers = nn.ModuleList(
-            TESelfAttentionLayer(width, num_heads, dim_x, **attention_options)
-            for _ in range(num_layers))
-        self.target_layers = nn.ModuleList(
-            TECrossAttentionLayer(width, num_heads, dim_x, **attention_options)
-            for _ in range(num_layers))
-
-    def forward(self, zc: Tensor, zt: Tensor, xc: Tensor, xt: Tensor) -> Tensor:
+    def forward(self, xc: Tensor, yc: Tensor, xt: Tensor, aux_c: Tensor | None = None,
+                aux_t: Tensor | None = None) -> Tensor:
+        zc, zt = self.tokens(xc, yc, xt, aux_c, aux_t)
         for context_layer, target_layer in zip(self.context_layers, self.target_layers):
             zc = context_layer(zc, xc)
             zt = target_layer(zt, zc, xt, xc)
         return zt
 
 
-class TETNP(nn.Module):
-    """Translation-equivariant TNP: tokens ``MLP(y, flag)`` carry no absolute position (context
-    ``[y, 0]``, targets ``[0, 1]``); locations enter only through the differences inside TE
-    attention (:class:`TETNPEncoder`); MLP decoder to a heteroscedastic Gaussian.
+def te_layer_factories(width: int, num_heads: int, dim_x: int, *,
+                       attention: AttentionFactory = TEMultiHeadAttention,
+                       chunk_size: int | None = None,
+                       memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB
+                       ) -> tuple[LayerFactory, LayerFactory]:
+    """Factories of TE self- and cross-attention layers whose attention ``attention`` builds."""
+    options = {"attention": attention, "chunk_size": chunk_size, "memory_budget_mb": memory_budget_mb}
+    return (partial(TESelfAttentionLayer, width, num_heads, dim_x, **options),
+            partial(TECrossAttentionLayer, width, num_heads, dim_x, **options))
+
+
+class TETNP(NeuralProcess):
+    """Translation-equivariant TNP: a :class:`TETNPEncoder` (locations enter only through the
+    differences inside TE attention) and an MLP decoder to a heteroscedastic Gaussian.
 
     With ``fixed_input`` (approximate version), ``t(xc)`` is added to the context tokens once,
     before the first layer; inside :func:`~approxeq.approximate.equivariant_component` it is zero
@@ -100,6 +113,11 @@ class TETNP(nn.Module):
     ``aux_t [b, nt, dim_aux]``) are added to the context and target tokens; they are zero inside
     the equivariant component too.
 
+    ``attention`` builds every attention (default
+    :class:`~approxeq.nn.te_attention.TEMultiHeadAttention`); ``symmetry`` overrides the group
+    (for an attention with more invariance). Other keywords (``chunk_size``,
+    ``memory_budget_mb``) go to the attention.
+
     Shapes: ``forward(xc [b, nc, dim_x], yc [b, nc, dim_y], xt [b, nt, dim_x], aux_c=None,
     aux_t=None)`` returns a distribution with batch shape ``[b, nt, dim_y]``.
     """
@@ -107,51 +125,47 @@ class TETNP(nn.Module):
     def __init__(self, dim_x: int, dim_y: int, width: int = 128, num_layers: int = 5,
                  num_heads: int = 8, min_std: float = 1e-3,
                  fixed_input: FixedInputEmbedding | None = None, dim_aux: int = 0,
-                 aux_dropout: float = 0.0, **attention_options: Any) -> None:
-        super().__init__()
-        self.dim_x, self.dim_y, self.dim_aux = dim_x, dim_y, dim_aux
-        self.symmetry = Translation(dim_x)
-        self.token_embedding = MLP(dim_y + 1, width, width, 2)
-        self.fixed_input = fixed_input
-        self.aux_embedding = aux_embedding(dim_aux, width, aux_dropout)
-        self.encoder = self.make_encoder(width, num_layers, num_heads, dim_x, **attention_options)
-        self.decoder = MLP(width, 2 * dim_y, width, 2)
-        self.likelihood = HeteroscedasticGaussian(min_std)
-
-    @staticmethod
-    def make_encoder(width: int, num_layers: int, num_heads: int, dim_x: int,
-                     **attention_options: Any) -> nn.Module:
-        """The attention stack; subclasses swap in another equivariant one."""
-        return TETNPEncoder(width, num_layers, num_heads, dim_x, **attention_options)
+                 aux_dropout: float = 0.0, *, attention: AttentionFactory = TEMultiHeadAttention,
+                 symmetry=None, chunk_size: int | None = None,
+                 memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB) -> None:
+        self_attention, cross_attention = te_layer_factories(
+            width, num_heads, dim_x, attention=attention, chunk_size=chunk_size,
+            memory_budget_mb=memory_budget_mb)
+        encoder = TETNPEncoder(dim_y, width, num_layers, self_attention=self_attention,
+                               cross_attention=cross_attention, fixed_input=fixed_input,
+                               dim_aux=dim_aux, aux_dropout=aux_dropout)
+        super().__init__(encoder, MLP(width, 2 * dim_y, width, 2),
+                         HeteroscedasticGaussian(min_std), dim_x=dim_x, dim_y=dim_y,
+                         symmetry=symmetry or Translation(dim_x), dim_aux=dim_aux,
+                         approximate=fixed_input is not None, legacy_keys=TOKEN_LEGACY_KEYS)
 
     @property
-    def approximate(self) -> bool:
-        return self.fixed_input is not None
-
-    def forward(self, xc: Tensor, yc: Tensor, xt: Tensor, aux_c: Tensor | None = None,
-                aux_t: Tensor | None = None) -> Distribution:
-        check_model_inputs(self, xc, yc, xt)
-        check_aux(self.dim_aux, aux_c, aux_t, xc, xt)
-        zc = self.token_embedding(context_tokens_input(yc))
-        if self.fixed_input is not None:
-            zc = zc + self.fixed_input(xc)
-        zt = self.token_embedding(target_tokens_input(xt, self.dim_y))
-        zc = with_aux(zc, self.aux_embedding, aux_c)
-        zt = with_aux(zt, self.aux_embedding, aux_t)
-        return self.likelihood(self.decoder(self.encoder(zc, zt, xc, xt)))
+    def fixed_input(self) -> FixedInputEmbedding | None:
+        return self.encoder.fixed_input
 
 
 @register_model("te-tnp",
                 "Translation-equivariant TNP (approximate=True: approximately equivariant)")
-def build_te_tnp(dim_x: int, dim_y: int, **options: Any) -> TETNP:
-    """Options: ``width`` (128), ``num_layers`` (5), ``num_heads`` (8), ``min_std`` (1e-3),
-    ``chunk_size`` (None = from ``memory_budget_mb``, 256), and with ``approximate=True``:
-    ``num_fixed_inputs`` (width), ``fixed_input_domain`` ([(-2, 2)] * dim_x),
-    ``fixed_input_dropout`` (0.5), ``fourier_features`` (0); ``dim_aux`` (0: no auxiliary
-    fields), ``aux_dropout`` (0.0)."""
-    o = resolve_options("te-tnp", options, {**TE_OPTIONS, **AUX_OPTIONS}, approximable=True)
-    return TETNP(dim_x, dim_y, width=o["width"], num_layers=o["num_layers"],
-                 num_heads=o["num_heads"], min_std=o["min_std"],
-                 fixed_input=fixed_input_embedding(dim_x, o), dim_aux=o["dim_aux"],
-                 aux_dropout=o["aux_dropout"], chunk_size=o["chunk_size"],
-                 memory_budget_mb=o["memory_budget_mb"])
+def build_te_tnp(dim_x: int, dim_y: int, *, width: int = 128, num_layers: int = 5,
+                 num_heads: int = 8, num_pseudo_tokens: int = 32, min_std: float = 1e-3,
+                 approximate: bool = False, num_fixed_inputs: int | None = None,
+                 fixed_input_domain: Sequence[Sequence[float]] | None = None,
+                 fixed_input_dropout: float = 0.5, fourier_features: int = 0,
+                 chunk_size: int | None = None,
+                 memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB, dim_aux: int = 0,
+                 aux_dropout: float = 0.0) -> TETNP:
+    """TE-TNP. Options: ``width`` (128), ``num_layers`` (5), ``num_heads`` (8), ``min_std``
+    (1e-3), ``chunk_size`` (None = from ``memory_budget_mb``, 256), and with
+    ``approximate=True``: ``num_fixed_inputs`` (width), ``fixed_input_domain``
+    ([(-2, 2)] * dim_x), ``fixed_input_dropout`` (0.5), ``fourier_features`` (0); ``dim_aux``
+    (0: no auxiliary fields), ``aux_dropout`` (0.0); ``num_pseudo_tokens`` is accepted and
+    unused."""
+    check_heads(width, num_heads)
+    fixed_input = fixed_input_embedding(dim_x, width, approximate=approximate,
+                                        num_fixed_inputs=num_fixed_inputs,
+                                        domain=fixed_input_domain, p=fixed_input_dropout,
+                                        fourier_features=fourier_features)
+    return TETNP(dim_x, dim_y, width=width, num_layers=num_layers, num_heads=num_heads,
+                 min_std=min_std, fixed_input=fixed_input, dim_aux=dim_aux,
+                 aux_dropout=aux_dropout, chunk_size=chunk_size,
+                 memory_budget_mb=memory_budget_mb)

@@ -1,0 +1,163 @@
+"""Type and range checks of model build options, from the builders' keyword annotations.
+
+Every registered builder declares its options as annotated keyword arguments (``width: int =
+128``, ``cnn: Literal["conv", "unet"] = "conv"``, ``num_fixed_inputs: int | None = None``).
+:func:`check_options` checks a value against its annotation and against the range
+:data:`OPTION_RANGES` declares for its name (one table: an option means the same in every
+model), and refuses it in one line naming the option, what was expected and what was given, the
+style of the tensor checks. It runs before the builder, for options from Python and from YAML
+alike.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import types
+import typing
+from dataclasses import dataclass
+from typing import Any, Callable, Literal, Sequence, Union
+
+
+@dataclass(frozen=True)
+class Range:
+    """An interval of allowed numbers: ``low``/``high`` (``None`` = unbounded), each included
+    unless ``open_low``/``open_high``."""
+
+    low: float | None = None
+    high: float | None = None
+    open_low: bool = False
+    open_high: bool = False
+
+    def __contains__(self, value: float) -> bool:
+        if self.low is not None and (value <= self.low if self.open_low else value < self.low):
+            return False
+        if self.high is not None and (value >= self.high if self.open_high
+                                      else value > self.high):
+            return False
+        return True
+
+    def __str__(self) -> str:
+        if self.high is None:
+            return f"{'>' if self.open_low else '>='} {self.low:g}"
+        return (f"in {'(' if self.open_low else '['}{self.low:g}, {self.high:g}"
+                f"{')' if self.open_high else ']'}")
+
+
+AT_LEAST_1 = Range(1)
+NON_NEGATIVE = Range(0)
+POSITIVE = Range(0, open_low=True)
+PROBABILITY = Range(0, 1, open_high=True)
+
+#: the allowed range of every numeric option, by name
+OPTION_RANGES: dict[str, Range] = {
+    "width": AT_LEAST_1, "num_layers": AT_LEAST_1, "num_heads": AT_LEAST_1,
+    "num_pseudo_tokens": AT_LEAST_1, "channels": AT_LEAST_1, "kernel_size": AT_LEAST_1,
+    "num_fixed_inputs": AT_LEAST_1, "fixed_input_hidden": AT_LEAST_1, "num_basis": AT_LEAST_1,
+    "chunk_size": AT_LEAST_1, "n_samples_train": AT_LEAST_1, "n_samples_eval": AT_LEAST_1,
+    "noise_dim": AT_LEAST_1, "frame_hidden": AT_LEAST_1, "frame_layers": AT_LEAST_1,
+    "fourier_features": NON_NEGATIVE, "dim_aux": NON_NEGATIVE, "min_std": NON_NEGATIVE,
+    "margin": NON_NEGATIVE, "noise_scale": NON_NEGATIVE,
+    "points_per_unit": POSITIVE, "memory_budget_mb": POSITIVE, "max_grid_mb": POSITIVE,
+    "fixed_input_dropout": PROBABILITY, "aux_dropout": PROBABILITY,
+}
+
+
+def describe(value: Any) -> str:
+    """A value as an error message shows it: ``the string 'false'``, ``nan``, ``[1, 2]``."""
+    if isinstance(value, str):
+        return f"the string {value!r}"
+    if isinstance(value, (bool, int, float)) or value is None:
+        return repr(value)
+    return f"{value!r} (a {type(value).__name__})"
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _parts(annotation: Any) -> tuple[Any, ...]:
+    """The members of a union annotation (the annotation itself otherwise)."""
+    if typing.get_origin(annotation) in (Union, types.UnionType):
+        return typing.get_args(annotation)
+    return (annotation,)
+
+
+def _check_box(name: str, value: Any) -> None:
+    """A box ``[(low, high), ...]`` of finite numbers with ``low < high``."""
+    ok = isinstance(value, (list, tuple)) and len(value) > 0 and all(
+        isinstance(pair, (list, tuple)) and len(pair) == 2 and all(
+            _is_number(v) and math.isfinite(v) for v in pair) and pair[0] < pair[1]
+        for pair in value)
+    if not ok:
+        raise ValueError(f"{name}: expected a box [(low, high), ...] of finite numbers with "
+                         f"low < high, one pair per input dimension, got {describe(value)}")
+
+
+def check_option(name: str, value: Any, annotation: Any) -> None:
+    """Check one option against its annotation and :data:`OPTION_RANGES`; raise a
+    ``ValueError`` naming the option, what was expected and what was given."""
+    parts = _parts(annotation)
+    if value is None:
+        if type(None) in parts:
+            return
+        raise ValueError(f"{name}: expected {_kind(parts)}, got None")
+    kinds = [p for p in parts if p is not type(None)]
+    if len(kinds) != 1:
+        return  # not a form the builders use: the builder checks it itself
+    kind = kinds[0]
+    if typing.get_origin(kind) is Literal:
+        choices = typing.get_args(kind)
+        if value not in choices or type(value) is not type(choices[0]):
+            raise ValueError(f"{name}: expected one of {', '.join(map(repr, choices))}, "
+                             f"got {describe(value)}")
+        return
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"{name}: expected a bool, got {describe(value)}")
+        return
+    if kind is str:
+        if not isinstance(value, str):
+            raise ValueError(f"{name}: expected a string, got {describe(value)}")
+        return
+    if typing.get_origin(kind) in (Sequence, list, tuple, typing.get_origin(Sequence)):
+        _check_box(name, value)
+        return
+    if kind in (int, float):
+        rng = OPTION_RANGES.get(name)
+        what = "an int" if kind is int else "a number"
+        bound = f" {rng}" if rng is not None else ""
+        if kind is int and not (isinstance(value, int) and not isinstance(value, bool)):
+            raise ValueError(f"{name}: expected an int{bound}, got {describe(value)}")
+        if kind is float and not _is_number(value):
+            raise ValueError(f"{name}: expected a number{bound}, got {describe(value)}")
+        if not math.isfinite(value):
+            raise ValueError(f"{name}: expected a finite number{bound}, got {describe(value)}")
+        if rng is not None and value not in rng:
+            raise ValueError(f"{name}: expected {what}{bound}, got {describe(value)}")
+
+
+def _kind(parts: tuple[Any, ...]) -> str:
+    names = {bool: "a bool", int: "an int", float: "a number", str: "a string"}
+    return " or ".join(names.get(p, getattr(p, "__name__", str(p))) for p in parts)
+
+
+def accepted_options(builder: Callable[..., Any]) -> list[str]:
+    """The option names a builder ``f(dim_x, dim_y, *, ...)`` accepts."""
+    params = list(inspect.signature(builder).parameters.items())[2:]
+    return sorted(k for k, p in params if p.kind in (inspect.Parameter.KEYWORD_ONLY,
+                                                     inspect.Parameter.POSITIONAL_OR_KEYWORD))
+
+
+def check_options(model_name: str, builder: Callable[..., Any], options: dict[str, Any]) -> None:
+    """Refuse unknown option names (listing the accepted ones) and values of the wrong type or
+    out of range, before ``builder`` runs."""
+    accepted = accepted_options(builder)
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise ValueError(f"{model_name}: unknown option(s) {', '.join(map(repr, unknown))}; "
+                         f"accepted options are {', '.join(accepted)}")
+    hints = typing.get_type_hints(builder)
+    for name, value in options.items():
+        if name in hints:
+            check_option(name, value, hints[name])
