@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from approxeq.data.normalise import Normaliser
-from approxeq.np.predict import require_xarray
+from approxeq.np.prediction import require_xarray
 
 _DATA_DIR = Path(__file__).resolve().parents[1] / "datasets" / "weather"
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from torch import nn
+
 from approxeq.np.options import accepted_options, check_options
 
 if TYPE_CHECKING:
@@ -20,8 +22,9 @@ def register_model(name: str, description: str = "") -> Callable:
 
     Options are explicit, annotated keyword arguments; :func:`build_model` checks names, types
     and ranges (:mod:`approxeq.np.options`) before calling the builder. A builder returning a
-    :class:`~approxeq.np.base.NeuralProcess` gets its build spec recorded on it; any other
-    ``nn.Module`` is returned as it is.
+    :class:`~approxeq.np.base.NeuralProcess` gets its build spec recorded through
+    :meth:`~approxeq.np.base.NeuralProcess.set_build_spec`; any other ``nn.Module`` gets the
+    same two attributes (``model_name``, ``build_options``), so that checkpoints rebuild it too.
     """
 
     def deco(fn: Callable[..., NeuralProcess]) -> Callable[..., NeuralProcess]:
@@ -75,9 +78,12 @@ def build_model(name: str, dim_x: int, dim_y: int, **options) -> NeuralProcess |
             raise ValueError(f"{arg}: expected a positive int, got {value!r}")
     check_options(name, _REGISTRY[name], options)
     model = _REGISTRY[name](dim_x, dim_y, **options)
+    # recorded so that a checkpoint can rebuild the model without its config
     if isinstance(model, NeuralProcess):
-        # recorded so that a checkpoint can rebuild the model without its config
         model.set_build_spec(name, options)
+    elif isinstance(model, nn.Module):
+        # a user's model that does not derive from NeuralProcess keeps the same contract
+        model.model_name, model.build_options = name, dict(options)
     return model
 
 
