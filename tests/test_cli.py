@@ -9,7 +9,7 @@ import yaml
 
 from approxeq.cli import build_parser, main, resolve_experiment
 from approxeq.np import available_models
-from approxeq.train.experiment import save_batches
+from approxeq.experiments import save_batches
 
 TINY = """
 name: tiny-cli
@@ -74,15 +74,21 @@ def test_unknown_experiment_and_missing_config_fail_clearly(tmp_path, monkeypatc
     assert "bogus" in capsys.readouterr().err
 
 
-def test_experiment_names_resolve_by_walking_up(tmp_path, monkeypatch):
-    (tmp_path / "experiments").mkdir()
-    (tmp_path / "experiments" / "mine.yaml").write_text(TINY)
+def test_experiments_resolve_by_name_or_path(tmp_path, monkeypatch):
+    from approxeq.cli import CLIError
+    from approxeq.experiments import CONFIGS_DIR
+
+    (tmp_path / "mine.yaml").write_text(TINY)
     (tmp_path / "a" / "b").mkdir(parents=True)
     monkeypatch.chdir(tmp_path / "a" / "b")
-    assert resolve_experiment("mine") == tmp_path / "experiments" / "mine.yaml"
-    assert resolve_experiment("mine.yaml") == tmp_path / "experiments" / "mine.yaml"
-    # the repository's own experiments are found from the package location too
-    assert resolve_experiment("gp1d").name == "gp1d.yaml"
+    # a user's own YAML, by path
+    assert resolve_experiment(str(tmp_path / "mine.yaml")) == tmp_path / "mine.yaml"
+    assert resolve_experiment("../../mine.yaml").resolve() == tmp_path / "mine.yaml"
+    # the shipped experiments, by name, from any directory
+    assert resolve_experiment("gp1d") == CONFIGS_DIR / "gp1d.yaml"
+    assert resolve_experiment("gp1d.yaml") == CONFIGS_DIR / "gp1d.yaml"
+    with pytest.raises(CLIError, match="shipped: .*gp1d"):
+        resolve_experiment("mine")
 
 
 def test_train_then_eval_end_to_end(tmp_path, capsys):
@@ -105,7 +111,7 @@ def test_train_then_eval_end_to_end(tmp_path, capsys):
     assert again["ConvCNP"]["id"]["loglik"] == pytest.approx(metrics["ConvCNP"]["id"]["loglik"])
 
     from approxeq.train.config import load_experiment
-    from approxeq.train.experiment import make_test_sets
+    from approxeq.experiments import make_test_sets
 
     tasks = make_test_sets(load_experiment(config))["ood"][:1]
     save_batches(tmp_path / "shifted.pt", tasks)
@@ -121,38 +127,70 @@ def test_train_then_eval_end_to_end(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("quick", [True, False])
-def test_experiment_with_own_runner_dispatches(tmp_path, monkeypatch, capsys, quick):
-    import approxeq.train.graph_experiments as graphs
+def test_settings_experiment_dispatches_by_task_name(tmp_path, monkeypatch, capsys, quick):
+    import approxeq.experiments.graphs as graphs
 
     calls = []
 
-    def fake_runner(name, out_dir, quick, log):
-        calls.append((name, quick))
+    def fake_runner(name, cfg, out_dir, size, log):
+        calls.append((name, size, [m[0] for m in cfg["models"]], cfg["n_inits"]))
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "metrics.json").write_text(json.dumps({"models": {}}))
         (out_dir / "results.md").write_text("| model | pairs |\n")
+        return {}
 
-    monkeypatch.setattr(graphs, "run_graph_experiment", fake_runner)
+    monkeypatch.setattr(graphs, "_run_settings", fake_runner)
     cfg = tmp_path / "sep.yaml"
-    cfg.write_text("runner: approxeq.train.graph_experiments:run_graph_experiment\n"
-                   "runner_args: {name: sr25}\n")
+    cfg.write_text("name: my-sr25\ntask: {name: sr25, options: {n_inits: 3}}\n"
+                   "models: [{label: GIN, name: gin, options: {strategy: none}}]\n"
+                   "sizes: {quick: {task: {n_inits: 2}}, paper: {}}\n")
     argv = ["experiment", str(cfg), "--out", str(tmp_path / "run")] + (["--quick"] if quick else [])
     assert main(argv) == 0
-    assert calls == [("sr25", quick)]
+    assert calls == [("sr25", "quick" if quick else "paper", ["GIN"], 2 if quick else 3)]
     assert "| model | pairs |" in capsys.readouterr().out
 
 
-def test_shipped_runner_experiments_point_at_real_functions():
-    import importlib
+def test_shipped_experiments_share_one_schema_and_find_their_runner():
+    from approxeq.experiments import experiment_for, experiment_names, load_named_experiment
 
-    for name in ("graph8c", "exp-iso", "sr25", "exp-classify", "csl", "nbody"):
-        data = yaml.safe_load(resolve_experiment(name).read_text())
-        module, _, func = data["runner"].partition(":")
-        assert callable(getattr(importlib.import_module(module), func)), name
+    names = experiment_names()
+    assert {"gp1d", "gp1d-ablation", "era5-uk", "graph8c", "exp-iso", "sr25", "exp-classify",
+            "csl", "nbody"} <= set(names)
+    for name in names:
+        for size in ("quick", "paper"):
+            config = load_named_experiment(name, size)
+            assert config.name == name and config.models
+            assert experiment_for(config).handles(config)
 
 
-def test_runner_outside_the_package_is_refused(tmp_path, capsys):
+def test_unknown_task_and_old_runner_keys_are_refused(tmp_path, capsys):
     cfg = tmp_path / "bad.yaml"
     cfg.write_text("runner: os:system\nrunner_args: {command: 'true'}\n")
     assert main(["experiment", str(cfg), "--out", str(tmp_path / "run")]) == 1
-    assert "runner must be 'approxeq." in capsys.readouterr().err
+    assert "unknown key 'runner'" in capsys.readouterr().err
+    cfg.write_text("name: x\ntask: {name: nowhere}\nmodels: [{name: cnp}]\n")
+    assert main(["experiment", str(cfg), "--out", str(tmp_path / "run")]) == 1
+    assert "no experiment runs task 'nowhere'" in capsys.readouterr().err
+
+
+def test_steps_overrides_every_model_in_train_and_experiment(tmp_path, capsys):
+    config = tmp_path / "tiny.yaml"
+    config.write_text(TINY)
+    from approxeq.train.checkpoint import load_checkpoint
+
+    # the paper size asks for 100000 steps; --steps 3 runs 3, validating and checkpointing
+    out = tmp_path / "exp"
+    assert main(["experiment", str(config), "--size", "paper", "--steps", "3", "--out",
+                 str(out), "--quiet", "--no-figures", "--only", "ConvCNP"]) == 0
+    ckpt = load_checkpoint(out / "ConvCNP" / "last.pt")
+    assert ckpt.step == 3
+    history = json.loads((out / "ConvCNP" / "history.json").read_text())
+    assert history["val"]["step"][-1] == 3
+    assert main(["train", str(config), "--steps", "2", "--out", str(tmp_path / "tr"),
+                 "--quiet", "--no-figures"]) == 0
+    assert load_checkpoint(tmp_path / "tr" / "ConvCNP-approx" / "last.pt").step == 2
+    assert yaml.safe_load((tmp_path / "tr" / "config.yaml").read_text())["models"][0]["train"][
+        "steps"] == 2
+    with pytest.raises(SystemExit):
+        main(["train", str(config), "--steps", "0", "--out", str(tmp_path / "x")])
+    capsys.readouterr()

@@ -113,7 +113,7 @@ sizes:
 def _experiment_worker(rank: int, rendezvous: str, out_dir: str) -> None:
     from approxeq.train import load_experiment
     from approxeq.train.distributed import distributed_session
-    from approxeq.train.experiment import run_experiment
+    from approxeq.experiments import run_experiment
 
     torch.set_num_threads(1)
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(WORLD), LOCAL_RANK=str(rank),

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from approxeq.train.config import ConfigError, experiment_from_dict, load_experiment
-from approxeq.train.experiment import (evaluate_run, load_batches, make_test_sets, results_markdown,
-                                       run_experiment, save_batches)
+from approxeq.experiments import (evaluate_run, load_batches, make_test_sets, results_markdown,
+                                  run_experiment, save_batches)
 
 CONV = {"channels": 4, "num_layers": 1, "kernel_size": 3, "points_per_unit": 8}
 
@@ -117,7 +117,7 @@ def test_evaluate_run_reproduces_metrics_and_reads_saved_batches(run, tmp_path):
     metrics, path = evaluate_run(out, data=tmp_path / "tasks.pt", log=lambda m: None)
     assert path == out / "eval-tasks" / "metrics.json"
     assert metrics["ConvCNP"]["tasks"]["n_tasks"] == batches[0].batch_size
-    assert metrics["oracle"]["loglik"] == pytest.approx(float(batches[0].aux["gt_loglik"].mean()))
+    assert metrics["oracle"]["loglik"] == pytest.approx(float(batches[0].meta["gt_loglik"].mean()))
 
 
 def test_saved_batches_round_trip_and_bad_files(tmp_path):
@@ -126,7 +126,7 @@ def test_saved_batches_round_trip_and_bad_files(tmp_path):
     for a, b in zip(batches, loaded):
         for k in ("xc", "yc", "xt", "yt"):
             assert torch.equal(getattr(a, k), getattr(b, k))
-        assert torch.equal(a.aux["gt_loglik"], b.aux["gt_loglik"])
+        assert torch.equal(a.meta["gt_loglik"], b.meta["gt_loglik"])
     torch.save({"something": 1}, tmp_path / "bad.pt")
     with pytest.raises(ValueError, match="not an approxeq task file"):
         load_batches(tmp_path / "bad.pt")
@@ -154,11 +154,11 @@ def test_results_markdown_lists_every_entry():
 @pytest.mark.parametrize("name", ["gp1d", "gp1d-ablation"])
 @pytest.mark.parametrize("size", ["quick", "paper"])
 def test_bundled_experiments_build(name, size):
-    from pathlib import Path
-
     from approxeq.np import build_model
 
-    path = Path(__file__).resolve().parents[1] / "experiments" / f"{name}.yaml"
+    from approxeq.experiments import CONFIGS_DIR
+
+    path = CONFIGS_DIR / f"{name}.yaml"
     config = load_experiment(path, size)
     assert config.task.name == "gibbs"
     for m in config.models[:3] + config.models[-2:]:
@@ -167,9 +167,8 @@ def test_bundled_experiments_build(name, size):
 
 
 def test_gp1d_compares_the_aenp_models_and_ablation_covers_b_and_p():
-    from pathlib import Path
+    from approxeq.experiments import CONFIGS_DIR as root
 
-    root = Path(__file__).resolve().parents[1] / "experiments"
     models = load_experiment(root / "gp1d.yaml", "paper").models
     kinds = {(m.name, bool(m.options.get("approximate"))) for m in models}
     assert kinds == {("tnp", False), ("te-tnp", False), ("te-tnp", True), ("convcnp", False),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -11,13 +10,12 @@ import torch
 from approxeq.data.graphs import load_sr25
 from approxeq.data.nbody import make_nbody
 from approxeq.groups import DirectProduct, Euclidean, Permutation
-from approxeq.train.graph_experiments import (GraphGIN, GraphMLP, close_pairs,
-                                              count_indistinguishable, graph_experiment_config,
-                                              run_graph_experiment)
-from approxeq.train.nbody_experiment import (NBodyTransformer, build_nbody_model,
-                                             nbody_experiment_config, run_nbody_experiment)
-
-EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
+from approxeq.experiments import CONFIGS_DIR as EXPERIMENTS
+from approxeq.experiments.graphs import (close_pairs, count_indistinguishable,
+                                         graph_experiment_config, run_graph_experiment)
+from approxeq.experiments.nbody import (build_nbody_model, nbody_experiment_config,
+                                        run_nbody_experiment)
+from approxeq.nn import GraphGIN, GraphMLP, NBodyTransformer
 
 
 def test_close_pairs_blocked_matches_brute_force(gen):
@@ -122,10 +120,18 @@ def test_nbody_end_to_end(tmp_path):
 
 
 @pytest.mark.parametrize("name", ["graph8c", "exp-iso", "sr25", "exp-classify", "csl", "nbody"])
-def test_yaml_matches_code(name):
-    yaml = pytest.importorskip("yaml")
-    spec = yaml.safe_load((EXPERIMENTS / f"{name}.yaml").read_text())
+def test_yaml_is_the_runner_config(name):
+    pytest.importorskip("yaml")
+    from approxeq.experiments import experiment_for, load_named_experiment
+
     for size, quick in (("quick", True), ("paper", False)):
+        config = load_named_experiment(EXPERIMENTS / f"{name}.yaml", size)
+        assert type(experiment_for(config)).__name__ == (
+            "NBodyExperiment" if name == "nbody" else "GraphExperiment")
         code = nbody_experiment_config(quick) if name == "nbody" else \
             graph_experiment_config(name, quick)
-        assert spec[size] == code, f"{name}.yaml [{size}] differs from the code"
+        options = dict(config.task.options)
+        labels = options.pop("models", [m.label for m in config.models])
+        assert {k: v for k, v in code.items() if k != "models"} == options
+        assert [m[0] for m in code["models"]] == labels
+        assert all(m[2] in ("none", "ga", "fa", "canonical", "ps") for m in code["models"])

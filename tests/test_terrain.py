@@ -72,20 +72,20 @@ def test_oracle_matches_a_dense_gp():
         y = torch.cat([batch.yc[k], batch.yt[k]])[:, 0].numpy()
         for key, blind in (("gt", False), ("blind", True)):
             ll, joint, rmse = _dense_scores(gen.topography, field, lat, lon, y, nc, blind)
-            assert batch.aux[f"{key}_loglik"].dtype == torch.float64
-            assert float(batch.aux[f"{key}_loglik"][k]) == pytest.approx(ll, abs=1e-8)
-            assert float(batch.aux[f"{key}_loglik_joint"][k]) == pytest.approx(joint, abs=1e-8)
-            assert float(batch.aux[f"{key}_rmse"][k]) == pytest.approx(rmse, abs=1e-8)
+            assert batch.meta[f"{key}_loglik"].dtype == torch.float64
+            assert float(batch.meta[f"{key}_loglik"][k]) == pytest.approx(ll, abs=1e-8)
+            assert float(batch.meta[f"{key}_loglik_joint"][k]) == pytest.approx(joint, abs=1e-8)
+            assert float(batch.meta[f"{key}_rmse"][k]) == pytest.approx(rmse, abs=1e-8)
     # The oracle objects, recomputing from the batch alone, agree with the stored scores.
     for key in ("oracle", "blind_oracle"):
-        ll = batch.aux[key].loglik(batch.xc, batch.yc, batch.xt, batch.yt).marginal
+        ll = batch.meta[key].loglik(batch.xc, batch.yc, batch.xt, batch.yt).marginal
         prefix = "gt" if key == "oracle" else "blind"
-        torch.testing.assert_close(ll, batch.aux[f"{prefix}_loglik"], rtol=0, atol=1e-8)
-    post = batch.aux["oracle"].posterior(batch.xc, batch.yc, batch.xt)
+        torch.testing.assert_close(ll, batch.meta[f"{prefix}_loglik"], rtol=0, atol=1e-8)
+    post = batch.meta["oracle"].posterior(batch.xc, batch.yc, batch.xt)
     nt = batch.xt.shape[1]
     assert post.mean.shape == batch.yt.shape and post.cov.shape == (3, nt, nt)
     rmse = (post.mean - batch.yt).square().mean((-2, -1)).sqrt()
-    torch.testing.assert_close(rmse, batch.aux["gt_rmse"], rtol=0, atol=1e-8)
+    torch.testing.assert_close(rmse, batch.meta["gt_rmse"], rtol=0, atol=1e-8)
 
 
 def test_region_boxes_and_normalisation_round_trip():
@@ -110,7 +110,7 @@ def test_region_boxes_and_normalisation_round_trip():
     i, j = gen.topography.index(lat, lon)
     np.testing.assert_allclose(topo.lat[i], lat, atol=1e-9)
     np.testing.assert_allclose(topo.lon[j], lon, atol=1e-9)
-    corner = batch.aux["corner"].repeat_interleave(x.shape[1], 0).numpy()
+    corner = batch.meta["corner"].repeat_interleave(x.shape[1], 0).numpy()
     assert ((i >= corner[:, 0]) & (i < corner[:, 0] + 16)).all()
     assert ((j >= corner[:, 1]) & (j < corner[:, 1] + 16)).all()
     # The out-of-region test lies wholly outside the training region's box (a fixed input with
@@ -162,15 +162,15 @@ def test_same_seed_same_batches_different_seed_different():
                                aux_vars=("elevation", "land"))
     a, b = (gen.sample(4, torch.Generator().manual_seed(7)) for _ in range(2))
     c = gen.sample(4, torch.Generator().manual_seed(8))
-    for name in ("xc", "yc", "xt", "yt"):
+    for name in ("xc", "yc", "xt", "yt", "aux_c", "aux_t"):
         assert torch.equal(getattr(a, name), getattr(b, name))
-    for key in ("aux_c", "aux_t", "gt_loglik", "blind_loglik", "corner"):
-        assert torch.equal(a.aux[key], b.aux[key])
-    assert not torch.equal(a.aux["corner"], c.aux["corner"])
+    for key in ("gt_loglik", "blind_loglik", "corner"):
+        assert torch.equal(a.meta[key], b.meta[key])
+    assert not torch.equal(a.meta["corner"], c.meta["corner"])
     assert a.xc.shape != c.xc.shape or not torch.equal(a.yc, c.yc)
     shared = TerrainTaskGenerator("europe", patch_degrees=4.0, max_targets=30, same_patch=True)
     batch = shared.sample(3, torch.Generator().manual_seed(7))
-    assert (batch.aux["corner"] == batch.aux["corner"][0]).all()
+    assert (batch.meta["corner"] == batch.meta["corner"][0]).all()
     assert not torch.equal(batch.yc[0], batch.yc[1])
     fixed = gen.fixed_set(6, 4, seed=2)
     again = gen.fixed_set(6, 4, seed=2)
@@ -190,10 +190,10 @@ def test_batch_layout_and_auxiliary_inputs():
         assert 0.05 * n_cells - 1 <= batch.xc.shape[1] <= 0.2 * n_cells + 1
         assert batch.xt.shape[1] == 40 and batch.yt.shape == (2, 40, 1)
         # Channels come in AUX_CHANNELS order whatever order they were asked in.
-        assert gen.aux_vars == ("elevation", "land") and batch.aux["aux_t"].shape == (2, 40, 2)
+        assert gen.aux_vars == ("elevation", "land") and batch.aux_t.shape == (2, 40, 2)
         lat, lon = gen.normaliser.unnormalise_x(batch.xt.double().reshape(-1, 2).numpy())
         i, j = topo.index(lat, lon)
-        aux = batch.aux["aux_t"].double().reshape(-1, 2).numpy()
+        aux = batch.aux_t.double().reshape(-1, 2).numpy()
         np.testing.assert_allclose(aux[:, 0], np.maximum(topo.elevation[i, j], 0) / 1000,
                                    atol=1e-6)
         np.testing.assert_array_equal(aux[:, 1], topo.land[i, j])
@@ -202,7 +202,7 @@ def test_batch_layout_and_auxiliary_inputs():
         assert torch.cdist(xc, xt).min() > 0
     plain = TerrainTaskGenerator("europe", patch_degrees=5.0).sample(
         1, torch.Generator().manual_seed(0))
-    assert "aux_c" not in plain.aux and "aux_t" not in plain.aux
+    assert plain.aux_c is None and plain.aux_t is None
     patch = gen.patch(gen.patch_corner(*MONT_BLANC))
     assert patch.x.shape == (400, 2) and patch.aux.shape == (400, 2)
     assert patch.part.lapse.shape == (20, 20)
@@ -216,14 +216,14 @@ def test_oracle_beats_the_terrain_blind_reference_on_mountains():
                                max_targets=100)
     alps = gen.patch_corner(*MONT_BLANC)
     batch = gen.sample(6, torch.Generator().manual_seed(0), corners=[alps] * 6)
-    gain = batch.aux["gt_loglik"] - batch.aux["blind_loglik"]
+    gain = batch.meta["gt_loglik"] - batch.meta["blind_loglik"]
     assert gain.mean() > 1.0, gain
-    assert (batch.aux["gt_rmse"] < batch.aux["blind_rmse"]).float().mean() >= 0.8
+    assert (batch.meta["gt_rmse"] < batch.meta["blind_rmse"]).float().mean() >= 0.8
     rockies = TerrainTaskGenerator("conus", patch_degrees=6.0, context_fraction=(0.02, 0.1),
                                    max_targets=100)
     batch = rockies.sample(6, torch.Generator().manual_seed(0),
                            corners=[rockies.patch_corner(*COLORADO)] * 6)
-    assert (batch.aux["gt_loglik"] - batch.aux["blind_loglik"]).mean() > 1.0
+    assert (batch.meta["gt_loglik"] - batch.meta["blind_loglik"]).mean() > 1.0
 
 
 def test_bad_arguments_are_named():
@@ -254,7 +254,7 @@ def test_samples_have_the_field_s_mean_and_variance():
                                context_fraction=(0.02, 0.02), dtype=torch.float64)
     corner = gen.patch_corner(*MONT_BLANC)
     batch = gen.sample(400, torch.Generator().manual_seed(0), corners=[corner] * 400)
-    mean_t = batch.aux["oracle"].mean_at(batch.xt)
+    mean_t = batch.meta["oracle"].mean_at(batch.xt)
     assert float(mean_t.min()) * field.y_scale < -8.0  # the Alps: a strong lapse term
     resid = (batch.yt - mean_t).reshape(-1) * field.y_scale  # g + noise at one cell, in K
     assert abs(float(resid.mean())) < 4 * field.amplitude / 20

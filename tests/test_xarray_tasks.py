@@ -103,7 +103,7 @@ def test_tasks_disjoint_and_never_use_nan_cells(tmp_path):
     gen = XarrayTaskGenerator(path, "tas", days=(1, 4), patch_size=(6, 8), max_targets=30)
     batch = gen.sample(8, torch.Generator().manual_seed(0))
     for k in range(8):
-        truth = gen.field(int(batch.aux["time_index"][k]))
+        truth = gen.field(int(batch.meta["time_index"][k]))
         ctx, tgt = _cells(gen, batch.xc[k]), _cells(gen, batch.xt[k])
         assert ctx and tgt and not set(ctx) & set(tgt)
         for cells, y in ((ctx, batch.yc[k]), (tgt, batch.yt[k])):
@@ -140,13 +140,13 @@ def test_aux_fields_in_batch(tmp_path):
     gen = XarrayTaskGenerator(path, "tas", patch_size=6, aux=elevation(tmp_path),
                               aux_vars=["elevation", "land"])
     batch = gen.sample(4, torch.Generator().manual_seed(0))
-    assert batch.aux["aux_c"].shape == (*batch.xc.shape[:2], 2)
-    assert batch.aux["aux_t"].shape == (*batch.xt.shape[:2], 2)
+    assert batch.aux_c.shape == (*batch.xc.shape[:2], 2)
+    assert batch.aux_t.shape == (*batch.xt.shape[:2], 2)
     norm = gen.normaliser
     lat, lon = norm.unnormalise_x(batch.xt[0].double().numpy())
     raw = 100 * (lat - 49) + 10 * lon  # the elevation formula, linear so interpolation is exact
     expected = (raw - norm.aux_mean[0]) / norm.aux_std[0]
-    np.testing.assert_allclose(batch.aux["aux_t"][0, :, 0].double().numpy(), expected, atol=1e-4)
+    np.testing.assert_allclose(batch.aux_t[0, :, 0].double().numpy(), expected, atol=1e-4)
 
 
 def test_bilinear_exact_on_nodes_and_nan_outside():
@@ -193,6 +193,6 @@ def test_shipped_era5_file():
     assert gen.n_times == 21 * 24 and gen.normaliser.units == "K"
     assert 270 < gen.normaliser.y_mean < 290
     batch = gen.sample(2, torch.Generator().manual_seed(0))
-    assert batch.xt.shape == (2, 64, 2) and batch.aux["aux_t"].shape == (2, 64, 1)
+    assert batch.xt.shape == (2, 64, 2) and batch.aux_t.shape == (2, 64, 1)
     elev = AuxiliaryFields(WEATHER / "uk_elevation_on_era5_grid.nc", ["elevation"])
     assert elev.raw_grid().max() > 500  # the Scottish Highlands

@@ -4,26 +4,23 @@
 
     approxeq models                                   # the model zoo
     approxeq demo --out DIR [--steps N]               # the main job, in minutes on a CPU
-    approxeq experiment NAME --out DIR [--quick]      # experiments/NAME.yaml
+    approxeq experiment NAME --out DIR [--quick]      # a shipped experiment, or a YAML path
     approxeq train CONFIG --out DIR [--size quick]    # any experiment YAML
+    (both take --steps N: every model's step count, for a run end to end in a minute)
     approxeq eval RUN_DIR [--data FILE] [--out FILE]  # re-evaluate a finished run
 
 Every command that trains or evaluates writes ``metrics.json`` (one entry per model with at
 least ``loglik`` and ``loglik_se``) in its output directory; see
-:mod:`approxeq.train.experiment` for the files of a run directory.
+:mod:`approxeq.experiments.gp` for the files of a run directory.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
 from typing import Sequence
-
-EXPERIMENTS_DIR = "experiments"
-
 
 class CLIError(Exception):
     """An error to report to the user as one line, without a traceback."""
@@ -43,44 +40,17 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _search_roots() -> list[Path]:
-    roots: list[Path] = []
-    for start in (Path.cwd().resolve(), Path(__file__).resolve().parent):
-        for d in (start, *start.parents):
-            if d not in roots:
-                roots.append(d)
-    return roots
-
-
 def resolve_experiment(name: str) -> Path:
-    """The YAML file of an experiment: ``name`` itself if it is a file, else
-    ``experiments/<name>.yaml`` (or ``.yml``) in the current directory or one of its parents,
-    or beside the installed package (a source checkout). Raises :class:`CLIError` listing the
-    experiments found otherwise."""
-    direct = Path(name).expanduser()
-    if direct.is_file():
-        return direct
-    stem = Path(name).name
-    for suffix in (".yaml", ".yml"):
-        if stem.endswith(suffix):
-            stem = stem[: -len(suffix)]
-    searched, available = [], set()
-    for root in _search_roots():
-        folder = root / EXPERIMENTS_DIR
-        if not folder.is_dir():
-            continue
-        searched.append(folder)
-        for suffix in (".yaml", ".yml"):
-            candidate = folder / f"{stem}{suffix}"
-            if candidate.is_file():
-                return candidate
-        available.update(p.stem for p in folder.glob("*.y*ml"))
-    where = (f"searched {', '.join(str(s) for s in searched)}" if searched else
-             f"no '{EXPERIMENTS_DIR}/' folder in the current directory, its parents or beside "
-             "the package")
-    hint = f"; available: {', '.join(sorted(available))}" if available else ""
-    raise CLIError(f"experiment {name!r}: not a file and no {EXPERIMENTS_DIR}/{stem}.yaml "
-                   f"({where}){hint}")
+    """The YAML file of an experiment: ``name`` itself if it is a file (a user's own
+    experiment), else the shipped experiment of that name (package data of
+    :mod:`approxeq.experiments`). Raises :class:`CLIError` listing the shipped experiments
+    otherwise."""
+    from approxeq.experiments import find_experiment
+
+    try:
+        return find_experiment(name)
+    except FileNotFoundError as err:
+        raise CLIError(str(err)) from None
 
 
 def _figures_hook(enabled: bool, spec: str = "approxeq.plot:experiment_figures"):
@@ -100,36 +70,34 @@ def _figures_hook(enabled: bool, spec: str = "approxeq.plot:experiment_figures")
     return getattr(importlib.import_module(module), func)
 
 
-def _print_summary(result, out: Path) -> None:
-    from approxeq.train.experiment import format_table, results_table
-
-    print()
-    print(format_table(results_table(result.metrics), markdown=False))
-    print()
-    print(f"wrote {out / 'metrics.json'}, {out / 'results.md'}")
-    for p in result.figures:
-        print(f"wrote {p}")
-    print(f"wall time {result.seconds:.0f} s")
-
-
 def _run(config, args) -> int:
+    from approxeq.experiments import experiment_for
     from approxeq.train.distributed import distributed_session
-    from approxeq.train.era5_experiment import is_era5_experiment, run_era5_experiment
-    from approxeq.train.experiment import run_experiment
 
+    experiment = experiment_for(config)
+    config = experiment.override_steps(config, getattr(args, "steps", None))
     out = Path(args.out)
-    common = dict(progress=not args.quiet, device=args.device, only=args.only,
+    start = time.monotonic()
+    hook = (_figures_hook(not args.no_figures, experiment.figure_hook)
+            if experiment.figure_hook else None)
+    common = dict(progress=not args.quiet, device=args.device, only=args.only, figures=hook,
                   log=(lambda m: None) if args.quiet else None)
-    # under torchrun: one process group for all the models; rank 0 evaluates and reports
-    with distributed_session(args.device or "auto") as info:
-        if is_era5_experiment(config):
-            result = run_era5_experiment(config, out, figures=_figures_hook(
-                not args.no_figures, "approxeq.plot.maps:era5_figures"), **common)
-        else:
-            result = run_experiment(config, out, figures=_figures_hook(not args.no_figures),
-                                    **common)
-    if info.is_main:
-        _print_summary(result, out)
+    if experiment.distributed:
+        # under torchrun: one process group for all the models; rank 0 evaluates and reports
+        with distributed_session(args.device or "auto") as info:
+            result = experiment.run(config, out, **common)
+        main = info.is_main
+    else:
+        result = experiment.run(config, out, **common)
+        main = True
+    if main:
+        print()
+        print(experiment.summary(result))
+        print()
+        print(f"wrote {out / 'metrics.json'}, {out / 'results.md'}")
+        for p in result.figures:
+            print(f"wrote {p}")
+        print(f"wall time {time.monotonic() - start:.0f} s")
     return 0
 
 
@@ -148,15 +116,14 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from approxeq.train.experiment import DEMO_STEPS, demo_config
+    from approxeq.experiments import DEMO_STEPS, demo_config
 
-    args.steps = args.steps or DEMO_STEPS
-    config = demo_config(args.steps, test_tasks=args.test_tasks,
-                         device=args.device or "auto")
-    print(f"approxeq demo: {len(config.models)} models x {args.steps} steps on the 1-D Gibbs "
+    steps = args.steps or DEMO_STEPS
+    config = demo_config(steps, test_tasks=args.test_tasks, device=args.device or "auto")
+    print(f"approxeq demo: {len(config.models)} models x {steps} steps on the 1-D Gibbs "
           f"task, evaluated ID and OOD against the GP oracle; output in {args.out}",
           file=sys.stderr)
-    args.only = None
+    args.only, args.steps = None, None  # the demo's own intervals already follow its steps
     return _run(config, args)
 
 
@@ -165,7 +132,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     path = Path(args.config)
     if not path.is_file():
-        raise CLIError(f"CONFIG: no file {path}")
+        raise CLIError(f"CONFIG: no file {path} (a shipped experiment runs by name: "
+                       "approxeq experiment NAME)")
     return _run(load_experiment(path, size=args.size), args)
 
 
@@ -177,63 +145,18 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     size = "quick" if args.quick else (args.size or "paper")
     path = resolve_experiment(args.name)
     print(f"approxeq experiment: {path} (size {size})", file=sys.stderr)
-    runner = _custom_runner(path)
-    if runner is not None:
-        return _run_custom(runner, path, size, args)
     return _run(load_experiment(path, size=size), args)
 
 
-def _custom_runner(path: Path):
-    """Experiments that are not neural-process trainings (graphs, n-body) name their own runner
-    in the YAML as ``runner: module:function``, called as
-    ``function(**runner_args, out_dir=DIR, quick=bool)``."""
-    from approxeq.train.config import read_yaml
-
-    data = read_yaml(path)
-    if not isinstance(data, dict) or "runner" not in data:
-        return None
-    spec = str(data["runner"])
-    module_name, _, func_name = spec.partition(":")
-    if not module_name.startswith("approxeq.") or not func_name:
-        raise CLIError(f"{path}: runner must be 'approxeq.<module>:<function>', got {spec!r}")
-    import importlib
-
-    try:
-        func = getattr(importlib.import_module(module_name), func_name)
-    except (ImportError, AttributeError) as err:
-        raise CLIError(f"{path}: runner {spec!r} cannot be loaded: {err}") from None
-    return func, dict(data.get("runner_args") or {})
-
-
-def _run_custom(runner, path: Path, size: str, args: argparse.Namespace) -> int:
-    func, kwargs = runner
-    if os.environ.get("WORLD_SIZE", "1") not in ("", "1"):
-        raise CLIError(f"{path.stem} runs in a single process; launch it without torchrun")
-    if size not in ("quick", "paper"):
-        raise CLIError(f"{path}: this experiment has only the sizes 'quick' and 'paper', "
-                       f"got {size!r}")
-    out = Path(args.out)
-    start = time.time()
-    func(**kwargs, out_dir=out, quick=size == "quick",
-         log=(lambda m: None) if args.quiet else print)
-    results = out / "results.md"
-    if results.is_file():
-        print()
-        print(results.read_text())
-    print(f"wrote {out / 'metrics.json'}, {results}")
-    print(f"wall time {time.time() - start:.0f} s")
-    return 0
-
-
 def cmd_eval(args: argparse.Namespace) -> int:
-    from approxeq.train.experiment import evaluate_run, format_table, results_table
+    from approxeq.experiments import evaluate_run, format_table, results_table
 
     start = time.monotonic()
     if args.var is not None or args.aux is not None:
         if args.data is None or args.var is None:
             raise CLIError("--var and --aux evaluate on a gridded data file: give --data FILE "
                            "and --var NAME (e.g. --data era5.nc --var t2m)")
-        from approxeq.train.era5_experiment import evaluate_on_file
+        from approxeq.experiments.era5 import evaluate_on_file
 
         metrics, path = evaluate_on_file(args.run_dir, args.data, args.var, aux=args.aux,
                                          out=args.out, checkpoint=args.checkpoint)
@@ -261,6 +184,13 @@ def _add_run_options(p: argparse.ArgumentParser, *, only: bool = True) -> None:
                        help="train and evaluate only these model labels")
     p.add_argument("--no-figures", action="store_true", help="do not draw figures")
     p.add_argument("--quiet", action="store_true", help="no progress bars or status messages")
+
+
+def _add_steps_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--steps", type=_positive_int, default=None, metavar="N",
+                   help="train every model for N steps (epochs for the graph and n-body "
+                        "experiments), whatever the YAML says; validation and checkpoints "
+                        "follow")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -300,31 +230,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser(
-        "experiment", help="run an experiment of the experiments/ folder",
-        description="Run experiments/NAME.yaml (found in the current directory, its parents or "
-                    "beside the package; NAME may also be a path): train every model, evaluate "
-                    "ID and OOD, write metrics.json, results.md and figures.")
+        "experiment", help="run a shipped experiment by name, or any experiment YAML",
+        description="Run the shipped experiment NAME (gp1d, era5-uk, graph8c, ...; NAME may "
+                    "also be the path of your own YAML): train every model, evaluate, write "
+                    "metrics.json, results.md and figures.")
     p.add_argument("name", metavar="NAME", help="experiment name (e.g. gp1d) or YAML path")
     p.add_argument("--quick", action="store_true",
                    help="the quick CPU size (default: the paper size)")
     p.add_argument("--size", default=None, help="any size the YAML defines (default paper)")
     _add_run_options(p)
+    _add_steps_option(p)
     p.set_defaults(func=cmd_experiment)
 
     p = sub.add_parser(
         "train", help="train and evaluate the models of an experiment YAML",
-        description="Train every model of an experiment YAML (see experiments/gp1d.yaml), "
+        description="Train every model of an experiment YAML (e.g. a copy of a shipped one, "
+                    "approxeq/experiments/configs/gp1d.yaml), "
                     "evaluate ID and OOD, write metrics.json, results.md and figures.")
     p.add_argument("config", metavar="CONFIG", help="experiment YAML file")
     p.add_argument("--size", default="quick", help="a size the YAML defines (default quick)")
     _add_run_options(p)
+    _add_steps_option(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser(
         "eval", help="re-evaluate a finished run from its checkpoints",
         description="Re-evaluate every model of RUN_DIR (written by train/experiment/demo) from "
                     "its checkpoints, on the experiment's own ID/OOD test sets or on a saved "
-                    "task file (--data: a .pt written by approxeq.train.experiment.save_batches, "
+                    "task file (--data: a .pt written by approxeq.experiments.save_batches, "
                     "a list of batches of xc, yc, xt, yt tensors).")
     p.add_argument("run_dir", metavar="RUN_DIR", help="run directory")
     p.add_argument("--data", default=None, metavar="FILE",

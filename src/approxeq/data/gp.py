@@ -224,7 +224,7 @@ class SyntheticGenerator(TaskGenerator):
         xt = self._inputs(batch_size, nt, self.target_range, g)
         y, aux = self._outputs(torch.cat([xc, xt], dim=1), nc, g)
         d = self.dtype
-        return Batch(xc=xc.to(d), yc=y[:, :nc].to(d), xt=xt.to(d), yt=y[:, nc:].to(d), aux=aux)
+        return Batch(xc=xc.to(d), yc=y[:, :nc].to(d), xt=xt.to(d), yt=y[:, nc:].to(d), meta=aux)
 
 
 class GPGenerator(SyntheticGenerator):

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -191,7 +191,7 @@ class TerrainOracle:
     part there (looked up in ``topography`` from the un-normalised input); with ``blind=True`` it
     is zero: the terrain-blind reference. Either way the covariance is that of ``g`` plus noise.
     ``posterior`` has the signature of :meth:`approxeq.data.GPOracle.posterior`, so code that
-    scores a batch's ``aux["oracle"]`` works unchanged.
+    scores a batch's ``meta["oracle"]`` works unchanged.
     """
 
     def __init__(self, topography: Topography, field: TerrainField, normaliser: Normaliser, *,
@@ -261,10 +261,8 @@ class TerrainOracle:
 
 
 def _with_aux(batch: Batch, aux_c: Tensor, aux_t: Tensor) -> Batch:
-    """``batch`` carrying the auxiliary inputs ``aux_c [b, nc, k]``, ``aux_t [b, nt, k]``, where
-    models read them (today: ``batch.aux["aux_c"]`` / ``["aux_t"]``)."""
-    batch.aux = {**(batch.aux or {}), "aux_c": aux_c, "aux_t": aux_t}
-    return batch
+    """``batch`` carrying the auxiliary inputs ``aux_c [b, nc, k]``, ``aux_t [b, nt, k]``."""
+    return replace(batch, aux_c=aux_c, aux_t=aux_t)
 
 
 @dataclass
@@ -458,7 +456,7 @@ class TerrainTaskGenerator(TaskGenerator):
                                mean_t=None if orc.blind else mean[:, nc:], chol=chol)
                 aux.update({f"{key}_loglik": s.loglik, f"{key}_loglik_joint": s.loglik_joint,
                             f"{key}_rmse": s.rmse})
-        batch = Batch(xc=xd[:, :nc], yc=y[:, :nc], xt=xd[:, nc:], yt=y[:, nc:], aux=aux)
+        batch = Batch(xc=xd[:, :nc], yc=y[:, :nc], xt=xd[:, nc:], yt=y[:, nc:], meta=aux)
         if self.aux_vars:
             a = torch.from_numpy(self._aux[ii, jj]).to(self.dtype)
             batch = _with_aux(batch, a[:, :nc], a[:, nc:])

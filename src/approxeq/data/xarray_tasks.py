@@ -7,7 +7,8 @@ coordinates into :class:`~approxeq.np.Batch` es: each task is one time step and 
 off-grid station table (a pandas ``DataFrame`` with lat/lon (+ time) columns) can serve as the
 context. Known auxiliary fields (elevation, land mask), from another dataset on the same or any
 other grid, are interpolated to the context and target locations and returned, normalised, as
-``batch.aux["aux_c"]`` ``[b, nc, dim_aux]`` and ``batch.aux["aux_t"]`` ``[b, nt, dim_aux]``.
+``batch.aux_c`` ``[b, nc, dim_aux]`` and ``batch.aux_t`` ``[b, nt, dim_aux]``; ``batch.meta``
+holds the ``time_index [b]`` of each task.
 
 Inputs are normalised ``(lat, lon)`` (see :mod:`approxeq.data.normalise`), outputs the
 normalised variable. Files are opened lazily (``xarray.open_dataset``; with ``chunks`` through
@@ -368,8 +369,8 @@ class XarrayTaskGenerator(TaskGenerator):
 
         Returns:
             A :class:`~approxeq.np.Batch` with ``xc [b, nc, 2]`` (normalised lat, lon),
-            ``yc [b, nc, 1]``, ``xt [b, nt, 2]``, ``yt [b, nt, 1]`` (normalised variable) and
-            ``aux`` holding ``time_index [b]`` (long) and, with auxiliary fields,
+            ``yc [b, nc, 1]``, ``xt [b, nt, 2]``, ``yt [b, nt, 1]`` (normalised variable),
+            ``meta`` holding ``time_index [b]`` (long) and, with auxiliary fields,
             ``aux_c [b, nc, dim_aux]`` and ``aux_t [b, nt, dim_aux]``.
         """
         if batch_size < 1:
@@ -423,11 +424,12 @@ class XarrayTaskGenerator(TaskGenerator):
             a = np.stack(arrays, 0)
             return _as_tensor(a if last is None else a.reshape(*a.shape[:2], last), d)
 
-        aux: dict[str, Any] = {"time_index": torch.tensor([t for t, *_ in tasks])}
+        meta: dict[str, Any] = {"time_index": torch.tensor([t for t, *_ in tasks])}
+        aux_c = aux_t = None
         if self.aux is not None:
-            aux["aux_c"] = stack(ac, self.dim_aux)
-            aux["aux_t"] = stack(at, self.dim_aux)
-        return Batch(xc=stack(xc, 2), yc=stack(yc, 1), xt=stack(xt, 2), yt=stack(yt, 1), aux=aux)
+            aux_c, aux_t = stack(ac, self.dim_aux), stack(at, self.dim_aux)
+        return Batch(xc=stack(xc, 2), yc=stack(yc, 1), xt=stack(xt, 2), yt=stack(yt, 1),
+                     aux_c=aux_c, aux_t=aux_t, meta=meta)
 
     def _stations_in(self, t: int, si: slice, sj: slice):
         time = self.times[t] if self.times.size else None

@@ -5,6 +5,7 @@ from approxeq.nn.attention import (CrossAttentionLayer, FeedForward, MultiHeadAt
                                    SelfAttentionLayer, masked_attention)
 from approxeq.nn.cnn import CNN, ConvBlock, UNet, build_cnn, make_conv
 from approxeq.nn.gin import GIN, GINLayer, MaskedBatchNorm
+from approxeq.nn.graph_models import GraphGIN, GraphMLP, NBodyTransformer
 from approxeq.nn.group_conv import GroupCNN, GroupConv2d, GroupPool, LiftingConv2d
 from approxeq.nn.mlp import MLP
 from approxeq.nn.setconv import SetConvDecoder, SetConvEncoder, grid_points, lattice_grid
@@ -21,3 +22,4 @@ __all__ = [
     "TEMultiHeadAttention", "TESelfAttentionLayer", "set_chunk_size", "VNInvariant",
     "VNLeakyReLU", "VNLinear", "VNMaxPool", "VNNetwork", "VNReLU", "vn_mean_pool",
 ]
+__all__ += ["GraphGIN", "GraphMLP", "NBodyTransformer"]

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -20,7 +21,13 @@ class Batch:
         mc: optional context mask ``[batch, n_context]`` (bool, ``True`` = observed), for
             padded batches whose tasks have different context sizes.
         mt: optional target mask ``[batch, n_target]``.
-        aux: optional free-form extras (e.g. the oracle's log-likelihood ``gt_loglik``).
+        aux_c: optional auxiliary model inputs at the context points ``[batch, n_context,
+            dim_aux]`` (e.g. normalised elevation); passed to the model as ``aux_c=``.
+        aux_t: the same at the target points ``[batch, n_target, dim_aux]`` (``aux_t=``).
+        meta: optional metadata that is *not* a model input: the oracle's log-likelihood
+            ``gt_loglik [batch]``, the oracle object, the kernel, ``time_index [batch]``, ...
+            :meth:`to` moves its tensors to another device but never casts them, so float64
+            oracle values stay float64.
     """
 
     xc: Tensor
@@ -29,10 +36,25 @@ class Batch:
     yt: Tensor | None = None
     mc: Tensor | None = None
     mt: Tensor | None = None
-    aux: dict | None = None
+    aux_c: Tensor | None = None
+    aux_t: Tensor | None = None
+    meta: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         check_np_inputs(self.xc, self.yc, self.xt, self.yt)
+        check_aux_inputs(self.xc, self.xt, self.aux_c, self.aux_t)
+
+    @property
+    def aux(self) -> dict[str, Any] | None:
+        """Read-only alias of :attr:`meta` (the metadata dict, ``None`` when absent), kept for
+        code written before the auxiliary inputs became the typed fields ``aux_c``/``aux_t``."""
+        return self.meta
+
+    def model_inputs(self) -> dict[str, Tensor]:
+        """Keyword inputs of the model besides ``(xc, yc, xt)``: ``aux_c`` and ``aux_t`` when
+        the batch has them."""
+        return {k: v for k, v in (("aux_c", self.aux_c), ("aux_t", self.aux_t))
+                if v is not None}
 
     @property
     def batch_size(self) -> int:
@@ -46,15 +68,22 @@ class Batch:
     def dim_y(self) -> int:
         return self.yc.shape[-1]
 
-    def to(self, *args, **kwargs) -> "Batch":
-        """Move/cast every tensor (masks keep their bool dtype)."""
-        out = {}
-        for f in fields(self):
-            v = getattr(self, f.name)
-            if isinstance(v, Tensor):
-                v = v.to(*args, **kwargs) if v.is_floating_point() else v.to(
-                    device=kwargs.get("device", args[0] if args and not isinstance(args[0], torch.dtype) else None))
-            out[f.name] = v
+    def to(self, *args: Any, **kwargs: Any) -> "Batch":
+        """Move/cast the model inputs like ``Tensor.to`` (masks keep their bool dtype); the
+        tensors of :attr:`meta` only change device, never dtype."""
+        device = kwargs.get("device")
+        if device is None and args and not isinstance(args[0], torch.dtype):
+            device = args[0].device if isinstance(args[0], Tensor) else args[0]
+        out: dict[str, Any] = {}
+        for name in ("xc", "yc", "xt", "yt", "aux_c", "aux_t"):
+            v = getattr(self, name)
+            out[name] = None if v is None else v.to(*args, **kwargs)
+        for name in ("mc", "mt"):
+            v = getattr(self, name)
+            out[name] = v.to(device=device) if v is not None and device is not None else v
+        if self.meta is not None and device is not None:
+            out["meta"] = {k: v.to(device=device) if isinstance(v, Tensor) else v
+                           for k, v in self.meta.items()}
         return replace(self, **out)
 
 
@@ -101,6 +130,32 @@ def check_np_inputs(xc: Tensor, yc: Tensor, xt: Tensor, yt: Tensor | None = None
     for name, t in named.items():
         if t.numel() and not torch.isfinite(t).all():
             raise ValueError(f"{name}: contains NaN or inf values")
+
+
+def check_aux_inputs(xc: Tensor, xt: Tensor, aux_c: Tensor | None, aux_t: Tensor | None
+                     ) -> None:
+    """Validate the auxiliary inputs of a batch: both or neither, ``aux_c`` ``[batch,
+    n_context, dim_aux]`` and ``aux_t`` ``[batch, n_target, dim_aux]``, floating, finite and of
+    the dtype of ``xc``."""
+    if aux_c is None and aux_t is None:
+        return
+    if aux_c is None or aux_t is None:
+        missing = "aux_c" if aux_c is None else "aux_t"
+        raise ValueError(f"{missing}: expected a tensor when the other auxiliary input is given "
+                         "(auxiliary values are needed at context and target points), got None")
+    for name, a, x in (("aux_c", aux_c, xc), ("aux_t", aux_t, xt)):
+        if not isinstance(a, Tensor):
+            raise TypeError(f"{name}: expected a torch.Tensor, got {type(a).__name__}")
+        if a.dim() != 3 or a.shape[:2] != x.shape[:2]:
+            raise ValueError(f"{name}: expected [{x.shape[0]}, {x.shape[1]}, dim_aux] to match "
+                             f"{'xc' if name == 'aux_c' else 'xt'} {_shape(x)}, got {_shape(a)}")
+        if not a.is_floating_point() or a.dtype != xc.dtype:
+            raise TypeError(f"{name}: expected dtype {xc.dtype} (as xc), got {a.dtype}")
+        if a.numel() and not torch.isfinite(a).all():
+            raise ValueError(f"{name}: contains NaN or inf values")
+    if aux_c.shape[-1] != aux_t.shape[-1]:
+        raise ValueError(f"aux_t: expected dim_aux = {aux_c.shape[-1]} (as aux_c {_shape(aux_c)}), "
+                         f"got {_shape(aux_t)}")
 
 
 def check_model_dims(model_name: str, dim_x: int, dim_y: int, xc: Tensor, yc: Tensor) -> None:

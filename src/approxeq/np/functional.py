@@ -22,9 +22,8 @@ def _masked_mean(values: Tensor, mask: Tensor | None) -> Tensor:
 
 def model_inputs(batch: Batch) -> dict:
     """Keyword inputs a model takes besides ``(xc, yc, xt)``: the auxiliary fields at context and
-    target locations (``batch.aux["aux_c"]``, ``batch.aux["aux_t"]``) when the batch has them."""
-    aux = batch.aux or {}
-    return {k: aux[k] for k in ("aux_c", "aux_t") if aux.get(k) is not None}
+    target locations (``batch.aux_c``, ``batch.aux_t``) when the batch has them."""
+    return batch.model_inputs()
 
 
 def np_loss(model: torch.nn.Module, batch: Batch) -> Tensor:

@@ -28,8 +28,8 @@ def _safe(label: str) -> str:
 @torch.no_grad()
 def oracle_curve(batch: Batch, task_index: int, x: torch.Tensor) -> tuple | None:
     """The GP oracle's (moment-matched) predictive mean and std of one task on the grid ``x``
-    ``[n]``, or ``None`` if the batch carries no oracle (``aux["oracle"]``)."""
-    oracle = (batch.aux or {}).get("oracle")
+    ``[n]``, or ``None`` if the batch carries no oracle (``meta["oracle"]``)."""
+    oracle = (batch.meta or {}).get("oracle")
     if oracle is None or not hasattr(oracle, "posterior"):
         return None
     i = task_index
@@ -125,11 +125,11 @@ def experiment_figures(out_dir: str | Path, config: Any, models: Mapping[str, nn
 
     ``config`` is an :class:`approxeq.train.ExperimentConfig` (its ``extra.plot_range`` sets
     the x range of the ID plots; OOD plots are shifted by ``extra.ood_shift``). This is the
-    ``figures`` hook of :func:`approxeq.train.experiment.run_experiment`.
+    ``figures`` hook of :func:`approxeq.experiments.run_experiment`.
     """
     import matplotlib
 
-    from approxeq.train.experiment import context_region, ood_shift
+    from approxeq.experiments.gp import context_region, ood_shift
 
     plt = pyplot()
     fig_dir = Path(out_dir) / "figures"

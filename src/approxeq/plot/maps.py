@@ -54,7 +54,7 @@ _MAPS_CAPTION = (
 def plot_correction_maps(panels: Any, *, title: str = "", attribution: str = ERA5_ATTRIBUTION,
                          correlation: float | None = None,
                          path: str | Path | None = None, caption: str | None = None) -> Any:
-    """Six maps of one prediction (a :func:`~approxeq.train.era5_experiment.map_panels`
+    """Six maps of one prediction (a :func:`~approxeq.experiments.era5.map_panels`
     Dataset): context, truth, full prediction, equivariant component, correction (full −
     component, diverging colours centred on 0) and elevation.
 
@@ -111,7 +111,7 @@ def plot_correction_maps(panels: Any, *, title: str = "", attribution: str = ERA
 
 def era5_figures(out_dir: str | Path, panels: Mapping[str, Any],
                  metrics: Mapping[str, Any] | None = None) -> Sequence[Path]:
-    """The figure hook of :func:`~approxeq.train.era5_experiment.run_era5_experiment`: one
+    """The figure hook of :func:`~approxeq.experiments.era5.run_era5_experiment`: one
     ``maps-<label>.png`` per model with panels, in ``out_dir/figures``. Each elevation panel
     shows the correlation on its own map; ``metrics`` (``correction_elevation_corr``) pools
     several maps."""

@@ -31,8 +31,12 @@ import torch
 from torch import Tensor, nn
 
 from approxeq.data.nbody import NBodyConfig, NBodyData, make_nbody_splits
+from approxeq.experiments.base import (SettingsExperiment, load_named_experiment,
+                                       register_experiment, settings_of)
+from approxeq.nn.graph_models import NBodyTransformer
 from approxeq.train.checkpoint import write_json_atomic, write_text_atomic
-from approxeq.train.graph_experiments import resolve_device
+from approxeq.train.config import ExperimentConfig
+from approxeq.train.distributed import resolve_device
 
 __all__ = [
     "NBodyTransformer",
@@ -41,45 +45,8 @@ __all__ = [
     "train_nbody",
     "nbody_experiment_config",
     "run_nbody_experiment",
+    "NBodyExperiment",
 ]
-
-
-class NBodyTransformer(nn.Module):
-    """The LPS n-body transformer: one token per ordered particle pair ``(i, j)`` (``n²`` tokens).
-
-    Every token carries the charge product ``q_i q_j`` and squared distance ``|x_i − x_j|²``;
-    diagonal tokens also carry position and velocity of particle ``i`` (6 channels; zero off the
-    diagonal). Linear embedding, learnable positional embedding, pre-norm encoder (GELU), and a
-    linear readout of a displacement from the diagonal tokens, added to the input positions.
-
-    Shapes: ``forward(loc [b, n, 3], vel [b, n, 3], charges [b, n, 1])`` returns ``[b, n, 3]``.
-    """
-
-    def __init__(self, n_particles: int = 5, dim: int = 3, d_model: int = 64, n_heads: int = 4,
-                 d_ff: int = 64, num_layers: int = 4, dropout: float = 0.0) -> None:
-        super().__init__()
-        self.n = n_particles
-        self.embed = nn.Linear(2 * dim + 2, d_model)
-        self.position = nn.Parameter(torch.randn(n_particles * n_particles, d_model) * 0.02)
-        layer = nn.TransformerEncoderLayer(d_model, n_heads, d_ff, dropout, activation="gelu",
-                                           batch_first=True, norm_first=True)
-        self.encoder = nn.TransformerEncoder(layer, num_layers, enable_nested_tensor=False)
-        self.norm = nn.LayerNorm(d_model)
-        self.readout = nn.Linear(d_model, dim)
-
-    def forward(self, loc: Tensor, vel: Tensor, charges: Tensor) -> Tensor:
-        b, n, d = loc.shape
-        if n != self.n:
-            raise ValueError(f"loc: expected [b, {self.n}, {d}], got {tuple(loc.shape)}")
-        diff = loc.unsqueeze(2) - loc.unsqueeze(1)
-        dist2 = (diff * diff).sum(-1, keepdim=True)
-        qq = (charges.unsqueeze(2) * charges.unsqueeze(1)).reshape(b, n, n, 1)
-        eye = torch.eye(n, dtype=loc.dtype, device=loc.device).view(1, n, n, 1)
-        state = torch.cat([loc, vel], dim=-1).unsqueeze(2) * eye       # only on the diagonal
-        tokens = torch.cat([state, qq, dist2], dim=-1).reshape(b, n * n, -1)
-        h = self.encoder(self.embed(tokens) + self.position)
-        diag = self.norm(h).view(b, n, n, -1).diagonal(dim1=1, dim2=2).transpose(1, 2)
-        return loc + self.readout(diag)
 
 
 class _Plain(nn.Module):
@@ -146,21 +113,10 @@ def evaluate_mse(model: nn.Module, data: NBodyData, *, batch_size: int = 500,
     return total / len(data)
 
 
-_CONFIGS: dict[str, dict[str, Any]] = {
-    "paper": dict(n_train=3000, n_val=2000, n_test=2000, epochs=10000, batch_size=100, lr=1e-3,
-                  weight_decay=1e-12, num_layers=4, d_model=64, k_train=20, k_eval=20,
-                  k_test=200, test_trials=5, entropy_weight=0.1, eval_every_epochs=10,
-                  strategies=["ps", "canonical", "ga"]),
-    "quick": dict(n_train=500, n_val=200, n_test=500, epochs=60, batch_size=100, lr=1e-3,
-                  weight_decay=1e-12, num_layers=4, d_model=64, k_train=4, k_eval=4,
-                  k_test=20, test_trials=1, entropy_weight=0.1, eval_every_epochs=5,
-                  strategies=["ps", "canonical", "ga", "none"]),
-}
-
-
 def nbody_experiment_config(quick: bool) -> dict[str, Any]:
-    """The sizes of the n-body experiment (``quick`` for CPU, else the paper's); a copy."""
-    return copy.deepcopy(_CONFIGS["quick" if quick else "paper"])
+    """The settings of the n-body experiment at the quick (CPU) or paper size: the task options
+    of its shipped YAML, with ``models`` as ``[label, "transformer", strategy]``; a copy."""
+    return settings_of(load_named_experiment("nbody", "quick" if quick else "paper"))
 
 
 def train_nbody(model: nn.Module, splits: dict[str, NBodyData], cfg: dict[str, Any], *,
@@ -221,8 +177,20 @@ def run_nbody_experiment(out_dir: str | Path, quick: bool = True,
     """
     cfg = nbody_experiment_config(quick)
     cfg.update(overrides or {})
+    return _run_settings(cfg, out_dir, "quick" if quick else "paper", log)
+
+
+def _strategies(cfg: dict[str, Any]) -> list[str]:
+    if "strategies" in cfg:
+        return list(cfg["strategies"])
+    return [strategy for _label, _base, strategy in cfg["models"]]
+
+
+def _run_settings(cfg: dict[str, Any], out_dir: str | Path, size: str,
+                  log: Callable[[str], None] | None) -> dict[str, Any]:
+    quick = size == "quick"
     log = log or (lambda _msg: None)
-    device = resolve_device(cfg.get("device"))
+    device = resolve_device(cfg.get("device") or "auto")
     start = time.perf_counter()
     # "simulation" overrides fields of NBodyConfig (e.g. a coarser save_every for tests)
     sim = NBodyConfig(**cfg.get("simulation", {}))
@@ -232,14 +200,14 @@ def run_nbody_experiment(out_dir: str | Path, quick: bool = True,
     data_seconds = time.perf_counter() - start
     log(f"nbody: simulated {sum(len(v) for v in splits.values())} systems in {data_seconds:.1f} s")
     results = {}
-    for strategy in cfg["strategies"]:
+    for strategy in _strategies(cfg):
         torch.manual_seed(0)
         model = build_nbody_model(strategy, d_model=cfg["d_model"], num_layers=cfg["num_layers"],
                                   k_train=cfg["k_train"], k_eval=cfg["k_eval"]).to(device)
         log(f"nbody Transformer-{strategy}")
         results[f"Transformer-{strategy}"] = train_nbody(model, splits, cfg, log=log)
     seconds = time.perf_counter() - start
-    run = {"experiment": "nbody", "size": "quick" if quick else "paper", "config": cfg,
+    run = {"experiment": "nbody", "size": size, "config": cfg,
            "device": str(device), "seconds": round(seconds, 1),
            "data_seconds": round(data_seconds, 1)}
     out = Path(out_dir)
@@ -264,3 +232,17 @@ def _results_table(quick: bool, cfg: dict[str, Any], results: dict[str, Any],
     lines += ["", "Paper (3,000 simulations, 10,000 epochs): Transformer-PS 0.00417, "
               "Transformer-Canonical 0.00779."]
     return "\n".join(lines) + "\n"
+
+
+class NBodyExperiment(SettingsExperiment):
+    """The charged n-body experiment; ``--steps`` sets the training epochs."""
+
+    name = "nbody"
+    task_names = ("nbody",)
+
+    def run_settings(self, config: ExperimentConfig, settings: dict[str, Any], out_dir: Path,
+                     log: Callable[[str], None]) -> dict[str, Any]:
+        return _run_settings(settings, out_dir, config.size, log)
+
+
+NBODY_EXPERIMENT = register_experiment(NBodyExperiment())

@@ -21,7 +21,6 @@ equivariant-component predictive mean) and elevation over test maps.
 Entry points: :func:`run_era5_experiment` (``approxeq experiment era5-uk``) and
 :func:`evaluate_on_file` (``approxeq eval RUN --data FILE --var NAME``).
 """
-
 from __future__ import annotations
 
 import math
@@ -31,29 +30,30 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
-import torch
 from torch import nn
 
-from approxeq.approximate import (delta_equiv, equivariance_error, equivariant_component,
-                                  is_approximate)
+from approxeq.approximate import is_approximate
 from approxeq.data.normalise import NORMALISER_FILE, Normaliser
 from approxeq.data.xarray_tasks import (AuxiliaryFields, XarrayTaskGenerator,
                                         embedded_weather_files, open_field)
+from approxeq.experiments.base import (ExperimentResult, Log, default_log, register_experiment,
+                                       with_cached_entries)
+from approxeq.experiments.evaluation import evaluate_model
+from approxeq.experiments.np_runner import (NeuralProcessExperiment, finished_step,
+                                            train_one_model)
+from approxeq.experiments.report import format_table
 from approxeq.np.batch import Batch
 from approxeq.np.prediction import coordinate_names, predict, require_xarray
-from approxeq.train.checkpoint import load_checkpoint, load_model, write_json_atomic, write_text_atomic
-from approxeq.train.config import ConfigError, ExperimentConfig, ModelConfig, save_experiment
-from approxeq.train.distributed import is_main_process
-from approxeq.train.experiment import (ExperimentResult, format_table, select_models,
-                                       with_cached_entries)
-from approxeq.train.loop import evaluate, train
+from approxeq.train.checkpoint import (ModelSpec, load_checkpoint, load_model, write_json_atomic,
+                                       write_text_atomic)
+from approxeq.train.config import ConfigError, ExperimentConfig, ModelConfig
 
 TASK_NAME = "era5-uk"
 DATA_FILE = "era5_t2m_uk_2019-03.nc"
 AUX_FILE = "uk_elevation_on_era5_grid.nc"
 ATTRIBUTION = "Contains modified Copernicus Climate Change Service information 2019"
 MODEL_EVAL = "eval.json"
-EVAL_VERSION = 1
+EVAL_VERSION = 1  # the shared evaluation path is the one this experiment always used
 
 #: task options and their defaults (``task.options`` of the experiment YAML)
 TASK_DEFAULTS: dict[str, Any] = {
@@ -76,7 +76,6 @@ EXTRA_DEFAULTS: dict[str, Any] = {
     "map_context_fraction": 0.1, "map_seed": 0, "figures": True,
 }
 
-Log = Callable[[str], None]
 #: ``figures(out_dir, panels, metrics) -> written paths``; ``panels[label]`` is an
 #: ``xarray.Dataset`` with ``context``, ``truth``, ``full``, ``component``, ``correction`` and
 #: ``elevation`` (see :func:`map_panels`), e.g. :func:`approxeq.plot.maps.era5_figures`
@@ -140,36 +139,15 @@ def fit_normaliser(o: Mapping[str, Any]) -> Normaliser:
                             lon=da[lon_name].values)
     return norm
 
-
 def _strip_aux(batches: Sequence[Batch]) -> list[Batch]:
-    out = []
-    for b in batches:
-        aux = {k: v for k, v in (b.aux or {}).items() if k not in ("aux_c", "aux_t")}
-        out.append(replace(b, aux=aux))
-    return out
-
-
-def _mean_se(v: torch.Tensor) -> tuple[float, float]:
-    v = v.double().reshape(-1)
-    n = v.numel()
-    return float(v.mean()), (float(v.std(unbiased=True) / math.sqrt(n)) if n > 1 else float("nan"))
-
-
-def _to(batch: Batch, model: nn.Module) -> Batch:
-    p = next(model.parameters())
-    return batch.to(device=p.device, dtype=p.dtype)
-
-
-def _kwargs(batch: Batch) -> dict[str, torch.Tensor]:
-    aux = batch.aux or {}
-    return {k: aux[k] for k in ("aux_c", "aux_t") if aux.get(k) is not None}
+    return [replace(b, aux_c=None, aux_t=None) for b in batches]
 
 
 def evaluate_era5_model(model: nn.Module, batches: Sequence[Batch], normaliser: Normaliser, *,
                         equivariance_elements: int = 4, equivariance_tasks: int = 8,
                         seed: int = 0) -> dict[str, Any]:
-    """Every metric of one model on fixed ``batches`` (with ``aux_c``/``aux_t`` in
-    ``batch.aux`` when the model reads auxiliary fields).
+    """Every metric of one model on fixed ``batches`` (with ``batch.aux_c``/``aux_t``
+    when the model reads auxiliary fields).
 
     Returns ``loglik``, ``loglik_se`` (normalised temperature), ``rmse``, ``rmse_se``
     (normalised), ``rmse_K``, ``rmse_K_se`` (kelvin, or the variable's units), ``coverage95``,
@@ -178,44 +156,9 @@ def evaluate_era5_model(model: nn.Module, batches: Sequence[Batch], normaliser: 
     (normalised), ``delta_equiv_K``; for models with a symmetry, ``equivariance`` (orbit error
     with auxiliary values attached to their points, and the component's).
     """
-    def summary(result) -> dict[str, Any]:
-        s = result.summary()
-        s["rmse_K"], s["rmse_K_se"] = s["rmse"] * normaliser.y_std, s["rmse_se"] * normaliser.y_std
-        return s
-
-    out = summary(evaluate(model, batches, seed=seed))
-    if is_approximate(model):
-        with equivariant_component(model):
-            comp = summary(evaluate(model, batches, seed=seed))
-        out["component"] = comp
-        out["component_loglik"], out["component_loglik_se"] = comp["loglik"], comp["loglik_se"]
-        with torch.random.fork_rng():
-            torch.manual_seed(seed)
-            deltas = torch.cat([delta_equiv(model, b.xc, b.yc, b.xt, **_kwargs(b)).double().cpu()
-                                for b in (_to(b, model) for b in batches)])
-        out["delta_equiv"], out["delta_equiv_se"] = _mean_se(deltas)
-        out["delta_equiv_K"] = out["delta_equiv"] * normaliser.y_std
-    group = getattr(model, "symmetry", None)
-    if group is not None and equivariance_elements > 0:
-        b = _to(batches[0], model)
-        k = min(equivariance_tasks, b.batch_size)
-        kw = {key: v[:k] for key, v in _kwargs(b).items()}
-        task = (b.xc[:k], b.yc[:k], b.xt[:k])
-
-        def report():
-            with torch.random.fork_rng():
-                torch.manual_seed(seed)
-                return equivariance_error(model, group, *task, n_elements=equivariance_elements,
-                                          generator=torch.Generator().manual_seed(seed),
-                                          model_kwargs=kw)
-
-        full = report()
-        eq = {"group": repr(group), **full.summary(), "scale": full.scale}
-        if is_approximate(model):
-            with equivariant_component(model):
-                eq["component_equiv_err_max"] = report().max_error
-        out["equivariance"] = eq
-    return out
+    return evaluate_model(model, batches, equivariance_elements=equivariance_elements,
+                          equivariance_tasks=equivariance_tasks, seed=seed,
+                          y_scale=normaliser.y_std)
 
 
 # --------------------------------------------------------------------------------------------
@@ -271,32 +214,123 @@ def correction_elevation_correlation(panels: Sequence[Any]) -> float:
         return float("nan")
     return float(np.corrcoef(c, e)[0, 1])
 
-
 # --------------------------------------------------------------------------------------------
 # Running
 # --------------------------------------------------------------------------------------------
 
-def _default_log(message: str) -> None:
-    import sys
+class ERA5Experiment(NeuralProcessExperiment):
+    """Neural processes on the ERA5 UK 2 m temperature (see the module docstring)."""
 
-    print(message, file=sys.stderr, flush=True)
+    name = TASK_NAME
+    task_names = (TASK_NAME,)
+    figure_hook = "approxeq.plot.maps:era5_figures"
+
+    def train_tasks_only(self, config: ExperimentConfig) -> dict[str, Any]:
+        o = task_options(config)
+        return {"options": o, "normaliser": fit_normaliser(o)}
+
+    def tasks(self, config: ExperimentConfig, out_dir: Path, log: Log) -> dict[str, Any]:
+        tasks = self.train_tasks_only(config)
+        o, normaliser = tasks["options"], tasks["normaliser"]
+        normaliser.save(out_dir / NORMALISER_FILE)
+        log(f"era5 experiment (size {config.size}): {len(config.models)} model(s); {o['var']} "
+            f"mean {normaliser.y_mean:.2f} {normaliser.units}, std {normaliser.y_std:.2f} (days "
+            f"{o['train_days'][0]}-{o['train_days'][1]})")
+        t = config.train
+        if t.test_tasks < 1:
+            raise ConfigError("test_tasks: expected >= 1 to evaluate the experiment, got 0")
+        test_aux = _generator(o, "test", normaliser, True).fixed_set(
+            t.test_tasks, t.eval_batch_size, t.test_seed)
+        tasks.update(test_aux=test_aux, test_plain=_strip_aux(test_aux), panels={},
+                     start=time.monotonic())
+        return tasks
+
+    def signature(self, config: ExperimentConfig, tasks: Any) -> dict[str, Any]:
+        t = config.train
+        return {"version": EVAL_VERSION, "task": {k: str(v) for k, v in tasks["options"].items()},
+                "test_tasks": t.test_tasks, "test_seed": t.test_seed,
+                "eval_batch_size": t.eval_batch_size,
+                "extra": {k: config.extra.get(k, v) for k, v in EXTRA_DEFAULTS.items()}}
+
+    def train(self, config: ExperimentConfig, mc: ModelConfig, tasks: Any, run_dir: Path, *,
+              progress: bool, log: Log, device: str | None) -> tuple[nn.Module, dict]:
+        o, normaliser = tasks["options"], tasks["normaliser"]
+        with_aux = _uses_aux(mc)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        normaliser.save(run_dir / NORMALISER_FILE)
+        spec = ModelSpec(mc.name, 2, 1, dict(mc.options))
+        model, history, _ = train_one_model(
+            mc, spec, run_dir, lambda: _generator(o, "train", normaliser, with_aux),
+            lambda: _generator(o, "val", normaliser, with_aux), progress=progress, log=log,
+            device=device)
+        return model, history
+
+    def evaluate(self, config: ExperimentConfig, mc: ModelConfig, model: nn.Module, tasks: Any,
+                 run_dir: Path) -> dict[str, Any]:
+        o, normaliser = tasks["options"], tasks["normaliser"]
+        extra = {**EXTRA_DEFAULTS, **config.extra}
+        with_aux = _uses_aux(mc)
+        test = tasks["test_aux"] if with_aux else tasks["test_plain"]
+        metrics = evaluate_era5_model(model, test, normaliser,
+                                      equivariance_elements=int(extra["equivariance_elements"]),
+                                      equivariance_tasks=int(extra["equivariance_tasks"]))
+        entry = {k: metrics[k] for k in ("loglik", "loglik_se", "rmse_K", "rmse_K_se",
+                                         "coverage95", "component_loglik",
+                                         "component_loglik_se", "delta_equiv",
+                                         "delta_equiv_K") if k in metrics}
+        if is_approximate(model):
+            maps = [map_panels(model, normaliser, o["data"], o["var"], when, aux=o["aux"],
+                               aux_vars=o["aux_vars"],
+                               context_fraction=float(extra["map_context_fraction"]),
+                               seed=int(extra["map_seed"]) + k)
+                    for k, when in enumerate(extra["map_times"])]
+            entry["correction_elevation_corr"] = correction_elevation_correlation(maps)
+            entry["correction_std_K"] = float(np.nanstd(
+                np.concatenate([p["correction"].values.ravel() for p in maps])))
+            maps[0].to_netcdf(run_dir / "map.nc")
+        ckpt = load_checkpoint(run_dir / "last.pt")
+        entry.update({"name": mc.name, "options": mc.options, "steps": finished_step(run_dir),
+                      "aux_vars": list(o["aux_vars"]) if with_aux else [],
+                      "parameters": sum(p.numel() for p in model.parameters()),
+                      "symmetry": repr(getattr(model, "symmetry", None)),
+                      "approximate": is_approximate(model),
+                      "train_seconds": ckpt.extra.get("seconds"), "test": metrics})
+        return entry
+
+    def log_entry(self, label: str, entry: dict[str, Any], log: Log) -> None:
+        log(f"[{label}] log-lik {entry['loglik']:.3f} ± {entry['loglik_se']:.3f}, RMSE "
+            f"{entry['rmse_K']:.3f} K" + (
+                f", component {entry['component_loglik']:.3f}, corr(correction, elevation) "
+                f"{entry['correction_elevation_corr']:.2f}" if "component_loglik" in entry
+                else ""))
+
+    def report(self, config: ExperimentConfig, out_dir: Path, entries: dict[str, Any],
+               tasks: Any, result: ExperimentResult, figures: Callable | None) -> None:
+        o, normaliser = tasks["options"], tasks["normaliser"]
+        extra = {**EXTRA_DEFAULTS, **config.extra}
+        panels = {}
+        for label in result.models:
+            if (out_dir / label / "map.nc").is_file():
+                panels[label] = require_xarray().load_dataset(out_dir / label / "map.nc")
+        entries = with_cached_entries(config, out_dir, entries, self.signature(config, tasks))
+        write_json_atomic(out_dir / "metrics.json", entries)
+        write_text_atomic(out_dir / "results.md", era5_results_markdown(entries, config))
+        paths: list[Path] = []
+        if figures is not None and extra.get("figures", True) and panels:
+            paths = list(figures(out_dir, panels, entries))
+        chosen = [m for m in config.models if m.label in result.models]
+        write_json_atomic(out_dir / "experiment.json", {
+            "name": config.name, "size": config.size, "description": config.description,
+            "data": Path(o["data"]).name, "aux": Path(o["aux"]).name, "var": o["var"],
+            "split_days": {s: o[f"{s}_days"] for s in ("train", "val", "test")},
+            "normaliser": normaliser.to_dict(), "models": [m.to_dict() for m in chosen],
+            "figures": [str(p.relative_to(out_dir)) if p.is_relative_to(out_dir) else str(p)
+                        for p in paths],
+            "attribution": ATTRIBUTION, "seconds": time.monotonic() - tasks["start"]})
+        result.metrics, result.figures = entries, paths
 
 
-def _read_json(path: Path) -> Any:
-    import json
-
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def _signature(config: ExperimentConfig, o: Mapping[str, Any]) -> dict[str, Any]:
-    t = config.train
-    return {"version": EVAL_VERSION, "task": {k: str(v) for k, v in o.items()},
-            "test_tasks": t.test_tasks, "test_seed": t.test_seed,
-            "eval_batch_size": t.eval_batch_size,
-            "extra": {k: config.extra.get(k, v) for k, v in EXTRA_DEFAULTS.items()}}
+ERA5_EXPERIMENT = register_experiment(ERA5Experiment())
 
 
 def run_era5_experiment(config: ExperimentConfig, out_dir: str | Path, *, progress: bool = True,
@@ -304,11 +338,10 @@ def run_era5_experiment(config: ExperimentConfig, out_dir: str | Path, *, progre
                         device: str | None = None, only: Sequence[str] | None = None
                         ) -> ExperimentResult:
     """Train, evaluate and report every model of an ERA5 experiment (``task.name: era5-uk``;
-    see ``experiments/era5-uk.yaml`` and the module docstring).
+    see the shipped ``configs/era5-uk.yaml`` and the module docstring).
 
     Args:
-        config: the resolved experiment (``load_experiment("experiments/era5-uk.yaml",
-            size="quick")``).
+        config: the resolved experiment (``load_named_experiment("era5-uk", size="quick")``).
         out_dir: the run directory (created; rerunning resumes and skips finished models).
         progress: progress bars. log: status messages (default stderr).
         figures: draws the map figures from the panels of every approximately equivariant
@@ -318,132 +351,10 @@ def run_era5_experiment(config: ExperimentConfig, out_dir: str | Path, *, progre
         only: run only these labels.
 
     Returns:
-        :class:`~approxeq.train.experiment.ExperimentResult` (``metrics`` is ``metrics.json``).
+        :class:`~approxeq.experiments.ExperimentResult` (``metrics`` is ``metrics.json``).
     """
-    start = time.monotonic()
-    main = is_main_process()  # under DDP the other ranks only train
-    log = (log or _default_log) if main else (lambda _message: None)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    o = task_options(config)
-    extra = {**EXTRA_DEFAULTS, **config.extra}
-    chosen = select_models(config, only)
-    save_experiment(config, out_dir / "config.yaml")
-    normaliser = fit_normaliser(o)
-    normaliser.save(out_dir / NORMALISER_FILE)
-    log(f"era5 experiment (size {config.size}): {len(chosen)} model(s); {o['var']} mean "
-        f"{normaliser.y_mean:.2f} {normaliser.units}, std {normaliser.y_std:.2f} (days "
-        f"{o['train_days'][0]}-{o['train_days'][1]})")
-    t = config.train
-    if t.test_tasks < 1:
-        raise ConfigError("test_tasks: expected >= 1 to evaluate the experiment, got 0")
-    test_aux = _generator(o, "test", normaliser, True).fixed_set(t.test_tasks, t.eval_batch_size,
-                                                                 t.test_seed)
-    test_plain = _strip_aux(test_aux)
-    signature = _signature(config, o)
-
-    entries: dict[str, Any] = {}
-    models: dict[str, nn.Module] = {}
-    histories: dict[str, dict] = {}
-    panels: dict[str, Any] = {}
-    for mc in chosen:
-        run_dir = out_dir / mc.label
-        with_aux = _uses_aux(mc)
-        model, history = _train_one(mc, config, o, normaliser, run_dir, with_aux,
-                                    progress=progress, log=log, device=device)
-        models[mc.label], histories[mc.label] = model, history
-        if not main:
-            continue
-        step = load_checkpoint(run_dir / "last.pt").step
-        cached = _read_json(run_dir / MODEL_EVAL)
-        if (isinstance(cached, dict) and cached.get("signature") == signature
-                and cached.get("step") == step):
-            entries[mc.label] = cached["entry"]
-        else:
-            test = test_aux if with_aux else test_plain
-            metrics = evaluate_era5_model(
-                model, test, normaliser,
-                equivariance_elements=int(extra["equivariance_elements"]),
-                equivariance_tasks=int(extra["equivariance_tasks"]))
-            entry = {k: metrics[k] for k in ("loglik", "loglik_se", "rmse_K", "rmse_K_se",
-                                             "coverage95", "component_loglik",
-                                             "component_loglik_se", "delta_equiv",
-                                             "delta_equiv_K") if k in metrics}
-            if is_approximate(model):
-                maps = [map_panels(model, normaliser, o["data"], o["var"], when, aux=o["aux"],
-                                   aux_vars=o["aux_vars"],
-                                   context_fraction=float(extra["map_context_fraction"]),
-                                   seed=int(extra["map_seed"]) + k)
-                        for k, when in enumerate(extra["map_times"])]
-                entry["correction_elevation_corr"] = correction_elevation_correlation(maps)
-                entry["correction_std_K"] = float(np.nanstd(
-                    np.concatenate([p["correction"].values.ravel() for p in maps])))
-                maps[0].to_netcdf(run_dir / "map.nc")
-            ckpt = load_checkpoint(run_dir / "last.pt")
-            entry.update({"name": mc.name, "options": mc.options, "steps": step,
-                          "aux_vars": list(o["aux_vars"]) if with_aux else [],
-                          "parameters": sum(p.numel() for p in model.parameters()),
-                          "symmetry": repr(getattr(model, "symmetry", None)),
-                          "approximate": is_approximate(model),
-                          "train_seconds": ckpt.extra.get("seconds"), "test": metrics})
-            entries[mc.label] = entry
-            write_json_atomic(run_dir / MODEL_EVAL, {"signature": signature, "step": step,
-                                                     "entry": entry})
-        if (run_dir / "map.nc").is_file():
-            panels[mc.label] = require_xarray().load_dataset(run_dir / "map.nc")
-        e = entries[mc.label]
-        log(f"[{mc.label}] log-lik {e['loglik']:.3f} ± {e['loglik_se']:.3f}, RMSE "
-            f"{e['rmse_K']:.3f} K" + (f", component {e['component_loglik']:.3f}, corr(correction, "
-                                      f"elevation) {e['correction_elevation_corr']:.2f}"
-                                      if "component_loglik" in e else ""))
-
-    if not main:
-        return ExperimentResult(out_dir=out_dir, metrics={}, models=models, histories=histories,
-                                figures=[], seconds=time.monotonic() - start)
-    entries = with_cached_entries(config, out_dir, entries, signature)
-    write_json_atomic(out_dir / "metrics.json", entries)
-    write_text_atomic(out_dir / "results.md", era5_results_markdown(entries, config))
-    paths: list[Path] = []
-    if figures is not None and extra.get("figures", True) and panels:
-        paths = list(figures(out_dir, panels, entries))
-    write_json_atomic(out_dir / "experiment.json", {
-        "name": config.name, "size": config.size, "description": config.description,
-        "data": Path(o["data"]).name, "aux": Path(o["aux"]).name, "var": o["var"],
-        "split_days": {s: o[f"{s}_days"] for s in ("train", "val", "test")},
-        "normaliser": normaliser.to_dict(), "models": [m.to_dict() for m in chosen],
-        "figures": [str(p.relative_to(out_dir)) if p.is_relative_to(out_dir) else str(p)
-                    for p in paths],
-        "attribution": ATTRIBUTION, "seconds": time.monotonic() - start})
-    return ExperimentResult(out_dir=out_dir, metrics=entries, models=models,
-                            histories=histories, figures=paths,
-                            seconds=time.monotonic() - start)
-
-
-def _train_one(mc: ModelConfig, config: ExperimentConfig, o: Mapping[str, Any],
-               normaliser: Normaliser, run_dir: Path, with_aux: bool, *, progress: bool,
-               log: Log, device: str | None) -> tuple[nn.Module, dict]:
-    from approxeq.train.checkpoint import ModelSpec
-
-    tcfg = mc.train if device is None else mc.train.replace(device=device)
-    spec = ModelSpec(mc.name, 2, 1, dict(mc.options))
-    run_dir.mkdir(parents=True, exist_ok=True)
-    normaliser.save(run_dir / NORMALISER_FILE)
-    last = run_dir / "last.pt"
-    done = load_checkpoint(last).step if last.is_file() else 0
-    if done >= tcfg.steps and (run_dir / "best.pt").is_file():
-        log(f"[{mc.label}] finished earlier ({done} steps): skipping training")
-        return load_model(run_dir / "best.pt"), _read_json(run_dir / "history.json") or {}
-    model = spec.build()
-    generator = _generator(o, "train", normaliser, with_aux)
-    val = None
-    if tcfg.val_every > 0 and tcfg.val_tasks > 0:
-        val = _generator(o, "val", normaliser, with_aux).fixed_set(
-            tcfg.val_tasks, tcfg.eval_batch_size, tcfg.val_seed)
-    log(f"[{mc.label}] {mc.name} {mc.options} ({sum(p.numel() for p in model.parameters()):,} "
-        f"parameters): {tcfg.steps} steps" + (f", resuming from step {done}" if done else ""))
-    result = train(model, generator, tcfg, run_dir, val_set=val, resume=True, progress=progress,
-                   log=log, spec=spec)
-    return result.load_best().eval(), result.history
+    return ERA5_EXPERIMENT.run(config, out_dir, progress=progress, log=log, figures=figures,
+                               device=device, only=only)
 
 
 def _fmt(mean: Any, se: Any = None, digits: int = 3) -> str:
@@ -554,7 +465,7 @@ def evaluate_on_file(run: str | Path | nn.Module, path: str | Path, var: str, *,
         ``(metrics, path written)``; ``metrics[label]`` as in the experiment's
         ``metrics.json``.
     """
-    log = log or _default_log
+    log = log or default_log
     path = Path(path)
     if isinstance(run, nn.Module):
         if normaliser is None:
@@ -600,7 +511,7 @@ def evaluate_on_file(run: str | Path | nn.Module, path: str | Path, var: str, *,
     return entries, target
 
 
-__all__ = ["ATTRIBUTION", "TASK_DEFAULTS", "EXTRA_DEFAULTS", "MapFigureHook",
+__all__ = ["ATTRIBUTION", "ERA5Experiment", "TASK_DEFAULTS", "EXTRA_DEFAULTS", "MapFigureHook",
            "correction_elevation_correlation", "era5_results_markdown", "era5_results_table",
            "evaluate_era5_model", "evaluate_on_file", "fit_normaliser", "is_era5_experiment",
            "map_panels",

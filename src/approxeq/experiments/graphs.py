@@ -23,7 +23,6 @@ Entry point: :func:`run_graph_experiment` (writes ``metrics.json`` and ``results
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 import time
@@ -35,7 +34,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from approxeq.data.graphs import GraphData, load_exp, load_graph8c, load_sr25, make_csl, with_degree
+from approxeq.experiments.base import (SettingsExperiment, load_named_experiment,
+                                       register_experiment, settings_of)
+from approxeq.nn.graph_models import GraphGIN, GraphMLP
 from approxeq.train.checkpoint import write_json_atomic, write_text_atomic
+from approxeq.train.config import ExperimentConfig
+from approxeq.train.distributed import resolve_device
 
 __all__ = [
     "GraphMLP",
@@ -48,71 +52,14 @@ __all__ = [
     "GRAPH_EXPERIMENTS",
     "graph_experiment_config",
     "run_graph_experiment",
-    "resolve_device",
+    "GraphExperiment",
+    "settings_of",
 ]
 
 GRAPH_EXPERIMENTS = ("graph8c", "exp-iso", "sr25", "exp-classify", "csl")
 
 
-def resolve_device(device: str | None) -> torch.device:
-    """``device`` or, if ``None``/``"auto"``, CUDA when available, else CPU."""
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 # --------------------------------------------------------------------------- models
-
-class GraphMLP(nn.Module):
-    """MLP on the concatenation of the flattened node features ``[b, n_max, c]`` and adjacency
-    ``[b, n_max, n_max]``; it sees node order, so it is not equivariant by itself.
-
-    Shapes: ``forward(x, adj, mask)`` returns ``[b, out_dim]``.
-    """
-
-    def __init__(self, n_max: int, in_channels: int, out_dim: int,
-                 hidden: Sequence[int] = (128, 64), activation: str = "tanh") -> None:
-        super().__init__()
-        act = {"tanh": nn.Tanh, "relu": nn.ReLU}[activation]
-        widths = [n_max * in_channels + n_max * n_max, *hidden]
-        layers: list[nn.Module] = []
-        for w_in, w_out in zip(widths[:-1], widths[1:]):
-            layers += [nn.Linear(w_in, w_out), act()]
-        layers.append(nn.Linear(widths[-1], out_dim))
-        self.net = nn.Sequential(*layers)
-        self.n_max = n_max
-
-    def forward(self, x: Tensor, adj: Tensor, mask: Tensor | None = None) -> Tensor:
-        if adj.shape[-1] != self.n_max:
-            raise ValueError(f"adj: expected [b, {self.n_max}, {self.n_max}], "
-                             f"got {tuple(adj.shape)}")
-        return self.net(torch.cat([x.flatten(1), adj.flatten(1)], dim=-1))
-
-
-class GraphGIN(nn.Module):
-    """:class:`approxeq.nn.GIN` node embeddings, sum pooling and a linear readout; optionally
-    with one-hot position ids appended to the node features (``position_ids=n_max``: GIN-ID,
-    which under symmetrisation becomes relational pooling over the sampled orderings).
-
-    Shapes: ``forward(x [b, n, c], adj [b, n, n], mask [b, n])`` returns ``[b, out_dim]``.
-    Without position ids it is S_n-invariant and no stronger than 1-WL.
-    """
-
-    def __init__(self, in_channels: int, out_dim: int, hidden: int = 64, num_layers: int = 3,
-                 position_ids: int = 0) -> None:
-        super().__init__()
-        from approxeq.nn import GIN
-        self.position_ids = position_ids
-        self.gin = GIN(in_channels + position_ids, hidden, hidden, num_layers, batch_norm=False)
-        self.readout = nn.Linear(hidden, out_dim)
-
-    def forward(self, x: Tensor, adj: Tensor, mask: Tensor) -> Tensor:
-        if self.position_ids:
-            ids = torch.eye(x.shape[1], self.position_ids, dtype=x.dtype, device=x.device)
-            x = torch.cat([x, ids.expand(x.shape[0], -1, -1)], dim=-1)
-        h = self.gin(x * mask.unsqueeze(-1).to(x.dtype), adj, mask)
-        return self.readout(h.sum(1))
-
 
 def _symmetrize_imports():
     from approxeq.groups.permutation import Permutation
@@ -249,54 +196,26 @@ def count_indistinguishable(embed_fn: Callable[[int], Tensor], n_inits: int,
 
 # --------------------------------------------------------------------------- configurations
 
-_SEPARATION_MODELS = [("MLP", "mlp", "ga"), ("MLP", "mlp", "canonical"), ("MLP", "mlp", "ps"),
-                      ("GIN-ID", "gin-id", "ga"), ("GIN-ID", "gin-id", "canonical"),
-                      ("GIN-ID", "gin-id", "ps"), ("GIN", "gin", "none")]
-
-_CONFIGS: dict[str, dict[str, dict[str, Any]]] = {
-    "graph8c": {
-        "paper": dict(n_inits=100, k_eval=10, mlp_hidden=[128, 64], batch_size=2048),
-        "quick": dict(n_inits=10, k_eval=10, mlp_hidden=[128, 64], batch_size=2048),
-    },
-    "exp-iso": {
-        "paper": dict(n_inits=100, k_eval=10, mlp_hidden=[2048, 4096, 2048], batch_size=100),
-        "quick": dict(n_inits=5, k_eval=5, mlp_hidden=[256, 256], batch_size=200),
-    },
-    "sr25": {
-        "paper": dict(n_inits=100, k_eval=10, mlp_hidden=[128, 64], batch_size=15),
-        "quick": dict(n_inits=10, k_eval=10, mlp_hidden=[128, 64], batch_size=15),
-    },
-    "exp-classify": {
-        "paper": dict(epochs=2000, warmup_epochs=200, k_train=10, k_eval=10,
-                      mlp_hidden=[2048, 4096, 2048, 10], lr=1e-3, batch_size=100, clip=0.1,
-                      entropy_weight=0.1, tau=0.01, sinkhorn_iters=20, dtype="float64",
-                      eval_every=1, strategies=["ga", "canonical", "ps", "fa"]),
-        "quick": dict(epochs=40, warmup_epochs=5, k_train=1, k_eval=3,
-                      mlp_hidden=[256, 256, 10], lr=1e-3, batch_size=100, clip=0.1,
-                      entropy_weight=0.1, tau=0.01, sinkhorn_iters=10, dtype="float64",
-                      eval_every=2, strategies=["ga", "canonical", "ps", "fa"]),
-    },
-    "csl": {
-        "paper": dict(epochs=300, warmup_epochs=20, folds=5, k_train=5, k_eval=10,
-                      mlp_hidden=[256, 256], lr=1e-3, batch_size=30, clip=1.0,
-                      entropy_weight=0.1, tau=0.01, sinkhorn_iters=20, dtype="float64",
-                      eval_every=1, models=[["MLP", "mlp", "ps"], ["MLP", "mlp", "canonical"],
-                                            ["MLP", "mlp", "fa"], ["GIN", "gin", "none"]]),
-        "quick": dict(epochs=200, warmup_epochs=5, folds=1, k_train=2, k_eval=5,
-                      mlp_hidden=[128, 128], lr=1e-3, batch_size=30, clip=1.0,
-                      entropy_weight=0.1, tau=0.01, sinkhorn_iters=10, dtype="float64",
-                      eval_every=5, models=[["MLP", "mlp", "ps"], ["MLP", "mlp", "canonical"],
-                                            ["MLP", "mlp", "fa"], ["GIN", "gin", "none"]]),
-    },
-}
-
-
 def graph_experiment_config(name: str, quick: bool) -> dict[str, Any]:
-    """The sizes of experiment ``name`` (``quick`` for CPU, else the paper's); a copy."""
-    if name not in _CONFIGS:
+    """The settings of experiment ``name`` at the quick (CPU) or paper size: the task options
+    of its shipped YAML, with ``models`` set to its ``[label, base, strategy]`` list; a copy."""
+    if name not in GRAPH_EXPERIMENTS:
         raise ValueError(f"name: unknown graph experiment {name!r}; expected one of "
                          f"{list(GRAPH_EXPERIMENTS)}")
-    return copy.deepcopy(_CONFIGS[name]["quick" if quick else "paper"])
+    return settings_of(load_named_experiment(name, "quick" if quick else "paper"))
+
+
+def _model_list(cfg: dict[str, Any], default_base: str, prefix: str) -> list[tuple[str, str, str]]:
+    """``(result key, base, strategy)`` per model: from ``models`` (``[label, base, strategy]``;
+    a label that already ends in its strategy is kept as the key) or ``strategies``."""
+    if "strategies" in cfg:
+        return [(f"{prefix}-{s}", default_base, s) for s in cfg["strategies"]]
+    out = []
+    for label, base, strategy in cfg["models"]:
+        key = label if strategy == "none" or label.endswith(f"-{strategy}") else \
+            f"{label}-{strategy}"
+        out.append((key, base, strategy))
+    return out
 
 
 # --------------------------------------------------------------------------- runners
@@ -313,8 +232,7 @@ def _run_separation(name: str, cfg: dict[str, Any], log: Callable[[str], None],
     data = data.to(device=device)
     n_pairs = len(pairs) if pairs is not None else len(data) * (len(data) - 1) // 2
     results = {}
-    for label, base, strategy in cfg.get("models", _SEPARATION_MODELS):
-        key = f"{label}-{strategy}" if strategy != "none" else label
+    for key, base, strategy in _model_list(cfg, "mlp", "MLP"):
 
         def embed_fn(seed: int) -> Tensor:
             torch.manual_seed(seed)
@@ -409,15 +327,15 @@ def _run_exp_classify(cfg: dict[str, Any], log: Callable[[str], None],
     val, test = data.subset(slice(0, 200)), data.subset(slice(200, 400))
     train = data.subset(slice(400, 1200))
     results = {}
-    for strategy in cfg["strategies"]:
+    for key, base, strategy in _model_list(cfg, "mlp", "MLP"):
         torch.manual_seed(0)
-        model = build_graph_model("mlp", strategy, n_max=data.n_max, in_channels=data.x.shape[-1],
+        model = build_graph_model(base, strategy, n_max=data.n_max, in_channels=data.x.shape[-1],
                                   out_dim=1, mlp_hidden=cfg["mlp_hidden"], mlp_activation="relu",
                                   k_train=cfg["k_train"], k_eval=cfg["k_eval"], tau=cfg["tau"],
                                   sinkhorn_iters=cfg["sinkhorn_iters"])
         model = model.to(dtype=dtype, device=device)
-        log(f"exp-classify MLP-{strategy}")
-        results[f"MLP-{strategy}"] = train_classifier(
+        log(f"exp-classify {key}")
+        results[key] = train_classifier(
             model, train, val, test, n_classes=2, epochs=cfg["epochs"], lr=cfg["lr"],
             batch_size=cfg["batch_size"], clip=cfg["clip"], warmup_epochs=cfg["warmup_epochs"],
             entropy_weight=cfg["entropy_weight"], eval_every=cfg.get("eval_every", 1), log=log)
@@ -442,8 +360,7 @@ def _run_csl(cfg: dict[str, Any], log: Callable[[str], None],
     n_folds = max(cfg["folds"], 1)
     folds = [f.to(device) for f in _stratified_folds(data.y.cpu(), 5)]
     results: dict[str, Any] = {}
-    for label, base, strategy in cfg["models"]:
-        key = f"{label}-{strategy}" if strategy != "none" else label
+    for key, base, strategy in _model_list(cfg, "mlp", "MLP"):
         accs = []
         for f in range(n_folds):
             test_idx = folds[f]
@@ -525,8 +442,13 @@ def run_graph_experiment(name: str, out_dir: str | Path, quick: bool = True,
     """
     cfg = graph_experiment_config(name, quick)
     cfg.update(overrides or {})
+    return _run_settings(name, cfg, out_dir, "quick" if quick else "paper", log)
+
+
+def _run_settings(name: str, cfg: dict[str, Any], out_dir: str | Path, size: str,
+                  log: Callable[[str], None] | None) -> dict[str, Any]:
     log = log or (lambda _msg: None)
-    device = resolve_device(cfg.get("device"))
+    device = resolve_device(cfg.get("device") or "auto")
     start = time.perf_counter()
     if name in ("graph8c", "exp-iso", "sr25"):
         results = _run_separation(name, cfg, log, device)
@@ -535,11 +457,27 @@ def run_graph_experiment(name: str, out_dir: str | Path, quick: bool = True,
     else:
         results = _run_csl(cfg, log, device)
     seconds = time.perf_counter() - start
-    run = {"experiment": name, "size": "quick" if quick else "paper", "config": cfg,
+    run = {"experiment": name, "size": size, "config": cfg,
            "device": str(device), "seconds": round(seconds, 1)}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "experiment.json", run)
     write_json_atomic(out / "metrics.json", results)
-    write_text_atomic(out / "results.md", _results_table(name, quick, cfg, results, seconds))
+    write_text_atomic(out / "results.md", _results_table(name, size == "quick", cfg, results,
+                                                         seconds))
     return results
+
+
+class GraphExperiment(SettingsExperiment):
+    """The graph experiments (:data:`GRAPH_EXPERIMENTS`): separation counts of untrained
+    models, and EXP/CSL classification. ``--steps`` sets the training epochs."""
+
+    name = "graphs"
+    task_names = GRAPH_EXPERIMENTS
+
+    def run_settings(self, config: ExperimentConfig, settings: dict[str, Any], out_dir: Path,
+                     log: Callable[[str], None]) -> dict[str, Any]:
+        return _run_settings(config.task.name, settings, out_dir, config.size, log)
+
+
+GRAPH_EXPERIMENT = register_experiment(GraphExperiment())

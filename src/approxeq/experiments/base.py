@@ -1,0 +1,308 @@
+"""One interface for every experiment, a registry of experiments by task name, the shipped
+configurations, and the parts every runner shares (model selection, per-model seeding, the
+training of one neural process, cached evaluations).
+
+An experiment is a YAML file in one schema (:mod:`approxeq.train.config`): ``name``,
+``description``, ``task`` (``name`` picks the runner, ``options`` its settings), ``models``,
+``train``, ``sizes`` and ``extra``. The shipped ones are package data
+(``approxeq/experiments/configs/*.yaml``); :func:`find_experiment` turns a name or a path into
+the file, and :func:`experiment_for` a resolved configuration into its :class:`Experiment`.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import sys
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Sequence
+
+from torch import nn
+
+from approxeq.train.config import ConfigError, ExperimentConfig, ModelConfig
+
+Log = Callable[[str], None]
+MODEL_EVAL = "eval.json"
+CONFIGS_DIR = Path(__file__).resolve().parent / "configs"
+
+
+@dataclass
+class ExperimentResult:
+    """What an experiment run returns.
+
+    Attributes:
+        out_dir: the run directory. metrics: the content of ``metrics.json``.
+        models: the trained models (best checkpoints), by label.
+        histories: their ``history.json`` contents, by label.
+        figures: the figure files written. seconds: wall time of the call.
+    """
+
+    out_dir: Path
+    metrics: dict[str, Any]
+    models: dict[str, nn.Module] = field(default_factory=dict)
+    histories: dict[str, dict] = field(default_factory=dict)
+    figures: list[Path] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+class Experiment(ABC):
+    """An experiment runner: ``tasks → train → evaluate → report``.
+
+    :meth:`run` is the whole job: it resolves the task data once (:meth:`tasks`), then trains
+    (:meth:`train`) and evaluates (:meth:`evaluate`) each chosen model, and writes the results
+    (:meth:`report`). Subclasses implement the four stages, or :meth:`run` itself when their
+    stages do not split per model. ``task_names`` are the ``task.name`` values it runs.
+    """
+
+    name: ClassVar[str]
+    task_names: ClassVar[tuple[str, ...]] = ()
+    #: ``"module:function"`` of the figure hook the command line passes to :meth:`run`
+    figure_hook: ClassVar[str | None] = None
+    #: whether the runner trains under ``torchrun`` (one process group for all its models)
+    distributed: ClassVar[bool] = False
+
+    def summary(self, result: ExperimentResult) -> str:
+        """A plain-text summary of a finished run for the terminal (default: its
+        ``results.md``)."""
+        path = result.out_dir / "results.md"
+        return path.read_text() if path.is_file() else ""
+
+    def handles(self, config: ExperimentConfig) -> bool:
+        """Whether this runner runs ``config`` (by default: its ``task.name``)."""
+        return config.task.name in self.task_names
+
+    def tasks(self, config: ExperimentConfig, out_dir: Path, log: Log) -> Any:
+        """The fixed data of the run (test sets, normalisers, loaded graphs ...)."""
+        raise NotImplementedError
+
+    def train(self, config: ExperimentConfig, mc: ModelConfig, tasks: Any, run_dir: Path, *,
+              progress: bool, log: Log, device: str | None) -> tuple[nn.Module, dict]:
+        """Train one model (resuming from ``run_dir``); return it and its history."""
+        raise NotImplementedError
+
+    def evaluate(self, config: ExperimentConfig, mc: ModelConfig, model: nn.Module, tasks: Any,
+                 run_dir: Path) -> dict[str, Any]:
+        """The ``metrics.json`` entry of one trained model."""
+        raise NotImplementedError
+
+    def report(self, config: ExperimentConfig, out_dir: Path, entries: dict[str, Any],
+               tasks: Any, result: ExperimentResult, figures: Callable | None) -> None:
+        """Write ``metrics.json``, ``results.md``, ``experiment.json`` and figures; fill
+        ``result.metrics`` and ``result.figures``."""
+        raise NotImplementedError
+
+    def override_steps(self, config: ExperimentConfig, steps: int | None) -> ExperimentConfig:
+        """``config`` with every model trained for ``steps`` steps (``None``: unchanged)."""
+        return with_steps(config, steps)
+
+    @abstractmethod
+    def run(self, config: ExperimentConfig, out_dir: str | Path, *, progress: bool = True,
+            log: Log | None = None, figures: Callable | None = None,
+            device: str | None = None, only: Sequence[str] | None = None) -> ExperimentResult:
+        """Run the experiment into ``out_dir``; see the subclass."""
+
+
+class SettingsExperiment(Experiment):
+    """An experiment whose models are trained and evaluated by one function of its settings
+    (the task options, with ``models`` as ``[label, base, strategy]`` triples; see
+    :func:`settings_of`). It runs in a single process."""
+
+    def run_settings(self, config: ExperimentConfig, settings: dict[str, Any], out_dir: Path,
+                     log: Log) -> dict[str, Any]:
+        """Run with ``settings``; return what ``metrics.json`` holds."""
+        raise NotImplementedError
+
+    def override_steps(self, config: ExperimentConfig, steps: int | None) -> ExperimentConfig:
+        """``--steps`` sets the training epochs (experiments without training ignore it)."""
+        if steps is None or "epochs" not in config.task.options:
+            return config
+        from dataclasses import replace
+
+        task = replace(config.task, options={**config.task.options, "epochs": int(steps)})
+        return replace(config, task=task)
+
+    def run(self, config: ExperimentConfig, out_dir: str | Path, *, progress: bool = True,
+            log: Log | None = None, figures: Callable | None = None,
+            device: str | None = None, only: Sequence[str] | None = None) -> ExperimentResult:
+        """Run every model (or those in ``only``) and write ``metrics.json``, ``results.md``
+        and ``experiment.json`` in ``out_dir``; ``figures`` is unused."""
+        import os
+        import time
+
+        if os.environ.get("WORLD_SIZE", "1") not in ("", "1"):
+            raise ConfigError(f"{config.name} runs in a single process; launch it without "
+                              "torchrun")
+        start = time.monotonic()
+        settings = settings_of(config, only)
+        if device is not None:
+            settings["device"] = device
+        metrics = self.run_settings(config, settings, Path(out_dir), log or default_log)
+        return ExperimentResult(out_dir=Path(out_dir), metrics=metrics,
+                                seconds=time.monotonic() - start)
+
+
+def settings_of(config: ExperimentConfig, only: Sequence[str] | None = None) -> dict[str, Any]:
+    """The runner settings of a graph or n-body experiment: its task options, and ``models``
+    as ``[label, base, strategy]`` triples from its model list (``only``: these labels; the
+    task option ``models``, a list of labels, narrows a size's list)."""
+    cfg = copy.deepcopy(config.task.options)
+    chosen = select_models(config, only)
+    labels = cfg.pop("models", None)
+    if labels is not None:
+        unknown = [x for x in labels if not any(m.label == x for m in config.models)]
+        if unknown:
+            raise ConfigError(f"task.options.models: unknown label(s) {unknown}; labels: "
+                              f"{[m.label for m in config.models]}")
+        chosen = [m for m in chosen if m.label in labels]
+    cfg["models"] = [[m.label, m.name, str(m.options.get("strategy", "none"))] for m in chosen]
+    return cfg
+
+
+_REGISTRY: dict[str, Experiment] = {}
+
+
+def register_experiment(experiment: Experiment) -> Experiment:
+    """Add a runner to the registry (by its ``name``); returns it."""
+    _REGISTRY[experiment.name] = experiment
+    return experiment
+
+
+def experiment_for(config: ExperimentConfig) -> Experiment:
+    """The registered runner of ``config`` (chosen by its ``task.name``)."""
+    _load_builtin()
+    for runner in _REGISTRY.values():
+        if runner.handles(config):
+            return runner
+    known = sorted(n for r in _REGISTRY.values() for n in r.task_names)
+    raise ConfigError(f"task.name: no experiment runs task {config.task.name!r}; known tasks: "
+                      f"{', '.join(known)}")
+
+
+def _load_builtin() -> None:
+    # the runners register themselves on import
+    import approxeq.experiments.era5  # noqa: F401
+    import approxeq.experiments.gp  # noqa: F401
+    import approxeq.experiments.graphs  # noqa: F401
+    import approxeq.experiments.nbody  # noqa: F401
+
+
+def experiment_names() -> list[str]:
+    """The names of the shipped experiments (``approxeq experiment NAME``)."""
+    return sorted(p.stem for p in CONFIGS_DIR.glob("*.yaml"))
+
+
+def find_experiment(name: str | Path) -> Path:
+    """The YAML file of an experiment: ``name`` itself when it is a file (a user's own
+    experiment), else the shipped ``configs/<name>.yaml``.
+
+    Raises:
+        FileNotFoundError: naming the argument and the shipped experiments.
+    """
+    direct = Path(name).expanduser()
+    if direct.is_file():
+        return direct
+    stem = direct.name
+    for suffix in (".yaml", ".yml"):
+        if stem.endswith(suffix):
+            stem = stem[: -len(suffix)]
+    shipped = CONFIGS_DIR / f"{stem}.yaml"
+    if shipped.is_file():
+        return shipped
+    raise FileNotFoundError(f"experiment {str(name)!r}: not a YAML file and not a shipped "
+                            f"experiment; shipped: {', '.join(experiment_names())}")
+
+
+def load_named_experiment(name: str | Path, size: str = "quick") -> ExperimentConfig:
+    """:func:`~approxeq.train.config.load_experiment` of :func:`find_experiment` ``(name)``."""
+    from approxeq.train.config import load_experiment
+
+    return load_experiment(find_experiment(name), size=size)
+
+
+# --------------------------------------------------------------------------------------------
+# Shared parts
+# --------------------------------------------------------------------------------------------
+
+def default_log(message: str) -> None:
+    """Status messages go to stderr."""
+    print(message, file=sys.stderr, flush=True)
+
+
+def read_json(path: Path) -> Any:
+    """The JSON content of ``path``, or ``None`` if it is missing or unreadable."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def model_seed(seed: int, label: str) -> int:
+    """The seed a model is built from: a stable hash (SHA-256, not Python's salted ``hash``)
+    of the experiment seed and the model's label, so that a model's initial weights depend on
+    nothing else (not on which models ran before it, nor on ``--only``)."""
+    digest = hashlib.sha256(f"{int(seed)}/{label}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+
+
+def with_steps(config: ExperimentConfig, steps: int | None) -> ExperimentConfig:
+    """``config`` with every model trained for ``steps`` steps (``None``: unchanged).
+
+    Validation and checkpoint intervals are clipped to ``steps`` so that a tiny run still
+    validates and checkpoints at its end.
+    """
+    if steps is None:
+        return config
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+        raise ConfigError(f"steps: expected a positive int, got {steps!r}")
+    from dataclasses import replace
+
+    def clip(t):
+        changes: dict[str, Any] = {"steps": steps}
+        if t.val_every > steps:
+            changes["val_every"] = steps
+        if t.checkpoint_every is not None and t.checkpoint_every > steps:
+            changes["checkpoint_every"] = steps
+        return t.replace(**changes)
+
+    models = [replace(m, train=clip(m.train)) for m in config.models]
+    return replace(config, models=models, train=clip(config.train))
+
+
+def select_models(config: ExperimentConfig, only: Sequence[str] | None,
+                  reserved: Sequence[str] = ()) -> list[ModelConfig]:
+    """The model configs to run (all, or those labelled in ``only``), after checking that every
+    label can name a run directory."""
+    labels = [m.label for m in config.models]
+    if only:
+        unknown = [o for o in only if o not in labels]
+        if unknown:
+            raise ConfigError(f"only: unknown model label(s) {unknown}; labels: {labels}")
+    chosen = [m for m in config.models if not only or m.label in only]
+    for m in chosen:
+        if "/" in m.label or m.label in ("", ".", "..", *reserved):
+            raise ConfigError(f"models: label {m.label!r} cannot name a run directory")
+    return chosen
+
+
+def with_cached_entries(config: ExperimentConfig, out_dir: Path, entries: dict[str, Any],
+                        signature: Any) -> dict[str, Any]:
+    """``entries`` completed, in config order, with the still-valid cached evaluations of the
+    models not run this time (``only``)."""
+    merged = dict(entries)
+    for mc in config.models:
+        cached = read_json(out_dir / mc.label / MODEL_EVAL)
+        if mc.label not in merged and isinstance(cached, dict) and \
+                cached.get("signature") == signature:
+            merged[mc.label] = cached["entry"]
+    return {m.label: merged[m.label] for m in config.models if m.label in merged}
+
+
+__all__ = [
+    "CONFIGS_DIR", "Experiment", "ExperimentResult", "Log", "SettingsExperiment", "default_log",
+    "experiment_for",
+    "experiment_names", "find_experiment", "load_named_experiment", "model_seed", "read_json",
+    "register_experiment", "select_models", "settings_of", "with_cached_entries", "with_steps",
+]
