@@ -15,6 +15,8 @@ from approxeq.data.nbody import (NBodyConfig, NBodyData, coulomb_forces, make_nb
                                  total_energy)
 from approxeq.data.normalise import Normaliser
 from approxeq.data.oracle import GPOracle, GPPredictive, OracleLoglik, gp_posterior, oracle_loglik
+from approxeq.data.smoke import (SmokeData, SmokeSettings, SmokeTaskGenerator,  # noqa: F401
+                                 load_smoke)
 from approxeq.data.terrain import TerrainField, TerrainOracle, TerrainTaskGenerator  # noqa: F401
 from approxeq.data.xarray_tasks import (AuxiliaryFields, XarrayTaskGenerator,
                                         embedded_weather_files, open_field, select_region,
