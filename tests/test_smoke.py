@@ -171,7 +171,7 @@ def test_same_seed_gives_identical_batches(data):
     c = gen.sample(4, torch.Generator().manual_seed(8))
     for name in ("xc", "yc", "xt", "yt"):
         assert torch.equal(getattr(a, name), getattr(b, name))
-    assert torch.equal(a.aux["sim"], b.aux["sim"])
+    assert torch.equal(a.meta["sim"], b.meta["sim"])
     assert not (a.xc.shape == c.xc.shape and torch.equal(a.yc, c.yc))
     fixed = gen.fixed_set(5, 2, seed=1)
     again = gen.fixed_set(5, 2, seed=1)
@@ -192,14 +192,14 @@ def test_tasks_hold_the_snapshot_values_at_the_right_cells(data):
     norm = gen.normalisation
     y = torch.cat([batch.yc, batch.yt], 1).double()
     for k in range(3):
-        sim, t = int(batch.aux["sim"][k]), int(batch.aux["snapshot"][k])
+        sim, t = int(batch.meta["sim"][k]), int(batch.meta["snapshot"][k])
         assert sim in set(data.split("train").tolist())
         raw = torch.from_numpy(data.density[sim, t]).double()[ij[k, :, 0], ij[k, :, 1]]
         torch.testing.assert_close(y[k, :, 0] * norm.density_std + norm.density_mean, raw,
                                    rtol=1e-5, atol=1e-6)
         vel = torch.from_numpy(data.velocity[sim, t]).double()[ij[k, :, 0], ij[k, :, 1]]
         torch.testing.assert_close(y[k, :, 1:] * norm.velocity_scale, vel, rtol=1e-5, atol=1e-6)
-        assert int(batch.aux["step"][k]) == TINY.snapshot_steps[t]
+        assert int(batch.meta["step"][k]) == TINY.snapshot_steps[t]
     xf, yf, solid = gen.field(0, 2)
     assert xf.shape == (16, 16, 2) and yf.shape == (16, 16, 3) and solid.dtype == torch.bool
 
@@ -211,7 +211,7 @@ def test_splits_are_disjoint_and_cover_every_simulation(data):
     assert set().union(*split.values()) == set(range(6))
     assert sum(map(len, split.values())) == 6
     test = SmokeTaskGenerator(data, "test", outputs="density")
-    assert set(test.sample(8, torch.Generator().manual_seed(0)).aux["sim"].tolist()) <= \
+    assert set(test.sample(8, torch.Generator().manual_seed(0)).meta["sim"].tolist()) <= \
         split["test"]
 
 

@@ -41,7 +41,7 @@ from approxeq.data.base import TaskGenerator
 from approxeq.data.smoke_sim import (SCHEME_VERSION, Scene, SmokeSettings, simulate, turn_grid,
                                      turn_point, turn_vectors)
 from approxeq.np.batch import Batch
-from approxeq.np.predict import require_xarray
+from approxeq.np.prediction import require_xarray
 
 #: the outputs a :class:`SmokeTaskGenerator` can serve, and their channels
 OUTPUTS = {"density": ("density",), "velocity": ("vx", "vy"), "both": ("density", "vx", "vy")}
@@ -398,7 +398,7 @@ class SmokeTaskGenerator(TaskGenerator):
         y = self._y[k[:, None], t[:, None], order]
         steps = torch.tensor(self.data.snapshot_steps)[t]
         aux = {"sim": torch.from_numpy(self.indices)[k], "snapshot": t, "step": steps}
-        return Batch(xc=x[:, :nc], yc=y[:, :nc], xt=x[:, nc:], yt=y[:, nc:], aux=aux)
+        return Batch(xc=x[:, :nc], yc=y[:, :nc], xt=x[:, nc:], yt=y[:, nc:], meta=aux)
 
 
 __all__ = ["OUTPUTS", "SmokeData", "SmokeNormalisation", "SmokeSettings", "SmokeTaskGenerator",
