@@ -135,23 +135,38 @@ class UNet(nn.Module):
     connection of that level (``2C`` channels), and an output block (``2C -> C``). Every grid
     size must be divisible by ``2 ** num_layers`` (:attr:`grid_multiple`).
 
-    Args and shapes as :class:`CNN`.
+    With ``io_blocks=False`` the layout is that of neuralprocesses' ``UNet``: no input and
+    output blocks, the first stride-2 block maps ``in_channels -> C`` straight from the input
+    (no activation before it, so signed inputs such as a ConvCNP's data channel pass
+    unchanged), the last transposed block returns to full resolution without a skip
+    connection, and the output is passed through a ReLU (its activation after the last layer).
+    This needs a block factory whose blocks have an ``act`` attribute (as :class:`ConvBlock`).
+
+    Args and shapes as :class:`CNN`; io_blocks: see above.
     """
 
     def __init__(self, dim: int, in_channels: int, channels: int = 32, num_layers: int = 5,
-                 kernel_size: int = 5, *, block: BlockFactory = ConvBlock) -> None:
+                 kernel_size: int = 5, *, block: BlockFactory = ConvBlock,
+                 io_blocks: bool = True) -> None:
         super().__init__()
         _check_common(dim, in_channels, channels, num_layers, kernel_size)
         self.dim, self.in_channels, self.channels = dim, in_channels, channels
         self.num_layers = num_layers
         self.grid_multiple = 2 ** num_layers
+        self.io_blocks = io_blocks
         c = channels
-        self.inp = block(dim, in_channels, c, kernel_size)
-        self.down = nn.ModuleList(block(dim, c, c, kernel_size, stride=2)
-                                  for _ in range(num_layers))
+        self.inp: nn.Module | None = block(dim, in_channels, c, kernel_size) if io_blocks else None
+        self.down = nn.ModuleList(
+            block(dim, c if io_blocks or i else in_channels, c, kernel_size, stride=2)
+            for i in range(num_layers))
         self.up = nn.ModuleList(block(dim, c if i == 0 else 2 * c, c, kernel_size, transpose=True)
                                 for i in range(num_layers))
-        self.out = block(dim, 2 * c, c, kernel_size)
+        self.out: nn.Module = block(dim, 2 * c, c, kernel_size) if io_blocks else nn.ReLU()
+        if not io_blocks:
+            if not hasattr(self.down[0], "act"):
+                raise ValueError("block: io_blocks=False needs blocks with an 'act' attribute "
+                                 f"(the input is not activated), got {type(self.down[0]).__name__}")
+            self.down[0].act = nn.Identity()
 
     def _level_coords(self, coords: Tensor | None, level: int) -> Tensor | None:
         # A stride-2 "same" convolution with an odd kernel centres output j on input 2j.
@@ -162,23 +177,35 @@ class UNet(nn.Module):
 
     def forward(self, z: Tensor, coords: Tensor | None = None, **block_kwargs) -> Tensor:
         _check_grid_input("UNet", z, self.dim, self.in_channels, self.grid_multiple, coords)
-        h = self.inp(_to_channels_first(z), coords, **block_kwargs)
-        skips = [h]
+        h = _to_channels_first(z)
+        if self.inp is not None:
+            h = self.inp(h, coords, **block_kwargs)
+        # skips[level] is the representation at resolution 2^-level
+        skips = [h] if self.io_blocks else [None]
         for level, blk in enumerate(self.down, start=1):
             h = blk(h, self._level_coords(coords, level), **block_kwargs)
             skips.append(h)
         u = skips.pop()
         for level, blk in zip(reversed(range(self.num_layers)), self.up):
             u = blk(u, self._level_coords(coords, level), **block_kwargs)
-            u = torch.cat([u, skips[level]], 1)
-        return _to_channels_last(self.out(u, coords, **block_kwargs))
+            if skips[level] is not None:
+                u = torch.cat([u, skips[level]], 1)
+        if self.io_blocks:
+            return _to_channels_last(self.out(u, coords, **block_kwargs))
+        return _to_channels_last(self.out(u))
 
 
 def build_cnn(kind: str, dim: int, in_channels: int, channels: int, num_layers: int,
-              kernel_size: int, *, block: BlockFactory = ConvBlock) -> CNN | UNet:
-    """``kind = "conv"`` gives a :class:`CNN`, ``"unet"`` a :class:`UNet`."""
+              kernel_size: int, *, block: BlockFactory = ConvBlock,
+              io_blocks: bool = True) -> CNN | UNet:
+    """``kind = "conv"`` gives a :class:`CNN`, ``"unet"`` a :class:`UNet` (``io_blocks``: see
+    :class:`UNet`; a :class:`CNN` has none to drop)."""
     if kind == "conv":
+        if not io_blocks:
+            raise ValueError("io_blocks: only a 'unet' can drop its input and output blocks, "
+                             "got cnn='conv' with io_blocks=False")
         return CNN(dim, in_channels, channels, num_layers, kernel_size, block=block)
     if kind == "unet":
-        return UNet(dim, in_channels, channels, num_layers, kernel_size, block=block)
+        return UNet(dim, in_channels, channels, num_layers, kernel_size, block=block,
+                    io_blocks=io_blocks)
     raise ValueError(f"cnn: expected 'conv' or 'unet', got {kind!r}")

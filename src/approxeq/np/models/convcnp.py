@@ -237,7 +237,7 @@ def convcnp(dim_x: int, dim_y: int, *, approximate: bool = False, cnn: str = "co
             fixed_input_domain: Sequence[Sequence[float]] | None = None,
             fixed_input_dropout: float = 0.5, fixed_input_mode: str = "sum",
             fixed_input_hidden: int | None = None, fourier_features: int = 0,
-            dim_aux: int = 0, aux_dropout: float = 0.0) -> ConvCNP:
+            dim_aux: int = 0, aux_dropout: float = 0.0, layout: str = "approxeq") -> ConvCNP:
     """ConvCNP (translation equivariant on the grid lattice); approximate=True adds fixed inputs.
 
     Args:
@@ -255,12 +255,25 @@ def convcnp(dim_x: int, dim_y: int, *, approximate: bool = False, cnn: str = "co
         dim_aux: channels of known auxiliary fields read at the context and target points
             (``forward(..., aux_c=, aux_t=)``; 0 = none). aux_dropout: per-task dropout
             probability of their embedding in training.
+        layout: ``"approxeq"``, or ``"neuralprocesses"`` for the network of neuralprocesses'
+            ``construct_convgnp`` (``cnn="unet"`` only, no fixed inputs or auxiliary data): set
+            convolutions with one lengthscale for all dimensions (initially
+            ``1 / points_per_unit``), whose channels go straight into a UNet without input and
+            output blocks (:class:`~approxeq.nn.cnn.UNet` with ``io_blocks=False``), and a
+            decoder that is one linear map ``C -> 2 dim_y`` (which commutes with the decoder's
+            set convolution).
 
     Returns:
         A :class:`ConvCNP` with ``symmetry = Translation(dim_x, spacing=1 / points_per_unit)``.
     """
     check_grid_dim_x("convcnp", dim_x)
     check_aux_options(dim_aux, aux_dropout)
+    if layout not in ("approxeq", "neuralprocesses"):
+        raise ValueError(f"layout: expected 'approxeq' or 'neuralprocesses', got {layout!r}")
+    if layout == "neuralprocesses" and (cnn != "unet" or approximate or dim_aux):
+        raise ValueError("layout: 'neuralprocesses' needs cnn='unet', approximate=False and "
+                         f"dim_aux=0, got cnn={cnn!r}, approximate={approximate}, "
+                         f"dim_aux={dim_aux}")
     fixed_input = None
     extra_channels = 0
     if approximate:
@@ -272,10 +285,19 @@ def convcnp(dim_x: int, dim_y: int, *, approximate: bool = False, cnn: str = "co
                                  hidden=fixed_input_hidden or channels, p=fixed_input_dropout,
                                  fourier_features=fourier_features)
         extra_channels = b if fixed_input_mode == "concat" else 0
-    return assemble_convcnp(dim_x, dim_y, name="convcnp", net_factory=build_cnn, cnn=cnn,
-                            points_per_unit=points_per_unit, channels=channels,
-                            num_layers=num_layers, kernel_size=kernel_size, margin=margin,
-                            min_std=min_std, fixed_input=fixed_input,
-                            fixed_input_mode=fixed_input_mode,
-                            fixed_input_channels=extra_channels, dim_aux=dim_aux,
-                            aux_dropout=aux_dropout)
+    model = assemble_convcnp(dim_x, dim_y, name="convcnp", net_factory=build_cnn, cnn=cnn,
+                             points_per_unit=points_per_unit, channels=channels,
+                             num_layers=num_layers, kernel_size=kernel_size, margin=margin,
+                             min_std=min_std, fixed_input=fixed_input,
+                             fixed_input_mode=fixed_input_mode,
+                             fixed_input_channels=extra_channels, dim_aux=dim_aux,
+                             aux_dropout=aux_dropout)
+    if layout == "neuralprocesses":
+        ppu = model.points_per_unit
+        model.encoder.setconv = SetConvEncoder(dim_x, 1.0 / ppu, shared_lengthscale=True)
+        model.decoder.setconv = SetConvDecoder(dim_x, 1.0 / ppu, shared_lengthscale=True)
+        model.encoder.pointwise = nn.Identity()
+        model.encoder.net = build_cnn("unet", dim_x, dim_y + 1, channels, num_layers,
+                                      kernel_size or DEFAULT_KERNEL_SIZE[dim_x], io_blocks=False)
+        model.decoder.mlp = MLP(channels, 2 * dim_y, num_layers=0)
+    return model
