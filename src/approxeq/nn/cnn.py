@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 BlockFactory = Callable[..., nn.Module]
@@ -69,7 +70,34 @@ class ConvBlock(nn.Module):
                               transpose=transpose)
 
     def forward(self, h: Tensor, coords: Tensor | None = None, **kwargs) -> Tensor:
-        return self.conv(self.act(h))
+        return apply_conv(self.conv, self.act(h))
+
+
+def apply_conv(conv: nn.Module, h: Tensor) -> Tensor:
+    """``conv(h)`` for a module made by :func:`make_conv`, run in channels-last memory.
+
+    A 1-D convolution runs as a 2-D one on a grid of height 1 whose input is a channels-last
+    view of ``h``: oneDNN's channels-last kernels are 1.5-2x faster on CPU than its kernels
+    for 1-D channels-first data, and the networks' channels-last tensors need no copy to get
+    there. The result is ``[b, C_out, L']`` with channels-last strides. 2-D convolutions are
+    called as they are (a channels-last input already selects the channels-last kernels).
+    """
+    if isinstance(conv, nn.Conv1d):
+        y = F.conv2d(h.unsqueeze(2), conv.weight.unsqueeze(2), conv.bias,
+                     stride=(1, conv.stride[0]), padding=(0, conv.padding[0]))
+        return y.squeeze(2)
+    if isinstance(conv, nn.ConvTranspose1d):
+        y = F.conv_transpose2d(h.unsqueeze(2), conv.weight.unsqueeze(2), conv.bias,
+                               stride=(1, conv.stride[0]), padding=(0, conv.padding[0]),
+                               output_padding=(0, conv.output_padding[0]))
+        return y.squeeze(2)
+    return conv(h)
+
+
+def _cat_channels(a: Tensor, b: Tensor) -> Tensor:
+    """Concatenate along the channel axis into channels-last memory (``torch.cat`` of
+    channels-first views would give channels-first memory, and a copy at the next convolution)."""
+    return torch.cat([a.movedim(1, -1), b.movedim(1, -1)], -1).movedim(-1, 1)
 
 
 def _to_channels_first(z: Tensor) -> Tensor:
@@ -189,7 +217,7 @@ class UNet(nn.Module):
         for level, blk in zip(reversed(range(self.num_layers)), self.up):
             u = blk(u, self._level_coords(coords, level), **block_kwargs)
             if skips[level] is not None:
-                u = torch.cat([u, skips[level]], 1)
+                u = _cat_channels(u, skips[level])
         if self.io_blocks:
             return _to_channels_last(self.out(u, coords, **block_kwargs))
         return _to_channels_last(self.out(u))
