@@ -129,7 +129,7 @@ def test_unet_equals_channels_first_reference_float64():
         net = UNet(1, 3, 4, 3, 5, io_blocks=io_blocks).double()
         z = torch.randn(2, 16, 3, generator=g, dtype=torch.float64)
 
-        def reference(z):
+        def reference(z, net=net, io_blocks=io_blocks):
             h = z.movedim(-1, 1)
             if net.inp is not None:
                 h = net.inp.conv(torch.relu(h))
