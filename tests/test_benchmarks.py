@@ -157,3 +157,12 @@ def test_data_smoke_writes_json(tmp_path):
     assert r["status"] == "ok", r.get("error")
     assert r["sample_ms"] > 0 and r["step_ms"] > 0
     assert len(r["raw"]["serial_ms"]) == len(r["raw"]["prefetch_ms"]) == 2
+
+
+def test_te_flops_smoke_counts_flops(tmp_path):
+    record = _run_script("bench_te_flops.py", tmp_path / "te.json")
+    _check_record(record, "te_flops")
+    (r,) = record["results"]
+    assert r["status"] == "ok", r.get("error")
+    assert r["flops"]["te-tnp"] > r["flops"]["tnp"] > 0
+    assert r["gflops_per_s"]["tnp"] > 0 and r["step_ratio"] > 0
