@@ -18,6 +18,7 @@ from typing import Sequence
 
 import torch
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
 _AXIS_LETTERS = "ijklmnop"
 
@@ -142,6 +143,7 @@ class _RBF(torch.autograd.Function):
         return w
 
     @staticmethod
+    @once_differentiable  # the saved d and w are outside the graph: no silent wrong 2nd order
     def backward(ctx, grad: Tensor):
         d, w, inv = ctx.saved_tensors
         # dw/dd = -d w, with d = (x - g) / l
