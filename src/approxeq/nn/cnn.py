@@ -169,15 +169,22 @@ class UNet(nn.Module):
     unchanged), the last transposed block returns to full resolution without a skip
     connection, and the output is passed through a ReLU (its activation after the last layer).
     This needs a block factory whose blocks have an ``act`` attribute (as :class:`ConvBlock`).
+    ``out_channels`` (only with ``io_blocks=False``) adds neuralprocesses' final linear layer,
+    ``C -> out_channels`` at every grid point.
 
-    Args and shapes as :class:`CNN`; io_blocks: see above.
+    Args and shapes as :class:`CNN` (``[b, *grid, out_channels]`` out with ``out_channels``);
+    io_blocks, out_channels: see above.
     """
 
     def __init__(self, dim: int, in_channels: int, channels: int = 32, num_layers: int = 5,
                  kernel_size: int = 5, *, block: BlockFactory = ConvBlock,
-                 io_blocks: bool = True) -> None:
+                 io_blocks: bool = True, out_channels: int | None = None) -> None:
         super().__init__()
         _check_common(dim, in_channels, channels, num_layers, kernel_size)
+        if out_channels is not None and (io_blocks or out_channels < 1):
+            raise ValueError(f"out_channels: expected None, or an int >= 1 with io_blocks=False, "
+                             f"got {out_channels!r} with io_blocks={io_blocks}")
+        self.head = None if out_channels is None else nn.Linear(channels, out_channels)
         self.dim, self.in_channels, self.channels = dim, in_channels, channels
         self.num_layers = num_layers
         self.grid_multiple = 2 ** num_layers
@@ -220,14 +227,15 @@ class UNet(nn.Module):
                 u = _cat_channels(u, skips[level])
         if self.io_blocks:
             return _to_channels_last(self.out(u, coords, **block_kwargs))
-        return _to_channels_last(self.out(u))
+        out = _to_channels_last(self.out(u))
+        return out if self.head is None else self.head(out)
 
 
 def build_cnn(kind: str, dim: int, in_channels: int, channels: int, num_layers: int,
               kernel_size: int, *, block: BlockFactory = ConvBlock,
-              io_blocks: bool = True) -> CNN | UNet:
-    """``kind = "conv"`` gives a :class:`CNN`, ``"unet"`` a :class:`UNet` (``io_blocks``: see
-    :class:`UNet`; a :class:`CNN` has none to drop)."""
+              io_blocks: bool = True, out_channels: int | None = None) -> CNN | UNet:
+    """``kind = "conv"`` gives a :class:`CNN`, ``"unet"`` a :class:`UNet` (``io_blocks`` and
+    ``out_channels``: see :class:`UNet`; a :class:`CNN` has no blocks to drop)."""
     if kind == "conv":
         if not io_blocks:
             raise ValueError("io_blocks: only a 'unet' can drop its input and output blocks, "
@@ -235,5 +243,5 @@ def build_cnn(kind: str, dim: int, in_channels: int, channels: int, num_layers: 
         return CNN(dim, in_channels, channels, num_layers, kernel_size, block=block)
     if kind == "unet":
         return UNet(dim, in_channels, channels, num_layers, kernel_size, block=block,
-                    io_blocks=io_blocks)
+                    io_blocks=io_blocks, out_channels=out_channels)
     raise ValueError(f"cnn: expected 'conv' or 'unet', got {kind!r}")

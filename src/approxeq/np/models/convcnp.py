@@ -259,9 +259,9 @@ def convcnp(dim_x: int, dim_y: int, *, approximate: bool = False, cnn: str = "co
             ``construct_convgnp`` (``cnn="unet"`` only, no fixed inputs or auxiliary data): set
             convolutions with one lengthscale for all dimensions (initially
             ``1 / points_per_unit``), whose channels go straight into a UNet without input and
-            output blocks (:class:`~approxeq.nn.cnn.UNet` with ``io_blocks=False``), and a
-            decoder that is one linear map ``C -> 2 dim_y`` (which commutes with the decoder's
-            set convolution).
+            output blocks and with a final linear map ``C -> 2 dim_y`` on the grid
+            (:class:`~approxeq.nn.cnn.UNet` with ``io_blocks=False, out_channels=2 dim_y``),
+            and a decoder that is the set convolution alone.
 
     Returns:
         A :class:`ConvCNP` with ``symmetry = Translation(dim_x, spacing=1 / points_per_unit)``.
@@ -298,6 +298,7 @@ def convcnp(dim_x: int, dim_y: int, *, approximate: bool = False, cnn: str = "co
         model.decoder.setconv = SetConvDecoder(dim_x, 1.0 / ppu, shared_lengthscale=True)
         model.encoder.pointwise = nn.Identity()
         model.encoder.net = build_cnn("unet", dim_x, dim_y + 1, channels, num_layers,
-                                      kernel_size or DEFAULT_KERNEL_SIZE[dim_x], io_blocks=False)
-        model.decoder.mlp = MLP(channels, 2 * dim_y, num_layers=0)
+                                      kernel_size or DEFAULT_KERNEL_SIZE[dim_x], io_blocks=False,
+                                      out_channels=2 * dim_y)
+        model.decoder.mlp = nn.Identity()
     return model
