@@ -3,6 +3,7 @@ values and gradients; the neuralprocesses layout of the ConvCNP builds the netwo
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from approxeq.nn.cnn import UNet
@@ -146,3 +147,15 @@ def test_unet_equals_channels_first_reference_float64():
             return out.movedim(1, -1)
 
         torch.testing.assert_close(net(z), reference(z), rtol=1e-12, atol=1e-12)
+
+
+def test_unet_out_channels_is_a_linear_map_on_the_grid():
+    net = UNet(1, 2, 4, 2, 3, io_blocks=False, out_channels=3).double()
+    z = torch.randn(2, 8, 2, dtype=torch.float64)
+    out = net(z)
+    assert out.shape == (2, 8, 3)
+    head = net.head
+    net.head = None
+    torch.testing.assert_close(out, head(net(z)), rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="out_channels"):
+        UNet(1, 2, 4, 2, 3, out_channels=3)
