@@ -134,3 +134,35 @@ def test_write_json_is_atomic(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's private 0600
+
+
+def test_vs_neuralprocesses_smoke_equal_parameters(tmp_path):
+    pytest.importorskip("neuralprocesses")
+    record = _run_script("bench_vs_neuralprocesses.py", tmp_path / "vs.json", "--threads", "1")
+    _check_record(record, "vs_neuralprocesses")
+    assert {r["dim_x"] for r in record["results"]} == {1, 2}
+    for r in record["results"]:
+        assert r["status"] == "ok", r.get("error")
+        params = r["num_parameters"]
+        assert params["approxeq"] == params["neuralprocesses"] > 0
+        for t in r["timing"].values():
+            assert t["median_ms"] > 0 and t["repeats"] == len(t["times_ms"]) == 2
+        assert r["ratio_of_medians"] > 0 and r["median_pair_ratio"] > 0
+
+
+def test_data_smoke_writes_json(tmp_path):
+    record = _run_script("bench_data.py", tmp_path / "data.json")
+    _check_record(record, "data")
+    (r,) = record["results"]
+    assert r["status"] == "ok", r.get("error")
+    assert r["sample_ms"] > 0 and r["step_ms"] > 0
+    assert len(r["raw"]["serial_ms"]) == len(r["raw"]["prefetch_ms"]) == 2
+
+
+def test_te_flops_smoke_counts_flops(tmp_path):
+    record = _run_script("bench_te_flops.py", tmp_path / "te.json")
+    _check_record(record, "te_flops")
+    (r,) = record["results"]
+    assert r["status"] == "ok", r.get("error")
+    assert r["flops"]["te-tnp"] > r["flops"]["tnp"] > 0
+    assert r["gflops_per_s"]["tnp"] > 0 and r["step_ratio"] > 0

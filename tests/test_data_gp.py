@@ -206,3 +206,44 @@ def test_callable_kernel_sampler_per_task(gen):
     assert 10 <= float(batch.xc[..., 1].min()) and float(batch.xc[..., 1].max()) <= 11
     ll = batch.aux["oracle"].loglik(batch.xc, batch.yc, batch.xt, batch.yt)
     torch.testing.assert_close(batch.aux["gt_loglik"], ll.marginal)
+
+
+def test_prefetcher_gives_the_serial_batches_bit_identically_and_resumes():
+    from approxeq.data import gp_task
+    from approxeq.data.prefetch import Prefetcher
+
+    task = gp_task("gibbs", oracle=False)
+    serial_rng = torch.Generator().manual_seed(7)
+    serial = [task.sample(4, serial_rng) for _ in range(5)]
+    rng = torch.Generator().manual_seed(7)
+    with Prefetcher(task, 4, rng, depth=2, num_batches=5) as pre:
+        got = []
+        for i, batch in enumerate(pre):
+            got.append(batch)
+            if i == 2:
+                state = pre.rng_state()
+    assert len(got) == 5
+    for a, b in zip(serial, got):
+        for name in ("xc", "yc", "xt", "yt"):
+            assert torch.equal(getattr(a, name), getattr(b, name))
+    # the state stored after the third batch resumes with the fourth
+    resumed = torch.Generator()
+    resumed.set_state(state)
+    fourth = task.sample(4, resumed)
+    assert torch.equal(fourth.yt, serial[3].yt) and torch.equal(fourth.xc, serial[3].xc)
+
+
+def test_prefetcher_raises_the_generators_error_and_stops():
+    from approxeq.data.prefetch import Prefetcher
+
+    class Broken:
+        def sample(self, batch_size, generator):
+            raise RuntimeError("boom")
+
+    pre = Prefetcher(Broken(), 2, torch.Generator())
+    with pytest.raises(RuntimeError, match="boom"):
+        next(pre)
+    with pytest.raises(StopIteration):
+        next(pre)
+    with pytest.raises(ValueError, match="depth"):
+        Prefetcher(Broken(), 2, torch.Generator(), depth=0)

@@ -116,7 +116,8 @@ class ConvCNPEncoder(nn.Module):
                  net: nn.Module, margin: float, *, fixed_input: FixedInput | None = None,
                  fixed_input_mode: str = "sum", dim_aux: int = 0,
                  aux_dropout: float = 0.0, name: str = "convcnp", num_layers: int = 5,
-                 max_grid_mb: float = DEFAULT_MAX_GRID_MB) -> None:
+                 max_grid_mb: float = DEFAULT_MAX_GRID_MB, setconv: nn.Module | None = None,
+                 pointwise: nn.Module | None = None) -> None:
         super().__init__()
         self.name, self.max_grid_mb = name, max_grid_mb
         # activations per grid point and task: the CNN's layers, its input and the set
@@ -127,8 +128,8 @@ class ConvCNPEncoder(nn.Module):
             raise ValueError(
                 f"fixed_input_mode: expected 'sum' or 'concat', got {fixed_input_mode!r}")
         self.dim_x, self.points_per_unit, self.margin = dim_x, points_per_unit, margin
-        self.setconv = SetConvEncoder(dim_x, 2.0 / points_per_unit)
-        self.pointwise = MLP(dim_y + 1, channels, hidden=channels, num_layers=1)
+        self.setconv = setconv or SetConvEncoder(dim_x, 2.0 / points_per_unit)
+        self.pointwise = pointwise or MLP(dim_y + 1, channels, hidden=channels, num_layers=1)
         self.fixed_input = fixed_input
         self.fixed_input_mode = fixed_input_mode
         self.fixed_input_proj: nn.Module | None = None
@@ -173,17 +174,18 @@ class ConvCNPDecoder(nn.Module):
     """Grid representation → decoder outputs at the targets.
 
     With ``dim_aux > 0`` the embedded auxiliary values at the targets are added to the
-    set-convolution output before the MLP.
+    set-convolution output before the MLP. ``setconv`` and ``mlp`` replace the defaults.
 
     Shapes: ``forward(rep)`` with a :class:`GridRepresentation` (``z [b, *grid, C]``,
     ``xt [b, m, dim_x]``, ``aux_t [b, m, dim_aux]``) returns ``[b, m, 2 dim_y]``.
     """
 
     def __init__(self, dim_x: int, dim_y: int, points_per_unit: float, channels: int,
-                 dim_aux: int = 0, aux_dropout: float = 0.0) -> None:
+                 dim_aux: int = 0, aux_dropout: float = 0.0, *,
+                 setconv: nn.Module | None = None, mlp: nn.Module | None = None) -> None:
         super().__init__()
-        self.setconv = SetConvDecoder(dim_x, 2.0 / points_per_unit)
-        self.mlp = MLP(channels, 2 * dim_y, hidden=channels, num_layers=1)
+        self.setconv = setconv or SetConvDecoder(dim_x, 2.0 / points_per_unit)
+        self.mlp = mlp or MLP(channels, 2 * dim_y, hidden=channels, num_layers=1)
         self.aux_embedding = (AuxiliaryEmbedding(dim_aux, channels, hidden=channels, p=aux_dropout)
                               if dim_aux > 0 else None)
 
@@ -235,11 +237,14 @@ def assemble_convcnp(dim_x: int, dim_y: int, *, name: str, net_factory: NetFacto
                      fixed_input: FixedInput | None = None, fixed_input_mode: str = "sum",
                      fixed_input_channels: int = 0, dim_aux: int = 0,
                      aux_dropout: float = 0.0, approximate: bool = False,
-                     max_grid_mb: float = DEFAULT_MAX_GRID_MB) -> ConvCNP:
+                     max_grid_mb: float = DEFAULT_MAX_GRID_MB,
+                     layout: str = "approxeq") -> ConvCNP:
     """Build a ConvCNP around the grid network made by ``net_factory`` (shared by ``convcnp``
     and ``relaxed-convcnp``). ``fixed_input_channels`` is the number of channels a
     concatenated fixed input adds to the network's input; ``dim_aux`` the auxiliary channels
-    read at the context and target points; ``max_grid_mb`` the memory budget of the grid."""
+    read at the context and target points; ``max_grid_mb`` the memory budget of the grid;
+    ``layout="neuralprocesses"`` the network of neuralprocesses' ``construct_convgnp`` (see
+    :func:`convcnp`)."""
     check_grid_dim_x(name, dim_x)
     if cnn not in ("conv", "unet"):
         raise ValueError(f"cnn: expected 'conv' or 'unet', got {cnn!r}")
@@ -251,13 +256,28 @@ def assemble_convcnp(dim_x: int, dim_y: int, *, name: str, net_factory: NetFacto
         kernel_size = DEFAULT_KERNEL_SIZE[dim_x]
     if margin is None:
         margin = DEFAULT_MARGIN_CELLS / points_per_unit
-    net = net_factory(cnn, dim_x, channels + fixed_input_channels, channels, num_layers,
-                      kernel_size)
+    parts: dict[str, dict[str, nn.Module]] = {"encoder": {}, "decoder": {}}
+    if layout == "neuralprocesses":
+        # set convolutions with one lengthscale straight into a UNet without input and output
+        # blocks, whose last layer maps to the likelihood's 2 dim_y channels on the grid
+        net = build_cnn("unet", dim_x, dim_y + 1, channels, num_layers, kernel_size,
+                        io_blocks=False, out_channels=2 * dim_y)
+        parts["encoder"] = {"setconv": SetConvEncoder(dim_x, 1.0 / points_per_unit,
+                                                      shared_lengthscale=True),
+                            "pointwise": nn.Identity()}
+        parts["decoder"] = {"setconv": SetConvDecoder(dim_x, 1.0 / points_per_unit,
+                                                      shared_lengthscale=True),
+                            "mlp": nn.Identity()}
+    else:
+        net = net_factory(cnn, dim_x, channels + fixed_input_channels, channels, num_layers,
+                          kernel_size)
     encoder = ConvCNPEncoder(dim_x, dim_y, points_per_unit, channels, net, margin,
                              fixed_input=fixed_input, fixed_input_mode=fixed_input_mode,
                              dim_aux=dim_aux, aux_dropout=aux_dropout, name=name,
-                             num_layers=num_layers, max_grid_mb=max_grid_mb)
-    decoder = ConvCNPDecoder(dim_x, dim_y, points_per_unit, channels, dim_aux, aux_dropout)
+                             num_layers=num_layers, max_grid_mb=max_grid_mb,
+                             **parts["encoder"])
+    decoder = ConvCNPDecoder(dim_x, dim_y, points_per_unit, channels, dim_aux, aux_dropout,
+                             **parts["decoder"])
     return ConvCNP(dim_x, dim_y, encoder, decoder, HeteroscedasticGaussian(min_std), name=name,
                    approximate=approximate)
 
@@ -273,7 +293,8 @@ def convcnp(dim_x: int, dim_y: int, *, approximate: bool = False,
             fixed_input_mode: Literal["sum", "concat"] = "sum",
             fixed_input_hidden: int | None = None, fourier_features: int = 0,
             dim_aux: int = 0, aux_dropout: float = 0.0,
-            max_grid_mb: float = DEFAULT_MAX_GRID_MB) -> ConvCNP:
+            max_grid_mb: float = DEFAULT_MAX_GRID_MB,
+            layout: Literal["approxeq", "neuralprocesses"] = "approxeq") -> ConvCNP:
     """ConvCNP (translation equivariant on the grid lattice); approximate=True adds fixed inputs.
 
     Args:
@@ -293,11 +314,22 @@ def convcnp(dim_x: int, dim_y: int, *, approximate: bool = False,
             probability of their embedding in training.
         max_grid_mb: memory budget (MiB) of the activations on the grid; a task whose inputs
             span a grid larger than that is refused before anything is allocated.
+        layout: ``"approxeq"``, or ``"neuralprocesses"`` for the network of neuralprocesses'
+            ``construct_convgnp`` (``cnn="unet"`` only, no fixed inputs or auxiliary data): set
+            convolutions with one lengthscale for all dimensions (initially
+            ``1 / points_per_unit``), whose channels go straight into a UNet without input and
+            output blocks and with a final linear map ``C -> 2 dim_y`` on the grid
+            (:class:`~approxeq.nn.cnn.UNet` with ``io_blocks=False, out_channels=2 dim_y``),
+            and a decoder that is the set convolution alone.
 
     Returns:
         A :class:`ConvCNP` with ``symmetry = Translation(dim_x, spacing=1 / points_per_unit)``.
     """
     check_grid_dim_x("convcnp", dim_x)
+    if layout == "neuralprocesses" and (cnn != "unet" or approximate or dim_aux):
+        raise ValueError("layout: 'neuralprocesses' needs cnn='unet', approximate=False and "
+                         f"dim_aux=0, got cnn={cnn!r}, approximate={approximate}, "
+                         f"dim_aux={dim_aux}")
     fixed_input = None
     extra_channels = 0
     if approximate:
@@ -316,4 +348,4 @@ def convcnp(dim_x: int, dim_y: int, *, approximate: bool = False,
                             fixed_input_mode=fixed_input_mode,
                             fixed_input_channels=extra_channels, dim_aux=dim_aux,
                             aux_dropout=aux_dropout, approximate=approximate,
-                            max_grid_mb=max_grid_mb)
+                            max_grid_mb=max_grid_mb, layout=layout)

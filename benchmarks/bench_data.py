@@ -1,0 +1,140 @@
+"""Task generation against the training step: serial sampling and background prefetching.
+
+On the ``gp1d`` task (Gibbs switching-lengthscale GPs, batch 16, 1-64 context and 128 target
+points, no oracle), with the quick ``gp1d`` ConvCNP (32 channels, 5 layers, kernel 9, 16 points
+per unit) and AdamW:
+
+- the time to sample one batch, and one training step on a ready batch (interleaved);
+- the time per step of a training loop that samples serially, and of one that takes its
+  batches from :class:`approxeq.data.prefetch.Prefetcher` (a background thread), in alternating
+  blocks of ``--block`` steps. The prefetcher's batches are the serial ones, bit for bit.
+
+The overlap needs a core for the background thread: with one torch thread for the step, a
+machine with two free cores hides the sampling entirely.
+
+Run from the repository root::
+
+    python benchmarks/bench_data.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script: find common.py
+
+import common  # noqa: E402
+
+MODEL = {"cnn": "conv", "channels": 32, "num_layers": 5, "kernel_size": 9, "points_per_unit": 16}
+SMOKE_MODEL = {"cnn": "conv", "channels": 4, "num_layers": 1, "kernel_size": 3,
+               "points_per_unit": 4}
+DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "data.json"
+
+
+def run(config: dict[str, Any]) -> dict[str, Any]:
+    import torch
+
+    from approxeq.data import gp_task
+    from approxeq.data.prefetch import Prefetcher
+    from approxeq.np import build_model, np_loss
+
+    common.worker_setup(config)
+    task = gp_task("gibbs", oracle=False)
+    model = build_model("convcnp", 1, 1, **config["model"]).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=5e-4)
+    batch_size = config["batch"]
+
+    def step(batch) -> None:
+        opt.zero_grad(set_to_none=True)
+        np_loss(model, batch).backward()
+        opt.step()
+
+    rng = torch.Generator().manual_seed(0)
+    sample_ms, step_ms = [], []
+    for i in range(config["warmup"] + config["repeats"]):
+        t0 = time.perf_counter()
+        batch = task.sample(batch_size, rng)
+        t1 = time.perf_counter()
+        step(batch)
+        t2 = time.perf_counter()
+        if i >= config["warmup"]:
+            sample_ms.append(1000 * (t1 - t0))
+            step_ms.append(1000 * (t2 - t1))
+
+    block = config["block"]
+    serial_ms, prefetch_ms = [], []
+    for r in range(config["blocks"]):
+        for mode in (("serial", "prefetch") if r % 2 == 0 else ("prefetch", "serial")):
+            g = torch.Generator().manual_seed(100 + r)
+            if mode == "serial":
+                t0 = time.perf_counter()
+                for _ in range(block):
+                    step(task.sample(batch_size, g))
+                serial_ms.append(1000 * (time.perf_counter() - t0) / block)
+            else:
+                with Prefetcher(task, batch_size, g, depth=2, num_batches=block) as pre:
+                    t0 = time.perf_counter()
+                    for batch in pre:
+                        step(batch)
+                    prefetch_ms.append(1000 * (time.perf_counter() - t0) / block)
+    med = statistics.median
+    return {"sample_ms": med(sample_ms), "step_ms": med(step_ms),
+            "sample_over_step": med(sample_ms) / med(step_ms),
+            "serial_loop_ms_per_step": med(serial_ms),
+            "prefetch_loop_ms_per_step": med(prefetch_ms),
+            "prefetch_over_serial": med(p / s for p, s in zip(prefetch_ms, serial_ms)),
+            "raw": {"sample_ms": sample_ms, "step_ms": step_ms, "serial_ms": serial_ms,
+                    "prefetch_ms": prefetch_ms}}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--repeats", type=int, default=20, help="timed sample+step pairs")
+    p.add_argument("--blocks", type=int, default=6, help="loop blocks per mode")
+    p.add_argument("--block", type=int, default=10, help="steps per loop block")
+    p.add_argument("--threads", type=int, default=1, help="torch threads of the step")
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON results file")
+    p.add_argument("--smoke", action="store_true", help="tiny model, a few steps")
+    p.add_argument("--worker", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.worker is not None:
+        common.worker_main(args.worker, run)
+        return 0
+    config = {"label": "gibbs+convcnp", "threads": args.threads, "batch": 16,
+              "model": SMOKE_MODEL if args.smoke else MODEL, "warmup": 1 if args.smoke else 3,
+              "repeats": 2 if args.smoke else args.repeats,
+              "blocks": 2 if args.smoke else args.blocks, "block": 2 if args.smoke else args.block}
+    record = common.RunRecord(benchmark="data", command=common.command_line(),
+                              machine=common.machine_info("cpu"),
+                              settings={k: (str(v) if isinstance(v, Path) else v)
+                                        for k, v in vars(args).items()
+                                        if k not in ("worker", "out")})
+    (result,) = common.run_worker(__file__, [config], threads=args.threads, timeout_s=900)
+    record.results.append(result)
+    record.finish()
+    if result.get("status") != "ok":
+        print(f"{result.get('status')}: {result.get('error')}", file=sys.stderr)
+        return 1
+    r = result
+    print(common.format_table(
+        [["sample a Gibbs batch of 16", r["sample_ms"]], ["ConvCNP step (ready batch)",
+                                                          r["step_ms"]],
+         ["loop, serial sampling (per step)", r["serial_loop_ms_per_step"]],
+         ["loop, prefetched (per step)", r["prefetch_loop_ms_per_step"]]],
+        ["what", "ms (median)"]))
+    note = record.load_note()
+    if note:
+        print(note)
+    print(f"wrote {common.write_json(args.out, record)}")
+    print(f"sampling / step: {r['sample_over_step']:.2f}; prefetched loop / serial loop: "
+          f"{r['prefetch_over_serial']:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
