@@ -89,12 +89,30 @@ def assert_same_checkpoints(a: Path, b: Path, labels=("CNP", "ConvCNP"),
                 assert torch.equal(value, y.model_state[key]), (label, name, key)
 
 
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """An uninterrupted run of the two models (CLI), its config and its wall time."""
+    import time
+
+    root = tmp_path_factory.mktemp("reference")
+    config = write_yaml(root / "faults.yaml", tiny())
+    start = time.monotonic()
+    proc = run_cli(config, root / "ref")
+    assert proc.returncode == 0, proc.stderr
+    return config, root / "ref", time.monotonic() - start
+
+
+def assert_same_run(out: Path, ref: Path) -> None:
+    assert model_entries(out) == model_entries(ref)
+    assert_same_checkpoints(out, ref)
+    for label in ("CNP", "ConvCNP"):
+        assert curves(out / label) == curves(ref / label)
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-def test_killed_at_any_moment_resumes_bit_identically(tmp_path):
-    config = write_yaml(tmp_path / "faults.yaml", tiny())
-    reference = run_cli(config, tmp_path / "ref")
-    assert reference.returncode == 0, reference.stderr
+def test_killed_at_any_moment_resumes_bit_identically(reference, tmp_path):
+    config, ref, _ = reference
     # Each rerun is killed at the next point: mid-training (after a new best.pt that last.pt
     # does not know yet; between history.json and last.pt; after a checkpoint), during
     # evaluation (done but not yet cached), between the models and before the report. Which
@@ -108,10 +126,30 @@ def test_killed_at_any_moment_resumes_bit_identically(tmp_path):
         assert proc.returncode == -signal.SIGKILL, (fault, proc.returncode, proc.stderr)
     final = run_cli(config, out)
     assert final.returncode == 0, final.stderr
-    assert model_entries(out) == model_entries(tmp_path / "ref")
-    assert_same_checkpoints(out, tmp_path / "ref")
-    for label in ("CNP", "ConvCNP"):
-        assert curves(out / label) == curves(tmp_path / "ref" / label)
+    assert_same_run(out, ref)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_killed_by_timers_resumes_bit_identically(reference, tmp_path):
+    """SIGKILL after seeded random delays, wherever they land (inside a write included)."""
+    import time
+
+    config, ref, seconds = reference
+    rng = random.Random(7)
+    out = tmp_path / "killed"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "1"}
+    env.pop("APPROXEQ_FAULT_AT", None)
+    for _ in range(3):
+        proc = subprocess.Popen([sys.executable, "-m", "approxeq.cli", "train", str(config),
+                                 "--out", str(out), "--quiet", "--no-figures"], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(0.3, 0.9) * seconds)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(60)
+    final = run_cli(config, out)
+    assert final.returncode == 0, final.stderr
+    assert_same_run(out, ref)
 
 
 def _run(data: dict, out: Path, **kwargs):
