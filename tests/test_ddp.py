@@ -110,18 +110,24 @@ sizes:
 """
 
 
-def _experiment_worker(rank: int, rendezvous: str, out_dir: str) -> None:
+def _experiment_worker(rank: int, rendezvous: str, out_dir: str,
+                       yaml_name: str = "two-models.yaml") -> None:
     from approxeq.train import load_experiment
     from approxeq.train.distributed import distributed_session
+    from approxeq.train.rundir import RunDirError
     from approxeq.experiments import run_experiment
 
     torch.set_num_threads(1)
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(WORLD), LOCAL_RANK=str(rank),
                       GLOO_SOCKET_IFNAME="lo")
-    config = load_experiment(os.path.join(out_dir, "two-models.yaml"), size="quick")
+    config = load_experiment(os.path.join(out_dir, yaml_name), size="quick")
     with distributed_session("cpu", init_method=f"file://{rendezvous}", timeout_s=120.0):
-        result = run_experiment(config, os.path.join(out_dir, "run"), progress=False,
-                                log=lambda _m: None)
+        try:
+            result = run_experiment(config, os.path.join(out_dir, "run"), progress=False,
+                                    log=lambda _m: None)
+        except RunDirError as err:  # refused: every rank must learn it (none may hang)
+            torch.save({"error": str(err)}, os.path.join(out_dir, f"refused{rank}.pt"))
+            return
     torch.save({"metrics": result.metrics}, os.path.join(out_dir, f"experiment{rank}.pt"))
 
 
@@ -138,3 +144,10 @@ def test_one_process_group_trains_every_model_of_an_experiment(tmp_path):
     for label in ("CNP", "ConvCNP"):
         last = load_checkpoint(tmp_path / "run" / label / "last.pt")
         assert last.step == 4 and len(last.rng_states) == WORLD
+        assert (tmp_path / "run" / label / "fingerprint.json").is_file()
+    # a rerun with a changed model is refused on every rank, before anything is trained
+    (tmp_path / "changed.yaml").write_text(_TWO_MODELS.replace("width: 16", "width: 32"))
+    mp.spawn(_experiment_worker, args=(str(tmp_path / "rendezvous2"), str(tmp_path),
+                                       "changed.yaml"), nprocs=WORLD, join=True)
+    for r in range(WORLD):
+        assert "model.options.width: 16 -> 32" in torch.load(tmp_path / f"refused{r}.pt")["error"]

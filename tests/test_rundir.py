@@ -14,7 +14,10 @@ from approxeq.train.rundir import (
     RunDirError,
     RunLock,
     check_fingerprint,
+    clear_run,
+    fault_point,
     fingerprint_changes,
+    fingerprint_problem,
     make_fingerprint,
 )
 
@@ -53,6 +56,38 @@ def test_checkpoints_without_fingerprint_are_not_reused(tmp_path):
     (tmp_path / "best.pt").write_bytes(b"x")
     with pytest.raises(RunDirError, match="no fingerprint"):
         check_fingerprint(tmp_path, _fp())
+
+
+def test_fingerprint_problem_only_reads(tmp_path):
+    assert fingerprint_problem(tmp_path, _fp()) is None
+    assert not (tmp_path / FINGERPRINT).exists()  # nothing written by asking
+    check_fingerprint(tmp_path, _fp())
+    (tmp_path / "best.pt").write_bytes(b"x")
+    problem = fingerprint_problem(tmp_path, _fp(steps=11), label="CNP")
+    assert problem.startswith("CNP: ") and "train.steps: 10 -> 11" in problem
+    assert (tmp_path / "best.pt").exists()
+
+
+def test_clear_run_can_keep_the_fingerprint(tmp_path):
+    check_fingerprint(tmp_path, _fp())
+    (tmp_path / "last.pt").write_bytes(b"x")
+    clear_run(tmp_path, keep_fingerprint=True)
+    assert not (tmp_path / "last.pt").exists() and (tmp_path / FINGERPRINT).is_file()
+
+
+def test_fault_point_fires_only_at_its_named_count(monkeypatch):
+    import signal
+
+    killed = []
+    monkeypatch.setattr("os.kill", lambda pid, sig: killed.append(sig))
+    monkeypatch.delenv("APPROXEQ_FAULT_AT", raising=False)
+    fault_point("report")
+    monkeypatch.setenv("APPROXEQ_FAULT_AT", "cached:2")
+    fault_point("report")
+    fault_point("cached")
+    assert killed == []
+    fault_point("cached")
+    assert killed == [signal.SIGKILL]
 
 
 def test_fingerprint_changes_lists_added_and_removed_keys():

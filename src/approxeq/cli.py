@@ -81,7 +81,8 @@ def _run(config, args) -> int:
     hook = (_figures_hook(not args.no_figures, experiment.figure_hook)
             if experiment.figure_hook else None)
     common = dict(progress=not args.quiet, device=args.device, only=args.only, figures=hook,
-                  log=(lambda m: None) if args.quiet else None)
+                  log=(lambda m: None) if args.quiet else None,
+                  restart=getattr(args, "restart", False))
     if experiment.distributed:
         # under torchrun: one process group for all the models; rank 0 evaluates and reports
         with distributed_session(args.device or "auto") as info:
@@ -182,6 +183,10 @@ def _add_run_options(p: argparse.ArgumentParser, *, only: bool = True) -> None:
     if only:
         p.add_argument("--only", nargs="+", metavar="LABEL",
                        help="train and evaluate only these model labels")
+    p.add_argument("--restart", action="store_true",
+                   help="train again from scratch every model whose directory in DIR another "
+                        "configuration produced or whose checkpoint is unreadable (without it "
+                        "such a rerun is refused, naming what changed)")
     p.add_argument("--no-figures", action="store_true", help="do not draw figures")
     p.add_argument("--quiet", action="store_true", help="no progress bars or status messages")
 
@@ -285,10 +290,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     from approxeq.train.config import ConfigError
+    from approxeq.train.rundir import RunDirError
 
     try:
         return int(args.func(args) or 0)
-    except (CLIError, ConfigError, FileNotFoundError, ValueError) as err:
+    except (CLIError, ConfigError, FileNotFoundError, ValueError, RunDirError) as err:
+        # (a CheckpointError is a ValueError: an unreadable checkpoint, named with the model)
         # bad configurations, options, files and data: a user's mistake, told in one line
         if args.traceback:
             raise

@@ -101,8 +101,9 @@ class Experiment(ABC):
     @abstractmethod
     def run(self, config: ExperimentConfig, out_dir: str | Path, *, progress: bool = True,
             log: Log | None = None, figures: Callable | None = None,
-            device: str | None = None, only: Sequence[str] | None = None) -> ExperimentResult:
-        """Run the experiment into ``out_dir``; see the subclass."""
+            device: str | None = None, only: Sequence[str] | None = None,
+            restart: bool = False) -> ExperimentResult:
+        """Run the experiment into ``out_dir`` (locked for the run); see the subclass."""
 
 
 class SettingsExperiment(Experiment):
@@ -126,11 +127,16 @@ class SettingsExperiment(Experiment):
 
     def run(self, config: ExperimentConfig, out_dir: str | Path, *, progress: bool = True,
             log: Log | None = None, figures: Callable | None = None,
-            device: str | None = None, only: Sequence[str] | None = None) -> ExperimentResult:
+            device: str | None = None, only: Sequence[str] | None = None,
+            restart: bool = False) -> ExperimentResult:
         """Run every model (or those in ``only``) and write ``metrics.json``, ``results.md``
-        and ``experiment.json`` in ``out_dir``; ``figures`` is unused."""
+        and ``experiment.json`` in ``out_dir``, which is locked for the run (a second run into
+        it is refused with :class:`~approxeq.train.rundir.RunDirError`); ``figures`` is
+        unused, and so is ``restart`` (these runners keep no checkpoints to resume)."""
         import os
         import time
+
+        from approxeq.train.rundir import RunLock
 
         if os.environ.get("WORLD_SIZE", "1") not in ("", "1"):
             raise ConfigError(f"{config.name} runs in a single process; launch it without "
@@ -139,7 +145,8 @@ class SettingsExperiment(Experiment):
         settings = settings_of(config, only)
         if device is not None:
             settings["device"] = device
-        metrics = self.run_settings(config, settings, Path(out_dir), log or default_log)
+        with RunLock(out_dir):
+            metrics = self.run_settings(config, settings, Path(out_dir), log or default_log)
         return ExperimentResult(out_dir=Path(out_dir), metrics=metrics,
                                 seconds=time.monotonic() - start)
 
@@ -288,14 +295,18 @@ def select_models(config: ExperimentConfig, only: Sequence[str] | None,
 
 
 def with_cached_entries(config: ExperimentConfig, out_dir: Path, entries: dict[str, Any],
-                        signature: Any) -> dict[str, Any]:
+                        signature: Any, *, fingerprints: dict[str, Any] | None = None
+                        ) -> dict[str, Any]:
     """``entries`` completed, in config order, with the still-valid cached evaluations of the
-    models not run this time (``only``)."""
+    models not run this time (``only``): same test protocol (``signature``) and, when
+    ``fingerprints`` (by label) is given, produced by the same configuration."""
     merged = dict(entries)
     for mc in config.models:
         cached = read_json(out_dir / mc.label / MODEL_EVAL)
         if mc.label not in merged and isinstance(cached, dict) and \
-                cached.get("signature") == signature:
+                cached.get("signature") == signature and (
+                    fingerprints is None
+                    or cached.get("fingerprint") == fingerprints.get(mc.label)):
             merged[mc.label] = cached["entry"]
     return {m.label: merged[m.label] for m in config.models if m.label in merged}
 

@@ -36,8 +36,7 @@ from approxeq.approximate import is_approximate
 from approxeq.data.normalise import NORMALISER_FILE, Normaliser
 from approxeq.data.xarray_tasks import (AuxiliaryFields, XarrayTaskGenerator,
                                         embedded_weather_files, open_field)
-from approxeq.experiments.base import (ExperimentResult, Log, default_log, register_experiment,
-                                       with_cached_entries)
+from approxeq.experiments.base import ExperimentResult, Log, default_log, register_experiment
 from approxeq.experiments.evaluation import evaluate_model
 from approxeq.experiments.np_runner import (NeuralProcessExperiment, finished_step,
                                             train_one_model)
@@ -312,7 +311,7 @@ class ERA5Experiment(NeuralProcessExperiment):
         for label in result.models:
             if (out_dir / label / "map.nc").is_file():
                 panels[label] = require_xarray().load_dataset(out_dir / label / "map.nc")
-        entries = with_cached_entries(config, out_dir, entries, self.signature(config, tasks))
+        # the runner has already added the still-valid cached entries of models left out
         write_json_atomic(out_dir / "metrics.json", entries)
         write_text_atomic(out_dir / "results.md", era5_results_markdown(entries, config))
         paths: list[Path] = []
@@ -335,8 +334,8 @@ ERA5_EXPERIMENT = register_experiment(ERA5Experiment())
 
 def run_era5_experiment(config: ExperimentConfig, out_dir: str | Path, *, progress: bool = True,
                         log: Log | None = None, figures: MapFigureHook | None = None,
-                        device: str | None = None, only: Sequence[str] | None = None
-                        ) -> ExperimentResult:
+                        device: str | None = None, only: Sequence[str] | None = None,
+                        restart: bool = False) -> ExperimentResult:
     """Train, evaluate and report every model of an ERA5 experiment (``task.name: era5-uk``;
     see the shipped ``configs/era5-uk.yaml`` and the module docstring).
 
@@ -349,12 +348,13 @@ def run_era5_experiment(config: ExperimentConfig, out_dir: str | Path, *, progre
             ``extra.figures: false``: none (the correlations are computed anyway).
         device: overrides every model's ``train.device``.
         only: run only these labels.
+        restart: retrain models whose directories another configuration produced.
 
     Returns:
         :class:`~approxeq.experiments.ExperimentResult` (``metrics`` is ``metrics.json``).
     """
     return ERA5_EXPERIMENT.run(config, out_dir, progress=progress, log=log, figures=figures,
-                               device=device, only=only)
+                               device=device, only=only, restart=restart)
 
 
 def _fmt(mean: Any, se: Any = None, digits: int = 3) -> str:

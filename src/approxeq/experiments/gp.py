@@ -5,8 +5,9 @@ write the results.
 A run directory ``out_dir`` holds
 
 * ``config.yaml``: the resolved configuration (read back by :func:`evaluate_run`);
-* ``<label>/``: one training run per model (``last.pt``, ``best.pt``, ``history.json``) and
-  its evaluation ``eval.json``;
+* ``fingerprint.json``: the experiment's task (a rerun with another task is refused);
+* ``<label>/``: one training run per model (``last.pt``, ``best.pt``, ``history.json``), its
+  ``fingerprint.json`` (what produced the checkpoints) and its evaluation ``eval.json``;
 * ``metrics.json``: one entry per model label (and ``"oracle"``), each holding the ID
   ``loglik``, ``loglik_se``, ``rmse``, ``coverage95`` and a dict per setting (``"id"``,
   ``"ood"``) with the same keys; approximately equivariant models add ``delta_equiv`` and
@@ -16,7 +17,9 @@ A run directory ``out_dir`` holds
 * ``results.md``: a markdown table of the same numbers.
 
 Rerunning :func:`run_experiment` (:class:`GPExperiment`) on the same directory skips models whose
-training finished and whose evaluation is on disk, and resumes unfinished ones from ``last.pt``.
+training finished and whose evaluation is on disk, and resumes unfinished ones from ``last.pt``,
+provided their fingerprints match the configuration (otherwise the run is refused, or with
+``restart=True`` those models train again).
 
 The experiment's ``extra`` section may set ``ood_shift`` (float or one per input dimension,
 default 8.0; ``null`` = no OOD setting), ``equivariance_elements`` (group elements for the orbit
@@ -35,8 +38,7 @@ from typing import Any, Callable, Mapping, Sequence
 from torch import nn
 
 from approxeq.data.base import TaskGenerator
-from approxeq.experiments.base import (ExperimentResult, Log, default_log, register_experiment,
-                                       with_cached_entries)
+from approxeq.experiments.base import ExperimentResult, Log, default_log, register_experiment
 from approxeq.experiments.batches import load_batches
 from approxeq.experiments.evaluation import evaluate_model, metrics_entry, oracle_metrics
 from approxeq.experiments.np_runner import (CONFIG, NeuralProcessExperiment, finished_step,
@@ -183,7 +185,7 @@ class GPExperiment(NeuralProcessExperiment):
                tasks: Any, result: ExperimentResult, figures: Callable | None) -> None:
         import time
 
-        metrics = with_cached_entries(config, out_dir, entries, self.signature(config, tasks))
+        metrics = dict(entries)  # the runner has added the still-valid cached entries
         oracle = {s: m for s, b in tasks.items() if (m := oracle_metrics(b)) is not None}
         if oracle:
             metrics[ORACLE] = metrics_entry(oracle, {"name": "gp-oracle"})
@@ -216,8 +218,8 @@ GP_EXPERIMENT = register_experiment(GPExperiment())
 
 def run_experiment(config: ExperimentConfig, out_dir: str | Path, *, progress: bool = True,
                    log: Log | None = None, figures: FigureHook | None = None,
-                   device: str | None = None, only: Sequence[str] | None = None
-                   ) -> ExperimentResult:
+                   device: str | None = None, only: Sequence[str] | None = None,
+                   restart: bool = False) -> ExperimentResult:
     """Train, evaluate and report every model of a GP experiment in ``out_dir`` (see the
     module docstring for the files and :meth:`NeuralProcessExperiment.run` for the
     arguments); ``figures(out_dir, config, models, test_sets, histories)`` draws the figures
@@ -228,7 +230,7 @@ def run_experiment(config: ExperimentConfig, out_dir: str | Path, *, progress: b
         holds.
     """
     return GP_EXPERIMENT.run(config, out_dir, progress=progress, log=log, figures=figures,
-                             device=device, only=only)
+                             device=device, only=only, restart=restart)
 
 
 def evaluate_run(run_dir: str | Path, *, data: str | Path | None = None,

@@ -1,30 +1,133 @@
 """The runner shared by every neural-process experiment: per model, build it from its own seed,
 train it (resuming), evaluate it once per checkpoint (cached in ``<label>/eval.json``), and
 report. Subclasses give the task data (:meth:`~NeuralProcessExperiment.tasks`), the training
-and validation tasks of a model, its evaluation, and the report."""
+and validation tasks of a model, its evaluation, and the report.
+
+A run holds its output directory under a :class:`~approxeq.train.rundir.RunLock` from start to
+end, and reuses nothing that another configuration produced: the directory records the
+experiment's fingerprint (its task) and each model's directory the model's (build spec, the
+training settings that shape its checkpoints, task, library version). They are compared before
+any checkpoint is resumed or reused; a mismatch, or an unreadable checkpoint, is refused naming
+what is wrong, or with ``restart=True`` that model is trained again from scratch. Under DDP
+only rank 0 takes the lock, checks and writes; the other ranks learn its verdict."""
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from approxeq.data.base import TaskGenerator
 from approxeq.experiments.base import (MODEL_EVAL, Experiment, ExperimentResult, Log,
-                                       default_log, model_seed, read_json, select_models)
-from approxeq.train.checkpoint import ModelSpec, load_checkpoint, load_model, write_json_atomic
-from approxeq.train.config import ConfigError, ExperimentConfig, ModelConfig, save_experiment
-from approxeq.train.distributed import is_main_process, resolve_device
+                                       default_log, model_seed, read_json, select_models,
+                                       with_cached_entries)
+from approxeq.train.checkpoint import (CheckpointError, ModelSpec, load_checkpoint, load_model,
+                                       write_json_atomic)
+from approxeq.train.config import (ConfigError, ExperimentConfig, ModelConfig, TrainConfig,
+                                   save_experiment)
+from approxeq.train.distributed import DistInfo, broadcast_object, init_distributed, resolve_device
 from approxeq.train.loop import train
+from approxeq.train.rundir import (FINGERPRINT, RunDirError, RunLock, clear_run, fault_point,
+                                   fingerprint_problem, make_fingerprint)
 
 CONFIG = "config.yaml"
+#: the training settings a model's checkpoints depend on. ``steps`` is not one (a larger count
+#: extends a finished run), nor is ``val_every`` (``--steps`` clips it; validation does not
+#: change the weights), nor are devices, threads, logging and checkpoint intervals.
+TRAIN_FINGERPRINT_FIELDS = ("batch_size", "lr", "weight_decay", "grad_clip", "seed",
+                            "val_tasks", "val_seed", "eval_batch_size")
+
+
+def model_fingerprint(spec: ModelSpec, train_config: TrainConfig,
+                      task: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The fingerprint of one model's run directory (see :mod:`approxeq.train.rundir`): its
+    build spec, the :data:`TRAIN_FINGERPRINT_FIELDS` of its training, the task and the
+    library version."""
+    t = train_config.to_dict()
+    return make_fingerprint(spec=spec.to_dict(),
+                            train={k: t[k] for k in TRAIN_FINGERPRINT_FIELDS}, task=task)
+
+
+def _group_info(device: str | None) -> DistInfo:
+    # The process group of a distributed session if there is one; a single process otherwise.
+    if dist.is_available() and dist.is_initialized():
+        return init_distributed(device or "auto")
+    return DistInfo()
+
+
+def on_main(fn: Callable[[], Any], info: DistInfo) -> Any:
+    """``fn()`` on rank 0 only; a :class:`RunDirError` or :class:`CheckpointError` it raises is
+    raised on every rank (so no rank waits at a barrier for a run that was refused)."""
+    value, error = None, None
+    if info.is_main:
+        try:
+            value = fn()
+        except (RunDirError, CheckpointError) as err:
+            error = err
+    shared = broadcast_object(None if error is None else (type(error).__name__, str(error)),
+                              info)
+    if error is not None:
+        raise error
+    if shared is not None:
+        raise (CheckpointError if shared[0] == "CheckpointError" else RunDirError)(shared[1])
+    return value
+
+
+def checkpoint_problem(run_dir: Path, label: str) -> str | None:
+    """Why a checkpoint of ``run_dir`` cannot be read, naming the model and the file, or
+    ``None`` when every one there is readable."""
+    for name in ("last.pt", "best.pt"):
+        path = run_dir / name
+        if path.is_file():
+            try:
+                load_checkpoint(path)
+            except CheckpointError as err:
+                how = "" if "--restart" in str(err) else (
+                    "; delete it or rerun with --restart to train the model again")
+                return f"model {label!r}: {err}{how}"
+    return None
+
+
+def prepare_run_dirs(dirs: Sequence[tuple[Path, Mapping[str, Any] | None, str]], *,
+                     restart: bool = False, log: Log | None = None) -> None:
+    """Make each ``(run_dir, fingerprint, label)`` safe to train into: nothing there, or
+    checkpoints produced by the same configuration (``fingerprint``; ``None``: not compared)
+    that are all readable. Nothing is changed unless every directory passes, or ``restart``
+    clears those that do not (they train again from scratch).
+
+    Raises:
+        RunDirError: a changed configuration, naming the directories and what changed.
+        CheckpointError: an unreadable checkpoint, naming the model and the file.
+    """
+    problems: list[tuple[type[Exception], str, int]] = []
+    for k, (run_dir, fp, label) in enumerate(dirs):
+        problem = None if fp is None else fingerprint_problem(run_dir, fp, label=label)
+        if problem is not None:
+            problems.append((RunDirError, problem, k))
+        elif (problem := checkpoint_problem(run_dir, label)) is not None:
+            problems.append((CheckpointError, problem, k))
+    if problems and not restart:
+        kind = problems[0][0]
+        raise kind(" | ".join(msg for _, msg, _ in problems))
+    redo = {k for _, _, k in problems}
+    for k, (run_dir, fp, label) in enumerate(dirs):
+        if k in redo:
+            (log or default_log)(f"[{label}] --restart: removing its earlier checkpoints")
+            clear_run(run_dir, keep_fingerprint=fp is None)
+        if fp is not None and (k in redo or not (run_dir / FINGERPRINT).is_file()):
+            write_json_atomic(run_dir / FINGERPRINT, dict(fp))
 
 
 def finished_step(run_dir: Path) -> int:
-    """The step of ``run_dir/last.pt`` (0 when there is none)."""
+    """The step of ``run_dir/last.pt`` (0 when there is none).
+
+    Raises:
+        CheckpointError: ``last.pt`` is unreadable (naming it).
+    """
     last = run_dir / "last.pt"
     return load_checkpoint(last).step if last.is_file() else 0
 
@@ -41,10 +144,15 @@ def build_seeded(spec: ModelSpec, seed: int, label: str) -> nn.Module:
 def train_one_model(mc: ModelConfig, spec: ModelSpec, run_dir: Path,
                     generator: Callable[[], TaskGenerator],
                     val_generator: Callable[[], TaskGenerator] | None = None, *,
-                    progress: bool, log: Log, device: str | None
+                    progress: bool, log: Log, device: str | None,
+                    fingerprint: Mapping[str, Any] | None = None, restart: bool = False
                     ) -> tuple[nn.Module, dict, float]:
     """Train one neural process of an experiment into ``run_dir``, or load it when an earlier
     run finished it.
+
+    Before anything is reused, ``run_dir`` is checked (by rank 0 under DDP): its checkpoints
+    must be readable and, when ``fingerprint`` is given (see :func:`model_fingerprint`),
+    produced by the same configuration (:func:`prepare_run_dirs`).
 
     Args:
         mc: the model's configuration (label, options, resolved ``train``).
@@ -53,16 +161,27 @@ def train_one_model(mc: ModelConfig, spec: ModelSpec, run_dir: Path,
         val_generator: makes the generator of the fixed validation set (default: the
             training generator).
         device: overrides ``mc.train.device``.
+        fingerprint: what ``run_dir`` must have been produced by (``None``: not checked).
+        restart: train from scratch when ``run_dir`` cannot be reused, instead of refusing.
 
     Returns:
         ``(model at its best checkpoint in eval mode, history, training seconds)``.
+
+    Raises:
+        RunDirError: ``run_dir`` was produced by another configuration (without ``restart``).
+        CheckpointError: one of its checkpoints is unreadable (without ``restart``).
     """
     tcfg = mc.train if device is None else mc.train.replace(device=device)
-    done = finished_step(run_dir)
-    if done >= tcfg.steps and (run_dir / "best.pt").is_file():
-        log(f"[{mc.label}] finished earlier ({done} steps): skipping training")
-        model = load_model(run_dir / "best.pt", map_location=resolve_device(tcfg.device))
-        return model.eval(), read_json(run_dir / "history.json") or {}, 0.0
+    on_main(lambda: prepare_run_dirs([(run_dir, fingerprint, mc.label)], restart=restart,
+                                     log=log), _group_info(device))
+    try:
+        done = finished_step(run_dir)
+        if done >= tcfg.steps and (run_dir / "best.pt").is_file():
+            log(f"[{mc.label}] finished earlier ({done} steps): skipping training")
+            model = load_model(run_dir / "best.pt", map_location=resolve_device(tcfg.device))
+            return model.eval(), read_json(run_dir / "history.json") or {}, 0.0
+    except CheckpointError as err:
+        raise CheckpointError(f"model {mc.label!r}: {err}") from None
     try:
         model = build_seeded(spec, tcfg.seed, mc.label)
     except (TypeError, ValueError) as err:
@@ -98,27 +217,73 @@ class NeuralProcessExperiment(Experiment):
         """What a cached evaluation must match to be reused (the test protocol)."""
         raise NotImplementedError
 
+    def model_spec(self, config: ExperimentConfig, mc: ModelConfig) -> ModelSpec:
+        """The build spec of a model of ``config``."""
+        return ModelSpec(mc.name, config.task.dim_x, config.task.dim_y, dict(mc.options))
+
+    def fingerprint(self, config: ExperimentConfig, mc: ModelConfig) -> dict[str, Any]:
+        """What produced the checkpoints of ``mc``'s directory (:func:`model_fingerprint`)."""
+        return model_fingerprint(self.model_spec(config, mc), mc.train, config.task.to_dict())
+
+    def experiment_fingerprint(self, config: ExperimentConfig) -> dict[str, Any]:
+        """What the run directory's shared files (``config.yaml``, the results) describe: the
+        experiment's runner and task. A rerun with another task is refused even for models
+        that have no directory yet (``only``)."""
+        return make_fingerprint(spec=None, train=None, task=config.task.to_dict(),
+                                extra={"experiment": self.name})
+
     def run(self, config: ExperimentConfig, out_dir: str | Path, *, progress: bool = True,
             log: Log | None = None, figures: Callable | None = None,
-            device: str | None = None, only: Sequence[str] | None = None) -> ExperimentResult:
+            device: str | None = None, only: Sequence[str] | None = None,
+            restart: bool = False) -> ExperimentResult:
         """Train, evaluate and report every model of ``config`` in ``out_dir``.
 
         Args:
             config: a resolved experiment.
             out_dir: the run directory (created). Rerunning resumes: finished models are
-                skipped, unfinished ones continue from their ``last.pt``.
+                skipped, unfinished ones continue from their ``last.pt``, both only if their
+                ``fingerprint.json`` matches ``config``. The directory is locked for the run.
             progress: progress bars while training. log: status messages (default stderr).
             figures: the experiment's figure hook (see the subclass); ``None``: no figures.
             device: overrides every model's ``train.device``.
             only: train and evaluate only these labels; the others appear in the results
-                only if an earlier run evaluated them with the same protocol.
+                only if an earlier run evaluated them with the same protocol and configuration.
+            restart: train again from scratch every chosen model whose directory was produced
+                by another configuration or holds an unreadable checkpoint (without it, such a
+                run is refused before anything is written).
+
+        Raises:
+            RunDirError: another run holds ``out_dir``, or a changed configuration (the
+                message names each change).
+            CheckpointError: an unreadable checkpoint, naming the model and the file.
         """
         start = time.monotonic()
-        main = is_main_process()  # under DDP the other ranks only train
+        info = _group_info(device)
+        main = info.is_main  # under DDP the other ranks only train
         log = (log or default_log) if main else (lambda _message: None)
         out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
         chosen = select_models(config, only, reserved=self.reserved)
+        fingerprints = {mc.label: self.fingerprint(config, mc) for mc in config.models}
+        lock = RunLock(out_dir)
+
+        def prepare() -> None:
+            lock.acquire()
+            prepare_run_dirs([(out_dir, self.experiment_fingerprint(config), "run")] +
+                             [(out_dir / mc.label, fingerprints[mc.label], mc.label)
+                              for mc in chosen], restart=restart, log=log)
+
+        try:
+            on_main(prepare, info)
+            return self._run_locked(config, out_dir, chosen, fingerprints, main=main,
+                                    progress=progress, log=log, figures=figures, device=device,
+                                    start=start)
+        finally:
+            lock.release()
+
+    def _run_locked(self, config: ExperimentConfig, out_dir: Path, chosen: list[ModelConfig],
+                    fingerprints: dict[str, Any], *, main: bool, progress: bool, log: Log,
+                    figures: Callable | None, device: str | None, start: float
+                    ) -> ExperimentResult:
         if main:
             save_experiment(config, out_dir / CONFIG)
         tasks = self.tasks(config, out_dir, log) if main else self.train_tasks_only(config)
@@ -132,17 +297,26 @@ class NeuralProcessExperiment(Experiment):
             result.models[mc.label], result.histories[mc.label] = model, history
             if not main:
                 continue
+            fault_point("trained")
             step = finished_step(run_dir)
             cached = read_json(run_dir / MODEL_EVAL)
             if (isinstance(cached, dict) and cached.get("signature") == signature
-                    and cached.get("step") == step):
+                    and cached.get("step") == step
+                    and cached.get("fingerprint") == fingerprints[mc.label]):
                 entries[mc.label] = cached["entry"]
             else:
                 entries[mc.label] = self.evaluate(config, mc, model, tasks, run_dir)
-                write_json_atomic(run_dir / MODEL_EVAL, {"signature": signature, "step": step,
-                                                         "entry": entries[mc.label]})
+                fault_point("evaluated")
+                write_json_atomic(run_dir / MODEL_EVAL, {
+                    "signature": signature, "fingerprint": fingerprints[mc.label],
+                    "step": step, "entry": entries[mc.label]})
+                fault_point("cached")
             self.log_entry(mc.label, entries[mc.label], log)
         if main:
+            fault_point("report")
+            # the models left out (``only``) keep their evaluations while still valid
+            entries = with_cached_entries(config, out_dir, entries, signature,
+                                          fingerprints=fingerprints)
             self.report(config, out_dir, entries, tasks, result, figures)
         result.seconds = time.monotonic() - start
         return result
@@ -169,5 +343,6 @@ def model_info(mc: ModelConfig, model: nn.Module, step: int, run_dir: Path) -> d
     return info
 
 
-__all__ = ["NeuralProcessExperiment", "build_seeded", "finished_step", "model_info",
-           "train_one_model"]
+__all__ = ["NeuralProcessExperiment", "TRAIN_FINGERPRINT_FIELDS", "build_seeded",
+           "checkpoint_problem", "finished_step", "model_fingerprint", "model_info", "on_main",
+           "prepare_run_dirs", "train_one_model"]

@@ -54,6 +54,7 @@ from approxeq.train.distributed import (
     wrap_model,
 )
 from approxeq.train.progress import Progress
+from approxeq.train.rundir import fault_point
 
 LAST = "last.pt"
 BEST = "best.pt"
@@ -374,13 +375,18 @@ def _train(model: nn.Module, generator: TaskGenerator, config: TrainConfig, out_
             {**capture_rng_state(task_rng, info.device),
              "loss_window": (window_sum, window_count)}, info)
         if info.is_main:
+            # history.json first: a kill between the two leaves it ahead of last.pt, and the
+            # resumed run, replaying from last.pt, rewrites it; the other order could leave a
+            # finished run with a stale history.json that nothing rewrites
+            write_json_atomic(out_dir / HISTORY, _history_file(history, config_dict, spec,
+                                                               best_val, best_step, at_step,
+                                                               info))
+            fault_point("history")
             save_checkpoint(last_path, model, optimizer=optimizer, step=at_step,
                             rng_states=states, best_val=best_val, best_step=best_step,
                             spec=spec, config=config_dict, history=history,
                             extra={"seconds": elapsed(), "world_size": info.world_size})
-            write_json_atomic(out_dir / HISTORY, _history_file(history, config_dict, spec,
-                                                               best_val, best_step, at_step,
-                                                               info))
+            fault_point("checkpoint")
 
     try:
         while step < config.steps:
@@ -433,6 +439,7 @@ def _train(model: nn.Module, generator: TaskGenerator, config: TrainConfig, out_
                     if info.is_main:
                         save_checkpoint(out_dir / BEST, model, step=step, best_val=best_val,
                                         best_step=best_step, spec=spec, config=config_dict)
+                        fault_point("best")
                 bar.update(step, val=summary["loglik"])
 
             if step % interval == 0 or step == config.steps:

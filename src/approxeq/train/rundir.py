@@ -92,11 +92,36 @@ def has_run_files(run_dir: str | os.PathLike) -> bool:
     return any((d / name).exists() for name in _RUN_FILES if name != FINGERPRINT)
 
 
-def clear_run(run_dir: str | os.PathLike) -> None:
-    """Remove the checkpoints, curves and fingerprint of ``run_dir`` (for a restart)."""
+def clear_run(run_dir: str | os.PathLike, *, keep_fingerprint: bool = False) -> None:
+    """Remove the checkpoints, curves and (unless ``keep_fingerprint``) the fingerprint of
+    ``run_dir``, for a restart."""
     for name in _RUN_FILES:
+        if keep_fingerprint and name == FINGERPRINT:
+            continue
         with contextlib.suppress(FileNotFoundError):
             (Path(run_dir) / name).unlink()
+
+
+def fingerprint_problem(run_dir: str | os.PathLike, fingerprint: Mapping[str, Any], *,
+                        label: str | None = None) -> str | None:
+    """Why ``run_dir`` cannot be reused with ``fingerprint`` (the message of the
+    :class:`RunDirError` that :func:`check_fingerprint` would raise), or ``None`` if it can:
+    it holds nothing yet, or what it holds was produced by the same configuration. Reads only."""
+    run_dir = Path(run_dir)
+    stored = read_fingerprint(run_dir)
+    if stored is None and not has_run_files(run_dir):
+        return None
+    if stored is not None and not fingerprint_changes(stored, fingerprint):
+        return None
+    if stored is None:
+        why = "it holds checkpoints but no fingerprint.json (written by an older approxeq)"
+    else:
+        changes = fingerprint_changes(stored, fingerprint)
+        shown = "; ".join(changes[:8]) + (f"; and {len(changes) - 8} more" if len(changes) > 8
+                                           else "")
+        why = f"what it holds was produced by another configuration ({shown})"
+    return (f"{label or run_dir.name}: {run_dir} cannot be reused: {why}. Rerun with --restart "
+            "to train it again from scratch, or choose another --out")
 
 
 def check_fingerprint(run_dir: str | os.PathLike, fingerprint: Mapping[str, Any], *,
@@ -112,26 +137,42 @@ def check_fingerprint(run_dir: str | os.PathLike, fingerprint: Mapping[str, Any]
             is false; the message names every changed field and the way out.
     """
     run_dir = Path(run_dir)
-    name = label or run_dir.name
     stored = read_fingerprint(run_dir)
     if stored is None and not has_run_files(run_dir):
         write_json_atomic(run_dir / FINGERPRINT, dict(fingerprint))
         return "new"
-    if stored is not None and not fingerprint_changes(stored, fingerprint):
+    problem = fingerprint_problem(run_dir, fingerprint, label=label)
+    if problem is None:
         return "same"
     if restart:
         clear_run(run_dir)
         write_json_atomic(run_dir / FINGERPRINT, dict(fingerprint))
         return "restarted"
-    if stored is None:
-        why = "it holds checkpoints but no fingerprint.json (written by an older approxeq)"
-    else:
-        changes = fingerprint_changes(stored, fingerprint)
-        shown = "; ".join(changes[:8]) + (f"; and {len(changes) - 8} more" if len(changes) > 8
-                                           else "")
-        why = f"its checkpoints were produced by another configuration ({shown})"
-    raise RunDirError(f"{name}: {run_dir} cannot be reused: {why}. Rerun with --restart to "
-                      "train it again from scratch, or choose another --out")
+    raise RunDirError(problem)
+
+
+def fault_point(name: str) -> None:
+    """A test hook for the fault-injection tests: with ``APPROXEQ_FAULT_AT=NAME:N`` in the
+    environment, the process kills itself (``SIGKILL``, as a crash or an out-of-memory kill
+    would) the ``N``-th time it reaches the point ``name`` (default ``N`` = 1). Without the
+    variable it does nothing. Points: ``history`` (after ``history.json``, before ``last.pt``),
+    ``checkpoint`` (after ``last.pt``), ``best`` (after ``best.pt``), ``trained`` (a model
+    trained, not yet evaluated), ``evaluated`` (evaluated, not yet cached in ``eval.json``),
+    ``cached`` (after ``eval.json``), ``report`` (before the results are written)."""
+    wanted = os.environ.get("APPROXEQ_FAULT_AT")
+    if not wanted:
+        return
+    point, _, count = wanted.partition(":")
+    if point != name:
+        return
+    _fault_counts[name] = _fault_counts.get(name, 0) + 1
+    if _fault_counts[name] == int(count or 1):
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+_fault_counts: dict[str, int] = {}
 
 
 class RunLock:
@@ -200,7 +241,7 @@ def locked_run(run_dir: str | os.PathLike) -> Iterator[Path]:
 
 
 __all__ = [
-    "FINGERPRINT", "RunDirError", "RunLock", "check_fingerprint", "clear_run",
-    "fingerprint_changes", "has_run_files", "locked_run", "make_fingerprint",
+    "FINGERPRINT", "RunDirError", "RunLock", "check_fingerprint", "clear_run", "fault_point",
+    "fingerprint_changes", "fingerprint_problem", "has_run_files", "locked_run", "make_fingerprint",
     "read_fingerprint",
 ]
