@@ -92,7 +92,7 @@ def test_evaluate_on_other_file_without_retraining(run, tmp_path):
     metrics, written = evaluate_on_file(out, path, "tas", n_tasks=4, batch_size=2,
                                         aux=weather_dir() / "uk_elevation_on_era5_grid.nc",
                                         log=lambda m: None)
-    assert written == out / "eval-other" / "metrics.json" and written.is_file()
+    assert written == out / "eval" / "other-tas" / "metrics.json" and written.is_file()
     assert set(metrics) == {"PT-TNP", "ConvCNP~+elev"}
     assert all(np.isfinite(m["loglik"]) for m in metrics.values())
     single, _ = evaluate_on_file(out / "PT-TNP", path, "tas", n_tasks=2, batch_size=2,
