@@ -132,6 +132,10 @@ def test_out_never_replaces_a_file_or_a_special_file(run, trained, tmp_path, cap
     assert taken.read_text() == "mine"
     assert main(["demo", "--out", str(taken), "--steps", "1"]) == 1
     assert "--out" in capsys.readouterr().err and taken.read_text() == "mine"
+    assert main(["train", str(trained / "tiny.yaml"), "--out", str(taken / "sub"), "--quiet"]) == 1
+    assert "--out: " in capsys.readouterr().err and taken.read_text() == "mine"
+    assert main(["eval", str(run), "--out", str(taken / "m.json")]) == 1
+    assert "not a directory" in capsys.readouterr().err and taken.read_text() == "mine"
     for special in ("/dev/null", str(tmp_path)):
         if not os.path.exists(special):
             continue

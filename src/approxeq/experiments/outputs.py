@@ -41,7 +41,17 @@ def check_output_dir(path: str | Path, *, arg: str = "--out") -> Path:
     if path.exists() and not path.is_dir():
         raise ValueError(f"{arg}: {path} exists and is not a directory ({_kind(path)}); give a "
                          "new or existing directory")
+    _check_parents(path, arg)
     return path
+
+
+def _check_parents(path: Path, arg: str) -> None:
+    """The nearest existing parent of ``path`` must be a directory."""
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(f"{arg}: {parent} is {_kind(parent)}, not a directory")
+            return
 
 
 def check_output_file(path: str | Path, *, arg: str = "--out",
@@ -54,11 +64,7 @@ def check_output_file(path: str | Path, *, arg: str = "--out",
     if path.exists() and not path.is_file():
         raise ValueError(f"{arg}: {path} is {_kind(path)}, not a regular file; name a file to "
                          "write (e.g. results/metrics.json)")
-    for parent in path.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise ValueError(f"{arg}: {parent} is {_kind(parent)}, not a directory")
-            break
+    _check_parents(path, arg)
     if protect is not None and path.parent.resolve() == Path(protect).resolve() \
             and path.name in TRAINING_RESULTS:
         raise ValueError(f"{arg}: {path} holds the run's training results; evaluations are "
