@@ -92,7 +92,7 @@ def test_evaluate_on_other_file_without_retraining(run, tmp_path):
     metrics, written = evaluate_on_file(out, path, "tas", n_tasks=4, batch_size=2,
                                         aux=weather_dir() / "uk_elevation_on_era5_grid.nc",
                                         log=lambda m: None)
-    assert written == out / "eval-other" / "metrics.json" and written.is_file()
+    assert written == out / "eval" / "other-tas" / "metrics.json" and written.is_file()
     assert set(metrics) == {"PT-TNP", "ConvCNP~+elev"}
     assert all(np.isfinite(m["loglik"]) for m in metrics.values())
     single, _ = evaluate_on_file(out / "PT-TNP", path, "tas", n_tasks=2, batch_size=2,
@@ -128,3 +128,31 @@ def test_map_figure_carries_attribution(run, tmp_path):
     assert len(fig.axes) >= 6
     plt.close(fig)
     assert set(plt.get_fignums()) == before
+
+
+def test_evaluate_on_file_keeps_metadata_and_never_drops_a_model(run, tmp_path):
+    import shutil
+
+    out, _, _ = run
+    copy = tmp_path / "run"
+    shutil.copytree(out, copy)
+    ds = xr.open_dataset(weather_dir() / "era5_t2m_uk_2019-03.nc").isel(time=slice(0, 8))
+    path = tmp_path / "week.nc"
+    ds.to_netcdf(path)
+    aux = weather_dir() / "uk_elevation_on_era5_grid.nc"
+    before = (copy / "metrics.json").read_bytes()
+    metrics, written = evaluate_on_file(copy, path, "t2m", n_tasks=2, batch_size=2, aux=aux,
+                                        log=lambda m: None)
+    assert written == copy / "eval" / "week-t2m" / "metrics.json"
+    assert (copy / "metrics.json").read_bytes() == before
+    entry = metrics["PT-TNP"]
+    assert entry["steps"] == 2 and entry["checkpoint_step"] >= 1 and entry["parameters"] > 0
+    assert {"symmetry", "approximate", "train_seconds", "name", "options"} <= set(entry)
+    (copy / "PT-TNP" / "best.pt").unlink()
+    with pytest.raises(FileNotFoundError, match=r"PT-TNP/best.pt"):
+        evaluate_on_file(copy, path, "t2m", n_tasks=2, batch_size=2, aux=aux,
+                         out=tmp_path / "x.json", log=lambda m: None)
+    assert not (tmp_path / "x.json").exists()
+    kept, _ = evaluate_on_file(copy, path, "t2m", n_tasks=2, batch_size=2, aux=aux,
+                               out=tmp_path / "x.json", skip_missing=True, log=lambda m: None)
+    assert "best.pt" in kept["PT-TNP"]["failed"] and "loglik" in kept["ConvCNP~+elev"]

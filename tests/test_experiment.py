@@ -115,7 +115,7 @@ def test_evaluate_run_reproduces_metrics_and_reads_saved_batches(run, tmp_path):
     batches = make_test_sets(experiment_from_dict(tiny_config()))["ood"][:1]
     save_batches(tmp_path / "tasks.pt", batches)
     metrics, path = evaluate_run(out, data=tmp_path / "tasks.pt", log=lambda m: None)
-    assert path == out / "eval-tasks" / "metrics.json"
+    assert path == out / "eval" / "tasks" / "metrics.json"
     assert metrics["ConvCNP"]["tasks"]["n_tasks"] == batches[0].batch_size
     assert metrics["oracle"]["loglik"] == pytest.approx(float(batches[0].meta["gt_loglik"].mean()))
 

@@ -2,15 +2,17 @@
 
 ::
 
-    approxeq models                                   # the model zoo
-    approxeq demo --out DIR [--steps N]               # the main job, in minutes on a CPU
-    approxeq experiment NAME --out DIR [--quick]      # a shipped experiment, or a YAML path
-    approxeq train CONFIG --out DIR [--size quick]    # any experiment YAML
-    (both take --steps N: every model's step count, for a run end to end in a minute)
+    approxeq                                          # the help
+    approxeq models [NAME]                            # the model zoo: symmetries and options
+    approxeq demo --out DIR [--steps N] [--threads N] # the main job, in minutes on a CPU
+    approxeq experiment NAME --out DIR [--size S]     # a shipped experiment, or a YAML path
+    approxeq train CONFIG --out DIR [--size S]        # any experiment YAML
+    (both default to the quick size and take --steps N: every model's step count)
     approxeq eval RUN_DIR [--data FILE] [--out FILE]  # re-evaluate a finished run
 
 Every command that trains or evaluates writes ``metrics.json`` (one entry per model with at
-least ``loglik`` and ``loglik_se``) in its output directory; see
+least ``loglik`` and ``loglik_se``) in its output directory; ``eval`` writes into
+``RUN_DIR/eval/<name>/`` and never over the run's own results. See
 :mod:`approxeq.experiments.gp` for the files of a run directory.
 """
 
@@ -38,6 +40,47 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
     return value
+
+
+def check_device(device: str | None, arg: str = "--device") -> None:
+    """Refuse a device this machine does not have, in one line, before anything runs."""
+    if device is None or device == "auto":
+        return
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise CLIError(f"{arg}: expected 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got "
+                       f"{device!r}") from None
+    if dev.type == "cpu":
+        return
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise CLIError(f"{arg}: {device!r} is not available: this machine has no CUDA "
+                           "device (or this PyTorch build has no CUDA); use --device cpu")
+        if dev.index is not None and dev.index >= count:
+            raise CLIError(f"{arg}: {device!r} is not available: this machine has {count} CUDA "
+                           f"device(s), cuda:0 to cuda:{count - 1}")
+        return
+    if dev.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise CLIError(f"{arg}: 'mps' is not available on this machine; use --device cpu")
+        return
+    raise CLIError(f"{arg}: expected 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got {device!r}")
+
+
+def check_out_dir(out: str, arg: str = "--out") -> Path:
+    """``out`` as a run directory: refused when it exists and is not a directory (a file, a
+    device node), so nothing that is not ours is ever replaced."""
+    from approxeq.experiments.outputs import check_output_dir
+
+    try:
+        return check_output_dir(out, arg=arg)
+    except ValueError as err:
+        raise CLIError(str(err)) from None
 
 
 def resolve_experiment(name: str) -> Path:
@@ -74,9 +117,10 @@ def _run(config, args) -> int:
     from approxeq.experiments import experiment_for
     from approxeq.train.distributed import distributed_session
 
+    check_device(args.device)
+    out = check_out_dir(args.out)
     experiment = experiment_for(config)
     config = experiment.override_steps(config, getattr(args, "steps", None))
-    out = Path(args.out)
     start = time.monotonic()
     hook = (_figures_hook(not args.no_figures, experiment.figure_hook)
             if experiment.figure_hook else None)
@@ -106,26 +150,93 @@ def _run(config, args) -> int:
 # Commands
 # --------------------------------------------------------------------------------------------
 
+def _symmetries(name: str) -> str:
+    """The group a model is exactly equivariant to, for each input dimension it builds with
+    its default options (the symmetry can depend on ``dim_x`` and the grid density)."""
+    from approxeq.np import build_model
+
+    found = []
+    for dim_x in (1, 2):
+        try:
+            model = build_model(name, dim_x, 1)
+        except (TypeError, ValueError):
+            continue  # this model does not support that dim_x
+        found.append(f"{getattr(model, 'symmetry', None)!r} (dim_x={dim_x})")
+    return "; ".join(found) or "?"
+
+
+def _option_rows(name: str) -> list[tuple[str, str, str]]:
+    """``(option, default, meaning)`` of every build option of ``name``."""
+    import inspect
+
+    from approxeq.np import model_options
+    from approxeq.np.options import option_meaning
+    from approxeq.np.registry import _REGISTRY
+
+    params = inspect.signature(_REGISTRY[name]).parameters
+    rows = []
+    for opt in model_options(name):
+        default = params[opt].default
+        shown = "required" if default is inspect.Parameter.empty else repr(default)
+        rows.append((opt, shown, option_meaning(opt)))
+    return rows
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     from approxeq.np import available_models
 
     zoo = available_models()
-    width = max(len(n) for n in zoo)
-    for name, description in zoo.items():
-        print(f"{name.ljust(width)}  {description}")
+    if args.name is None:
+        width = max(len(n) for n in zoo)
+        for name, description in zoo.items():
+            print(f"{name.ljust(width)}  {description}")
+            print(f"{''.ljust(width)}  symmetry: {_symmetries(name)}")
+        print("\napproxeq models NAME: a model's options, defaults and meanings")
+        return 0
+    if args.name not in zoo:
+        import difflib
+
+        close = difflib.get_close_matches(args.name, list(zoo), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise CLIError(f"NAME: unknown model {args.name!r}{hint}; available: {', '.join(zoo)}")
+    print(f"{args.name}: {zoo[args.name]}")
+    print(f"symmetry: {_symmetries(args.name)}")
+    print("options (build_model(name, dim_x, dim_y, **options), or a model's 'options' in a "
+          "YAML):")
+    rows = _option_rows(args.name)
+    w1 = max(len(r[0]) for r in rows)
+    w2 = max(len(r[1]) for r in rows)
+    for opt, default, meaning in rows:
+        print(f"  {opt.ljust(w1)}  {default.ljust(w2)}  {meaning}")
     return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from approxeq.experiments import DEMO_STEPS, demo_config
+    import torch
+
+    from approxeq.experiments.gp import DEMO_STEPS, demo_config, estimate_seconds
 
     steps = args.steps or DEMO_STEPS
+    check_device(args.device)
     config = demo_config(steps, test_tasks=args.test_tasks, device=args.device or "auto")
-    print(f"approxeq demo: {len(config.models)} models x {steps} steps on the 1-D Gibbs "
-          f"task, evaluated ID and OOD against the GP oracle; output in {args.out}",
-          file=sys.stderr)
-    args.only, args.steps = None, None  # the demo's own intervals already follow its steps
-    return _run(config, args)
+    # The numbers of a model depend on how many threads its reductions are split over, so
+    # the demo pins the count: the same command gives the same table on any machine.
+    threads = args.threads or 1
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        print(f"approxeq demo: {len(config.models)} models x {steps} steps on the 1-D Gibbs "
+              f"task, evaluated ID and OOD against the GP oracle; output in {args.out}",
+              file=sys.stderr)
+        minutes = estimate_seconds(config) / 60
+        when = f"about {minutes:.0f} min" if minutes >= 1 else "under a minute"
+        print(f"approxeq demo: torch runs on {threads} thread(s) (--threads N to change; the "
+              f"results depend on it); {when} on this machine, from timing the first steps",
+              file=sys.stderr)
+        args.only, args.steps = None, None  # the demo's own intervals already follow its steps
+        return _run(config, args)
+    finally:
+        torch.set_num_threads(before)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -143,7 +254,7 @@ def cmd_experiment(args: argparse.Namespace) -> int:
 
     if args.quick and args.size not in (None, "quick"):
         raise CLIError(f"--quick and --size {args.size} contradict each other")
-    size = "quick" if args.quick else (args.size or "paper")
+    size = args.size or "quick"
     path = resolve_experiment(args.name)
     print(f"approxeq experiment: {path} (size {size})", file=sys.stderr)
     return _run(load_experiment(path, size=size), args)
@@ -153,6 +264,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from approxeq.experiments import evaluate_run, format_table, results_table
 
     start = time.monotonic()
+    check_device(args.device)
     if args.var is not None or args.aux is not None:
         if args.data is None or args.var is None:
             raise CLIError("--var and --aux evaluate on a gridded data file: give --data FILE "
@@ -160,11 +272,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
         from approxeq.experiments.era5 import evaluate_on_file
 
         metrics, path = evaluate_on_file(args.run_dir, args.data, args.var, aux=args.aux,
-                                         out=args.out, checkpoint=args.checkpoint)
+                                         out=args.out, checkpoint=args.checkpoint,
+                                         skip_missing=args.skip_missing)
     else:
         metrics, path = evaluate_run(args.run_dir, data=args.data, out=args.out,
-                                     checkpoint=args.checkpoint, device=args.device)
+                                     checkpoint=args.checkpoint, device=args.device,
+                                     skip_missing=args.skip_missing)
     print(format_table(results_table(metrics), markdown=False))
+    failed = [label for label, e in metrics.items() if "failed" in e]
+    if failed:
+        print(f"\nfailed (--skip-missing): {', '.join(failed)}")
     print(f"\nwrote {path} ({time.monotonic() - start:.0f} s)")
     return 0
 
@@ -214,9 +331,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
-    p = sub.add_parser("models", help="list the model zoo",
+    p = sub.add_parser("models", help="list the model zoo, or one model's options",
                        description="List the registered models (names for build_model and the "
-                                   "'name' of a model in an experiment YAML).")
+                                   "'name' of a model in an experiment YAML) with the group "
+                                   "each is exactly equivariant to; with NAME, that model's "
+                                   "options, their defaults and what they mean.")
+    p.add_argument("name", nargs="?", default=None, metavar="NAME",
+                   help="a model name (e.g. convcnp): list its options")
     p.set_defaults(func=cmd_models)
 
     p = sub.add_parser(
@@ -225,9 +346,11 @@ def build_parser() -> argparse.ArgumentParser:
                     "approximately equivariant ConvCNP (learned fixed inputs) on the 1-D Gibbs "
                     "switching-lengthscale GP task; evaluate in and out of distribution against "
                     "the GP oracle; print a table and write DIR/metrics.json, results.md and "
-                    "figures/. Under 10 minutes on 2 CPU cores with the default --steps "
-                    "(about 4 on idle cores).")
+                    "figures/. Runs on one CPU thread (--threads) so that its numbers are "
+                    "the same on every machine, and says how long it should take here.")
     _add_run_options(p, only=False)
+    p.add_argument("--threads", type=_positive_int, default=None, metavar="N",
+                   help="torch threads (default 1; the results depend on the count)")
     p.add_argument("--steps", type=_positive_int, default=None,
                    help="training steps per model (default 3000)")
     p.add_argument("--test-tasks", type=_positive_int, default=256,
@@ -238,11 +361,13 @@ def build_parser() -> argparse.ArgumentParser:
         "experiment", help="run a shipped experiment by name, or any experiment YAML",
         description="Run the shipped experiment NAME (gp1d, era5-uk, graph8c, ...; NAME may "
                     "also be the path of your own YAML): train every model, evaluate, write "
-                    "metrics.json, results.md and figures.")
+                    "metrics.json, results.md and figures. The quick size runs by default; "
+                    "--size paper asks for the paper's.")
     p.add_argument("name", metavar="NAME", help="experiment name (e.g. gp1d) or YAML path")
-    p.add_argument("--quick", action="store_true",
-                   help="the quick CPU size (default: the paper size)")
-    p.add_argument("--size", default=None, help="any size the YAML defines (default paper)")
+    p.add_argument("--size", default=None,
+                   help="any size the YAML defines, e.g. paper (default quick: minutes on a "
+                        "CPU)")
+    p.add_argument("--quick", action="store_true", help="the quick size (the default)")
     _add_run_options(p)
     _add_steps_option(p)
     p.set_defaults(func=cmd_experiment)
@@ -253,7 +378,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "approxeq/experiments/configs/gp1d.yaml), "
                     "evaluate ID and OOD, write metrics.json, results.md and figures.")
     p.add_argument("config", metavar="CONFIG", help="experiment YAML file")
-    p.add_argument("--size", default="quick", help="a size the YAML defines (default quick)")
+    p.add_argument("--size", default="quick",
+                   help="any size the YAML defines, e.g. paper (default quick)")
     _add_run_options(p)
     _add_steps_option(p)
     p.set_defaults(func=cmd_train)
@@ -273,14 +399,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--aux", default=None, metavar="FILE",
                    help="auxiliary fields (e.g. elevation) for models trained with them")
     p.add_argument("--out", default=None, metavar="FILE",
-                   help="metrics file to write (default RUN_DIR/metrics.json, or "
-                        "RUN_DIR/eval-<FILE stem>/metrics.json with --data)")
+                   help="metrics file to write (default RUN_DIR/eval/checkpoint-best/"
+                        "metrics.json, or RUN_DIR/eval/<FILE stem>[-<var>]/metrics.json with "
+                        "--data); the run's own metrics.json is never overwritten")
     p.add_argument("--checkpoint", choices=("best.pt", "last.pt"), default="best.pt",
                    help="which checkpoint to evaluate (default best.pt)")
+    p.add_argument("--skip-missing", action="store_true",
+                   help="a missing or unreadable checkpoint marks its model as failed instead "
+                        "of stopping with an error")
     p.add_argument("--device", default=None, metavar="DEVICE",
                    help="'cpu', 'cuda' or 'cuda:N' (default: CUDA if available)")
     p.set_defaults(func=cmd_eval)
     return parser
+
+
+def _one_line(err: BaseException) -> str:
+    """The first line of an error's message (some library messages run over many lines)."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -288,6 +424,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     status. Argument errors exit with status 2 (argparse); errors in configurations, model
     options, files or data print one line (``--traceback``: the full traceback) and return 1."""
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv:  # a bare `approxeq` is a request for help, not a mistake
+        parser.print_help()
+        return 0
     args = parser.parse_args(argv)
     from approxeq.train.config import ConfigError
     from approxeq.train.rundir import RunDirError
@@ -299,7 +439,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         # bad configurations, options, files and data: a user's mistake, told in one line
         if args.traceback:
             raise
-        print(f"approxeq {args.command}: error: {err}", file=sys.stderr)
+        print(f"approxeq {args.command}: error: {_one_line(err)}", file=sys.stderr)
+        return 1
+    except OSError as err:
+        # a full disk, a read-only or missing place to write: the environment, told in one line
+        if args.traceback:
+            raise
+        from approxeq.experiments.outputs import no_space_message
+
+        text = no_space_message(err) or (f"{err.strerror or err}: {err.filename}"
+                                         if err.filename else str(err))
+        print(f"approxeq {args.command}: error: {text}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"approxeq {args.command}: interrupted; rerun the same command to resume",

@@ -168,6 +168,33 @@ class Normaliser:
         return Normaliser(**{**asdict(self), "aux_vars": list(fields.names), "aux_mean": means,
                              "aux_std": stds, "aux_units": fields.units})
 
+    # ---- sanity ------------------------------------------------------------------------------
+
+    def check_values(self, values: Any, *, units: str | None = None, far: float = 10.0,
+                     tolerance: float = 0.01) -> None:
+        """Refuse values that this normaliser never saw the like of: more than ``tolerance``
+        of the finite ``values`` (any shape, in the variable's units) lying over ``far``
+        training standard deviations from the training mean, the mark of other units (a
+        field in °C against a normaliser fitted in K) or another variable. ``units`` (the
+        data's ``units`` attribute) is named in the message when it differs."""
+        v = np.asarray(values, dtype=np.float64).reshape(-1)
+        v = v[np.isfinite(v)]
+        if v.size == 0:
+            return
+        z = np.abs(v - self.y_mean) / self.y_std
+        share = float((z > far).mean())
+        if share <= tolerance:
+            return
+        said = f" {self.units}" if self.units else ""
+        given = f" (units {units!r}, training units {self.units!r})" if (
+            units is not None and units != self.units) else ""
+        raise ValueError(
+            f"{self.var}: values from {v.min():.4g} to {v.max():.4g} (mean {v.mean():.4g})"
+            f"{given} are far outside the training range (mean {self.y_mean:.4g}{said}, std "
+            f"{self.y_std:.3g}{said}): {100 * share:.0f}% of them lie more than {far:g} "
+            "training standard deviations away. Are they in other units (units?) or another "
+            "variable?")
+
     # ---- the maps ----------------------------------------------------------------------------
 
     def normalise_x(self, lat: Any, lon: Any) -> np.ndarray:

@@ -59,9 +59,16 @@ def open_field(source: Any, *, chunks: dict[str, int] | str | None = "auto") -> 
     if not path.exists():
         raise FileNotFoundError(f"data: no file or store at {path}")
     kwargs = {"chunks": chunks} if (chunks is not None and _has_dask()) else {}
-    if path.suffix == ".zarr" or (path.is_dir() and (path / ".zgroup").exists()):
-        return xr.open_zarr(path, **kwargs) if kwargs else xr.open_dataset(path, engine="zarr")
-    return xr.open_dataset(path, **kwargs)
+    try:
+        if path.suffix == ".zarr" or (path.is_dir() and (path / ".zgroup").exists()):
+            return (xr.open_zarr(path, **kwargs) if kwargs
+                    else xr.open_dataset(path, engine="zarr"))
+        return xr.open_dataset(path, **kwargs)
+    except (ValueError, OSError, TypeError, KeyError) as err:
+        # xarray's own messages list backends; the user needs to know the file is not a field
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"data: {path} is not a netCDF file or zarr store that xarray can "
+                         f"read ({first[:200]})") from None
 
 
 def _variable(data: Any, var: str | None) -> Any:
@@ -255,6 +262,12 @@ class XarrayTaskGenerator(TaskGenerator):
         cache_mb: load the selected variable into memory when it is smaller than this (a
             multi-year file is never loaded whole; it is read one time step per task).
         chunks: dask chunks when opening a path (only used when dask is installed).
+        check_range: with a given ``normaliser``, refuse data far outside what it was
+            fitted on (:meth:`~approxeq.data.normalise.Normaliser.check_values`: other units).
+
+    The data are checked first: a variable that is not a lat/lon field, a selection without
+    valid values, values far outside the normaliser's range and auxiliary fields that do not
+    cover the grid (a warning; an error when they cover none of it) are named in one line.
 
     All tasks of a batch share their context and target sizes (no padding is needed); each has
     its own time step and patch.
@@ -273,11 +286,19 @@ class XarrayTaskGenerator(TaskGenerator):
                  max_targets: int | None = None, min_valid: int = 2, stations: Any = None,
                  aux: Any = None, aux_vars: Sequence[str] | None = None,
                  dtype: torch.dtype | None = None, cache_mb: float = 256.0,
-                 chunks: dict[str, int] | str | None = "auto") -> None:
+                 chunks: dict[str, int] | str | None = "auto", check_range: bool = True
+                 ) -> None:
         ds = open_field(data, chunks=chunks)
         da = _variable(ds, var)
         self.var = str(var or da.name)
-        self.lat_name, self.lon_name, self.time_name = coordinate_names(da)
+        try:
+            self.lat_name, self.lon_name, self.time_name = coordinate_names(da, self.var)
+        except ValueError as err:
+            raise ValueError(f"{err}: {self.var!r} is not a lat/lon field") from None
+        missing = [n for n in (self.lat_name, self.lon_name) if n not in da.dims]
+        if missing:
+            raise ValueError(f"{self.var}: not a lat/lon field: its dimensions are "
+                             f"{list(da.dims)}, without {missing}")
         da = select_region(select_times(da, days=days, time_range=time_range), region)
         extra = [d for d in da.dims if d not in (self.lat_name, self.lon_name, self.time_name)]
         if extra:
@@ -309,8 +330,17 @@ class XarrayTaskGenerator(TaskGenerator):
         self.dtype = dtype or torch.get_default_dtype()
         self.stations = stations
         self.aux = None if aux is None else AuxiliaryFields(aux, aux_vars)
+        sample = self._sample_values()
+        if np.isfinite(sample).sum() < min_valid:
+            raise ValueError(f"{self.var}: the selection has no valid values (every value "
+                             f"{'read' if self.n_times <= 8 else 'of 8 sampled time steps'} "
+                             f"is NaN; days={days}, time_range={time_range}, region={region})")
         if normaliser is None:
             normaliser = Normaliser.fit(da, self.var)
+        elif check_range:
+            normaliser.check_values(sample, units=str(da.attrs.get("units", normaliser.units)))
+        if self.aux is not None:
+            self._check_aux_coverage()
         if self.aux is not None and normaliser.dim_aux == 0:
             normaliser = normaliser.fit_aux(self.aux.ds, self.aux.names, lat=self.lat,
                                             lon=self.lon)
@@ -327,6 +357,39 @@ class XarrayTaskGenerator(TaskGenerator):
                                                                   -1)
         self._x_lat = (self.lat - normaliser.centre[0]) / normaliser.scale
         self._x_lon = (self.lon - normaliser.centre[1]) / normaliser.scale
+
+    def _sample_values(self, max_times: int = 8) -> np.ndarray:
+        """The values of up to ``max_times`` evenly spaced time steps (all when loaded), for
+        the checks of the data: a long record is never read whole for them."""
+        if self.time_name not in self.da.dims or self.n_times <= max_times:
+            return np.asarray(self.da.values, dtype=np.float64)
+        idx = np.unique(np.linspace(0, self.n_times - 1, max_times).round().astype(int))
+        return np.asarray(self.da.isel({self.time_name: idx}).values, dtype=np.float64)
+
+    def _check_aux_coverage(self) -> None:
+        """Warn when grid points of the variable lie outside the auxiliary fields' grid (their
+        auxiliary values become the training mean there); refuse when none lies inside."""
+        a_lat = np.asarray(self.aux.ds[self.aux.lat_name].values, dtype=np.float64)
+        a_lon = np.asarray(self.aux.ds[self.aux.lon_name].values, dtype=np.float64)
+        la, lo = np.meshgrid(self.lat, self.lon, indexing="ij")
+        eps = 1e-9
+        inside = ((la >= a_lat.min() - eps) & (la <= a_lat.max() + eps)
+                  & (lo >= a_lon.min() - eps) & (lo <= a_lon.max() + eps))
+        n_out, n = int((~inside).sum()), inside.size
+        if n_out == 0:
+            return
+        where = (f"the grid of the auxiliary field(s) {self.aux.names} (lat {a_lat.min():g} to "
+                 f"{a_lat.max():g}, lon {a_lon.min():g} to {a_lon.max():g})")
+        if n_out == n:
+            raise ValueError(f"aux: every grid point of {self.var} (lat {self.lat.min():g} to "
+                             f"{self.lat.max():g}, lon {self.lon.min():g} to "
+                             f"{self.lon.max():g}) lies outside {where}; give auxiliary fields "
+                             "that cover the data")
+        import warnings
+
+        warnings.warn(f"aux: {n_out} of {n} grid points of {self.var} lie outside {where}; "
+                      "there the auxiliary inputs are taken as their training mean",
+                      UserWarning, stacklevel=3)
 
     @property
     def dim_aux(self) -> int:
@@ -360,9 +423,10 @@ class XarrayTaskGenerator(TaskGenerator):
             values = self.field(t)[si, sj]
             if np.isfinite(values).sum() >= self.min_valid:
                 return t, si, sj, values
-        raise ValueError(f"patch_size: 100 random patches in a row had fewer than "
-                         f"{self.min_valid} valid cells; use larger patches or a smaller "
-                         "min_valid")
+        raise ValueError(f"{self.var}: 100 random patches in a row had fewer than "
+                         f"{self.min_valid} valid (non-NaN) cells; the data are mostly NaN "
+                         "there: use a larger patch_size, a smaller min_valid, or another "
+                         "region or period")
 
     def sample(self, batch_size: int, generator: torch.Generator) -> Batch:
         """``batch_size`` tasks (see the class docstring).

@@ -36,14 +36,14 @@ from approxeq.approximate import is_approximate
 from approxeq.data.normalise import NORMALISER_FILE, Normaliser
 from approxeq.data.xarray_tasks import (AuxiliaryFields, XarrayTaskGenerator,
                                         embedded_weather_files, open_field)
-from approxeq.experiments.base import ExperimentResult, Log, default_log, register_experiment
+from approxeq.experiments.base import ExperimentResult, Log, register_experiment
 from approxeq.experiments.evaluation import evaluate_model
 from approxeq.experiments.np_runner import (NeuralProcessExperiment, finished_step,
                                             train_one_model)
 from approxeq.experiments.report import format_table
 from approxeq.np.batch import Batch
 from approxeq.np.prediction import coordinate_names, predict, require_xarray
-from approxeq.train.checkpoint import (ModelSpec, load_checkpoint, load_model, write_json_atomic,
+from approxeq.train.checkpoint import (ModelSpec, load_checkpoint, write_json_atomic,
                                        write_text_atomic)
 from approxeq.train.config import ConfigError, ExperimentConfig, ModelConfig
 
@@ -400,119 +400,24 @@ def era5_results_markdown(metrics: Mapping[str, Any], config: ExperimentConfig |
     return "\n".join(parts)
 
 
-# --------------------------------------------------------------------------------------------
-# Evaluation on any other file, region, resolution or period
-# --------------------------------------------------------------------------------------------
+__all__ = [
+    "ATTRIBUTION",
+    "EXTRA_DEFAULTS",
+    "TASK_DEFAULTS",
+    "ERA5Experiment",
+    "MapFigureHook",
+    "correction_elevation_correlation",
+    "era5_results_markdown",
+    "era5_results_table",
+    "evaluate_era5_model",
+    "evaluate_on_file",
+    "fit_normaliser",
+    "is_era5_experiment",
+    "map_panels",
+    "run_era5_experiment",
+    "task_options",
+    "weather_dir",
+]
 
-def _model_runs(run: str | Path, checkpoint: str) -> list[tuple[str, Path, Path]]:
-    """``(label, checkpoint path, normaliser path)`` for a checkpoint file, a model run
-    directory or an experiment directory."""
-    run = Path(run)
-    if run.is_file():
-        norm = run.with_name(NORMALISER_FILE)
-        if not norm.is_file():
-            norm = run.parent.parent / NORMALISER_FILE
-        return [(run.parent.name, run, norm)]
-    if not run.is_dir():
-        raise FileNotFoundError(f"run: no checkpoint file or run directory {run}")
-    if (run / checkpoint).is_file():
-        norm = run / NORMALISER_FILE
-        return [(run.name, run / checkpoint, norm if norm.is_file()
-                 else run.parent / NORMALISER_FILE)]
-    found = []
-    for sub in sorted(p for p in run.iterdir() if p.is_dir()):
-        if (sub / checkpoint).is_file():
-            norm = sub / NORMALISER_FILE
-            found.append((sub.name, sub / checkpoint, norm if norm.is_file()
-                          else run / NORMALISER_FILE))
-    if not found:
-        raise FileNotFoundError(f"run: no {checkpoint} in {run} or its sub-directories")
-    return found
-
-
-def evaluate_on_file(run: str | Path | nn.Module, path: str | Path, var: str, *,
-                     normaliser: Normaliser | None = None, aux: str | Path | None = None,
-                     aux_vars: Sequence[str] | None = None,
-                     days: Sequence[int] | str | None = None,
-                     time_range: tuple[Any, Any] | None = None,
-                     region: dict[str, tuple[float, float]] | None = None,
-                     patch_size: Sequence[int] | None = None,
-                     context_fraction: tuple[float, float] = (0.01, 0.3),
-                     max_targets: int | None = 256, n_tasks: int = 256, batch_size: int = 32,
-                     seed: int = 2_000_003, out: str | Path | None = None,
-                     checkpoint: str = "best.pt", log: Log | None = None
-                     ) -> tuple[dict[str, Any], Path | None]:
-    """Evaluate trained model(s) on another file, region, resolution or period, without
-    retraining: the training normaliser is reused (coordinates outside the training region
-    stay outside it, where fixed inputs vanish).
-
-    Args:
-        run: a model run directory (``best.pt`` + ``normaliser.json``), an experiment directory
-            (every sub-directory with a checkpoint), a checkpoint file, or a model (then
-            ``normaliser`` is required).
-        path: a netCDF file or zarr store; var: the variable (e.g. ``"t2m"``).
-        normaliser: overrides the stored one.
-        aux, aux_vars: the auxiliary dataset for models that read auxiliary fields (default
-            names: the normaliser's); required for such models.
-        days, time_range, region: which part of the file (default: all of it).
-        patch_size, context_fraction, max_targets: the tasks (default: whole-region tasks).
-        n_tasks, batch_size, seed: the fixed evaluation set.
-        out: where to write ``metrics.json`` (default: ``<run>/eval-<file stem>/metrics.json``;
-            none for a model object without ``out``).
-        checkpoint: which checkpoint of a run directory.
-
-    Returns:
-        ``(metrics, path written)``; ``metrics[label]`` as in the experiment's
-        ``metrics.json``.
-    """
-    log = log or default_log
-    path = Path(path)
-    if isinstance(run, nn.Module):
-        if normaliser is None:
-            raise ValueError("normaliser: needed when run is a model object")
-        items: list[tuple[str, Any, Any]] = [(getattr(run, "model_name", "model"), run,
-                                              normaliser)]
-        default_out = None
-    else:
-        items = [(label, ckpt, norm) for label, ckpt, norm in _model_runs(run, checkpoint)]
-        base = Path(run) if Path(run).is_dir() else Path(run).parent
-        default_out = base / f"eval-{path.stem}" / "metrics.json"
-    entries: dict[str, Any] = {}
-    for label, source, norm_source in items:
-        model = source if isinstance(source, nn.Module) else load_model(source)
-        norm = normaliser or (norm_source if isinstance(norm_source, Normaliser)
-                              else Normaliser.load(norm_source))
-        dim_aux = int(getattr(model, "dim_aux", 0) or 0)
-        names = list(aux_vars or norm.aux_vars)
-        if dim_aux and aux is None:
-            raise ValueError(f"aux: model {label!r} reads auxiliary fields {names}; give the "
-                             "dataset holding them (--aux FILE)")
-        if dim_aux and len(names) != dim_aux:
-            raise ValueError(f"aux_vars: model {label!r} reads {dim_aux} auxiliary field(s), "
-                             f"got {names}")
-        gen = XarrayTaskGenerator(path, var, normaliser=norm, days=days, time_range=time_range,
-                                  region=region, patch_size=patch_size,
-                                  context_fraction=tuple(context_fraction),
-                                  max_targets=max_targets, aux=aux if dim_aux else None,
-                                  aux_vars=names if dim_aux else None)
-        batches = gen.fixed_set(n_tasks, batch_size, seed)
-        metrics = evaluate_era5_model(model, batches, norm)
-        entries[label] = {k: metrics[k] for k in ("loglik", "loglik_se", "rmse_K", "rmse_K_se",
-                                                  "coverage95", "component_loglik",
-                                                  "component_loglik_se", "delta_equiv",
-                                                  "delta_equiv_K") if k in metrics}
-        entries[label].update({"data": path.name, "var": var, path.stem: metrics})
-        log(f"[{label}] {path.name}: log-lik {metrics['loglik']:.3f} ± "
-            f"{metrics['loglik_se']:.3f}, RMSE {metrics['rmse_K']:.3f} {norm.units}")
-    target = Path(out) if out is not None else default_out
-    if target is not None:
-        write_json_atomic(target, entries)
-        write_text_atomic(target.with_name("results.md"), era5_results_markdown(entries))
-    return entries, target
-
-
-__all__ = ["ATTRIBUTION", "ERA5Experiment", "TASK_DEFAULTS", "EXTRA_DEFAULTS", "MapFigureHook",
-           "correction_elevation_correlation", "era5_results_markdown", "era5_results_table",
-           "evaluate_era5_model", "evaluate_on_file", "fit_normaliser", "is_era5_experiment",
-           "map_panels",
-           "run_era5_experiment", "task_options", "weather_dir"]
+# on any other file, region, resolution or period: its own module, re-exported here
+from approxeq.experiments.era5_eval import evaluate_on_file

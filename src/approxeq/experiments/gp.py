@@ -235,23 +235,40 @@ def run_experiment(config: ExperimentConfig, out_dir: str | Path, *, progress: b
 
 def evaluate_run(run_dir: str | Path, *, data: str | Path | None = None,
                  out: str | Path | None = None, log: Log | None = None,
-                 checkpoint: str = "best.pt", device: str | None = None
-                 ) -> tuple[dict[str, Any], Path]:
-    """Re-evaluate a finished run from its checkpoints.
+                 checkpoint: str = "best.pt", device: str | None = None,
+                 skip_missing: bool = False) -> tuple[dict[str, Any], Path]:
+    """Re-evaluate a finished run from its checkpoints, without touching its training results.
 
     Args:
         run_dir: a directory written by :func:`run_experiment` (it holds ``config.yaml`` and one
             sub-directory per model).
         data: evaluate on this saved task file (:func:`save_batches`) instead of the
             experiment's own ID/OOD test sets; the setting is then named after the file.
-        out: where to write the metrics; default ``run_dir/metrics.json``, or with ``data``
-            ``run_dir/eval-<file stem>/metrics.json``.
+        out: the metrics file to write; default ``run_dir/eval/<name>/metrics.json`` with
+            ``<name>`` from :func:`~approxeq.experiments.outputs.eval_name` (e.g.
+            ``checkpoint-best``, or the data file's stem). The run's own ``metrics.json`` and
+            ``results.md`` are never written. ``results.md`` (or ``<out stem>.md``) goes beside.
         checkpoint: ``"best.pt"`` or ``"last.pt"``.
         device: where to evaluate (default: ``"auto"``, CUDA if available).
+        skip_missing: a model whose checkpoint is missing or unreadable gets an entry
+            ``{"failed": reason}`` instead of stopping the evaluation with a
+            ``FileNotFoundError`` naming the file (nothing is written then).
 
     Returns:
-        ``(metrics, path written)``; metrics as in ``metrics.json``.
+        ``(metrics, path written)``; each entry holds the metrics per setting, the model's
+        ``name``, ``options``, ``parameters``, ``symmetry``, ``approximate``,
+        ``train_seconds``, ``steps`` (the steps trained), ``checkpoint`` and
+        ``checkpoint_step`` (the step of the evaluated checkpoint).
     """
+    from approxeq.experiments.outputs import (
+        EVAL_DIR,
+        check_output_file,
+        checkpoint_entry,
+        eval_name,
+        markdown_path,
+        task_description,
+    )
+
     log = log or default_log
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -262,36 +279,71 @@ def evaluate_run(run_dir: str | Path, *, data: str | Path | None = None,
                                 "by `approxeq train`/`approxeq experiment`?")
     raw = _read_yaml_size(config_path)
     config = load_experiment(config_path, size=raw)
+    from approxeq.data.gp import TASK_NAMES
+
+    if config.task.name not in TASK_NAMES:
+        raise ValueError(f"run_dir: this run was trained on {task_description(config.task)}, "
+                         "not on GP tasks; evaluate it with --data FIELD --var NAME (gridded "
+                         "data) or with the command that ran it")
+    name = eval_name(checkpoint, data)
+    out_path = check_output_file(out if out is not None
+                                 else run_dir / EVAL_DIR / name / METRICS, protect=run_dir)
+    md_path = check_output_file(markdown_path(out_path), protect=run_dir)
     if data is not None:
         data = Path(data)
-        sets = {data.stem: load_batches(data)}
-        default_out = run_dir / f"eval-{data.stem}" / METRICS
+        sets = {data.stem: _load_task_file(data)}
     else:
         sets = make_test_sets(config)
-        default_out = run_dir / METRICS
-    out_path = Path(out) if out is not None else default_out
     eq = _equivariance_options(config)
     entries: dict[str, Any] = {}
     for mc in config.models:
         ckpt = run_dir / mc.label / checkpoint
-        if not ckpt.is_file():
-            log(f"[{mc.label}] no {checkpoint}: skipped")
+        failed = checkpoint_entry(ckpt, skip_missing=skip_missing, log=log, label=mc.label)
+        if failed is not None:
+            entries[mc.label] = {"name": mc.name, "options": mc.options, **failed}
             continue
         model = load_model(ckpt, map_location=resolve_device(device or "auto"))
         per_setting = {s: evaluate_model(model, b, **eq) for s, b in sets.items()}
-        entries[mc.label] = metrics_entry(per_setting, {"name": mc.name, "options": mc.options,
-                                                 "steps": load_checkpoint(ckpt).step})
+        info = model_info(mc, model, finished_step(run_dir / mc.label), run_dir / mc.label)
+        info.update(checkpoint=checkpoint, checkpoint_step=load_checkpoint(ckpt).step)
+        entries[mc.label] = metrics_entry(per_setting, info)
         log(f"[{mc.label}] " + ", ".join(
             f"{s}: {v['loglik']:.3f} ± {v['loglik_se']:.3f}" for s, v in per_setting.items()))
-    if not entries:
-        raise FileNotFoundError(f"run_dir: no model checkpoints ({checkpoint}) under {run_dir}")
+    if all("failed" in e for e in entries.values()):
+        raise FileNotFoundError(f"run_dir: no readable model checkpoint ({checkpoint}) under "
+                                f"{run_dir}")
     oracle = {s: m for s, b in sets.items() if (m := oracle_metrics(b)) is not None}
     if oracle:
         entries[ORACLE] = metrics_entry(oracle, {"name": "gp-oracle"})
     write_json_atomic(out_path, entries)
-    write_text_atomic(out_path.with_name(RESULTS), results_markdown(
-        entries, title=config.name, description=config.description))
+    write_text_atomic(md_path, results_markdown(
+        entries, title=f"{config.name}: {name}", description=config.description))
     return entries, out_path
+
+
+def _load_task_file(path: Path) -> list[Batch]:
+    """The batches of a saved task file, or one line saying what the file is instead."""
+    if path.suffix in (".nc", ".nc4", ".zarr", ".grib", ".h5"):
+        raise ValueError(f"data: {path} looks like a gridded field, not a saved task file; "
+                         "gridded data is evaluated with --var NAME on a run trained on "
+                         "gridded data (e.g. approxeq experiment era5-uk)")
+    try:
+        batches = load_batches(path)
+    except (TypeError, RuntimeError) as err:
+        raise ValueError(f"data: {path} is not a saved task file ({_first_line(err)})") from None
+    except ValueError as err:
+        raise ValueError(_first_line(err)) from None
+    import torch
+
+    for i, b in enumerate(batches):
+        if not all(isinstance(getattr(b, k), torch.Tensor) for k in ("xc", "yc", "xt", "yt")):
+            raise ValueError(f"data: {path}: batch {i} must hold tensors xc, yc, xt, yt")
+    return batches
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
 
 
 def _read_yaml_size(path: Path) -> str:
@@ -342,7 +394,57 @@ def demo_config(steps: int = DEMO_STEPS, *, test_tasks: int = 256, device: str =
     return experiment_from_dict(data, size="demo")
 
 
+def estimate_seconds(config: ExperimentConfig, *, probe_steps: int = 4) -> float:
+    """Wall-clock seconds that training and evaluating every model of ``config`` should take
+    here, from timing ``probe_steps`` training steps of each model on this machine (after one
+    warm-up step). Nothing is written and the caller's RNG state is left as it was.
+
+    The evaluation is counted as forward passes over the test sets (about a third of a
+    training step per batch: no backward pass), for each setting and, for approximately
+    equivariant models, once more for the equivariant component.
+    """
+    import time
+
+    import torch
+
+    from approxeq.np.functional import np_loss
+
+    task = make_task(config.task)
+    task = task.with_oracle(False) if hasattr(task, "with_oracle") else task
+    n_settings = 1 + (ood_shift(config) is not None)
+    total = 0.0
+    with torch.random.fork_rng(devices=[]):
+        g = torch.Generator().manual_seed(0)
+        for mc in config.models:
+            t = mc.train
+            spec = ModelSpec(mc.name, config.task.dim_x, config.task.dim_y, dict(mc.options))
+            model = spec.build().train()
+            opt = torch.optim.AdamW(model.parameters(), lr=t.lr)
+            batches = [task.sample(t.batch_size, g) for _ in range(probe_steps + 1)]
+            for k, batch in enumerate(batches):
+                if k == 1:  # the first step pays for one-off set-up
+                    start = time.perf_counter()
+                opt.zero_grad(set_to_none=True)
+                np_loss(model, batch).backward()
+                opt.step()
+            per_step = (time.perf_counter() - start) / probe_steps / t.batch_size
+            passes = n_settings * (2 if mc.options.get("approximate") else 1)
+            validations = t.steps // t.val_every if t.val_every > 0 else 0
+            total += per_step * (t.steps * t.batch_size + validations * t.val_tasks / 3
+                                 + passes * t.test_tasks / 3)
+    return total
+
+
 __all__ = [
-    "DEMO_STEPS", "FigureHook", "GPExperiment", "context_region", "demo_config", "evaluate_run",
-    "make_task", "make_test_sets", "ood_shift", "run_experiment",
+    "DEMO_STEPS",
+    "FigureHook",
+    "GPExperiment",
+    "context_region",
+    "demo_config",
+    "estimate_seconds",
+    "evaluate_run",
+    "make_task",
+    "make_test_sets",
+    "ood_shift",
+    "run_experiment",
 ]

@@ -161,3 +161,48 @@ def check_options(model_name: str, builder: Callable[..., Any], options: dict[st
     for name, value in options.items():
         if name in hints:
             check_option(name, value, hints[name])
+
+
+#: what each build option means, in one line (an option means the same in every model);
+#: ``approxeq models NAME`` prints these next to each builder's defaults
+OPTION_MEANINGS: dict[str, str] = {
+    "approximate": "add learned fixed inputs: the approximately equivariant version",
+    "width": "hidden width of the tokens and MLPs",
+    "num_layers": "number of layers (attention blocks, CNN blocks or UNet levels)",
+    "num_heads": "attention heads (width must be a multiple of it)",
+    "num_pseudo_tokens": "pseudo-tokens of a pseudo-token TNP",
+    "variant": "pseudo-token encoder: 'perceiver' or 'ist' (induced set transformer)",
+    "min_std": "floor of the predictive standard deviation",
+    "cnn": "the grid network: 'conv' (a stack of convolutions) or 'unet'",
+    "layout": "'approxeq', or 'neuralprocesses' for the exact network of neuralprocesses' ConvGNP",
+    "points_per_unit": "grid density (grid points per input unit; sets the lattice)",
+    "channels": "channels C of the grid network",
+    "kernel_size": "convolution kernel size, in grid points",
+    "margin": "room left around the data on the grid, in input units",
+    "max_grid_mb": "memory budget (MiB) of the grid's activations; larger tasks are refused",
+    "memory_budget_mb": "memory budget (MiB) of one attention call; larger ones are chunked",
+    "chunk_size": "target points per attention chunk (default: from memory_budget_mb)",
+    "num_fixed_inputs": "channels B of the learned fixed input (approximate models)",
+    "fixed_input_domain": "box [(low, high), ...] outside which the fixed input is zero",
+    "fixed_input_dropout": "per-task probability of dropping the fixed input in training",
+    "fixed_input_mode": "'sum' the fixed input into the channels or 'concat' it as extra ones",
+    "fixed_input_hidden": "MLP width of the fixed input (default: channels)",
+    "fourier_features": "Fourier features of the location fed to the fixed input (0: none)",
+    "num_basis": "filter banks per relaxed convolution",
+    "dim_aux": "channels of known auxiliary fields (aux_c, aux_t) the model reads (0: none)",
+    "aux_dropout": "per-task probability of dropping the auxiliary embedding in training",
+    "group": "the point group of the group CNN: 'D4', 'C4', 'D8' or 'C8'",
+    "pool": "pooling over the group axis: 'mean' or 'max'",
+    "aggregate": "how the symmetrised draws combine: 'gaussian' or 'mixture'",
+    "n_samples_train": "symmetrisation draws per task in training",
+    "n_samples_eval": "symmetrisation draws per task in evaluation",
+    "noise_dim": "vector-noise channels per anchor point of the frame network",
+    "noise_scale": "std of the frame network's noise (0: a deterministic canonicaliser)",
+    "frame_hidden": "hidden width of the frame network",
+    "frame_layers": "layers of the frame network",
+}
+
+
+def option_meaning(name: str) -> str:
+    """The one-line meaning of a build option (empty when the table does not know it)."""
+    return OPTION_MEANINGS.get(name, "")
