@@ -184,3 +184,20 @@ def test_run_seeds_trains_each_seed_into_its_own_directory(tmp_path):
     assert saved == result.metrics and saved["M"]["seeds"] == seeds
     assert saved["M"]["loglik_seeds"] == [float(s % 7) for s in seeds]
     assert result.seconds == 3.0 and (tmp_path / "results.md").is_file()
+
+
+@pytest.mark.parametrize("size", ["quick", "paper"])
+def test_shipped_terrain_models_build(size):
+    config = load_named_experiment("terrain", size=size)
+    o = task_options(config)
+    domain = make_generator(o, o["region"], oracle=False, aux=False).domain
+    kinds = set()
+    for mc in config.models:
+        model = ModelSpec(mc.name, 2, 1, model_options(mc, domain)).build()
+        assert (model.symmetry is None) == (mc.name == "pt-tnp"), mc.label
+        kinds.add((mc.name, bool(mc.options.get("approximate")),
+                   int(mc.options.get("dim_aux", 0))))
+    for name in ("te-pt-tnp", "convcnp", "equivcnp", "e-tnp"):
+        assert {(name, False, 0), (name, True, 0)} <= kinds
+    assert {("convcnp", True, 2), ("te-pt-tnp", True, 2), ("relaxed-convcnp", False, 0),
+            ("pt-tnp", False, 0)} <= kinds
