@@ -127,13 +127,21 @@ def _run(config, args) -> int:
     common = dict(progress=not args.quiet, device=args.device, only=args.only, figures=hook,
                   log=(lambda m: None) if args.quiet else None,
                   restart=getattr(args, "restart", False))
+    run = experiment.run
+    seeds = getattr(args, "seeds", None) or int(config.extra.get("seeds", 1))
+    if seeds > 1:  # the YAML's extra.seeds is the size's default
+        from functools import partial
+
+        from approxeq.experiments.seeds import run_seeds
+
+        run = partial(run_seeds, experiment, n_seeds=seeds)
     if experiment.distributed:
         # under torchrun: one process group for all the models; rank 0 evaluates and reports
         with distributed_session(args.device or "auto") as info:
-            result = experiment.run(config, out, **common)
+            result = run(config, out, **common)
         main = info.is_main
     else:
-        result = experiment.run(config, out, **common)
+        result = run(config, out, **common)
         main = True
     if main:
         print()
@@ -370,6 +378,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="the quick size (the default)")
     _add_run_options(p)
     _add_steps_option(p)
+    p.add_argument("--seeds", type=_positive_int, default=None, metavar="N",
+                   help="train every model with N seeds (runs in DIR/seed-*); metrics.json "
+                        "reports the mean over seeds and its standard error (default: the "
+                        "YAML's extra.seeds, else 1)")
     p.set_defaults(func=cmd_experiment)
 
     p = sub.add_parser(

@@ -41,6 +41,7 @@ from approxeq.experiments.evaluation import evaluate_model
 from approxeq.experiments.np_runner import (NeuralProcessExperiment, finished_step,
                                             train_one_model)
 from approxeq.experiments.report import format_table
+from approxeq.experiments.terrain import model_options
 from approxeq.np.batch import Batch
 from approxeq.np.prediction import coordinate_names, predict, require_xarray
 from approxeq.train.checkpoint import (ModelSpec, load_checkpoint, write_json_atomic,
@@ -61,7 +62,8 @@ TASK_DEFAULTS: dict[str, Any] = {
     "aux": None,               # default: the shipped elevation file
     "aux_vars": ["elevation"],
     "train_days": [1, 21], "val_days": [22, 24], "test_days": [25, 31],
-    "region": None,            # {"lat": [lo, hi], "lon": [lo, hi]}
+    "region": None,            # {"lat": [lo, hi], "lon": [lo, hi]}: the training part
+    "holdout_region": None,    # the same: an out-of-region test (``ood``) on the test days
     "patch_size": [16, 16],    # null: the whole region
     "context_fraction": [0.01, 0.3],
     "max_targets": 256,
@@ -115,10 +117,10 @@ def _uses_aux(mc: ModelConfig) -> bool:
 
 
 def _generator(o: Mapping[str, Any], split: str, normaliser: Normaliser | None,
-               with_aux: bool) -> XarrayTaskGenerator:
+               with_aux: bool, region: Any = None) -> XarrayTaskGenerator:
     days = tuple(o[f"{split}_days"])
     return XarrayTaskGenerator(
-        o["data"], o["var"], normaliser=normaliser, days=days, region=o["region"],
+        o["data"], o["var"], normaliser=normaliser, days=days, region=region or o["region"],
         patch_size=o["patch_size"], context_fraction=tuple(o["context_fraction"]),
         max_targets=o["max_targets"], aux=o["aux"] if with_aux else None,
         aux_vars=o["aux_vars"] if with_aux else None, cache_mb=o["cache_mb"])
@@ -137,6 +139,21 @@ def fit_normaliser(o: Mapping[str, Any]) -> Normaliser:
         norm = norm.fit_aux(open_field(o["aux"]), o["aux_vars"], lat=da[lat_name].values,
                             lon=da[lon_name].values)
     return norm
+
+def fixed_input_domain(o: Mapping[str, Any], normaliser: Normaliser) -> list[list[float]]:
+    """The training part of the grid (``region``, default all of it) in normalised inputs,
+    widened by half a cell: the box outside which fixed inputs are zero."""
+    from approxeq.data.xarray_tasks import select_region
+
+    da = select_region(open_field(o["data"])[o["var"]], o["region"])
+    lat_name, lon_name, _ = coordinate_names(da)
+    lat, lon = np.sort(da[lat_name].values), np.sort(da[lon_name].values)
+    half_lat = 0.5 * abs(float(lat[1] - lat[0])) if lat.size > 1 else 0.0
+    half_lon = 0.5 * abs(float(lon[1] - lon[0])) if lon.size > 1 else 0.0
+    x = normaliser.normalise_x([lat[0] - half_lat, lat[-1] + half_lat],
+                               [lon[0] - half_lon, lon[-1] + half_lon])
+    return [[float(x[0, 0]), float(x[1, 0])], [float(x[0, 1]), float(x[1, 1])]]
+
 
 def _strip_aux(batches: Sequence[Batch]) -> list[Batch]:
     return [replace(b, aux_c=None, aux_t=None) for b in batches]
@@ -226,7 +243,10 @@ class ERA5Experiment(NeuralProcessExperiment):
 
     def train_tasks_only(self, config: ExperimentConfig) -> dict[str, Any]:
         o = task_options(config)
-        return {"options": o, "normaliser": fit_normaliser(o)}
+        normaliser = fit_normaliser(o)
+        # with a spatial hold-out the fixed inputs must end where the training part does
+        domain = fixed_input_domain(o, normaliser) if o["holdout_region"] else None
+        return {"options": o, "normaliser": normaliser, "domain": domain}
 
     def tasks(self, config: ExperimentConfig, out_dir: Path, log: Log) -> dict[str, Any]:
         tasks = self.train_tasks_only(config)
@@ -242,6 +262,10 @@ class ERA5Experiment(NeuralProcessExperiment):
             t.test_tasks, t.eval_batch_size, t.test_seed)
         tasks.update(test_aux=test_aux, test_plain=_strip_aux(test_aux), panels={},
                      start=time.monotonic())
+        if o["holdout_region"]:
+            ood_aux = _generator(o, "test", normaliser, True, o["holdout_region"]).fixed_set(
+                t.test_tasks, t.eval_batch_size, t.test_seed)
+            tasks.update(ood_aux=ood_aux, ood_plain=_strip_aux(ood_aux))
         return tasks
 
     def signature(self, config: ExperimentConfig, tasks: Any) -> dict[str, Any]:
@@ -257,7 +281,7 @@ class ERA5Experiment(NeuralProcessExperiment):
         with_aux = _uses_aux(mc)
         run_dir.mkdir(parents=True, exist_ok=True)
         normaliser.save(run_dir / NORMALISER_FILE)
-        spec = ModelSpec(mc.name, 2, 1, dict(mc.options))
+        spec = ModelSpec(mc.name, 2, 1, model_options(mc, tasks.get("domain")))
         model, history, _ = train_one_model(
             mc, spec, run_dir, lambda: _generator(o, "train", normaliser, with_aux),
             lambda: _generator(o, "val", normaliser, with_aux), progress=progress, log=log,
@@ -294,6 +318,12 @@ class ERA5Experiment(NeuralProcessExperiment):
                       "symmetry": repr(getattr(model, "symmetry", None)),
                       "approximate": is_approximate(model),
                       "train_seconds": ckpt.extra.get("seconds"), "test": metrics})
+        if "ood_aux" in tasks:  # the spatial hold-out, where the fixed inputs are zero
+            entry["id"] = metrics
+            entry["ood"] = evaluate_era5_model(
+                model, tasks["ood_aux"] if with_aux else tasks["ood_plain"], normaliser,
+                equivariance_elements=int(extra["equivariance_elements"]),
+                equivariance_tasks=int(extra["equivariance_tasks"]))
         return entry
 
     def log_entry(self, label: str, entry: dict[str, Any], log: Log) -> None:
@@ -368,8 +398,9 @@ def _fmt(mean: Any, se: Any = None, digits: int = 3) -> str:
 def era5_results_table(metrics: Mapping[str, Any]) -> list[list[str]]:
     """Rows (header first): per model the test log-likelihood ± s.e., RMSE (K), the equivariant
     component's log-likelihood, Δequiv (K) and the correction–elevation correlation."""
+    ood = any("ood" in e for e in metrics.values())
     rows = [["model", "aux", "log-lik", "RMSE (K)", "component log-lik", "Δequiv (K)",
-             "corr(correction, elevation)"]]
+             "corr(correction, elevation)"] + (["log-lik OOD", "component OOD"] if ood else [])]
     for label, e in metrics.items():
         rows.append([label, "+".join(e.get("aux_vars") or []) or "–",
                      _fmt(e.get("loglik"), e.get("loglik_se")),
@@ -377,6 +408,10 @@ def era5_results_table(metrics: Mapping[str, Any]) -> list[list[str]]:
                      _fmt(e.get("component_loglik"), e.get("component_loglik_se")),
                      _fmt(e.get("delta_equiv_K"), None, 4),
                      _fmt(e.get("correction_elevation_corr"), None, 2)])
+        if ood:
+            b = e.get("ood", {})
+            rows[-1] += [_fmt(b.get("loglik"), b.get("loglik_se")),
+                         _fmt(b.get("component_loglik"), b.get("component_loglik_se"))]
     return rows
 
 
@@ -396,7 +431,8 @@ def era5_results_markdown(metrics: Mapping[str, Any], config: ExperimentConfig |
               "model with every fixed input and auxiliary embedding zero (its exactly "
               "equivariant part); *Δequiv*: mean |full − component| of the predictive mean, in "
               "kelvin; *corr*: Pearson correlation between that correction and elevation over "
-              "whole-UK test maps.", "", ATTRIBUTION + ".", ""]
+              "whole-UK test maps; *OOD* (with a spatial hold-out): the test days on the held-out "
+              "part of the grid, outside every fixed input's domain.", "", ATTRIBUTION + ".", ""]
     return "\n".join(parts)
 
 

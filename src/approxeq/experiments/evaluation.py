@@ -38,22 +38,38 @@ def to_model(batch: Batch, model: nn.Module) -> Batch:
     return batch.to(device=device, dtype=dtype)
 
 
-def oracle_metrics(batches: Sequence[Batch]) -> dict[str, float] | None:
-    """The oracle's metrics on ``batches``: ``loglik`` (± ``loglik_se``) from
-    ``meta["gt_loglik"]``; ``rmse`` and ``coverage95`` from its moment-matched predictive when
-    ``meta["oracle"]`` is there. ``None`` when a batch has no oracle log-likelihood."""
-    if not all(b.meta and "gt_loglik" in b.meta for b in batches):
+def oracle_metrics(batches: Sequence[Batch], *, key: str = "gt", oracle_key: str = "oracle",
+                   y_scale: float | None = None) -> dict[str, float] | None:
+    """The metrics of a reference predictive that a batch carries in its ``meta``:
+    ``loglik`` (± ``loglik_se``) from ``meta[f"{key}_loglik"]`` (float64 ``[b]``); ``rmse``
+    (± ``rmse_se``) from ``meta[f"{key}_rmse"]`` when every batch has it, and
+    ``coverage95`` (and else ``rmse``) from the moment-matched predictive of
+    ``meta[oracle_key]`` when that has a ``posterior``. ``None`` when a batch has no
+    ``f"{key}_loglik"``.
+
+    The default is the exact oracle; ``key="blind", oracle_key="blind_oracle"`` scores the
+    terrain-blind reference of :class:`approxeq.data.terrain.TerrainTaskGenerator`.
+    ``y_scale`` (output units per normalised unit) adds ``rmse_K`` and ``rmse_K_se``.
+    """
+    name = f"{key}_loglik"
+    if not batches or not all(b.meta and name in b.meta for b in batches):
         return None
-    ll = torch.cat([b.meta["gt_loglik"].double().reshape(-1) for b in batches])
+    ll = torch.cat([b.meta[name].double().reshape(-1) for b in batches])
     mean, se = mean_se(ll)
-    out = {"loglik": mean, "loglik_se": se, "n_tasks": ll.numel()}
-    if all("oracle" in b.meta and hasattr(b.meta["oracle"], "posterior") for b in batches):
+    out: dict[str, float] = {"loglik": mean, "loglik_se": se, "n_tasks": ll.numel()}
+    if all(oracle_key in b.meta and hasattr(b.meta[oracle_key], "posterior") for b in batches):
         results = []
         for b in batches:
-            post = b.meta["oracle"].posterior(b.xc.double(), b.yc.double(), b.xt.double())
+            post = b.meta[oracle_key].posterior(b.xc.double(), b.yc.double(), b.xt.double())
             results.append(gaussian_metrics(post.mean, post.var.clamp_min(0).sqrt(), b.yt, b.mt))
         s = EvalResult.cat(results).summary()
         out.update(rmse=s["rmse"], rmse_se=s["rmse_se"], coverage95=s["coverage95"])
+    if all(f"{key}_rmse" in b.meta for b in batches):
+        # the batch's own per-task RMSE is exact (float64), so it wins over the recomputation
+        out["rmse"], out["rmse_se"] = mean_se(torch.cat(
+            [b.meta[f"{key}_rmse"].double().reshape(-1) for b in batches]))
+    if y_scale is not None and "rmse" in out:
+        out["rmse_K"], out["rmse_K_se"] = out["rmse"] * y_scale, out["rmse_se"] * y_scale
     return out
 
 

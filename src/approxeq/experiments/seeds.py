@@ -1,0 +1,126 @@
+"""Training every model of an experiment with several seeds, and the spread over seeds.
+
+Run ``i`` of ``n`` trains into ``<out>/seed-<i>`` with the training seed :func:`seed_of`
+``(seed, i)`` (run 0 keeps the experiment's own seed, so one seed is the ordinary run); the
+test sets do not depend on the training seed, so every run is scored on the same tasks.
+``<out>/metrics.json`` then holds, per model and per block (the entry itself, ``id``, ``ood``,
+``component``, ...), for every metric of :data:`SEED_METRICS`: the mean over seeds in place of
+the metric, ``<metric>_seeds`` (the per-seed values), ``<metric>_seeds_mean`` and
+``<metric>_seeds_se`` (standard error of that mean over seeds), beside the per-task ``<metric>_se``
+(there the mean over seeds of the per-task standard errors). A difference between two models
+smaller than their seed-to-seed spread is not a difference.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from approxeq.experiments.base import Experiment, ExperimentResult, model_seed
+from approxeq.train.checkpoint import write_json_atomic, write_text_atomic
+from approxeq.train.config import ConfigError, ExperimentConfig
+from approxeq.train.distributed import is_main_process
+
+#: the metrics averaged over seeds (wherever they appear in an entry)
+SEED_METRICS = ("loglik", "rmse", "rmse_K", "coverage95", "component_loglik", "delta_equiv",
+                "delta_equiv_K", "correction_lapse_corr", "correction_elevation_corr")
+
+
+def seed_of(seed: int, index: int) -> int:
+    """The training seed of run ``index``: ``seed`` itself for run 0, else a stable hash of
+    both (31 bits)."""
+    return int(seed) if index == 0 else model_seed(seed, f"seed-{index}") % (2**31 - 1)
+
+
+def with_seed(config: ExperimentConfig, seed: int) -> ExperimentConfig:
+    """``config`` with the experiment's and every model's training seed set to ``seed``."""
+    models = [replace(m, train=m.train.replace(seed=seed)) for m in config.models]
+    return replace(config, models=models, train=config.train.replace(seed=seed))
+
+
+def _mean_se(values: Sequence[float]) -> tuple[float, float]:
+    n = len(values)
+    mean = sum(values) / n
+    if n < 2:
+        return mean, float("nan")
+    var = sum((v - mean) ** 2 for v in values) / (n - 1)
+    return mean, math.sqrt(var / n)
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def aggregate_block(blocks: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """One block (dict) of an entry from the same block of every seed's entry (see the module
+    docstring); nested blocks are aggregated recursively, other values taken from seed 0."""
+    out = copy.deepcopy(dict(blocks[0]))
+    for key, first in blocks[0].items():
+        if isinstance(first, dict) and all(isinstance(b.get(key), dict) for b in blocks):
+            out[key] = aggregate_block([b[key] for b in blocks])
+        elif key in SEED_METRICS and all(_number(b.get(key)) for b in blocks):
+            values = [float(b[key]) for b in blocks]
+            mean, se = _mean_se(values)
+            out[key] = mean
+            out[f"{key}_seeds"] = values
+            out[f"{key}_seeds_mean"], out[f"{key}_seeds_se"] = mean, se
+            if all(_number(b.get(f"{key}_se")) for b in blocks):
+                out[f"{key}_se"] = sum(float(b[f"{key}_se"]) for b in blocks) / len(blocks)
+    return out
+
+
+def aggregate_seeds(runs: Sequence[Mapping[str, Any]], seeds: Sequence[int]) -> dict[str, Any]:
+    """``metrics.json`` over seeds from the ``metrics.json`` of each seed's run (entries
+    missing from a run are left out); each entry gets ``seeds``."""
+    if not runs or len(runs) != len(seeds):
+        raise ValueError(f"runs, seeds: expected one metrics dict per seed, got {len(runs)} "
+                         f"runs and {len(seeds)} seeds")
+    out: dict[str, Any] = {}
+    for label, entry in runs[0].items():
+        if not isinstance(entry, dict) or not all(isinstance(r.get(label), dict) for r in runs):
+            continue
+        out[label] = aggregate_block([r[label] for r in runs])
+        out[label]["seeds"] = list(seeds)
+    return out
+
+
+def run_seeds(experiment: Experiment, config: ExperimentConfig, out_dir: str | Path,
+              n_seeds: int, **kwargs: Any) -> ExperimentResult:
+    """Run ``experiment`` ``n_seeds`` times (see the module docstring) and write the
+    aggregated ``metrics.json`` and ``results.md`` into ``out_dir``.
+
+    Args:
+        kwargs: passed to every ``experiment.run`` (``progress``, ``log``, ``figures``, ...).
+
+    Returns:
+        The result of run 0 with ``out_dir`` and ``metrics`` replaced by the aggregate.
+    """
+    if not isinstance(n_seeds, int) or isinstance(n_seeds, bool) or n_seeds < 1:
+        raise ConfigError(f"seeds: expected a positive int, got {n_seeds!r}")
+    out_dir = Path(out_dir)
+    seeds = [seed_of(config.train.seed, i) for i in range(n_seeds)]
+    results = [experiment.run(with_seed(config, s), out_dir / f"seed-{i}", **kwargs)
+               for i, s in enumerate(seeds)]
+    first = results[0]
+    if not is_main_process():  # under DDP the other ranks only train
+        return first
+    metrics = aggregate_seeds([r.metrics for r in results], seeds)
+    write_json_atomic(out_dir / "metrics.json", metrics)
+    from approxeq.experiments.report import results_markdown
+
+    note = (f"Mean over {n_seeds} training seeds {seeds} (runs in seed-*/); ± is the mean "
+            "per-task standard error, (seeds ± ...) the standard error over seeds.")
+    own = getattr(experiment, "results_markdown", None)
+    text = (own(metrics, config) + "\n" + note + "\n" if own is not None else results_markdown(
+        metrics, title=f"{config.name} ({n_seeds} seeds)",
+        description=f"{config.description}\n\n{note}"))
+    write_text_atomic(out_dir / "results.md", text)
+    return replace(first, out_dir=out_dir, metrics=metrics,
+                   seconds=sum(r.seconds for r in results))
+
+
+__all__ = ["SEED_METRICS", "aggregate_block", "aggregate_seeds", "run_seeds", "seed_of",
+           "with_seed"]
