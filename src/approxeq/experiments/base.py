@@ -187,6 +187,7 @@ def _load_builtin() -> None:
     import approxeq.experiments.gp  # noqa: F401
     import approxeq.experiments.graphs  # noqa: F401
     import approxeq.experiments.nbody  # noqa: F401
+    import approxeq.experiments.smoke  # noqa: F401
 
 
 def experiment_names() -> list[str]:
