@@ -122,8 +122,8 @@ def plot_smoke_corrections(panels: Mapping[str, Mapping[str, np.ndarray]], *,
         _colorbar(fig, im, ax)
     add_caption(fig, "The learned correction: the approximate model's predictive mean minus "
                      "that of its exactly equivariant component (every fixed input zero). "
-                     "Where it is large the model breaks its symmetry: around the obstacle "
-                     "(grey outline) and along the walls.")
+                     "Where it is large the model breaks its symmetry; a model that learned the "
+                     "scene breaks it around the obstacle (grey outline) and along the walls.")
     return finish(fig, path)
 
 
