@@ -23,13 +23,16 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (RunRecord, command_line, format_table, machine_info, time_calls,  # noqa: E402
-                    write_json)
+from common import RunRecord, command_line, format_table, machine_info, time_calls, write_json  # noqa: E402
 
 from approxeq.groups import DirectProduct, Euclidean, Permutation  # noqa: E402
 from approxeq.nn import SelfAttentionLayer  # noqa: E402
-from approxeq.symmetrize import (GroupAveraging, PointCloudFrameNetwork,  # noqa: E402
-                                 ProbabilisticSymmetrization, Symmetrized)
+from approxeq.symmetrize import (  # noqa: E402
+    GroupAveraging,
+    PointCloudFrameNetwork,
+    ProbabilisticSymmetrization,
+    Symmetrized,
+)
 
 KINDS = ("points", "vectors", "nodes")
 
@@ -89,9 +92,9 @@ def main() -> None:
     rows = []
     for k in args.samples:
         xk, vk, ck = (t.repeat(k, 1, 1) for t in (x, v, c))
-        base_k = timed(lambda: base(xk, vk, ck))
+        base_k = timed(lambda xk=xk, vk=vk, ck=ck: base(xk, vk, ck))
         for name, model in models.items():
-            t = timed(lambda: model(x, v, c, n_samples=k))
+            t = timed(lambda model=model, k=k: model(x, v, c, n_samples=k))
             result = {"strategy": name, "samples": k,
                       "inputs_per_s": b / (t.median_ms / 1000),
                       "base_inputs_per_s": b / (base_one.median_ms / 1000),

@@ -8,7 +8,7 @@ from torch import nn
 
 from approxeq.approximate import equivariant_component, is_approximate
 from approxeq.np import build_model
-from equivariance import assert_equivariant, assert_not_equivariant, random_task
+from approxeq.testing import assert_equivariant, assert_not_equivariant, random_task
 
 SMALL = {"width": 16, "num_layers": 2, "num_heads": 2, "num_pseudo_tokens": 4}
 CONV = {"channels": 8, "num_layers": 2, "points_per_unit": 4}

@@ -7,6 +7,7 @@ import os
 
 import pytest
 import torch
+from test_train import TinyCNP
 
 import approxeq.np.registry as registry
 from approxeq.train import (
@@ -17,7 +18,6 @@ from approxeq.train import (
     save_checkpoint,
     write_json_atomic,
 )
-from test_train import TinyCNP
 
 
 def trained_pair():

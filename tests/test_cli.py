@@ -8,8 +8,8 @@ import pytest
 import yaml
 
 from approxeq.cli import build_parser, main, resolve_experiment
-from approxeq.np import available_models
 from approxeq.experiments import save_batches
+from approxeq.np import available_models
 
 TINY = """
 name: tiny-cli
@@ -111,8 +111,8 @@ def test_train_then_eval_end_to_end(tmp_path, capsys):
     again = json.loads((tmp_path / "re.json").read_text())
     assert again["ConvCNP"]["id"]["loglik"] == pytest.approx(metrics["ConvCNP"]["id"]["loglik"])
 
-    from approxeq.train.config import load_experiment
     from approxeq.experiments import make_test_sets
+    from approxeq.train.config import load_experiment
 
     tasks = make_test_sets(load_experiment(config))["ood"][:1]
     save_batches(tmp_path / "shifted.pt", tasks)

@@ -7,8 +7,18 @@ import math
 import pytest
 import torch
 
-from approxeq.data import (EQ, TASK_NAMES, GPGenerator, Gibbs, Matern52, Periodic, WeaklyPeriodic,
-                           gibbs_kernels, gp_task, ood)
+from approxeq.data import (
+    EQ,
+    TASK_NAMES,
+    Gibbs,
+    GPGenerator,
+    Matern52,
+    Periodic,
+    WeaklyPeriodic,
+    gibbs_kernels,
+    gp_task,
+    ood,
+)
 
 KERNELS = [EQ(lengthscale=0.5, variance=2.0), Matern52(lengthscale=0.3), Periodic(0.7, period=1.3),
            WeaklyPeriodic(1.0, period=0.4), Gibbs.switching(0.0, 4.0, 0.1),

@@ -14,9 +14,9 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from test_train import SineTasks, TinyCNP
 
 from approxeq.train import TrainConfig, init_distributed, load_checkpoint, train
-from test_train import SineTasks, TinyCNP
 
 WORLD = 2
 
@@ -112,10 +112,10 @@ sizes:
 
 def _experiment_worker(rank: int, rendezvous: str, out_dir: str,
                        yaml_name: str = "two-models.yaml") -> None:
+    from approxeq.experiments import run_experiment
     from approxeq.train import load_experiment
     from approxeq.train.distributed import distributed_session
     from approxeq.train.rundir import RunDirError
-    from approxeq.experiments import run_experiment
 
     torch.set_num_threads(1)
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(WORLD), LOCAL_RANK=str(rank),

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import pytest
 import torch
-from equivariance import (assert_context_permutation_invariant, assert_equivariant,
-                          assert_not_equivariant, random_task)
 
 from approxeq.approximate import equivariant_component
 from approxeq.groups import Euclidean, Orthogonal
 from approxeq.np import build_model
 from approxeq.np.models.e_tnp import DistanceMultiHeadAttention, pairwise_distance
+from approxeq.testing import (
+    assert_context_permutation_invariant,
+    assert_equivariant,
+    assert_not_equivariant,
+    random_task,
+)
 
 SMALL = dict(width=16, num_layers=2, num_heads=2)
 

@@ -6,16 +6,31 @@ import math
 
 import pytest
 import torch
-from equivariance import (assert_context_permutation_invariant, assert_equivariant,
-                          assert_not_equivariant, random_task)
 
 from approxeq.approximate import equivariance_error, equivariant_component
-from approxeq.groups import (Cyclic, Dihedral, Euclidean, LatticeEuclidean, point_group,
-                             point_group_matrices)
-from approxeq.nn.group_conv import (GroupCNN, GroupConv2d, GroupPool, LiftingConv2d,
-                                    filter_interpolation_error)
+from approxeq.groups import (
+    Cyclic,
+    Dihedral,
+    Euclidean,
+    LatticeEuclidean,
+    point_group,
+    point_group_matrices,
+)
+from approxeq.nn.group_conv import (
+    GroupCNN,
+    GroupConv2d,
+    GroupPool,
+    LiftingConv2d,
+    filter_interpolation_error,
+)
 from approxeq.np import build_model
 from approxeq.np.models.equivcnp import symmetric_lattice_grid
+from approxeq.testing import (
+    assert_context_permutation_invariant,
+    assert_equivariant,
+    assert_not_equivariant,
+    random_task,
+)
 
 SMALL = dict(points_per_unit=3, channels=4, num_layers=2, kernel_size=3, margin=0.7)
 CELL_SHIFTS = torch.tensor([[0, 0], [2, -3]])

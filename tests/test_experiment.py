@@ -7,9 +7,15 @@ import json
 import pytest
 import torch
 
+from approxeq.experiments import (
+    evaluate_run,
+    load_batches,
+    make_test_sets,
+    results_markdown,
+    run_experiment,
+    save_batches,
+)
 from approxeq.train.config import ConfigError, experiment_from_dict, load_experiment
-from approxeq.experiments import (evaluate_run, load_batches, make_test_sets, results_markdown,
-                                  run_experiment, save_batches)
 
 CONV = {"channels": 4, "num_layers": 1, "kernel_size": 3, "points_per_unit": 8}
 
@@ -154,9 +160,8 @@ def test_results_markdown_lists_every_entry():
 @pytest.mark.parametrize("name", ["gp1d", "gp1d-ablation"])
 @pytest.mark.parametrize("size", ["quick", "paper"])
 def test_bundled_experiments_build(name, size):
-    from approxeq.np import build_model
-
     from approxeq.experiments import CONFIGS_DIR
+    from approxeq.np import build_model
 
     path = CONFIGS_DIR / f"{name}.yaml"
     config = load_experiment(path, size)

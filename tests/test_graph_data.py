@@ -5,8 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from approxeq.data.graphs import (decode_graph6, load_exp, load_graph8c, load_sr25, make_csl,
-                                  parse_exp, with_degree)
+from approxeq.data.graphs import (
+    decode_graph6,
+    load_exp,
+    load_graph8c,
+    load_sr25,
+    make_csl,
+    parse_exp,
+    with_degree,
+)
 
 
 def _assert_valid(data, n_graphs, n_max):

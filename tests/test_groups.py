@@ -5,8 +5,18 @@ from __future__ import annotations
 import pytest
 import torch
 
-from approxeq.groups import (SE, SO, Cyclic, Dihedral, DirectProduct, Euclidean, GridShift, O,
-                             Permutation, Translation)
+from approxeq.groups import (
+    SE,
+    SO,
+    Cyclic,
+    Dihedral,
+    DirectProduct,
+    Euclidean,
+    GridShift,
+    O,
+    Permutation,
+    Translation,
+)
 
 N_NODES = 4
 

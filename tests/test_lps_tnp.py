@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from equivariance import assert_not_equivariant, random_task
 
 from approxeq.approximate import equivariance_error, equivariant_component
 from approxeq.groups import Euclidean
 from approxeq.np import build_model
+from approxeq.testing import assert_not_equivariant, random_task
 
 SMALL = dict(width=16, num_layers=2, num_heads=2, frame_hidden=4)
 GROUP = Euclidean(2)

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import pytest
 import torch
-from equivariance import (assert_context_permutation_invariant, assert_equivariant,
-                          assert_not_equivariant, random_task)
 from torch.distributions import Distribution
 
 from approxeq.approximate import equivariant_component, is_approximate
 from approxeq.groups import Translation
 from approxeq.np import available_models, build_model
+from approxeq.testing import (
+    assert_context_permutation_invariant,
+    assert_equivariant,
+    assert_not_equivariant,
+    random_task,
+)
 
 SMALL = dict(width=16, num_layers=2, num_heads=4, num_pseudo_tokens=4)
 # (registry name, extra options): every architecture variant

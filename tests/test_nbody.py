@@ -5,8 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from approxeq.data.nbody import (NBodyConfig, make_nbody, sample_initial_conditions, simulate,
-                                 total_energy)
+from approxeq.data.nbody import (
+    NBodyConfig,
+    make_nbody,
+    sample_initial_conditions,
+    simulate,
+    total_energy,
+)
 
 
 def _state(gen, n_sims=6):

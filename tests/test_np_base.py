@@ -9,12 +9,12 @@ import pathlib
 
 import pytest
 import torch
-from equivariance import random_task
 from torch import nn
 
 import approxeq
 import approxeq.np
 from approxeq.np import NeuralProcess, available_models, build_model, model_options
+from approxeq.testing import random_task
 
 # Parameter counts recorded before the models were recomposed as NeuralProcess: a checkpoint's
 # build spec must rebuild a model of the same size.

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch.distributions import MultivariateNormal, Normal
 
-from approxeq.data import EQ, GPOracle, Gibbs, Matern52, Periodic, gp_posterior, oracle_loglik
+from approxeq.data import EQ, Gibbs, GPOracle, Matern52, Periodic, gp_posterior, oracle_loglik
 
 NOISE = 0.1
 

@@ -10,8 +10,13 @@ from torch.distributions import Normal
 pytest.importorskip("matplotlib")
 
 from approxeq.approximate import FixedInput  # noqa: E402
-from approxeq.plot import (plot_ablation, plot_fixed_inputs, plot_model_1d,  # noqa: E402
-                           plot_predictions_1d, plot_training_curves)
+from approxeq.plot import (  # noqa: E402
+    plot_ablation,
+    plot_fixed_inputs,
+    plot_model_1d,
+    plot_predictions_1d,
+    plot_training_curves,
+)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

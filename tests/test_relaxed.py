@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import pytest
 import torch
-from equivariance import (assert_context_permutation_invariant, assert_equivariant,
-                          assert_not_equivariant, random_task)
 
-from approxeq.approximate import (RelaxedCNN, RelaxedConvBlock, equivariant_component,
-                                  is_approximate)
+from approxeq.approximate import RelaxedCNN, RelaxedConvBlock, equivariant_component, is_approximate
 from approxeq.groups import Translation
 from approxeq.nn import grid_points
 from approxeq.np import build_model
+from approxeq.testing import (
+    assert_context_permutation_invariant,
+    assert_equivariant,
+    assert_not_equivariant,
+    random_task,
+)
 
 SMALL = dict(points_per_unit=16, channels=8, num_layers=2)
 

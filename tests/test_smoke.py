@@ -12,10 +12,16 @@ import torch
 pytest.importorskip("scipy")
 
 from approxeq.data import smoke as smoke_module
-from approxeq.data.smoke import (SmokeSettings, SmokeTaskGenerator, cache_path,
-                                 default_cache_dir, generate_smoke, load_smoke, split_indices)
-from approxeq.data.smoke_sim import (Scene, simulate, turn_grid, turn_point,
-                                     turn_vectors)
+from approxeq.data.smoke import (
+    SmokeSettings,
+    SmokeTaskGenerator,
+    cache_path,
+    default_cache_dir,
+    generate_smoke,
+    load_smoke,
+    split_indices,
+)
+from approxeq.data.smoke_sim import Scene, simulate, turn_grid, turn_point, turn_vectors
 
 TINY = SmokeSettings(grid=16, n_simulations=6, steps=24, first_snapshot=4, snapshot_every=4,
                      obstacle_radius=0.15, seed=3)

@@ -8,11 +8,29 @@ import pytest
 import torch
 from torch import nn
 
-from approxeq.groups import (SE, SO, Cyclic, Dihedral, DirectProduct, Euclidean, GridShift, O,
-                             Permutation, Translation)
-from approxeq.symmetrize import (Canonicalization, FrameAveraging, GraphScoreNetwork,
-                                 GroupAveraging, PointCloudFrameNetwork,
-                                 ProbabilisticSymmetrization, Symmetrized, gram_schmidt, sinkhorn)
+from approxeq.groups import (
+    SE,
+    SO,
+    Cyclic,
+    Dihedral,
+    DirectProduct,
+    Euclidean,
+    GridShift,
+    O,
+    Permutation,
+    Translation,
+)
+from approxeq.symmetrize import (
+    Canonicalization,
+    FrameAveraging,
+    GraphScoreNetwork,
+    GroupAveraging,
+    PointCloudFrameNetwork,
+    ProbabilisticSymmetrization,
+    Symmetrized,
+    gram_schmidt,
+    sinkhorn,
+)
 from approxeq.testing import module_equivariance_gap
 
 N = 5

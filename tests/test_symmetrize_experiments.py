@@ -9,12 +9,19 @@ import torch
 
 from approxeq.data.graphs import load_sr25
 from approxeq.data.nbody import make_nbody
-from approxeq.groups import DirectProduct, Euclidean, Permutation
 from approxeq.experiments import CONFIGS_DIR as EXPERIMENTS
-from approxeq.experiments.graphs import (close_pairs, count_indistinguishable,
-                                         graph_experiment_config, run_graph_experiment)
-from approxeq.experiments.nbody import (build_nbody_model, nbody_experiment_config,
-                                        run_nbody_experiment)
+from approxeq.experiments.graphs import (
+    close_pairs,
+    count_indistinguishable,
+    graph_experiment_config,
+    run_graph_experiment,
+)
+from approxeq.experiments.nbody import (
+    build_nbody_model,
+    nbody_experiment_config,
+    run_nbody_experiment,
+)
+from approxeq.groups import DirectProduct, Euclidean, Permutation
 from approxeq.nn import GraphGIN, GraphMLP, NBodyTransformer
 
 

@@ -5,8 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from approxeq.nn import (MLP, CrossAttentionLayer, MultiHeadAttention, SelfAttentionLayer,
-                         TECrossAttentionLayer, TEMultiHeadAttention, TESelfAttentionLayer)
+from approxeq.nn import (
+    MLP,
+    CrossAttentionLayer,
+    MultiHeadAttention,
+    SelfAttentionLayer,
+    TECrossAttentionLayer,
+    TEMultiHeadAttention,
+    TESelfAttentionLayer,
+)
 
 
 def tokens(b, n, dim, dim_x, gen):

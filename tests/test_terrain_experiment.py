@@ -16,8 +16,7 @@ pytest.importorskip("xarray")
 from approxeq.approximate import FixedInput, equivariant_component
 from approxeq.experiments import experiment_for, load_named_experiment
 from approxeq.experiments.seeds import aggregate_seeds, seed_of, with_seed
-from approxeq.experiments.terrain import (make_generator, model_options,
-                                          task_options)
+from approxeq.experiments.terrain import make_generator, model_options, task_options
 from approxeq.train.checkpoint import ModelSpec
 from approxeq.train.config import ConfigError, experiment_from_dict
 
@@ -49,7 +48,7 @@ def test_tiny_run_writes_id_ood_oracle_and_blind(tmp_path):
                  "--seeds", "1", "--no-figures"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics) == {"ConvCNP~", "TE-PT-TNP+elev", "oracle", "terrain-blind"}
-    for label, entry in metrics.items():
+    for entry in metrics.values():
         for setting in ("id", "ood"):
             block = entry[setting]
             assert math.isfinite(block["loglik"]) and block["loglik_se"] >= 0

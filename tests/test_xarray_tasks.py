@@ -11,8 +11,13 @@ import torch
 import xarray as xr
 
 from approxeq.data.normalise import Normaliser
-from approxeq.data.xarray_tasks import (AuxiliaryFields, XarrayTaskGenerator, bilinear,
-                                        open_field, select_times)
+from approxeq.data.xarray_tasks import (
+    AuxiliaryFields,
+    XarrayTaskGenerator,
+    bilinear,
+    open_field,
+    select_times,
+)
 
 WEATHER = Path(__file__).resolve().parents[1] / "src" / "approxeq" / "datasets" / "weather"
 

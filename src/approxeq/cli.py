@@ -21,8 +21,9 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
+
 
 class CLIError(Exception):
     """An error to report to the user as one line, without a traceback."""

@@ -2,11 +2,18 @@
 equivariant component, and equivariance metrics."""
 
 from approxeq.approximate.auxiliary import AuxiliaryEmbedding, check_aux
-from approxeq.approximate.component import (equivariant_component, is_approximate,
-                                            symmetry_breaking_modules)
+from approxeq.approximate.component import (
+                                            equivariant_component,
+                                            is_approximate,
+                                            symmetry_breaking_modules,
+)
 from approxeq.approximate.fixed_inputs import FixedInput, SymmetryBreaking, task_dropout_mask
-from approxeq.approximate.metrics import (EquivarianceReport, context_permutation_error,
-                                          delta_equiv, equivariance_error)
+from approxeq.approximate.metrics import (
+                                            EquivarianceReport,
+                                            context_permutation_error,
+                                            delta_equiv,
+                                            equivariance_error,
+)
 from approxeq.approximate.relaxed import RelaxedCNN, RelaxedConvBlock
 
 __all__ = [

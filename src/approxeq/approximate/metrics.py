@@ -3,8 +3,8 @@ gap Δequiv between an approximately equivariant model and its equivariant compo
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 from torch import Tensor, nn
@@ -42,7 +42,8 @@ class EquivarianceReport:
         for g, em, es in zip(self.elements, self.mean_err, self.std_err):
             gs = ", ".join(f"{v:.3g}" for v in g.flatten().tolist()[:6])
             rows.append(f"{gs:>30}  {float(em):10.3e}  {float(es):10.3e}")
-        rows.append(f"{'max':>30}  {float(self.mean_err.max()):10.3e}  {float(self.std_err.max()):10.3e}")
+        worst_mean, worst_std = float(self.mean_err.max()), float(self.std_err.max())
+        rows.append(f"{'max':>30}  {worst_mean:10.3e}  {worst_std:10.3e}")
         return "\n".join(rows)
 
     def summary(self) -> dict[str, float]:
@@ -91,14 +92,16 @@ def equivariance_error(model: nn.Module, group: Group, xc: Tensor, yc: Tensor, x
         mean_errs, std_errs = [], []
         for g in elements:
             gb = g.unsqueeze(0).expand(b, *g.shape)
-            m_g, s_g = _predict(model, group.act_points(gb, xc), act_y(gb, yc), group.act_points(gb, xt),
+            m_g, s_g = _predict(model, group.act_points(gb, xc), act_y(gb, yc),
+                                group.act_points(gb, xt),
                                 model_kwargs)
             mean_errs.append((m_g - act_y(gb, mean)).abs().max())
             std_errs.append((s_g - std).abs().max())
     finally:
         model.train(was_training)
     return EquivarianceReport(group=repr(group), elements=elements.detach().cpu(),
-                              mean_err=torch.stack(mean_errs).cpu(), std_err=torch.stack(std_errs).cpu(),
+                              mean_err=torch.stack(mean_errs).cpu(),
+                              std_err=torch.stack(std_errs).cpu(),
                               scale=float(mean.abs().max()))
 
 

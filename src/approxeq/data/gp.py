@@ -16,7 +16,8 @@ import copy
 import functools
 import math
 from abc import ABC, abstractmethod
-from typing import Any, Callable, Sequence, Union
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -26,8 +27,8 @@ from approxeq.data.kernels import EQ, Gibbs, Kernel, Matern52, Periodic, WeaklyP
 from approxeq.data.oracle import GPOracle, NoiseStd, noisy_cholesky
 from approxeq.np.batch import Batch
 
-Range = Union[Sequence[float], Sequence[Sequence[float]]]
-Count = Union[int, Sequence[int]]
+Range = Sequence[float] | Sequence[Sequence[float]]
+Count = int | Sequence[int]
 KernelSampler = Callable[[int, torch.Generator], Kernel]
 
 
@@ -179,7 +180,7 @@ class SyntheticGenerator(TaskGenerator):
                 f"num_target={self.num_target}, context_range={self.context_range.tolist()}, "
                 f"target_range={self.target_range.tolist()})")
 
-    def shifted(self, shift: float | Sequence[float]) -> "SyntheticGenerator":
+    def shifted(self, shift: float | Sequence[float]) -> SyntheticGenerator:
         """A copy with both input windows moved by ``shift`` (float or one per dimension); the
         process itself is unchanged."""
         s = torch.as_tensor(shift, dtype=torch.float64).expand(self.dim_x)[:, None]
@@ -188,7 +189,7 @@ class SyntheticGenerator(TaskGenerator):
         out.target_range = self.target_range + s
         return out
 
-    def with_oracle(self, oracle: bool) -> "SyntheticGenerator":
+    def with_oracle(self, oracle: bool) -> SyntheticGenerator:
         """A copy that does (or does not) compute oracle log-likelihoods (no-op without oracle)."""
         out = copy.copy(self)
         if self.has_oracle:
@@ -343,13 +344,13 @@ class MixtureGenerator(TaskGenerator):
     def __repr__(self) -> str:
         return f"MixtureGenerator({self.generators}, weights={self.weights})"
 
-    def shifted(self, shift: float | Sequence[float]) -> "MixtureGenerator":
+    def shifted(self, shift: float | Sequence[float]) -> MixtureGenerator:
         """Every component moved by ``shift`` (see :meth:`SyntheticGenerator.shifted`)."""
         out = copy.copy(self)
         out.generators = [g.shifted(shift) for g in self.generators]
         return out
 
-    def with_oracle(self, oracle: bool) -> "MixtureGenerator":
+    def with_oracle(self, oracle: bool) -> MixtureGenerator:
         out = copy.copy(self)
         out.generators = [g.with_oracle(oracle) if hasattr(g, "with_oracle") else g
                           for g in self.generators]

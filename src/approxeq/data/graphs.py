@@ -72,13 +72,13 @@ class GraphData:
         """Nodes per graph, ``[N]``."""
         return self.mask.sum(-1)
 
-    def subset(self, index: Tensor | slice) -> "GraphData":
+    def subset(self, index: Tensor | slice) -> GraphData:
         """The graphs selected by ``index`` (pairs are dropped: they refer to the old indices)."""
         return replace(self, x=self.x[index], adj=self.adj[index], mask=self.mask[index],
                        y=None if self.y is None else self.y[index], pairs=None)
 
     def to(self, dtype: torch.dtype | None = None, device: torch.device | str | None = None
-           ) -> "GraphData":
+           ) -> GraphData:
         """Floating tensors cast to ``dtype``; everything moved to ``device``."""
         def move(t: Tensor | None, floating: bool) -> Tensor | None:
             if t is None:

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Union
 
 import torch
 from torch import Tensor
 
-Param = Union[float, Tensor]
+Param = float | Tensor
 
 
 def _shape(t: Tensor) -> str:
@@ -181,7 +181,7 @@ class Gibbs(Kernel):
 
     @classmethod
     def switching(cls, changepoint: float = 0.0, left: float = 4.0, right: float = 0.1,
-                  variance: Param = 1.0) -> "Gibbs":
+                  variance: Param = 1.0) -> Gibbs:
         """The AE-NP kernel: lengthscale ``left`` below ``changepoint``, ``right`` above it."""
         return cls(SwitchingLengthscale(changepoint, left, right), variance)
 

@@ -154,11 +154,11 @@ class NBodyData:
     def __len__(self) -> int:
         return self.loc.shape[0]
 
-    def subset(self, index: Tensor | slice) -> "NBodyData":
+    def subset(self, index: Tensor | slice) -> NBodyData:
         return NBodyData(self.loc[index], self.vel[index], self.charges[index], self.target[index])
 
     def to(self, dtype: torch.dtype | None = None, device: torch.device | str | None = None
-           ) -> "NBodyData":
+           ) -> NBodyData:
         return NBodyData(*(t.to(device=device, dtype=dtype)
                            for t in (self.loc, self.vel, self.charges, self.target)))
 

@@ -21,9 +21,10 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -84,7 +85,7 @@ class Normaliser:
     def fit(cls, values: Any, var: str | None = None, *, lat: Sequence[float] | None = None,
             lon: Sequence[float] | None = None, aux: Any = None,
             aux_vars: Sequence[str] | None = None, scale: float | None = None,
-            centre: Sequence[float] | None = None, time_block: int = 256) -> "Normaliser":
+            centre: Sequence[float] | None = None, time_block: int = 256) -> Normaliser:
         """Fit on training data.
 
         Args:
@@ -147,7 +148,7 @@ class Normaliser:
 
     def fit_aux(self, aux: Any, aux_vars: Sequence[str] | None = None, *,
                 lat: Sequence[float] | None = None, lon: Sequence[float] | None = None
-                ) -> "Normaliser":
+                ) -> Normaliser:
         """A copy with the z-scoring of auxiliary fields fitted on ``aux`` (a ``Dataset``),
         over the region ``lat`` × ``lon`` when given (interpolated there)."""
         from approxeq.data.xarray_tasks import AuxiliaryFields
@@ -238,7 +239,7 @@ class Normaliser:
         return {"format": _FORMAT, "version": 1, **d}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Normaliser":
+    def from_dict(cls, d: dict[str, Any]) -> Normaliser:
         if d.get("format") != _FORMAT:
             raise ValueError(f"normaliser: expected a dict with format={_FORMAT!r}, got keys "
                              f"{sorted(d)}")
@@ -258,7 +259,7 @@ class Normaliser:
         return path
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "Normaliser":
+    def load(cls, path: str | os.PathLike) -> Normaliser:
         """Read a file written by :meth:`save` (a directory: its ``normaliser.json``)."""
         path = Path(path)
         if path.is_dir():

@@ -12,15 +12,15 @@ over target points and output dimensions divided by ``n_target * dim_y``.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence, Union
 
 import torch
 from torch import Tensor
 
 from approxeq.data.kernels import Kernel
 
-NoiseStd = Union[float, Tensor]
+NoiseStd = float | Tensor
 _LOG_2PI = math.log(2.0 * math.pi)
 
 

@@ -38,8 +38,15 @@ import torch
 from torch import Tensor
 
 from approxeq.data.base import TaskGenerator
-from approxeq.data.smoke_sim import (SCHEME_VERSION, Scene, SmokeSettings, simulate, turn_grid,
-                                     turn_point, turn_vectors)
+from approxeq.data.smoke_sim import (
+    SCHEME_VERSION,
+    Scene,
+    SmokeSettings,
+    simulate,
+    turn_grid,
+    turn_point,
+    turn_vectors,
+)
 from approxeq.np.batch import Batch
 from approxeq.np.prediction import require_xarray
 

@@ -21,8 +21,9 @@ Needs the ``data`` extra: ``pip install 'approxeq[data]'``.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,8 +31,8 @@ import torch
 from approxeq.data.base import TaskGenerator
 from approxeq.data.normalise import Normaliser
 from approxeq.np.batch import Batch
-from approxeq.np.prediction import (coordinate_names, require_pandas, require_xarray,
-                                 station_columns)
+from approxeq.np.prediction import coordinate_names, require_pandas, require_xarray, station_columns
+
 #: (first day, last day) of the month, inclusive: the ERA5 experiment's split
 DAY_SPLITS = {"train": (1, 21), "val": (22, 24), "test": (25, 31)}
 
@@ -458,7 +459,7 @@ class XarrayTaskGenerator(TaskGenerator):
             nt = min(nt, self.max_targets)
         norm = self.normaliser
         xc, yc, xt, yt, ac, at = [], [], [], [], [], []
-        for k, (t, si, sj, values) in enumerate(tasks):
+        for k, (_, si, sj, values) in enumerate(tasks):
             ii, jj = np.nonzero(np.isfinite(values))
             ii = ii + (si.start or 0)
             jj = jj + (sj.start or 0)

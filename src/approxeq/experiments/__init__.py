@@ -17,14 +17,31 @@ from the experiment seed and its label) and one evaluation path
 (:func:`~approxeq.experiments.evaluation.evaluate_model`).
 """
 
-from approxeq.experiments.base import (CONFIGS_DIR, Experiment, ExperimentResult,
-                                       SettingsExperiment, experiment_for, experiment_names,
-                                       find_experiment, load_named_experiment, model_seed,
-                                       register_experiment, select_models, with_steps)
+from approxeq.experiments.base import (
+                                       CONFIGS_DIR,
+                                       Experiment,
+                                       ExperimentResult,
+                                       SettingsExperiment,
+                                       experiment_for,
+                                       experiment_names,
+                                       find_experiment,
+                                       load_named_experiment,
+                                       model_seed,
+                                       register_experiment,
+                                       select_models,
+                                       with_steps,
+)
 from approxeq.experiments.batches import load_batches, save_batches
 from approxeq.experiments.evaluation import evaluate_model, oracle_metrics
-from approxeq.experiments.gp import (DEMO_STEPS, GPExperiment, demo_config, evaluate_run,
-                                     make_task, make_test_sets, run_experiment)
+from approxeq.experiments.gp import (
+                                       DEMO_STEPS,
+                                       GPExperiment,
+                                       demo_config,
+                                       evaluate_run,
+                                       make_task,
+                                       make_test_sets,
+                                       run_experiment,
+)
 from approxeq.experiments.np_runner import NeuralProcessExperiment, train_one_model
 from approxeq.experiments.report import format_table, results_markdown, results_table
 

@@ -25,27 +25,35 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from torch import nn
 
 from approxeq.approximate import is_approximate
 from approxeq.data.normalise import NORMALISER_FILE, Normaliser
-from approxeq.data.xarray_tasks import (AuxiliaryFields, XarrayTaskGenerator,
-                                        embedded_weather_files, open_field)
+from approxeq.data.xarray_tasks import (
+    AuxiliaryFields,
+    XarrayTaskGenerator,
+    embedded_weather_files,
+    open_field,
+)
 from approxeq.experiments.base import ExperimentResult, Log, register_experiment
 from approxeq.experiments.evaluation import evaluate_model
-from approxeq.experiments.np_runner import (NeuralProcessExperiment, finished_step,
-                                            train_one_model)
+from approxeq.experiments.np_runner import NeuralProcessExperiment, finished_step, train_one_model
 from approxeq.experiments.report import format_table
 from approxeq.experiments.terrain import model_options
 from approxeq.np.batch import Batch
 from approxeq.np.prediction import coordinate_names, predict, require_xarray
-from approxeq.train.checkpoint import (ModelSpec, load_checkpoint, write_json_atomic,
-                                       write_text_atomic)
+from approxeq.train.checkpoint import (
+    ModelSpec,
+    load_checkpoint,
+    write_json_atomic,
+    write_text_atomic,
+)
 from approxeq.train.config import ConfigError, ExperimentConfig, ModelConfig
 
 TASK_NAME = "era5-uk"
@@ -456,4 +464,4 @@ __all__ = [
 ]
 
 # on any other file, region, resolution or period: its own module, re-exported here
-from approxeq.experiments.era5_eval import evaluate_on_file
+from approxeq.experiments.era5_eval import evaluate_on_file  # noqa: E402  (it imports this module)

@@ -5,13 +5,18 @@ per call and with the batch's auxiliary inputs passed to the model."""
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from approxeq.approximate import (delta_equiv, equivariance_error, equivariant_component,
-                                  is_approximate)
+from approxeq.approximate import (
+    delta_equiv,
+    equivariance_error,
+    equivariant_component,
+    is_approximate,
+)
 from approxeq.np.batch import Batch
 from approxeq.np.functional import EvalResult, gaussian_metrics
 from approxeq.train.loop import evaluate

@@ -32,8 +32,9 @@ Saved task files (``approxeq eval RUN_DIR --data FILE``): see
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 from torch import nn
 
@@ -41,14 +42,29 @@ from approxeq.data.base import TaskGenerator
 from approxeq.experiments.base import ExperimentResult, Log, default_log, register_experiment
 from approxeq.experiments.batches import load_batches
 from approxeq.experiments.evaluation import evaluate_model, metrics_entry, oracle_metrics
-from approxeq.experiments.np_runner import (CONFIG, NeuralProcessExperiment, finished_step,
-                                            model_info, train_one_model)
+from approxeq.experiments.np_runner import (
+    CONFIG,
+    NeuralProcessExperiment,
+    finished_step,
+    model_info,
+    train_one_model,
+)
 from approxeq.experiments.report import results_markdown
 from approxeq.np.batch import Batch
-from approxeq.train.checkpoint import (ModelSpec, load_checkpoint, load_model, write_json_atomic,
-                                       write_text_atomic)
-from approxeq.train.config import (ConfigError, ExperimentConfig, ModelConfig, TaskConfig,
-                                   load_experiment)
+from approxeq.train.checkpoint import (
+    ModelSpec,
+    load_checkpoint,
+    load_model,
+    write_json_atomic,
+    write_text_atomic,
+)
+from approxeq.train.config import (
+    ConfigError,
+    ExperimentConfig,
+    ModelConfig,
+    TaskConfig,
+    load_experiment,
+)
 from approxeq.train.distributed import resolve_device
 
 METRICS = "metrics.json"

@@ -26,16 +26,21 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from approxeq.data.graphs import GraphData, load_exp, load_graph8c, load_sr25, make_csl, with_degree
-from approxeq.experiments.base import (SettingsExperiment, load_named_experiment,
-                                       register_experiment, settings_of)
+from approxeq.experiments.base import (
+    SettingsExperiment,
+    load_named_experiment,
+    register_experiment,
+    settings_of,
+)
 from approxeq.nn.graph_models import GraphGIN, GraphMLP
 from approxeq.train.checkpoint import write_json_atomic, write_text_atomic
 from approxeq.train.config import ExperimentConfig
@@ -63,8 +68,14 @@ GRAPH_EXPERIMENTS = ("graph8c", "exp-iso", "sr25", "exp-classify", "csl")
 
 def _symmetrize_imports():
     from approxeq.groups.permutation import Permutation
-    from approxeq.symmetrize import (Canonicalization, FrameAveraging, GraphScoreNetwork,
-                                     GroupAveraging, ProbabilisticSymmetrization, Symmetrized)
+    from approxeq.symmetrize import (
+        Canonicalization,
+        FrameAveraging,
+        GraphScoreNetwork,
+        GroupAveraging,
+        ProbabilisticSymmetrization,
+        Symmetrized,
+    )
     return (Permutation, Symmetrized, GroupAveraging, Canonicalization,
             ProbabilisticSymmetrization, GraphScoreNetwork, FrameAveraging)
 
@@ -234,7 +245,7 @@ def _run_separation(name: str, cfg: dict[str, Any], log: Callable[[str], None],
     results = {}
     for key, base, strategy in _model_list(cfg, "mlp", "MLP"):
 
-        def embed_fn(seed: int) -> Tensor:
+        def embed_fn(seed: int, base: str = base, strategy: str = strategy) -> Tensor:
             torch.manual_seed(seed)
             model = build_graph_model(base, strategy, n_max=data.n_max,
                                       in_channels=data.x.shape[-1], out_dim=10,

@@ -24,15 +24,20 @@ import copy
 import json
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from approxeq.data.nbody import NBodyConfig, NBodyData, make_nbody_splits
-from approxeq.experiments.base import (SettingsExperiment, load_named_experiment,
-                                       register_experiment, settings_of)
+from approxeq.experiments.base import (
+    SettingsExperiment,
+    load_named_experiment,
+    register_experiment,
+    settings_of,
+)
 from approxeq.nn.graph_models import NBodyTransformer
 from approxeq.train.checkpoint import write_json_atomic, write_text_atomic
 from approxeq.train.config import ExperimentConfig
@@ -69,8 +74,13 @@ def build_nbody_model(strategy: str, *, n_particles: int = 5, d_model: int = 64,
     if strategy == "none":
         return _Plain(base)
     from approxeq.groups import DirectProduct, Euclidean, Permutation
-    from approxeq.symmetrize import (Canonicalization, GroupAveraging, PointCloudFrameNetwork,
-                                     ProbabilisticSymmetrization, Symmetrized)
+    from approxeq.symmetrize import (
+        Canonicalization,
+        GroupAveraging,
+        PointCloudFrameNetwork,
+        ProbabilisticSymmetrization,
+        Symmetrized,
+    )
     group = DirectProduct(Permutation(n_particles), Euclidean(3))
     kinds = ("points", "vectors", "nodes")
 

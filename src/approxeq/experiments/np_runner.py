@@ -14,25 +14,51 @@ only rank 0 takes the lock, checks and writes; the other ranks learn its verdict
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
 from approxeq.data.base import TaskGenerator
-from approxeq.experiments.base import (MODEL_EVAL, Experiment, ExperimentResult, Log,
-                                       default_log, model_seed, read_json, select_models,
-                                       with_cached_entries)
-from approxeq.train.checkpoint import (CheckpointError, ModelSpec, load_checkpoint, load_model,
-                                       write_json_atomic)
-from approxeq.train.config import (ConfigError, ExperimentConfig, ModelConfig, TrainConfig,
-                                   save_experiment)
+from approxeq.experiments.base import (
+    MODEL_EVAL,
+    Experiment,
+    ExperimentResult,
+    Log,
+    default_log,
+    model_seed,
+    read_json,
+    select_models,
+    with_cached_entries,
+)
+from approxeq.train.checkpoint import (
+    CheckpointError,
+    ModelSpec,
+    load_checkpoint,
+    load_model,
+    write_json_atomic,
+)
+from approxeq.train.config import (
+    ConfigError,
+    ExperimentConfig,
+    ModelConfig,
+    TrainConfig,
+    save_experiment,
+)
 from approxeq.train.distributed import DistInfo, broadcast_object, init_distributed, resolve_device
 from approxeq.train.loop import train
-from approxeq.train.rundir import (FINGERPRINT, RunDirError, RunLock, clear_run, fault_point,
-                                   fingerprint_problem, make_fingerprint)
+from approxeq.train.rundir import (
+    FINGERPRINT,
+    RunDirError,
+    RunLock,
+    clear_run,
+    fault_point,
+    fingerprint_problem,
+    make_fingerprint,
+)
 
 CONFIG = "config.yaml"
 #: the training settings a model's checkpoints depend on. ``steps`` is not one (a larger count

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from approxeq.experiments.base import Experiment, ExperimentResult, model_seed
 from approxeq.train.checkpoint import write_json_atomic, write_text_atomic

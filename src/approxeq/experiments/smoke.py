@@ -34,22 +34,36 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from approxeq.approximate import equivariant_component, is_approximate
-from approxeq.data.smoke import (SmokeData, SmokeNormalisation, SmokeSettings,
-                                 SmokeTaskGenerator, load_smoke)
-from approxeq.experiments.base import (ExperimentResult, Log, register_experiment,
-                                       with_cached_entries)
+from approxeq.data.smoke import (
+    SmokeData,
+    SmokeNormalisation,
+    SmokeSettings,
+    SmokeTaskGenerator,
+    load_smoke,
+)
+from approxeq.experiments.base import (
+    ExperimentResult,
+    Log,
+    register_experiment,
+    with_cached_entries,
+)
 from approxeq.experiments.evaluation import evaluate_model, metrics_entry, to_model
-from approxeq.experiments.np_runner import (NeuralProcessExperiment, finished_step,
-                                            model_info, train_one_model)
+from approxeq.experiments.np_runner import (
+    NeuralProcessExperiment,
+    finished_step,
+    model_info,
+    train_one_model,
+)
 from approxeq.experiments.report import format_table
 from approxeq.np.batch import Batch
 from approxeq.train.checkpoint import ModelSpec, write_json_atomic, write_text_atomic

@@ -26,9 +26,10 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -37,14 +38,25 @@ from torch import nn
 from approxeq.approximate import equivariant_component, is_approximate
 from approxeq.data.base import TaskGenerator
 from approxeq.data.normalise import Normaliser
-from approxeq.data.terrain import (AUX_CHANNELS, TerrainField, TerrainTaskGenerator,
-                                   terrain_normaliser)
-from approxeq.experiments.base import (ExperimentResult, Log, register_experiment,
-                                       with_cached_entries)
-from approxeq.experiments.evaluation import (evaluate_model, metrics_entry, oracle_metrics,
-                                             to_model)
-from approxeq.experiments.np_runner import (NeuralProcessExperiment, finished_step, model_info,
-                                            train_one_model)
+from approxeq.data.terrain import (
+    AUX_CHANNELS,
+    TerrainField,
+    TerrainTaskGenerator,
+    terrain_normaliser,
+)
+from approxeq.experiments.base import (
+    ExperimentResult,
+    Log,
+    register_experiment,
+    with_cached_entries,
+)
+from approxeq.experiments.evaluation import evaluate_model, metrics_entry, oracle_metrics, to_model
+from approxeq.experiments.np_runner import (
+    NeuralProcessExperiment,
+    finished_step,
+    model_info,
+    train_one_model,
+)
 from approxeq.np.batch import Batch
 from approxeq.train.checkpoint import ModelSpec, write_json_atomic, write_text_atomic
 from approxeq.train.config import ConfigError, ExperimentConfig, ModelConfig

@@ -47,7 +47,8 @@ class Translation(Group):
 
     def sample(self, batch, *, generator=None, dtype=None, device=None, scale: float = 10.0,
                **kwargs) -> Tensor:
-        u = torch.rand(batch, self.dim, generator=generator, dtype=dtype or torch.get_default_dtype(),
+        u = torch.rand(batch, self.dim, generator=generator,
+                       dtype=dtype or torch.get_default_dtype(),
                        device=device)
         g = (2 * u - 1) * scale
         if self.spacing is not None:

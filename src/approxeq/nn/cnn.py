@@ -13,7 +13,7 @@ border only; a ConvCNP keeps them exactly equivariant by moving the whole grid w
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F

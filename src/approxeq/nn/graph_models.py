@@ -4,7 +4,7 @@ itself; :mod:`approxeq.symmetrize` makes them so."""
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn

@@ -18,7 +18,8 @@ and the build spec (``model_name``, ``build_options``) that a checkpoint is rebu
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from torch import Tensor, nn
 from torch.distributions import Distribution
@@ -76,7 +77,7 @@ class NeuralProcess(nn.Module):
         """Whether the model has learned symmetry-breaking fixed inputs."""
         return self._approximate
 
-    def set_build_spec(self, model_name: str, options: Mapping[str, Any]) -> "NeuralProcess":
+    def set_build_spec(self, model_name: str, options: Mapping[str, Any]) -> NeuralProcess:
         """Record the registered name and the options the model was built with, from which
         :func:`~approxeq.np.build_model` rebuilds it (checkpoints store them). Returns self."""
         self.model_name = model_name

@@ -68,7 +68,7 @@ class Batch:
     def dim_y(self) -> int:
         return self.yc.shape[-1]
 
-    def to(self, *args: Any, **kwargs: Any) -> "Batch":
+    def to(self, *args: Any, **kwargs: Any) -> Batch:
         """Move/cast the model inputs like ``Tensor.to`` (masks keep their bool dtype); the
         tensors of :attr:`meta` only change device, never dtype."""
         device = kwargs.get("device")
@@ -116,13 +116,16 @@ def check_np_inputs(xc: Tensor, yc: Tensor, xt: Tensor, yt: Tensor | None = None
         raise ValueError(f"yc: expected [batch, {xc.shape[1]}, dim_y] to match xc {_shape(xc)}, "
                          f"got {_shape(yc)}")
     if xt.shape[-1] != xc.shape[-1]:
-        raise ValueError(f"xt: expected dim_x = {xc.shape[-1]} (as xc {_shape(xc)}), got {_shape(xt)}")
+        raise ValueError(f"xt: expected dim_x = {xc.shape[-1]} (as xc {_shape(xc)}), "
+                         f"got {_shape(xt)}")
     if yt is not None:
         if yt.shape[1] != xt.shape[1]:
-            raise ValueError(f"yt: expected [batch, {xt.shape[1]}, dim_y] to match xt {_shape(xt)}, "
+            raise ValueError(f"yt: expected [batch, {xt.shape[1]}, dim_y] to match xt "
+                             f"{_shape(xt)}, "
                              f"got {_shape(yt)}")
         if yt.shape[-1] != yc.shape[-1]:
-            raise ValueError(f"yt: expected dim_y = {yc.shape[-1]} (as yc {_shape(yc)}), got {_shape(yt)}")
+            raise ValueError(f"yt: expected dim_y = {yc.shape[-1]} (as yc {_shape(yc)}), "
+                             f"got {_shape(yt)}")
     dtypes = {t.dtype for t in named.values()}
     if len(dtypes) > 1:
         raise TypeError("xc, yc, xt" + (", yt" if yt is not None else "")

@@ -25,7 +25,8 @@ class HeteroscedasticGaussian(nn.Module):
 
     def forward(self, out: Tensor) -> Normal:
         if out.shape[-1] % 2:
-            raise ValueError(f"out: expected an even last dimension [.., 2 * dim_y], got {tuple(out.shape)}")
+            raise ValueError("out: expected an even last dimension [.., 2 * dim_y], "
+                             f"got {tuple(out.shape)}")
         mean, raw = out.chunk(2, dim=-1)
         std = torch.sqrt(F.softplus(raw)) + self.min_std
         return Normal(mean, std)

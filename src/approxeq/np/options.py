@@ -15,8 +15,9 @@ import inspect
 import math
 import types
 import typing
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Literal, Sequence, Union
+from typing import Any, Literal, Union
 
 
 @dataclass(frozen=True)
@@ -120,7 +121,7 @@ def check_option(name: str, value: Any, annotation: Any) -> None:
         if not isinstance(value, str):
             raise ValueError(f"{name}: expected a string, got {describe(value)}")
         return
-    if typing.get_origin(kind) in (Sequence, list, tuple, typing.get_origin(Sequence)):
+    if typing.get_origin(kind) in (Sequence, list, tuple):
         _check_box(name, value)
         return
     if kind in (int, float):

@@ -3,8 +3,9 @@ training curves."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -15,7 +16,6 @@ from approxeq.plot._mpl import BLUE, VERMILLION, add_caption, finish, pyplot
 from approxeq.plot.fixed_inputs import plot_fixed_inputs
 from approxeq.plot.predictions import plot_predictions_1d, predict_1d
 from approxeq.plot.training import plot_training_curves
-
 
 _SETTING_NAMES = {"id": "a task in distribution (ID)",
                   "ood": "a task out of distribution (OOD: inputs shifted)"}
@@ -149,9 +149,10 @@ def experiment_figures(out_dir: str | Path, config: Any, models: Mapping[str, nn
                 s = float(shift if not isinstance(shift, (list, tuple)) else shift[0])
                 lo, hi = lo + s, hi + s
             path = fig_dir / f"predictions_{setting}.png"
+            setting_name = _SETTING_NAMES.get(setting, setting)
             fig = plot_task_comparison(models, batch, task_index=task_index, x_range=(lo, hi),
                                        context_region=context_region(config, setting),
-                                       title=f"{config.name}: {_SETTING_NAMES.get(setting, setting)}",
+                                       title=f"{config.name}: {setting_name}",
                                        path=path)
             plt.close(fig)
             paths.append(path)

@@ -13,8 +13,9 @@ The obstacle is drawn as a grey disk outline; the box's edges are the walls.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 

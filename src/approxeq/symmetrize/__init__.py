@@ -1,4 +1,5 @@
-"""Any ``nn.Module`` made exactly equivariant: averaging, frames, canonicalisation, probabilistic."""
+"""Any ``nn.Module`` made exactly equivariant: averaging, frames, canonicalisation and
+probabilistic symmetrisation."""
 
 from approxeq.symmetrize.base import (
     KINDS,

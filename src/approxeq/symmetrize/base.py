@@ -33,8 +33,9 @@ translation-equivariant with the centroid added back by the output action.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -543,8 +544,8 @@ class Symmetrized(nn.Module):
                     and v.shape[0] == b else v) for key, v in kwargs.items()}
         raw = self.base(*moved, **kw)
         if self._out_tuple and isinstance(raw, Tensor):
-            raise ValueError(f"out_kinds: given as a sequence {self.out_kinds}, so base must return "
-                             f"a tuple of outputs, but it returned one tensor of shape "
+            raise ValueError(f"out_kinds: given as a sequence {self.out_kinds}, so base must "
+                             f"return a tuple of outputs, but it returned one tensor of shape "
                              f"{list(raw.shape)}; for a single output pass out_kinds as a string, "
                              f"e.g. out_kinds={self.out_kinds[0]!r}")
         raw_list = tuple(raw) if self._out_tuple else (raw,)

@@ -6,7 +6,8 @@ positional inputs as the base model; ``in_kinds`` tells them which input is whic
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn

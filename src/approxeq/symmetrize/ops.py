@@ -4,15 +4,14 @@ and how a group splits into permutation / rotation / translation parts."""
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from approxeq.groups import (DirectProduct, Euclidean, Group, Orthogonal, Permutation,
-                             Translation)
-
+from approxeq.groups import DirectProduct, Euclidean, Group, Orthogonal, Permutation, Translation
 
 # ---------------------------------------------------------------------------------------------
 # Group structure

@@ -51,7 +51,8 @@ __all__ = [
     "Progress", "TaskConfig", "TrainConfig", "TrainResult", "atomic_open",
     "build_model_with_spec", "capture_rng_state", "evaluate", "experiment_from_dict",
     "init_distributed", "load_checkpoint", "load_experiment", "load_model", "load_train_config",
-    "make_test_set", "make_val_set", "read_yaml", "restore_rng_state", "save_atomic",
+    "make_test_set", "make_val_set", "model_spec_of", "read_yaml", "restore_rng_state",
+    "save_atomic",
     "save_checkpoint", "save_experiment", "seed_everything", "train", "train_config_from_dict",
     "unwrap_model", "write_json_atomic", "write_text_atomic",
 ]

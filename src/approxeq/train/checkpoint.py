@@ -21,9 +21,10 @@ import socket
 import tempfile
 import time
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator
+from typing import Any, BinaryIO
 
 import torch
 from torch import nn
@@ -229,7 +230,7 @@ class ModelSpec:
                 "options": dict(self.options)}
 
     @staticmethod
-    def from_dict(d: dict[str, Any]) -> "ModelSpec":
+    def from_dict(d: dict[str, Any]) -> ModelSpec:
         return ModelSpec(d["name"], int(d["dim_x"]), int(d["dim_y"]), dict(d.get("options") or {}))
 
 
@@ -408,7 +409,8 @@ def load_model(path: str | os.PathLike, *, map_location: str | torch.device | No
 
 
 __all__ = [
-    "Checkpoint", "CheckpointError", "ModelSpec", "atomic_open", "build_model_with_spec", "load_checkpoint",
+    "Checkpoint", "CheckpointError", "ModelSpec", "atomic_open", "build_model_with_spec",
+    "load_checkpoint",
     "load_model", "model_spec_of", "save_atomic", "save_checkpoint", "write_json_atomic",
     "write_text_atomic",
 ]

@@ -38,9 +38,10 @@ from __future__ import annotations
 import copy
 import dataclasses
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 
 class ConfigError(ValueError):
@@ -148,7 +149,7 @@ class TrainConfig:
             return self.checkpoint_every
         return self.val_every if self.val_every > 0 else self.steps
 
-    def replace(self, **overrides: Any) -> "TrainConfig":
+    def replace(self, **overrides: Any) -> TrainConfig:
         """A copy with some fields changed (validated like a fresh one)."""
         return train_config_from_dict({**self.to_dict(), **overrides}, source="<replace>")
 
@@ -156,7 +157,7 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     @staticmethod
-    def from_dict(data: Mapping[str, Any], source: str = "<dict>") -> "TrainConfig":
+    def from_dict(data: Mapping[str, Any], source: str = "<dict>") -> TrainConfig:
         return train_config_from_dict(data, source=source)
 
 

@@ -76,7 +76,8 @@ class Progress:
                 from tqdm.auto import tqdm
             except ImportError:
                 if use_tqdm:
-                    raise ImportError("progress bars need tqdm: pip install 'approxeq[progress]'")
+                    raise ImportError(
+                        "progress bars need tqdm: pip install 'approxeq[progress]'") from None
             else:
                 self._bar = tqdm(total=total, initial=initial, desc=desc, file=self.stream,
                                  dynamic_ncols=True, leave=True)
@@ -134,7 +135,7 @@ class Progress:
         elif self.enabled and (self._last_printed != self.step or self._fresh):
             self._print_line(time.monotonic())
 
-    def __enter__(self) -> "Progress":
+    def __enter__(self) -> Progress:
         return self
 
     def __exit__(self, *exc) -> None:

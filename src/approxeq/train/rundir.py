@@ -19,8 +19,9 @@ import contextlib
 import errno
 import json
 import os
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 from approxeq.train.checkpoint import write_json_atomic
 
@@ -60,6 +61,10 @@ def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix: obj}
 
 
+def _show(value: Any, missing: object) -> str:
+    return "(absent)" if value is missing else json.dumps(value, default=str)
+
+
 def fingerprint_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
     """One ``field: old -> new`` line per leaf that differs (``'version'`` included)."""
     a, b = _flatten(dict(old)), _flatten(dict(new))
@@ -68,8 +73,7 @@ def fingerprint_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[
     for key in sorted(set(a) | set(b)):
         va, vb = a.get(key, missing), b.get(key, missing)
         if va != vb:
-            show = (lambda v: "(absent)" if v is missing else json.dumps(v, default=str))
-            lines.append(f"{key}: {show(va)} -> {show(vb)}")
+            lines.append(f"{key}: {_show(va, missing)} -> {_show(vb, missing)}")
     return lines
 
 
@@ -192,7 +196,7 @@ class RunLock:
         self.run_dir = Path(run_dir)
         self._fd: int | None = None
 
-    def __enter__(self) -> "RunLock":
+    def __enter__(self) -> RunLock:
         self.acquire()
         return self
 

@@ -34,8 +34,9 @@ kernels (initial lengthscale ``2 / points_per_unit``) at the edge of the data.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Literal, Sequence
+from typing import Literal
 
 import torch
 from torch import Tensor, nn

@@ -36,7 +36,8 @@ features at the targets. Silenced by ``equivariant_component`` too.
 from __future__ import annotations
 
 import math
-from typing import Literal, Sequence
+from collections.abc import Sequence
+from typing import Literal
 
 import torch
 from torch import Tensor, nn

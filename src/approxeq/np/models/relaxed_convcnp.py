@@ -9,8 +9,9 @@ equivariant ConvCNP. Defaults as ``convcnp`` (see :mod:`approxeq.np.models.convc
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import partial
-from typing import Literal, Sequence
+from typing import Literal
 
 from approxeq.approximate.relaxed import RelaxedCNN
 from approxeq.np.models.common import DEFAULT_MAX_GRID_MB, default_domain

@@ -96,7 +96,8 @@ def te_layer_factories(width: int, num_heads: int, dim_x: int, *,
                        memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB
                        ) -> tuple[LayerFactory, LayerFactory]:
     """Factories of TE self- and cross-attention layers whose attention ``attention`` builds."""
-    options = {"attention": attention, "chunk_size": chunk_size, "memory_budget_mb": memory_budget_mb}
+    options = {"attention": attention, "chunk_size": chunk_size,
+               "memory_budget_mb": memory_budget_mb}
     return (partial(TESelfAttentionLayer, width, num_heads, dim_x, **options),
             partial(TECrossAttentionLayer, width, num_heads, dim_x, **options))
 

@@ -11,9 +11,15 @@ from approxeq.nn.attention import CrossAttentionLayer, SelfAttentionLayer
 from approxeq.nn.mlp import MLP
 from approxeq.np.base import NeuralProcess
 from approxeq.np.likelihood import HeteroscedasticGaussian
-from approxeq.np.models.common import (LayerFactory, aux_embedding, check_heads,
-                                       context_tokens_input, refuse_approximate,
-                                       target_tokens_input, with_aux)
+from approxeq.np.models.common import (
+    LayerFactory,
+    aux_embedding,
+    check_heads,
+    context_tokens_input,
+    refuse_approximate,
+    target_tokens_input,
+    with_aux,
+)
 from approxeq.np.registry import register_model
 
 #: ``state_dict`` prefixes of the token models before the embeddings moved into the encoder
