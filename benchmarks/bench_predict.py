@@ -156,7 +156,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--max-memory-mb", type=float, default=None,
                    help="predict's memory budget per pass (default: predict's default)")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--max-config-s", type=float, default=300.0,
+    p.add_argument("--max-config-s", type=float, default=900.0,
                    help="time limit per model (its own process); 0: none")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--smoke", action="store_true", help="a tiny grid and tiny models (tests)")
