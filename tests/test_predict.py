@@ -95,6 +95,26 @@ def test_target_batching_does_not_change_attention_predictions(setup):
     xr.testing.assert_allclose(whole, chunked)
 
 
+@pytest.mark.parametrize("name, options", [
+    ("convcnp", {"channels": 4, "num_layers": 2, "kernel_size": 3, "points_per_unit": 4}),
+    ("e-tnp", {"width": 8, "num_layers": 1, "num_heads": 2}),
+    ("lps-tnp", {"width": 8, "num_layers": 1, "num_heads": 2, "n_samples_eval": 2}),
+])
+def test_memory_budget_does_not_change_predictions(setup, name, options):
+    # the grid model too: its grid covers the whole target grid, whatever the chunks
+    da, norm, _ = setup
+    model = build_model(name, 2, 1, **options).double().eval()
+    ctx = observed(da.isel(time=0))
+    torch.manual_seed(0)
+    whole = predict(model, ctx, da, norm, max_memory_mb=1e4)
+    torch.manual_seed(0)
+    chunked = predict(model, ctx, da, norm, max_memory_mb=1e-3)
+    np.testing.assert_allclose(chunked["mean"].values, whole["mean"].values, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(chunked["std"].values, whole["std"].values, rtol=0, atol=1e-9)
+    with pytest.raises(ValueError, match="batch_targets"):
+        predict(model, ctx, da, norm, batch_targets=0)
+
+
 def test_station_table_with_time_column(setup):
     da, norm, model = setup
     table = observed(da).to_dataframe().dropna().reset_index()

@@ -57,9 +57,19 @@ def test_automatic_chunk_size_respects_memory_budget(float64, gen):
     small = TEMultiHeadAttention(8, 2, dim_x=1)
     (zq, xq), (zk, xk) = tokens(1, 9, 8, 1, gen), tokens(1, 5, 8, 1, gen)
     reference = small(zq, zk, xq, xk)
-    small.memory_budget_mb = 1e-4
-    assert small.resolve_chunk_size(1, 9, 5, zq.dtype) < 9
+    # room for two queries' pairs: five chunks
+    small.memory_budget_mb = 2 * 5 * small.bytes_per_pair(8) / 2**20
+    assert small.resolve_chunk_size(1, 9, 5, zq.dtype) == 2
     assert torch.equal(small(zq, zk, xq, xk), reference)
+
+
+def test_attention_that_cannot_fit_names_the_option(float64, gen):
+    attn = TEMultiHeadAttention(8, 2, dim_x=1, memory_budget_mb=1e-4)
+    (zq, xq), (zk, xk) = tokens(1, 3, 8, 1, gen), tokens(1, 5, 8, 1, gen)
+    with pytest.raises(MemoryError, match="memory_budget_mb"):
+        attn(zq, zk, xq, xk)
+    attn.chunk_size = 1  # an explicit chunk size bypasses the budget
+    assert attn(zq, zk, xq, xk).shape == (1, 3, 8)
 
 
 @pytest.mark.parametrize("dim_x", [1, 2])

@@ -13,7 +13,11 @@ The logit MLP runs on every (query, key) pair, so its hidden activations have sh
 queries at a time; only the ``[batch, heads, n_query, n_key]`` dot products, logits and softmax
 weights are held whole. The chunks share every other operation, so the result is bitwise the
 same for every chunk size. With gradients enabled and more than one chunk, each chunk's MLP is
-recomputed in the backward pass (activation checkpointing) instead of being stored.
+recomputed in the backward pass (activation checkpointing) instead of being stored. When even a
+single query's pairs exceed the budget, the call fails with a ``MemoryError`` that names
+``memory_budget_mb`` (the keys are never chunked). Bounding the number of queries per call, and
+so the whole ``[batch, heads, n_query, n_key]`` arrays, is the caller's part: prediction does it
+by chunking the targets (:func:`approxeq.np.functional.forward_in_chunks`).
 """
 
 from __future__ import annotations
@@ -92,11 +96,22 @@ class TEMultiHeadAttention(AttentionHeads):
         return itemsize * (2 * self.logit_hidden + 2 * h + 2 * dx + 8)
 
     def resolve_chunk_size(self, batch: int, n_query: int, n_key: int, dtype: torch.dtype) -> int:
-        """Queries per chunk: ``chunk_size`` if set, else the largest chunk within the budget."""
+        """Queries per chunk: ``chunk_size`` if set, else the largest chunk within the budget.
+
+        Raises ``MemoryError`` when even one query's pairs over every key exceed
+        ``memory_budget_mb``: the keys are not chunked, so only a larger budget (or fewer keys
+        or tasks per call) helps."""
         if self.chunk_size is not None:
             return max(1, min(self.chunk_size, n_query))
         per_query = max(1, batch * n_key * self.bytes_per_pair(torch.finfo(dtype).bits // 8))
         budget = int(self.memory_budget_mb * 2**20)
+        if per_query > budget:
+            raise MemoryError(
+                f"memory_budget_mb: the TE attention's pairwise logit MLP needs "
+                f"{per_query / 2**20:.3g} MiB for a single query over {n_key} keys in a batch of "
+                f"{batch}, over memory_budget_mb = {self.memory_budget_mb:g}; build the model "
+                f"with memory_budget_mb >= {math.ceil(per_query / 2**20)} (or set chunk_size to "
+                "bypass the budget), or pass fewer context points or tasks per call")
         return max(1, min(n_query, budget // per_query))
 
     def _chunk_logits(self, dots: Tensor, xq: Tensor, xk: Tensor) -> Tensor:

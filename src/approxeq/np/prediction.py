@@ -22,6 +22,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from approxeq.np.functional import DEFAULT_MAX_MEMORY_MB, forward_in_chunks
+
 LAT_NAMES = ("latitude", "lat", "y")
 LON_NAMES = ("longitude", "lon", "x")
 TIME_NAMES = ("time", "valid_time", "t")
@@ -150,8 +152,8 @@ def _target_axes(target_grid: Any) -> tuple[str, np.ndarray, str, np.ndarray]:
 
 @torch.no_grad()
 def predict(model: nn.Module, context: Any, target_grid: Any, normaliser: Any, *,
-            aux: AuxFunction | None = None, batch_targets: int = 4096,
-            component: bool = False) -> Any:
+            aux: AuxFunction | None = None, batch_targets: int | None = None,
+            max_memory_mb: float = DEFAULT_MAX_MEMORY_MB, component: bool = False) -> Any:
     """Predict the model's variable on a grid from observations.
 
     Args:
@@ -167,9 +169,16 @@ def predict(model: nn.Module, context: Any, target_grid: Any, normaliser: Any, *
         aux: for a model with auxiliary inputs, a function giving the raw auxiliary fields
             ``[n, dim_aux]`` at points ``(lat [n], lon [n])``, e.g.
             ``AuxiliaryFields(elevation_ds, ["elevation"]).raw_at``.
-        batch_targets: target points per forward pass (bounds memory). Attention models give
-            the same prediction for any value; a ConvCNP's grid covers each chunk, so its
-            edges can differ slightly.
+        batch_targets: target points per forward pass; ``None`` (default) sizes the passes
+            from ``max_memory_mb``.
+        max_memory_mb: memory budget of one forward pass (MiB), so that a field of any size is
+            predicted in memory linear in its number of cells; see
+            :func:`~approxeq.np.functional.forward_in_chunks`. The prediction is the same for
+            any budget and any ``batch_targets``: attention models attend from each target to
+            the context only, and a grid model (ConvCNP, EquivCNP) builds one grid over the
+            context and the whole target grid and decodes it in chunks. A TE attention too
+            large even for one target raises a ``MemoryError`` naming its own option,
+            ``memory_budget_mb``.
         component: predict with the model's equivariant component (every fixed input and
             auxiliary embedding zero; see :func:`approxeq.approximate.equivariant_component`).
 
@@ -182,8 +191,8 @@ def predict(model: nn.Module, context: Any, target_grid: Any, normaliser: Any, *
     from approxeq.approximate import equivariant_component
 
     xr = require_xarray()
-    if batch_targets < 1:
-        raise ValueError(f"batch_targets: expected >= 1, got {batch_targets}")
+    if batch_targets is not None and (not isinstance(batch_targets, int) or batch_targets < 1):
+        raise ValueError(f"batch_targets: expected an int >= 1 or None, got {batch_targets!r}")
     dim_aux = int(getattr(model, "dim_aux", 0) or 0)
     if dim_aux and aux is None:
         raise ValueError(f"aux: the model reads {dim_aux} auxiliary field(s) "
@@ -212,16 +221,15 @@ def predict(model: nn.Module, context: Any, target_grid: Any, normaliser: Any, *
                 kwargs = {}
                 if dim_aux:
                     kwargs["aux_c"] = tensor(normaliser.normalise_aux(aux(c_lat, c_lon)), dim_aux)
-                m_parts, s_parts = [], []
-                for start in range(0, xt_all.shape[0], batch_targets):
-                    sl = slice(start, start + batch_targets)
-                    if dim_aux:
-                        kwargs["aux_t"] = tensor(at_all[sl], dim_aux)
-                    pred = model(xc, yc, tensor(xt_all[sl], 2), **kwargs)
-                    m_parts.append(pred.mean[0, :, 0].double().cpu().numpy())
-                    s_parts.append(pred.stddev[0, :, 0].double().cpu().numpy())
-                means.append(normaliser.unnormalise_y(np.concatenate(m_parts)).reshape(la.shape))
-                stds.append(normaliser.unnormalise_std(np.concatenate(s_parts)).reshape(la.shape))
+                    kwargs["aux_t"] = tensor(at_all, dim_aux)
+                pred = forward_in_chunks(model, xc, yc, tensor(xt_all, 2), **kwargs,
+                                         max_memory_mb=max_memory_mb,
+                                         chunk_targets=batch_targets)
+                mean = pred.mean[0, :, 0].double().cpu().numpy()
+                std = pred.stddev[0, :, 0].double().cpu().numpy()
+                del pred
+                means.append(normaliser.unnormalise_y(mean).reshape(la.shape))
+                stds.append(normaliser.unnormalise_std(std).reshape(la.shape))
     finally:
         model.train(was_training)
     coords = {lat_n: lat, lon_n: lon}
