@@ -23,7 +23,8 @@ def field(n_times=2) -> xr.DataArray:
     time = pd.date_range("2021-06-01", periods=n_times, freq="h")
     t, la, lo = np.meshgrid(np.arange(n_times), lat, lon, indexing="ij")
     da = xr.DataArray(290 + la - lo + t, dims=("time", "latitude", "longitude"),
-                      coords={"time": time, "latitude": ("latitude", lat, {"units": "degrees_north"}),
+                      coords={"time": time,
+                              "latitude": ("latitude", lat, {"units": "degrees_north"}),
                               "longitude": lon},
                       name="t2m", attrs={"units": "K", "long_name": "2 metre temperature"})
     return da

@@ -18,7 +18,7 @@ from approxeq.approximate import (
     is_approximate,
 )
 from approxeq.np.batch import Batch
-from approxeq.np.functional import EvalResult, gaussian_metrics
+from approxeq.np.functional import EvalResult, TargetChunked, gaussian_metrics
 from approxeq.train.loop import evaluate
 
 
@@ -110,6 +110,8 @@ def evaluate_model(model: nn.Module, batches: Sequence[Batch], *, equivariance_e
 
     out = summary(evaluate(model, batches, seed=seed))
     approximate = is_approximate(model)
+    # the same modules, called on bounded chunks of targets, so memory stays linear in them
+    chunked = TargetChunked(model)
     if approximate:
         with equivariant_component(model):
             comp = summary(evaluate(model, batches, seed=seed))
@@ -117,7 +119,7 @@ def evaluate_model(model: nn.Module, batches: Sequence[Batch], *, equivariance_e
         out["component_loglik"], out["component_loglik_se"] = comp["loglik"], comp["loglik_se"]
         with torch.random.fork_rng():
             torch.manual_seed(seed)
-            deltas = torch.cat([delta_equiv(model, b.xc, b.yc, b.xt, **b.model_inputs())
+            deltas = torch.cat([delta_equiv(chunked, b.xc, b.yc, b.xt, **b.model_inputs())
                                 .double().cpu() for b in (to_model(b, model) for b in batches)])
         out["delta_equiv"], out["delta_equiv_se"] = mean_se(deltas)
         if y_scale is not None:
@@ -132,7 +134,8 @@ def evaluate_model(model: nn.Module, batches: Sequence[Batch], *, equivariance_e
         def report():
             with torch.random.fork_rng():
                 torch.manual_seed(seed)
-                return equivariance_error(model, group, *task, n_elements=equivariance_elements,
+                return equivariance_error(chunked, group, *task,
+                                          n_elements=equivariance_elements,
                                           generator=torch.Generator().manual_seed(seed),
                                           model_kwargs=kwargs)
 

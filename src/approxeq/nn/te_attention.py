@@ -23,7 +23,7 @@ by chunking the targets (:func:`approxeq.np.functional.forward_in_chunks`).
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
@@ -138,8 +138,8 @@ class TEMultiHeadAttention(AttentionHeads):
         k = self.split_heads(self.to_k(zk))
         v = self.split_heads(self.to_v(zk))
         xq, xk = xq.to(q.dtype), xk.to(q.dtype)
-        # Dot products, logits and weights are [b, h, nq, nk] (no hidden width); only the logit MLP's
-        # hidden activations are chunked. Everything outside the MLP is computed on whole
+        # Dot products, logits and weights are [b, h, nq, nk] (no hidden width); only the logit
+        # MLP's hidden activations are chunked. Everything outside the MLP is computed on whole
         # tensors, so the chunk size cannot change the rounding of the result.
         dots = ((q @ k.transpose(-1, -2)) / math.sqrt(self.dim_head)).permute(0, 2, 3, 1)
         chunk = self.resolve_chunk_size(b, nq, nk, q.dtype)

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 from torch import Tensor
@@ -66,8 +66,9 @@ class EvalResult:
         }
 
     @staticmethod
-    def cat(results: list["EvalResult"]) -> "EvalResult":
-        return EvalResult(*(torch.cat([getattr(r, k) for r in results]) for k in ("loglik", "rmse", "coverage")))
+    def cat(results: list[EvalResult]) -> EvalResult:
+        return EvalResult(*(torch.cat([getattr(r, k) for r in results])
+                            for k in ("loglik", "rmse", "coverage")))
 
 
 def gaussian_metrics(mean: Tensor, std: Tensor, yt: Tensor, mt: Tensor | None = None) -> EvalResult:

@@ -15,8 +15,9 @@ tables live here too so that :mod:`approxeq.data` can share them.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
