@@ -22,8 +22,12 @@ PACKAGES = [
     ("approxeq.np", "Neural processes"),
     ("approxeq.data", "Data"),
     ("approxeq.train", "Training"),
+    ("approxeq.experiments", "Experiments"),
+    ("approxeq.testing", "Testing your own models"),
     ("approxeq.plot", "Figures"),
 ]
+# names a package re-exports from another one, documented there
+REEXPORTED = {"approxeq.testing": ["EquivarianceReport", "equivariance_error"]}
 
 project = "approxeq"
 author = "The approxeq developers"
@@ -54,8 +58,10 @@ def _generate_pages() -> None:
     out.mkdir(exist_ok=True)
     for name, title in PACKAGES:
         heading = f"``{name}``: {title}"
+        exclude = ", ".join(REEXPORTED.get(name, []))
+        options = f"   :exclude-members: {exclude}\n" if exclude else ""
         _write_if_changed(out / f"{name}.rst",
-                          f"{heading}\n{'=' * len(heading)}\n\n.. automodule:: {name}\n")
+                          f"{heading}\n{'=' * len(heading)}\n\n.. automodule:: {name}\n{options}")
     toc = "".join(f"   _generated/{name}\n" for name, _ in PACKAGES)
     _write_if_changed(out / "toc.inc", f".. toctree::\n   :maxdepth: 1\n\n{toc}")
     for stale in out.glob("approxeq.*.rst"):
