@@ -16,7 +16,7 @@ import hashlib
 import json
 import sys
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -170,6 +170,23 @@ def settings_of(config: ExperimentConfig, only: Sequence[str] | None = None) -> 
 
 
 _REGISTRY: dict[str, Experiment] = {}
+
+
+def task_options_with_defaults(config: ExperimentConfig, task_name: str,
+                               defaults: Mapping[str, Any]) -> dict[str, Any]:
+    """The YAML's ``task.options`` over ``defaults``, for an experiment of task ``task_name``.
+
+    Raises:
+        ConfigError: if the task is another one, or an option is not one of ``defaults``.
+    """
+    if config.task.name != task_name:
+        raise ConfigError(f"task.name: expected {task_name!r} for this experiment, got "
+                          f"{config.task.name!r}")
+    unknown = set(config.task.options) - set(defaults)
+    if unknown:
+        raise ConfigError(f"task.options: unknown key(s) {sorted(unknown)}; allowed: "
+                          f"{', '.join(sorted(defaults))}")
+    return {**defaults, **config.task.options}
 
 
 def register_experiment(experiment: Experiment) -> Experiment:

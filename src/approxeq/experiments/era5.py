@@ -41,7 +41,12 @@ from approxeq.data.xarray_tasks import (
     embedded_weather_files,
     open_field,
 )
-from approxeq.experiments.base import ExperimentResult, Log, register_experiment
+from approxeq.experiments.base import (
+    ExperimentResult,
+    Log,
+    register_experiment,
+    task_options_with_defaults,
+)
 from approxeq.experiments.evaluation import evaluate_model
 from approxeq.experiments.np_runner import NeuralProcessExperiment, finished_step, train_one_model
 from approxeq.experiments.report import format_table
@@ -104,14 +109,7 @@ def is_era5_experiment(config: ExperimentConfig) -> bool:
 
 def task_options(config: ExperimentConfig) -> dict[str, Any]:
     """The task options of an ERA5 experiment with defaults filled in and paths resolved."""
-    if config.task.name != TASK_NAME:
-        raise ConfigError(f"task.name: expected {TASK_NAME!r} for the ERA5 experiment, got "
-                          f"{config.task.name!r}")
-    unknown = set(config.task.options) - set(TASK_DEFAULTS)
-    if unknown:
-        raise ConfigError(f"task.options: unknown key(s) {sorted(unknown)}; allowed: "
-                          f"{', '.join(sorted(TASK_DEFAULTS))}")
-    o = {**TASK_DEFAULTS, **config.task.options}
+    o = task_options_with_defaults(config, TASK_NAME, TASK_DEFAULTS)
     o["data"] = Path(o["data"]) if o["data"] else weather_dir() / DATA_FILE
     o["aux"] = Path(o["aux"]) if o["aux"] else weather_dir() / AUX_FILE
     if config.task.dim_x != 2 or config.task.dim_y != 1:

@@ -55,6 +55,7 @@ from approxeq.experiments.base import (
     ExperimentResult,
     Log,
     register_experiment,
+    task_options_with_defaults,
     with_cached_entries,
 )
 from approxeq.experiments.evaluation import evaluate_model, metrics_entry, to_model
@@ -105,14 +106,7 @@ SmokeFigureHook = Callable[[Path, Mapping[str, Any], Mapping[str, Any]], Sequenc
 
 def task_options(config: ExperimentConfig) -> dict[str, Any]:
     """The task options of a smoke experiment with defaults filled in and checked."""
-    if config.task.name != TASK_NAME:
-        raise ConfigError(f"task.name: expected {TASK_NAME!r} for the smoke experiment, got "
-                          f"{config.task.name!r}")
-    unknown = set(config.task.options) - set(TASK_DEFAULTS)
-    if unknown:
-        raise ConfigError(f"task.options: unknown key(s) {sorted(unknown)}; allowed: "
-                          f"{', '.join(sorted(TASK_DEFAULTS))}")
-    o = {**TASK_DEFAULTS, **config.task.options}
+    o = task_options_with_defaults(config, TASK_NAME, TASK_DEFAULTS)
     bad = set(o["transfer"] or []) - set(TRANSFER_KINDS)
     if bad:
         raise ConfigError(f"task.options.transfer: expected a subset of {list(TRANSFER_KINDS)}, "

@@ -48,6 +48,7 @@ from approxeq.experiments.base import (
     ExperimentResult,
     Log,
     register_experiment,
+    task_options_with_defaults,
     with_cached_entries,
 )
 from approxeq.experiments.evaluation import evaluate_model, metrics_entry, oracle_metrics, to_model
@@ -95,17 +96,11 @@ TerrainFigureHook = Callable[[Path, Mapping[str, Mapping[str, dict]]], Sequence[
 
 def task_options(config: ExperimentConfig) -> dict[str, Any]:
     """The task options of a terrain experiment, defaults filled in and checked."""
-    if config.task.name != TASK_NAME:
-        raise ConfigError(f"task.name: expected {TASK_NAME!r}, got {config.task.name!r}")
-    unknown = set(config.task.options) - set(TASK_DEFAULTS)
-    if unknown:
-        raise ConfigError(f"task.options: unknown key(s) {sorted(unknown)}; allowed: "
-                          f"{', '.join(sorted(TASK_DEFAULTS))}")
+    o = task_options_with_defaults(config, TASK_NAME, TASK_DEFAULTS)
     if config.task.dim_x != 2 or config.task.dim_y != 1:
         raise ConfigError(f"task.dim_x, task.dim_y: the terrain task has (lat, lon) inputs and "
                           f"one output, so 2 and 1; got {config.task.dim_x}, "
                           f"{config.task.dim_y}")
-    o = {**TASK_DEFAULTS, **config.task.options}
     try:
         o["field"] = TerrainField(**dict(o["field"] or {}))
     except (TypeError, ValueError) as err:
