@@ -3,11 +3,9 @@ probabilistic symmetrisation."""
 
 from approxeq.symmetrize.base import (
     KINDS,
-    Canonicalization,
     FrameAveraging,
     GroupAveraging,
     GroupSample,
-    ProbabilisticSymmetrization,
     Strategy,
     Symmetrized,
     SymmetrizedOutput,
@@ -15,6 +13,7 @@ from approxeq.symmetrize.base import (
     sinkhorn,
 )
 from approxeq.symmetrize.networks import GraphScoreNetwork, PointCloudFrameNetwork
+from approxeq.symmetrize.probabilistic import Canonicalization, ProbabilisticSymmetrization
 
 __all__ = [
     "KINDS", "Canonicalization", "FrameAveraging", "GroupAveraging", "GroupSample",
