@@ -262,8 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     record = common.RunRecord(
         benchmark="context_scaling", command=common.command_line(),
         machine=common.machine_info(args.device) | {"torch_threads": args.threads},
-        settings={k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
-                  if k not in ("worker", "out")})
+        settings=common.settings_of(args))
     if not args.no_sweep:
         record.results = run_sweep(args)
         fits = fit_exponents(record.results)

@@ -111,9 +111,7 @@ def main(argv: list[str] | None = None) -> int:
               "blocks": 2 if args.smoke else args.blocks, "block": 2 if args.smoke else args.block}
     record = common.RunRecord(benchmark="data", command=common.command_line(),
                               machine=common.machine_info("cpu"),
-                              settings={k: (str(v) if isinstance(v, Path) else v)
-                                        for k, v in vars(args).items()
-                                        if k not in ("worker", "out")})
+                              settings=common.settings_of(args))
     (result,) = common.run_worker(__file__, [config], threads=args.threads, timeout_s=900)
     record.results.append(result)
     record.finish()

@@ -201,8 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     record = common.RunRecord(
         benchmark="predict", command=common.command_line(),
         machine=common.machine_info("cpu") | {"torch_threads": args.threads, "device": "cpu"},
-        settings={k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
-                  if k not in ("worker", "out")})
+        settings=common.settings_of(args))
     timeout = args.max_config_s if args.max_config_s > 0 else None
     for config in configs(args):
         (result,) = common.run_worker(__file__, [config], timeout_s=timeout, threads=args.threads)

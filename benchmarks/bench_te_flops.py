@@ -102,9 +102,7 @@ def main(argv: list[str] | None = None) -> int:
               "warmup": 1, "repeats": 1 if small else args.repeats}
     record = common.RunRecord(benchmark="te_flops", command=common.command_line(),
                               machine=common.machine_info("cpu"),
-                              settings={k: (str(v) if isinstance(v, Path) else v)
-                                        for k, v in vars(args).items()
-                                        if k not in ("worker", "out")})
+                              settings=common.settings_of(args))
     (r,) = common.run_worker(__file__, [config], threads=args.threads, timeout_s=900)
     record.results.append(r)
     record.finish()

@@ -209,8 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     record = common.RunRecord(
         benchmark="train_step", command=common.command_line(),
         machine=common.machine_info(args.device) | {"torch_threads": args.threads},
-        settings={k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
-                  if k not in ("worker", "out")},
+        settings=common.settings_of(args),
         extra={"optimiser": f"AdamW(lr={LEARNING_RATE})", "tasks": TASKS,
                "options_2d": OPTIONS_2D})
     if args.smoke:

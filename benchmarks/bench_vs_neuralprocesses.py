@@ -224,8 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     record = common.RunRecord(
         benchmark="vs_neuralprocesses", command=common.command_line(),
         machine=common.machine_info("cpu"),
-        settings={k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
-                  if k not in ("worker", "out")},
+        settings=common.settings_of(args),
         extra={"optimiser": f"AdamW(lr={LEARNING_RATE})", "arch": ARCH, "task": TASK,
                "num_batches": NUM_BATCHES})
     for config in configs:

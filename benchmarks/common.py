@@ -417,6 +417,13 @@ def loglog_slope(sizes: Sequence[float], times: Sequence[float]) -> float | None
     return sxy / sxx
 
 
+def settings_of(args: Any) -> dict[str, Any]:
+    """A benchmark's command-line arguments as JSON-ready settings (paths as strings; the
+    worker hand-off and the output path left out)."""
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
+            if k not in ("worker", "out")}
+
+
 def command_line() -> str:
     """The command that started this run, as a user would type it from the repository root."""
     return " ".join(["python", f"benchmarks/{Path(sys.argv[0]).name}", *sys.argv[1:]])
