@@ -301,6 +301,9 @@ def train_classifier(model: nn.Module, train: GraphData, val: GraphData, test: G
         return total / len(data), correct / len(data)
 
     best = {"val_loss": math.inf}
+    # every evaluation, so that a long run also shows what a shorter one would have reported
+    # (the schedule is constant after warm-up, so the first E epochs of a run are an E-epoch run)
+    history: list[dict[str, float]] = []
     start_time = time.perf_counter()
     for epoch in range(epochs):
         model.train()
@@ -321,12 +324,15 @@ def train_classifier(model: nn.Module, train: GraphData, val: GraphData, test: G
             test_loss, test_acc = evaluate(test)
             best = {"val_loss": val_loss, "val_acc": val_acc, "test_loss": test_loss,
                     "test_acc": test_acc, "best_epoch": epoch}
+        history.append({"epoch": epoch, "val_loss": val_loss, "val_acc": val_acc,
+                        "test_acc_at_best": best["test_acc"], "best_epoch": best["best_epoch"]})
         log_every = max(eval_every, (epochs // 10) // eval_every * eval_every)
         if (epoch + 1) % log_every == 0 or epoch == epochs - 1:
             log(f"  epoch {epoch}: train loss {loss.item():.4f}, val loss {val_loss:.4f}, "
                 f"val acc {val_acc:.3f}, best test acc {best.get('test_acc', float('nan')):.3f}")
     best["train_seconds"] = round(time.perf_counter() - start_time, 1)
     best["n_params"] = sum(p.numel() for p in model.parameters())
+    best["history"] = history
     return best
 
 
@@ -372,7 +378,7 @@ def _run_csl(cfg: dict[str, Any], log: Callable[[str], None],
     folds = [f.to(device) for f in _stratified_folds(data.y.cpu(), 5)]
     results: dict[str, Any] = {}
     for key, base, strategy in _model_list(cfg, "mlp", "MLP"):
-        accs = []
+        accs, histories = [], []
         for f in range(n_folds):
             test_idx = folds[f]
             val_idx = folds[(f + 1) % 5]
@@ -392,10 +398,11 @@ def _run_csl(cfg: dict[str, Any], log: Callable[[str], None],
                                    entropy_weight=cfg["entropy_weight"], seed=f,
                                    eval_every=cfg.get("eval_every", 1), log=log)
             accs.append(out["test_acc"])
+            histories.append(out["history"])
         acc = torch.tensor(accs, dtype=torch.float64)
         results[key] = {"test_acc": float(acc.mean()),
                         "test_acc_std": float(acc.std()) if len(accs) > 1 else 0.0,
-                        "folds": n_folds}
+                        "folds": n_folds, "fold_histories": histories}
     return results
 
 
@@ -412,9 +419,9 @@ _PAPER_NOTES = {
 }
 
 
-def _results_table(name: str, quick: bool, cfg: dict[str, Any], results: dict[str, Any],
+def _results_table(name: str, size: str, cfg: dict[str, Any], results: dict[str, Any],
                    seconds: float) -> str:
-    size = "quick (CPU)" if quick else "paper"
+    size = "quick (CPU)" if size == "quick" else size
     lines = [f"# {name} ({size} size)", "", f"Settings: `{json.dumps(cfg)}`", "",
              f"Wall time: {seconds:.1f} s", ""]
     if name in ("graph8c", "exp-iso", "sr25"):
@@ -474,8 +481,7 @@ def _run_settings(name: str, cfg: dict[str, Any], out_dir: str | Path, size: str
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "experiment.json", run)
     write_json_atomic(out / "metrics.json", results)
-    write_text_atomic(out / "results.md", _results_table(name, size == "quick", cfg, results,
-                                                         seconds))
+    write_text_atomic(out / "results.md", _results_table(name, size, cfg, results, seconds))
     return results
 
 
