@@ -94,7 +94,9 @@ class TrainConfig:
         prefetch: training batches drawn ahead in a background thread while the step runs
             (0: drawn in the loop). The batches, and so the trained weights, are the same
             bit for bit; checkpoints store the task stream's state after the last batch
-            used, so resuming is exact too. Validation and test sets are not affected.
+            used, so resuming is exact too. Validation and test sets are not affected. The
+            task generator then runs in that thread: one that draws from the global RNG
+            instead of the generator it is given needs 0.
         precision: ``"float32"``, ``"bf16"`` or ``"fp16"``: the training forward pass and
             loss run under ``torch.autocast`` with that dtype; parameters, gradients and the
             optimiser state stay float32, and evaluation (validation, test) always runs in

@@ -217,6 +217,9 @@ def train(model: nn.Module, generator: TaskGenerator, config: TrainConfig,
         model: a neural process ``forward(xc, yc, xt) -> Distribution``; moved to
             ``config.device`` and trained in place.
         generator: the training task distribution; ``sample(batch_size, torch.Generator)``.
+            With ``config.prefetch > 0`` it is called from a background thread, so it must
+            draw its randomness from the generator it is given only (as every task generator
+            of approxeq does): one that uses the global RNG needs ``prefetch=0``.
         config: steps, batch size, optimiser, validation and checkpoint schedule, seed.
         out_dir: run directory for ``last.pt``, ``best.pt`` and ``history.json`` (created).
         val_set: fixed validation batches (the same on every rank); default
