@@ -8,6 +8,12 @@ AdamW; their steps alternate in one process. FLOPs are counted by
 products and convolutions only (element-wise work such as activations, softmax and the
 optimiser is not counted, so the achieved rates are lower bounds of the work done).
 
+``te-tnp:plain`` is the same TE-TNP (the same weights) with its attention's logit MLP run the
+way it was before the split first layer (``TEMultiHeadAttention.split_first_layer = False``),
+for a before/after comparison in the same process. One profiled step per model
+(``torch.profiler``) gives the share of the step spent in matrix products, against the
+element-wise and copying work the FLOP counter does not see.
+
 Run from the repository root::
 
     python benchmarks/bench_te_flops.py
@@ -27,7 +33,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script: fin
 import common  # noqa: E402
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "te_flops.json"
-MODELS = ("tnp", "te-tnp")
+MODELS = ("tnp", "te-tnp", "te-tnp:plain")
+_MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::addmm_",
+               "aten::matmul")
 
 
 def run(config: dict[str, Any]) -> dict[str, Any]:
@@ -43,7 +51,13 @@ def run(config: dict[str, Any]) -> dict[str, Any]:
     batch = Batch(xc, yc, xt, yt)
     opts = {"width": config["width"], "num_layers": config["layers"],
             "num_heads": config["heads"]}
-    models = {name: build_model(name, 1, 1, **opts).train() for name in MODELS}
+    models = {name: build_model(name, 1, 1, **opts).train() for name in MODELS[:2]}
+    plain = build_model("te-tnp", 1, 1, **opts).train()
+    plain.load_state_dict(models["te-tnp"].state_dict())
+    for module in plain.modules():
+        if hasattr(module, "split_first_layer"):
+            module.split_first_layer = False
+    models["te-tnp:plain"] = plain
     optims = {n: torch.optim.AdamW(m.parameters(), lr=5e-4) for n, m in models.items()}
 
     def step(name: str) -> None:
@@ -72,9 +86,19 @@ def run(config: dict[str, Any]) -> dict[str, Any]:
         out["gflops_per_s"][name] = flops[name] / (med / 1000) / 1e9
     out["times_ms"] = times
     out["parameters"] = {n: sum(p.numel() for p in m.parameters()) for n, m in models.items()}
+    out["matmul_share"] = {}
+    for name in MODELS:
+        with torch.profiler.profile() as prof:
+            step(name)
+        events = prof.key_averages()
+        total = sum(e.self_cpu_time_total for e in events)
+        matmul = sum(e.self_cpu_time_total for e in events if e.key in _MATMUL_OPS)
+        out["matmul_share"][name] = matmul / total if total else float("nan")
     out["flop_ratio"] = flops["te-tnp"] / flops["tnp"]
     out["step_ratio"] = out["step_ms"]["te-tnp"] / out["step_ms"]["tnp"]
     out["rate_ratio"] = out["gflops_per_s"]["te-tnp"] / out["gflops_per_s"]["tnp"]
+    out["plain_over_split"] = statistics.median(
+        p / s for p, s in zip(times["te-tnp:plain"], times["te-tnp"]))
     return out
 
 
@@ -109,16 +133,18 @@ def main(argv: list[str] | None = None) -> int:
     if r.get("status") != "ok":
         print(f"{r.get('status')}: {r.get('error')}", file=sys.stderr)
         return 1
-    rows = [[n, r["parameters"][n], r["flops"][n] / 1e9, r["step_ms"][n], r["gflops_per_s"][n]]
-            for n in MODELS]
+    rows = [[n, r["parameters"][n], r["flops"][n] / 1e9, r["step_ms"][n], r["gflops_per_s"][n],
+             100 * r["matmul_share"][n]] for n in MODELS]
     print(common.format_table(rows, ["model", "parameters", "GFLOP per step (fwd+bwd)",
-                                     "step ms (median)", "achieved GFLOP/s"]))
+                                     "step ms (median)", "achieved GFLOP/s",
+                                     "% of step in matmuls"]))
     note = record.load_note()
     if note:
         print(note)
     print(f"wrote {common.write_json(args.out, record)}")
     print(f"te-tnp / tnp: FLOPs {r['flop_ratio']:.1f}x, step time {r['step_ratio']:.1f}x, "
-          f"achieved FLOP rate {r['rate_ratio']:.2f}x")
+          f"achieved FLOP rate {r['rate_ratio']:.2f}x; te-tnp:plain / te-tnp step time "
+          f"{r['plain_over_split']:.2f}x (median of interleaved pairs)")
     return 0
 
 

@@ -71,11 +71,14 @@ TRAIN_FINGERPRINT_FIELDS = ("batch_size", "lr", "weight_decay", "grad_clip", "se
 def model_fingerprint(spec: ModelSpec, train_config: TrainConfig,
                       task: Mapping[str, Any] | None) -> dict[str, Any]:
     """The fingerprint of one model's run directory (see :mod:`approxeq.train.rundir`): its
-    build spec, the :data:`TRAIN_FINGERPRINT_FIELDS` of its training, the task and the
-    library version."""
+    build spec, the :data:`TRAIN_FINGERPRINT_FIELDS` of its training (and its precision when it
+    is not float32), the task and the library version."""
     t = train_config.to_dict()
-    return make_fingerprint(spec=spec.to_dict(),
-                            train={k: t[k] for k in TRAIN_FINGERPRINT_FIELDS}, task=task)
+    fields = {k: t[k] for k in TRAIN_FINGERPRINT_FIELDS}
+    if t.get("precision", "float32") != "float32":
+        # only when set, so that the fingerprints of float32 runs stay those already on disk
+        fields["precision"] = t["precision"]
+    return make_fingerprint(spec=spec.to_dict(), train=fields, task=task)
 
 
 def _group_info(device: str | None) -> DistInfo:

@@ -18,6 +18,19 @@ single query's pairs exceed the budget, the call fails with a ``MemoryError`` th
 ``memory_budget_mb`` (the keys are never chunked). Bounding the number of queries per call, and
 so the whole ``[batch, heads, n_query, n_key]`` arrays, is the caller's part: prediction does it
 by chunking the targets (:func:`approxeq.np.functional.forward_in_chunks`).
+
+The MLP's first layer is linear in its input ``[dots, x_n − x_m]``, so its location part splits
+into a per-query term minus a per-key term: ``W_x (x_n − x_m) + b = (W_x x_n + b) − W_x x_m``.
+Those are computed once, on ``[n_query]`` and ``[n_key]``, and broadcast-added to the pairs; no
+``[n_query, n_key, dim_x]`` differences or concatenated inputs are built. The dot products come
+out of ``q kᵀ`` heads first, ``[heads, batch, n_query, n_key]``, which the first layer reads as
+a transposed ``[pairs, heads]`` matrix (no copy); every hidden pair tensor is a
+``[pairs, hidden]`` matrix, the layout the next linear layer reads directly. (Channels-first
+hidden tensors, ``[hidden, pairs]``, were tried: a matrix product's rounding then depends on the
+number of pairs, and so the result on the chunk size.) The function, and
+the parameters (names and shapes), are those of the plain MLP on the concatenated input; that
+form is still used for a logit MLP with layers other than linear maps and element-wise
+activations, and by subclasses that override ``_chunk_logits``.
 """
 
 from __future__ import annotations
@@ -34,6 +47,11 @@ from approxeq.nn.mlp import MLP
 
 #: default memory budget of the pairwise logit MLP, per attention call
 DEFAULT_MEMORY_BUDGET_MB = 256.0
+
+# Activations that act on each value alone, so they work on any layout of the pair tensor.
+_ELEMENTWISE = (nn.ReLU, nn.GELU, nn.SiLU, nn.Tanh, nn.ELU, nn.LeakyReLU, nn.Sigmoid,
+                nn.Softplus, nn.Identity, nn.Mish, nn.CELU, nn.SELU, nn.ReLU6, nn.Hardtanh,
+                nn.Hardswish, nn.Hardsigmoid)
 
 
 class TEMultiHeadAttention(AttentionHeads):
@@ -71,6 +89,9 @@ class TEMultiHeadAttention(AttentionHeads):
                              self.logit_hidden, logit_layers, activation)
         self.chunk_size = chunk_size
         self.memory_budget_mb = memory_budget_mb
+        #: run the pairwise MLP with its first layer split (see the module docstring); False
+        #: runs the plain MLP on concatenated pairs, the same function (for benchmarks)
+        self.split_first_layer = True
 
     @staticmethod
     def location_features(dim_x: int) -> int:
@@ -120,6 +141,32 @@ class TEMultiHeadAttention(AttentionHeads):
         diff = xq[:, :, None, :] - xk[:, None, :, :]
         return self.logit_mlp(torch.cat([dots, diff], dim=-1))
 
+    def _splits_first_layer(self) -> bool:
+        """Whether the pairwise MLP can run as split first layer + channels-first layers."""
+        if not self.split_first_layer \
+                or type(self)._chunk_logits is not TEMultiHeadAttention._chunk_logits:
+            return False
+        layers = list(self.logit_mlp.net)
+        return all(isinstance(m, nn.Linear) if i % 2 == 0 else isinstance(m, _ELEMENTWISE)
+                   for i, m in enumerate(layers)) and len(layers) % 2 == 1
+
+    def _split_chunk_logits(self, dots: Tensor, query_term: Tensor, key_term: Tensor) -> Tensor:
+        """Logits ``[b, c, nk, h]`` of a chunk of ``c`` queries from their dot products
+        ``dots [h, b, c, nk]``, the first layer's per-query term ``[b, c, 1, hidden]`` (bias
+        included) and its per-key term, negated, ``[b, 1, nk, hidden]``."""
+        h, b, c, nk = dots.shape
+        layers = list(self.logit_mlp.net)
+        # Pairs are rows, channels-last, as in the plain MLP: a matrix product's rounding then
+        # does not depend on the number of rows, so neither does the result on the chunk size.
+        # The first layer reads the heads-first dot products transposed, without a copy, and
+        # adds them in place to the broadcast sum of the two location terms (a fresh tensor).
+        pairs = dots.reshape(h, b * c * nk).t()
+        x = (query_term + key_term).view(b * c * nk, -1)
+        x = x.addmm_(pairs, layers[0].weight[:, :h].t())
+        for module in layers[1:]:
+            x = module(x)
+        return x.view(b, c, nk, h)
+
     def forward(self, zq: Tensor, zk: Tensor, xq: Tensor, xk: Tensor,
                 key_mask: Tensor | None = None) -> Tensor:
         for name, z, x in (("zq/xq", zq, xq), ("zk/xk", zk, xk)):
@@ -141,14 +188,30 @@ class TEMultiHeadAttention(AttentionHeads):
         # Dot products, logits and weights are [b, h, nq, nk] (no hidden width); only the logit
         # MLP's hidden activations are chunked. Everything outside the MLP is computed on whole
         # tensors, so the chunk size cannot change the rounding of the result.
-        dots = ((q @ k.transpose(-1, -2)) / math.sqrt(self.dim_head)).permute(0, 2, 3, 1)
         chunk = self.resolve_chunk_size(b, nq, nk, q.dtype)
         recompute = chunk < nq and torch.is_grad_enabled()
-        parts = []
-        for start in range(0, nq, chunk):
-            args = (dots[:, start:start + chunk], xq[:, start:start + chunk], xk)
-            parts.append(checkpoint(self._chunk_logits, *args, use_reentrant=False)
-                         if recompute else self._chunk_logits(*args))
+        if self._splits_first_layer():
+            # heads first, [h, b, nq, nk], so that a chunk's dot products are [h, pairs]
+            dots = (q.transpose(0, 1) @ k.transpose(0, 1).transpose(-1, -2)) \
+                / math.sqrt(self.dim_head)
+            first = self.logit_mlp.net[0]
+            w_x = first.weight[:, self.num_heads:].t()
+            query_term = torch.addmm(first.bias, xq.reshape(-1, self.dim_x), w_x)
+            query_term = query_term.view(b, nq, 1, -1)
+            key_term = (xk.reshape(-1, self.dim_x) @ -w_x).view(b, 1, nk, -1)
+            parts = []
+            for start in range(0, nq, chunk):
+                args = (dots[:, :, start:start + chunk], query_term[:, start:start + chunk],
+                        key_term)
+                parts.append(checkpoint(self._split_chunk_logits, *args, use_reentrant=False)
+                             if recompute else self._split_chunk_logits(*args))
+        else:
+            dots = ((q @ k.transpose(-1, -2)) / math.sqrt(self.dim_head)).permute(0, 2, 3, 1)
+            parts = []
+            for start in range(0, nq, chunk):
+                args = (dots[:, start:start + chunk], xq[:, start:start + chunk], xk)
+                parts.append(checkpoint(self._chunk_logits, *args, use_reentrant=False)
+                             if recompute else self._chunk_logits(*args))
         logits = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
         attended = masked_attention(logits.permute(0, 3, 1, 2), v, key_mask)
         return self.output(attended, key_mask, nk)

@@ -43,6 +43,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+#: the values of ``TrainConfig.precision`` (see :mod:`approxeq.train.speed`)
+_PRECISIONS = ("float32", "bf16", "fp16")
+
 
 class ConfigError(ValueError):
     """A configuration file or dict is malformed; the message names the key and the source."""
@@ -88,6 +91,21 @@ class TrainConfig:
             needs no free port.
         dist_timeout_s: seconds a rank waits for the others (rendezvous and collectives)
             before it fails.
+        prefetch: training batches drawn ahead in a background thread while the step runs
+            (0: drawn in the loop). The batches, and so the trained weights, are the same
+            bit for bit; checkpoints store the task stream's state after the last batch
+            used, so resuming is exact too. Validation and test sets are not affected. The
+            task generator then runs in that thread: one that draws from the global RNG
+            instead of the generator it is given needs 0.
+        precision: ``"float32"``, ``"bf16"`` or ``"fp16"``: the training forward pass and
+            loss run under ``torch.autocast`` with that dtype; parameters, gradients and the
+            optimiser state stay float32, and evaluation (validation, test) always runs in
+            float32. ``"fp16"`` scales the loss (``torch.amp.GradScaler``); a device without
+            autocast for the dtype is refused with an error naming ``precision``. Needs a
+            float32 model.
+        compile: train through ``torch.compile(model)`` (needs a C++ compiler on CPU); the
+            first steps are slow while it compiles, and each new input shape can recompile.
+            Checkpoints hold the plain model's weights. Evaluation runs the plain model.
     """
 
     steps: int = 1000
@@ -109,6 +127,9 @@ class TrainConfig:
     find_unused_parameters: bool = False
     dist_init_method: str | None = None
     dist_timeout_s: float = 1800.0
+    prefetch: int = 2
+    precision: str = "float32"
+    compile: bool = False
 
     def __post_init__(self) -> None:
         positive = ("steps", "batch_size", "eval_batch_size", "log_every")
@@ -138,6 +159,15 @@ class TrainConfig:
         if self.dist_init_method is not None and "://" not in self.dist_init_method:
             raise ConfigError(f"dist_init_method: expected None or a URL such as "
                               f"'file:///shared/rendezvous', got {self.dist_init_method!r}")
+        if not isinstance(self.prefetch, int) or isinstance(self.prefetch, bool) \
+                or self.prefetch < 0:
+            raise ConfigError(f"prefetch: expected an int >= 0 (batches drawn ahead), "
+                              f"got {self.prefetch!r}")
+        if self.precision not in _PRECISIONS:
+            raise ConfigError(f"precision: expected one of {', '.join(_PRECISIONS)}, "
+                              f"got {self.precision!r}")
+        if not isinstance(self.compile, bool):
+            raise ConfigError(f"compile: expected true or false, got {self.compile!r}")
         if not self.dist_timeout_s > 0:
             raise ConfigError(f"dist_timeout_s: expected a positive number of seconds, "
                               f"got {self.dist_timeout_s!r}")

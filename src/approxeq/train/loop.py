@@ -14,14 +14,15 @@ Runs are repeatable: rank ``r`` draws its tasks from a ``torch.Generator`` seede
 ``seed + r`` and seeds the global torch RNG (dropout, fixed-input masks) the same way. Both
 states are stored in ``last.pt``, so a run resumed after a crash ends with bit-identical
 parameters to an uninterrupted one. Validation runs under a forked RNG, so how often it runs
-does not change the training trajectory.
+does not change the training trajectory. Training batches are drawn ahead in a background thread
+(``TrainConfig.prefetch``) without changing them; the precision and compile options are in
+:mod:`approxeq.train.speed`.
 """
 
 from __future__ import annotations
 
 import gc
 import math
-import random
 import sys
 import time
 import traceback
@@ -35,7 +36,7 @@ from torch import nn
 
 from approxeq.data.base import TaskGenerator
 from approxeq.np.batch import Batch
-from approxeq.np.functional import EvalResult, np_evaluate, np_loss
+from approxeq.np.functional import EvalResult, np_evaluate
 from approxeq.train.checkpoint import (
     ModelSpec,
     load_checkpoint,
@@ -55,14 +56,16 @@ from approxeq.train.distributed import (
     wrap_model,
 )
 from approxeq.train.progress import Progress
+from approxeq.train.rng import capture_rng_state, restore_rng_state, seed_everything
 from approxeq.train.rundir import fault_point
+from approxeq.train.speed import BatchStream, StepRunner
 
 LAST = "last.pt"
 BEST = "best.pt"
 HISTORY = "history.json"
 
 # Fields whose change between a checkpoint and a resumed run alters the result.
-_TRAJECTORY_FIELDS = ("batch_size", "lr", "weight_decay", "grad_clip", "seed")
+_TRAJECTORY_FIELDS = ("batch_size", "lr", "weight_decay", "grad_clip", "seed", "precision")
 
 
 @dataclass
@@ -106,45 +109,6 @@ class TrainResult:
         load_checkpoint(self.best_path, self.model,
                         map_location=next(self.model.parameters()).device)
         return self.model
-
-
-# --------------------------------------------------------------------------------------------
-# Random state
-# --------------------------------------------------------------------------------------------
-
-def seed_everything(seed: int) -> torch.Generator:
-    """Seed the global torch RNG (and CUDA's) and Python's ``random`` with ``seed``; return a
-    fresh CPU ``torch.Generator`` seeded with ``seed`` for drawing tasks."""
-    torch.manual_seed(seed)
-    random.seed(seed)
-    return torch.Generator().manual_seed(seed)
-
-
-def capture_rng_state(task_generator: torch.Generator, device: torch.device | None = None
-                      ) -> dict[str, Any]:
-    """The states of the task generator, the global torch RNG, the CUDA RNG of ``device`` and
-    Python's ``random``, as a checkpoint-friendly dict."""
-    state: dict[str, Any] = {
-        "task": task_generator.get_state(),
-        "torch": torch.get_rng_state(),
-        "python": random.getstate(),
-    }
-    if device is not None and device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    return state
-
-
-def restore_rng_state(state: dict[str, Any], task_generator: torch.Generator,
-                      device: torch.device | None = None) -> None:
-    """Inverse of :func:`capture_rng_state`."""
-    # RNG states must be CPU byte tensors, whatever map_location the checkpoint was read with.
-    task_generator.set_state(state["task"].cpu())
-    torch.set_rng_state(state["torch"].cpu())
-    py = state.get("python")
-    if py is not None:
-        random.setstate((py[0], tuple(py[1]), py[2]))
-    if device is not None and device.type == "cuda" and "cuda" in state:
-        torch.cuda.set_rng_state(state["cuda"].cpu(), device)
 
 
 # --------------------------------------------------------------------------------------------
@@ -253,6 +217,9 @@ def train(model: nn.Module, generator: TaskGenerator, config: TrainConfig,
         model: a neural process ``forward(xc, yc, xt) -> Distribution``; moved to
             ``config.device`` and trained in place.
         generator: the training task distribution; ``sample(batch_size, torch.Generator)``.
+            With ``config.prefetch > 0`` it is called from a background thread, so it must
+            draw its randomness from the generator it is given only (as every task generator
+            of approxeq does): one that uses the global RNG needs ``prefetch=0``.
         config: steps, batch size, optimiser, validation and checkpoint schedule, seed.
         out_dir: run directory for ``last.pt``, ``best.pt`` and ``history.json`` (created).
         val_set: fixed validation batches (the same on every rank); default
@@ -348,13 +315,19 @@ def _train(model: nn.Module, generator: TaskGenerator, config: TrainConfig, out_
             messages.append(f"resuming with {info.world_size} process(es) from a checkpoint "
                             f"written by {len(ckpt.rng_states)}: training continues, but not "
                             "bit-identically")
+        defaults = TrainConfig().to_dict()  # for fields older checkpoints do not hold
         changed = [k for k in _TRAJECTORY_FIELDS
-                   if ckpt.config is not None and ckpt.config.get(k) != config_dict[k]]
+                   if ckpt.config is not None and ckpt.config.get(k, defaults[k])
+                   != config_dict[k]]
         if changed:
             messages.append(f"resuming with changed {', '.join(changed)}: the run is no longer "
                             "equivalent to an uninterrupted one")
 
     ddp_model = wrap_model(model, info, find_unused_parameters=config.find_unused_parameters)
+    runner = StepRunner(ddp_model, info.device, precision=config.precision,
+                        compile=config.compile)
+    if resumed_from is not None:
+        runner.load_state_dict(ckpt.extra)
     model.train()
 
     bar = Progress(config.steps, min(step, config.steps),
@@ -373,7 +346,7 @@ def _train(model: nn.Module, generator: TaskGenerator, config: TrainConfig, out_
 
     def write_last(at_step: int) -> None:
         states = all_gather_objects(
-            {**capture_rng_state(task_rng, info.device),
+            {**capture_rng_state(task_rng, info.device, task_state=stream.rng_state()),
              "loss_window": (window_sum, window_count)}, info)
         if info.is_main:
             # history.json first: a kill between the two leaves it ahead of last.pt, and the
@@ -386,15 +359,18 @@ def _train(model: nn.Module, generator: TaskGenerator, config: TrainConfig, out_
             save_checkpoint(last_path, model, optimizer=optimizer, step=at_step,
                             rng_states=states, best_val=best_val, best_step=best_step,
                             spec=spec, config=config_dict, history=history,
-                            extra={"seconds": elapsed(), "world_size": info.world_size})
+                            extra={"seconds": elapsed(), "world_size": info.world_size,
+                                   **runner.state_dict()})
             fault_point("checkpoint")
 
+    stream = BatchStream(generator, config.batch_size, task_rng, prefetch=config.prefetch,
+                         num_batches=max(config.steps - step, 0))
     try:
         while step < config.steps:
             step += 1
-            batch = _to_model(generator.sample(config.batch_size, task_rng), dtype, info.device)
+            batch = _to_model(stream.next(), dtype, info.device)
             try:
-                loss = np_loss(ddp_model, batch)
+                loss = runner.loss(batch)
             except ValueError as err:
                 # torch.distributions rejects NaN parameters with an obscure message.
                 if all(torch.isfinite(p).all() for p in model.parameters()):
@@ -403,10 +379,7 @@ def _train(model: nn.Module, generator: TaskGenerator, config: TrainConfig, out_
                     f"model parameters are NaN or infinite at step {step}; the last checkpoint "
                     "is kept (try a lower lr or grad_clip)") from err
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if config.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            optimizer.step()
+            runner.update(loss, optimizer, model.parameters(), config.grad_clip)
 
             loss_value = float(loss.detach())
             window_sum += loss_value
@@ -456,6 +429,7 @@ def _train(model: nn.Module, generator: TaskGenerator, config: TrainConfig, out_
                                         config=config_dict)
                 write_last(step)
     finally:
+        stream.close()
         bar.close()
 
     history_out = _history_file(history, config_dict, spec, best_val, best_step, step, info)
