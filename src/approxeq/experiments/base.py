@@ -212,6 +212,7 @@ def _load_builtin() -> None:
     import approxeq.experiments.gp  # noqa: F401
     import approxeq.experiments.graphs  # noqa: F401
     import approxeq.experiments.nbody  # noqa: F401
+    import approxeq.experiments.pattern  # noqa: F401
     import approxeq.experiments.smoke  # noqa: F401
     import approxeq.experiments.terrain  # noqa: F401
 

@@ -2,9 +2,10 @@
 
 From positions and velocities of 5 charged particles at frame 30, predict positions at frame 40
 (1,000 integrator steps later; data from :mod:`approxeq.data.nbody`, simulated from a seed).
-The base model is the paper's transformer on an ``n × n`` token grid (:class:`NBodyTransformer`),
-which sees particle order and coordinates, so it is neither S_n- nor E(3)-equivariant. It is
-made S_n × E(3)-equivariant by
+Two base models: the paper's transformer on an ``n × n`` token grid (:class:`NBodyTransformer`),
+which sees particle order and coordinates, so it is neither S_n- nor E(3)-equivariant, and a
+message-passing GNN over the fully connected particle graph (:class:`NBodyGNN`), S_n-equivariant
+but fed raw coordinates, so not E(3)-equivariant. Each is made S_n × E(3)-equivariant by
 
 * ``ps``: probabilistic symmetrisation, ``p(g | x)`` from a vector-neuron network
   (:class:`approxeq.symmetrize.PointCloudFrameNetwork`: centred positions and velocities as
@@ -12,7 +13,8 @@ made S_n × E(3)-equivariant by
 * ``canonical``: the same network without noise, one element (Kaba et al., 2023);
 * ``ga``: group averaging over Haar samples of S_n × O(3);
 
-translations are always handled by centring. ``none`` (the bare transformer) is a reference.
+translations are always handled by centring. ``none`` (the bare base model) is a reference.
+Model labels are ``Transformer-<strategy>`` and ``GNN-<strategy>``.
 Metric: test MSE of the positions, at the best validation MSE.
 
 Entry point: :func:`run_nbody_experiment` (writes ``metrics.json`` and ``results.md``).
@@ -38,12 +40,13 @@ from approxeq.experiments.base import (
     register_experiment,
     settings_of,
 )
-from approxeq.nn.graph_models import NBodyTransformer
+from approxeq.nn.graph_models import NBodyGNN, NBodyTransformer
 from approxeq.train.checkpoint import write_json_atomic, write_text_atomic
 from approxeq.train.config import ExperimentConfig
 from approxeq.train.distributed import resolve_device
 
 __all__ = [
+    "NBodyGNN",
     "NBodyTransformer",
     "build_nbody_model",
     "evaluate_mse",
@@ -64,15 +67,26 @@ class _Plain(nn.Module):
         return self.base(loc, vel, charges)
 
 
-def build_nbody_model(strategy: str, *, n_particles: int = 5, d_model: int = 64,
-                      num_layers: int = 4, n_heads: int = 4, d_ff: int = 64, vn_hidden: int = 21,
+BASES = ("transformer", "gnn")
+
+
+def build_nbody_model(strategy: str, *, base: str = "transformer", n_particles: int = 5,
+                      d_model: int = 64, num_layers: int = 4, n_heads: int = 4, d_ff: int = 64,
+                      vn_hidden: int = 21, gnn_hidden: int = 64, gnn_layers: int = 4,
                       k_train: int = 20, k_eval: int = 20, noise_scale: float = 1.0,
                       tau: float = 0.1) -> nn.Module:
-    """The transformer, symmetrised over S_n × E(3) by ``strategy`` (``"ps"``, ``"canonical"``,
-    ``"ga"``) or bare (``"none"``). Call as ``model(loc, vel, charges, generator=...)``."""
-    base = NBodyTransformer(n_particles, 3, d_model, n_heads, d_ff, num_layers)
+    """The base model (``base``: ``"transformer"`` or ``"gnn"``), symmetrised over
+    S_n × E(3) by ``strategy`` (``"ps"``, ``"canonical"``, ``"ga"``) or bare (``"none"``).
+    Call as ``model(loc, vel, charges, generator=...)``."""
+    if base == "transformer":
+        base_model: nn.Module = NBodyTransformer(n_particles, 3, d_model, n_heads, d_ff,
+                                                 num_layers)
+    elif base == "gnn":
+        base_model = NBodyGNN(3, gnn_hidden, gnn_layers)
+    else:
+        raise ValueError(f"base: expected one of {list(BASES)}, got {base!r}")
     if strategy == "none":
-        return _Plain(base)
+        return _Plain(base_model)
     from approxeq.groups import DirectProduct, Euclidean, Permutation
     from approxeq.symmetrize import (
         Canonicalization,
@@ -97,7 +111,7 @@ def build_nbody_model(strategy: str, *, n_particles: int = 5, d_model: int = 64,
         strat = GroupAveraging(whole_group=False)
     else:
         raise ValueError(f"strategy: expected 'none', 'ps', 'canonical' or 'ga', got {strategy!r}")
-    return Symmetrized(base, group, strat, in_kinds=kinds,
+    return Symmetrized(base_model, group, strat, in_kinds=kinds,
                        out_kinds="points", n_samples_train=k_train, n_samples_eval=k_eval)
 
 
@@ -125,7 +139,8 @@ def evaluate_mse(model: nn.Module, data: NBodyData, *, batch_size: int = 500,
 
 def nbody_experiment_config(quick: bool) -> dict[str, Any]:
     """The settings of the n-body experiment at the quick (CPU) or paper size: the task options
-    of its shipped YAML, with ``models`` as ``[label, "transformer", strategy]``; a copy."""
+    of its shipped YAML, with ``models`` as ``[label, base, strategy]`` (base
+    ``"transformer"`` or ``"gnn"``); a copy."""
     return settings_of(load_named_experiment("nbody", "quick" if quick else "paper"))
 
 
@@ -183,17 +198,22 @@ def run_nbody_experiment(out_dir: str | Path, quick: bool = True,
         overrides: entries replacing those of :func:`nbody_experiment_config`; ``device``
             (default: CUDA if available) is one of them.
     Returns:
-        what ``metrics.json`` holds: ``{"Transformer-<strategy>": {"test_mse": ..., ...}}``.
+        what ``metrics.json`` holds: ``{"<Base>-<strategy>": {"test_mse": ..., ...}}``.
     """
     cfg = nbody_experiment_config(quick)
     cfg.update(overrides or {})
     return _run_settings(cfg, out_dir, "quick" if quick else "paper", log)
 
 
-def _strategies(cfg: dict[str, Any]) -> list[str]:
+def _models(cfg: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """``(label, base, strategy)`` per model; a bare ``strategies`` list means transformers."""
     if "strategies" in cfg:
-        return list(cfg["strategies"])
-    return [strategy for _label, _base, strategy in cfg["models"]]
+        return [(f"Transformer-{s}", "transformer", s) for s in cfg["strategies"]]
+    models = [(label, base, strategy) for label, base, strategy in cfg["models"]]
+    unknown = sorted({base for _, base, _ in models} - set(BASES))
+    if unknown:
+        raise ValueError(f"models: base must be one of {list(BASES)}, got {unknown}")
+    return models
 
 
 def _run_settings(cfg: dict[str, Any], out_dir: str | Path, size: str,
@@ -210,12 +230,15 @@ def _run_settings(cfg: dict[str, Any], out_dir: str | Path, size: str,
     data_seconds = time.perf_counter() - start
     log(f"nbody: simulated {sum(len(v) for v in splits.values())} systems in {data_seconds:.1f} s")
     results = {}
-    for strategy in _strategies(cfg):
+    for label, base, strategy in _models(cfg):
         torch.manual_seed(0)
-        model = build_nbody_model(strategy, d_model=cfg["d_model"], num_layers=cfg["num_layers"],
+        model = build_nbody_model(strategy, base=base, d_model=cfg["d_model"],
+                                  num_layers=cfg["num_layers"],
+                                  gnn_hidden=cfg.get("gnn_hidden", 64),
+                                  gnn_layers=cfg.get("gnn_layers", 4),
                                   k_train=cfg["k_train"], k_eval=cfg["k_eval"]).to(device)
-        log(f"nbody Transformer-{strategy}")
-        results[f"Transformer-{strategy}"] = train_nbody(model, splits, cfg, log=log)
+        log(f"nbody {label}")
+        results[label] = train_nbody(model, splits, cfg, log=log)
     seconds = time.perf_counter() - start
     run = {"experiment": "nbody", "size": size, "config": cfg,
            "device": str(device), "seconds": round(seconds, 1),

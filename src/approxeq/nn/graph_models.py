@@ -1,6 +1,7 @@
 """Graph and particle models of the symmetrisation experiments: an MLP on flattened graphs, a
-GIN with optional position ids, and the LPS n-body transformer. None of them is equivariant by
-itself; :mod:`approxeq.symmetrize` makes them so."""
+GIN with optional position ids, and the LPS n-body transformer and message-passing GNN. None of
+them is equivariant to every symmetry of its task by itself; :mod:`approxeq.symmetrize` makes
+them so."""
 
 from __future__ import annotations
 
@@ -100,4 +101,48 @@ class NBodyTransformer(nn.Module):
         return loc + self.readout(diag)
 
 
-__all__ = ["GraphGIN", "GraphMLP", "NBodyTransformer"]
+class NBodyGNN(nn.Module):
+    """A message-passing GNN over the fully connected particle graph, the GNN base of the LPS
+    n-body experiment.
+
+    Node inputs are position, velocity and charge; the message from ``j`` to ``i`` is an MLP of
+    both nodes' states, ``q_i q_j``, ``|x_i − x_j|²`` and ``x_i − x_j``, summed over ``j ≠ i``;
+    a residual MLP updates each node. A linear readout gives a displacement added to the input
+    positions. Sums over neighbours make it S_n-equivariant, but raw coordinates enter the
+    node states, so it is not E(3)-equivariant: symmetrisation supplies that.
+
+    Shapes: ``forward(loc [b, n, 3], vel [b, n, 3], charges [b, n, 1])`` returns ``[b, n, 3]``.
+    """
+
+    def __init__(self, dim: int = 3, hidden: int = 64, num_layers: int = 4) -> None:
+        super().__init__()
+        self.embed = nn.Linear(2 * dim + 1, hidden)
+        edge_in = 2 * hidden + 2 + dim
+        self.messages = nn.ModuleList(
+            nn.Sequential(nn.Linear(edge_in, hidden), nn.SiLU(), nn.Linear(hidden, hidden),
+                          nn.SiLU()) for _ in range(num_layers))
+        self.updates = nn.ModuleList(
+            nn.Sequential(nn.Linear(2 * hidden, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
+            for _ in range(num_layers))
+        self.readout = nn.Linear(hidden, dim)
+
+    def forward(self, loc: Tensor, vel: Tensor, charges: Tensor) -> Tensor:
+        if loc.dim() != 3 or vel.shape != loc.shape or charges.shape != (*loc.shape[:2], 1):
+            raise ValueError(f"loc, vel, charges: expected [b, n, d], [b, n, d], [b, n, 1], got "
+                             f"{tuple(loc.shape)}, {tuple(vel.shape)}, {tuple(charges.shape)}")
+        b, n, _ = loc.shape
+        diff = loc.unsqueeze(2) - loc.unsqueeze(1)                       # x_i - x_j
+        dist2 = (diff * diff).sum(-1, keepdim=True)
+        qq = charges.unsqueeze(2) * charges.unsqueeze(1)
+        edge = torch.cat([qq.reshape(b, n, n, 1), dist2, diff], dim=-1)
+        off_diagonal = (1 - torch.eye(n, dtype=loc.dtype, device=loc.device)).view(1, n, n, 1)
+        h = self.embed(torch.cat([loc, vel, charges], dim=-1))
+        for message, update in zip(self.messages, self.updates):
+            pair = torch.cat([h.unsqueeze(2).expand(-1, -1, n, -1),
+                              h.unsqueeze(1).expand(-1, n, -1, -1), edge], dim=-1)
+            m = (message(pair) * off_diagonal).sum(2)
+            h = h + update(torch.cat([h, m], dim=-1))
+        return loc + self.readout(h)
+
+
+__all__ = ["GraphGIN", "GraphMLP", "NBodyGNN", "NBodyTransformer"]
