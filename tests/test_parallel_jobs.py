@@ -11,7 +11,12 @@ import yaml
 pytest.importorskip("xarray")
 
 from approxeq.experiments import experiment_for
-from approxeq.experiments.parallel import check_jobs, run_parallel, threads_per_job
+from approxeq.experiments.parallel import (
+    check_jobs,
+    run_parallel,
+    threads_per_job,
+    with_threads,
+)
 from approxeq.train.config import ConfigError, experiment_from_dict
 from approxeq.train.rundir import RunDirError, RunLock
 
@@ -91,12 +96,40 @@ def test_a_locked_run_directory_is_refused_before_any_worker_starts(tmp_path):
     assert not (tmp_path / "run" / "ConvCNP~").exists()
 
 
-def test_jobs_are_checked_and_name_the_argument():
+def test_jobs_are_checked_and_share_the_cores():
     with pytest.raises(ConfigError, match="jobs: expected a positive int, got 0"):
         check_jobs(0)
     assert threads_per_job(2, cores=2) == 1
     assert threads_per_job(2, cores=16) == 8
     assert threads_per_job(4, cores=2) == 1
+    # a pinned count below a worker's share is kept; an unset or larger one is capped
+    config = experiment_from_dict({**TINY, "models": [
+        {**TINY["models"][0], "train": {"num_threads": 4}}, TINY["models"][1]],
+        "train": {**TINY["train"], "num_threads": None}}, size="quick")
+    capped = with_threads(config, 2)
+    assert [m.train.num_threads for m in capped.models] == [2, 2]
+    assert [m.train.num_threads for m in with_threads(config, 8).models] == [4, 8]
+
+
+def test_a_size_runs_the_labels_of_its_models_option(tmp_path):
+    from approxeq.experiments import load_named_experiment
+    from approxeq.experiments.np_runner import size_models
+
+    for name, quick in (("terrain", ["PT-TNP", "ConvCNP", "ConvCNP~", "ConvCNP+elev",
+                                     "ConvCNP~+elev"]),
+                        ("smoke", ["PT-TNP", "ConvCNP", "ConvCNP~"])):
+        narrowed = size_models(load_named_experiment(name, size="quick"))
+        assert [m.label for m in narrowed.models] == quick
+        assert "models" not in narrowed.task.options
+        full = size_models(load_named_experiment(name, size="full"))
+        assert len(full.models) == 14
+        for mc in narrowed.models:  # the quick models train in the full size exactly as here
+            twin = next(m for m in full.models if m.label == mc.label)
+            assert (twin.options, twin.train) == (mc.options, mc.train)
+    config = experiment_from_dict({**TINY, "task": {
+        **TINY["task"], "options": {**TINY["task"]["options"], "models": ["nope"]}}})
+    with pytest.raises(ConfigError, match=r"task.options.models: unknown label\(s\) \['nope'\]"):
+        size_models(config)
 
 
 def test_experiments_without_independent_units_refuse_jobs(tmp_path):

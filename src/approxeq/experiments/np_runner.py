@@ -383,7 +383,15 @@ class NeuralProcessExperiment(Experiment):
         if (isinstance(cached, dict) and cached.get("signature") == signature
                 and cached.get("step") == step and cached.get("fingerprint") == fingerprint):
             return model, history, cached["entry"]
-        entry = self.evaluate(config, mc, model, tasks, run_dir)
+        # evaluated on the thread count it trained with: sums split over another count can
+        # round differently, and a unit must score the same in a worker as here
+        before = torch.get_num_threads()
+        if mc.train.num_threads is not None:
+            torch.set_num_threads(mc.train.num_threads)
+        try:
+            entry = self.evaluate(config, mc, model, tasks, run_dir)
+        finally:
+            torch.set_num_threads(before)
         fault_point("evaluated")
         write_json_atomic(run_dir / MODEL_EVAL, {
             "signature": signature, "fingerprint": fingerprint, "step": step, "entry": entry})

@@ -6,16 +6,19 @@ share nothing but read-only task data, so they can train side by side. :func:`ru
 1. locks every run directory and checks it (fingerprints, ``restart``) as a sequential run
    would, before any worker starts;
 2. trains and evaluates every unit in ``jobs`` worker processes, each with
-   ``torch.set_num_threads(max(1, cores // jobs))`` (the count also replaces each model's
-   ``train.num_threads``), and logs one line per finished unit;
+   ``torch.set_num_threads(max(1, cores // jobs))`` (a model's ``train.num_threads`` is
+   capped at that count), and logs one line per finished unit;
 3. then, in this process, runs each directory's ordinary report: every model is found finished
    and every evaluation cached (``eval.json``), so the report is what ``jobs=1`` writes.
 
-Results equal those of ``jobs=1`` as long as the per-process thread count does not change the
-arithmetic: model seeds derive from the labels, the training stream and the global RNG from
-``train.seed``, and every evaluation runs under its own seeded RNG. Run with the same thread
-count per model (e.g. ``train.num_threads: 1`` and ``jobs`` equal to the cores) for identical
-numbers; with another count, floating-point sums may round differently.
+Results equal those of ``jobs=1``: model seeds derive from the labels, the training stream and
+the global RNG from ``train.seed``, every evaluation runs under its own seeded RNG and on the
+model's training thread count. The one condition is that thread count: sums split over
+another number of threads round differently, so the numbers are the same when each model
+trains on the same count in both modes, as when the YAML pins ``train.num_threads: 1`` (the
+quick sizes of ``terrain`` and ``smoke`` do). A model whose count is unset or above
+``cores // jobs`` trains on fewer threads in a worker than alone, and may differ in the last
+bits, which training can grow.
 
 Workers are started with ``spawn`` (a fork of a process whose OpenMP pool is running can hang),
 so each imports the library once and builds its task data once per experiment (memoised).
@@ -64,11 +67,16 @@ def check_jobs(jobs: Any) -> int:
 
 
 def with_threads(config: ExperimentConfig, threads: int) -> ExperimentConfig:
-    """``config`` with every model's (and the default) ``train.num_threads`` set to
-    ``threads``; the thread count is not part of a run's fingerprint, so the run directories
-    stay the same."""
-    models = [replace(m, train=m.train.replace(num_threads=threads)) for m in config.models]
-    return replace(config, models=models, train=config.train.replace(num_threads=threads))
+    """``config`` with every model's (and the default) ``train.num_threads`` at most
+    ``threads``: a count the YAML pins below it is kept (it makes the numbers the same on
+    every machine), an unset or larger one becomes ``threads``. The thread count is not part
+    of a run's fingerprint, so the run directories stay the same."""
+    def capped(t):
+        n = t.num_threads
+        return t.replace(num_threads=threads if n is None else min(n, threads))
+
+    models = [replace(m, train=capped(m.train)) for m in config.models]
+    return replace(config, models=models, train=capped(config.train))
 
 
 def _tasks_key(experiment: Experiment, config: ExperimentConfig) -> str:
