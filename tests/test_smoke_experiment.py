@@ -110,7 +110,7 @@ def test_shipped_config_resolves_at_both_sizes():
     from approxeq.experiments.base import load_named_experiment
     from approxeq.experiments.smoke import exact_partner, task_options
 
-    for size in ("quick", "paper"):
+    for size in ("quick", "full", "paper"):
         config = load_named_experiment("smoke", size=size)
         task_options(config)
         labels = [m.label for m in config.models]

@@ -185,7 +185,7 @@ def test_run_seeds_trains_each_seed_into_its_own_directory(tmp_path):
     assert result.seconds == 3.0 and (tmp_path / "results.md").is_file()
 
 
-@pytest.mark.parametrize("size", ["quick", "paper"])
+@pytest.mark.parametrize("size", ["quick", "full", "paper"])
 def test_shipped_terrain_models_build(size):
     config = load_named_experiment("terrain", size=size)
     o = task_options(config)

@@ -7,7 +7,8 @@
     approxeq demo --out DIR [--steps N] [--threads N] # the main job, in minutes on a CPU
     approxeq experiment NAME --out DIR [--size S]     # a shipped experiment, or a YAML path
     approxeq train CONFIG --out DIR [--size S]        # any experiment YAML
-    (both default to the quick size and take --steps N: every model's step count)
+    (both default to the quick size and take --steps N: every model's step count, and
+    --jobs N: the (model, seed) units in N worker processes)
     approxeq eval RUN_DIR [--data FILE] [--out FILE]  # re-evaluate a finished run
 
 Every command that trains or evaluates writes ``metrics.json`` (one entry per model with at
@@ -130,12 +131,18 @@ def _run(config, args) -> int:
                   restart=getattr(args, "restart", False))
     run = experiment.run
     seeds = getattr(args, "seeds", None) or int(config.extra.get("seeds", 1))
+    jobs = getattr(args, "jobs", None) or 1
     if seeds > 1:  # the YAML's extra.seeds is the size's default
         from functools import partial
 
         from approxeq.experiments.seeds import run_seeds
 
-        run = partial(run_seeds, experiment, n_seeds=seeds)
+        run = partial(run_seeds, experiment, n_seeds=seeds, jobs=jobs)
+    elif jobs > 1:
+        from approxeq.experiments.parallel import run_parallel
+
+        def run(config, out, **kwargs):
+            return run_parallel(experiment, [(config, out)], jobs, **kwargs)[0]
     if experiment.distributed:
         # under torchrun: one process group for all the models; rank 0 evaluates and reports
         with distributed_session(args.device or "auto") as info:
@@ -270,7 +277,8 @@ def cmd_experiment(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from approxeq.experiments import evaluate_run, format_table, results_table
+    from approxeq.experiments import format_table, results_table
+    from approxeq.experiments.run_eval import evaluate_saved_run, run_task_name
 
     start = time.monotonic()
     check_device(args.device)
@@ -284,10 +292,17 @@ def cmd_eval(args: argparse.Namespace) -> int:
                                          out=args.out, checkpoint=args.checkpoint,
                                          skip_missing=args.skip_missing)
     else:
-        metrics, path = evaluate_run(args.run_dir, data=args.data, out=args.out,
-                                     checkpoint=args.checkpoint, device=args.device,
-                                     skip_missing=args.skip_missing)
-    print(format_table(results_table(metrics), markdown=False))
+        metrics, path = evaluate_saved_run(args.run_dir, data=args.data, out=args.out,
+                                           checkpoint=args.checkpoint, device=args.device,
+                                           skip_missing=args.skip_missing)
+    kind = run_task_name(args.run_dir)
+    if kind == "terrain":
+        from approxeq.experiments.terrain import terrain_results_table as table
+    elif kind == "smoke":
+        from approxeq.experiments.smoke import smoke_results_table as table
+    else:
+        table = results_table
+    print(format_table(table(metrics), markdown=False))
     failed = [label for label, e in metrics.items() if "failed" in e]
     if failed:
         print(f"\nfailed (--skip-missing): {', '.join(failed)}")
@@ -322,6 +337,11 @@ def _add_steps_option(p: argparse.ArgumentParser) -> None:
                    help="train every model for N steps (epochs for the graph and n-body "
                         "experiments), whatever the YAML says; validation and checkpoints "
                         "follow")
+    p.add_argument("--jobs", type=_positive_int, default=1, metavar="N",
+                   help="train the independent (model, seed) units of a neural-process "
+                        "experiment in N worker processes, each with cores/N torch threads; "
+                        "one line per finished unit (default 1: one after another, with "
+                        "progress bars)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -400,9 +420,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "eval", help="re-evaluate a finished run from its checkpoints",
         description="Re-evaluate every model of RUN_DIR (written by train/experiment/demo) from "
-                    "its checkpoints, on the experiment's own ID/OOD test sets or on a saved "
-                    "task file (--data: a .pt written by approxeq.experiments.save_batches, "
-                    "a list of batches of xc, yc, xt, yt tensors).")
+                    "its checkpoints, on the experiment's own test sets (GP, terrain and smoke "
+                    "runs; a terrain or smoke RUN_DIR of several seeds is evaluated per seed "
+                    "and aggregated) or on a saved task file (--data: a .pt written by "
+                    "approxeq.experiments.save_batches, a list of batches of xc, yc, xt, yt "
+                    "tensors; GP runs), or a gridded-data run on any field (--data, --var).")
     p.add_argument("run_dir", metavar="RUN_DIR", help="run directory")
     p.add_argument("--data", default=None, metavar="FILE",
                    help="saved task file (.pt), or with --var a netCDF/zarr field (any file, "

@@ -161,6 +161,32 @@ def finished_step(run_dir: Path) -> int:
     return load_checkpoint(last).step if last.is_file() else 0
 
 
+def size_models(config: ExperimentConfig) -> ExperimentConfig:
+    """``config`` narrowed to the labels of its task option ``models`` (how a size runs part of
+    an experiment's model list, e.g. ``sizes.quick.task.models: [ConvCNP, ConvCNP~]``), with
+    that option removed, so that fingerprints and the saved ``config.yaml`` describe the models
+    that run; ``config`` itself when it has no such option.
+
+    Raises:
+        ConfigError: the option is not a list of labels, or names an unknown label.
+    """
+    labels = config.task.options.get("models")
+    if labels is None:
+        return config
+    known = [m.label for m in config.models]
+    if not isinstance(labels, list) or not labels or not all(isinstance(x, str) for x in labels):
+        raise ConfigError(f"task.options.models: expected a non-empty list of model labels, "
+                          f"got {labels!r}")
+    unknown = [x for x in labels if x not in known]
+    if unknown:
+        raise ConfigError(f"task.options.models: unknown label(s) {unknown}; labels: {known}")
+    from dataclasses import replace
+
+    options = {k: v for k, v in config.task.options.items() if k != "models"}
+    return replace(config, models=[m for m in config.models if m.label in labels],
+                   task=replace(config.task, options=options))
+
+
 def build_seeded(spec: ModelSpec, seed: int, label: str) -> nn.Module:
     """``spec.build()`` with the global RNG seeded from :func:`model_seed` ``(seed, label)``,
     so the initial weights depend only on the spec, the seed and the label. The caller's RNG
@@ -287,6 +313,7 @@ class NeuralProcessExperiment(Experiment):
             CheckpointError: an unreadable checkpoint, naming the model and the file.
         """
         start = time.monotonic()
+        config = size_models(config)
         info = _group_info(device)
         main = info.is_main  # under DDP the other ranks only train
         log = (log or default_log) if main else (lambda _message: None)
@@ -311,36 +338,23 @@ class NeuralProcessExperiment(Experiment):
 
     def _run_locked(self, config: ExperimentConfig, out_dir: Path, chosen: list[ModelConfig],
                     fingerprints: dict[str, Any], *, main: bool, progress: bool, log: Log,
-                    figures: Callable | None, device: str | None, start: float
-                    ) -> ExperimentResult:
+                    figures: Callable | None, device: str | None, start: float,
+                    tasks: Any = None) -> ExperimentResult:
         if main:
             save_experiment(config, out_dir / CONFIG)
-        tasks = self.tasks(config, out_dir, log) if main else self.train_tasks_only(config)
+        if tasks is None:
+            tasks = self.tasks(config, out_dir, log) if main else self.train_tasks_only(config)
         signature = self.signature(config, tasks)
         result = ExperimentResult(out_dir=out_dir, metrics={})
         entries: dict[str, Any] = {}
         for mc in chosen:
-            run_dir = out_dir / mc.label
-            model, history = self.train(config, mc, tasks, run_dir, progress=progress, log=log,
-                                        device=device)
+            model, history, entry = self.run_unit(
+                config, mc, tasks, out_dir / mc.label, fingerprints[mc.label], signature,
+                main=main, progress=progress, log=log, device=device)
             result.models[mc.label], result.histories[mc.label] = model, history
-            if not main:
-                continue
-            fault_point("trained")
-            step = finished_step(run_dir)
-            cached = read_json(run_dir / MODEL_EVAL)
-            if (isinstance(cached, dict) and cached.get("signature") == signature
-                    and cached.get("step") == step
-                    and cached.get("fingerprint") == fingerprints[mc.label]):
-                entries[mc.label] = cached["entry"]
-            else:
-                entries[mc.label] = self.evaluate(config, mc, model, tasks, run_dir)
-                fault_point("evaluated")
-                write_json_atomic(run_dir / MODEL_EVAL, {
-                    "signature": signature, "fingerprint": fingerprints[mc.label],
-                    "step": step, "entry": entries[mc.label]})
-                fault_point("cached")
-            self.log_entry(mc.label, entries[mc.label], log)
+            if entry is not None:
+                entries[mc.label] = entry
+                self.log_entry(mc.label, entry, log)
         if main:
             fault_point("report")
             # the models left out (``only``) keep their evaluations while still valid
@@ -349,6 +363,43 @@ class NeuralProcessExperiment(Experiment):
             self.report(config, out_dir, entries, tasks, result, figures)
         result.seconds = time.monotonic() - start
         return result
+
+    def run_unit(self, config: ExperimentConfig, mc: ModelConfig, tasks: Any, run_dir: Path,
+                 fingerprint: Mapping[str, Any], signature: Any, *, main: bool = True,
+                 progress: bool, log: Log, device: str | None
+                 ) -> tuple[nn.Module, dict, dict[str, Any] | None]:
+        """Train one model into ``run_dir`` (or load it, finished) and evaluate it once per
+        checkpoint: the evaluation is cached in ``run_dir/eval.json`` with the test protocol
+        (``signature``), the step and the model's ``fingerprint``, and reused while all three
+        match. This is the unit that ``--jobs N`` runs in a worker process.
+
+        Returns:
+            ``(model, history, metrics.json entry)``; the entry is ``None`` off the main rank.
+        """
+        model, history = self.train(config, mc, tasks, run_dir, progress=progress, log=log,
+                                    device=device)
+        if not main:
+            return model, history, None
+        fault_point("trained")
+        step = finished_step(run_dir)
+        cached = read_json(run_dir / MODEL_EVAL)
+        if (isinstance(cached, dict) and cached.get("signature") == signature
+                and cached.get("step") == step and cached.get("fingerprint") == fingerprint):
+            return model, history, cached["entry"]
+        # evaluated on the thread count it trained with: sums split over another count can
+        # round differently, and a unit must score the same in a worker as here
+        before = torch.get_num_threads()
+        if mc.train.num_threads is not None:
+            torch.set_num_threads(mc.train.num_threads)
+        try:
+            entry = self.evaluate(config, mc, model, tasks, run_dir)
+        finally:
+            torch.set_num_threads(before)
+        fault_point("evaluated")
+        write_json_atomic(run_dir / MODEL_EVAL, {
+            "signature": signature, "fingerprint": fingerprint, "step": step, "entry": entry})
+        fault_point("cached")
+        return model, history, entry
 
     def train_tasks_only(self, config: ExperimentConfig) -> Any:
         """What the non-main DDP ranks need of :meth:`tasks` (they only train)."""
@@ -374,4 +425,4 @@ def model_info(mc: ModelConfig, model: nn.Module, step: int, run_dir: Path) -> d
 
 __all__ = ["NeuralProcessExperiment", "TRAIN_FINGERPRINT_FIELDS", "build_seeded",
            "checkpoint_problem", "finished_step", "model_fingerprint", "model_info", "on_main",
-           "prepare_run_dirs", "train_one_model"]
+           "prepare_run_dirs", "size_models", "train_one_model"]

@@ -27,7 +27,8 @@ from approxeq.train.distributed import is_main_process
 
 #: the metrics averaged over seeds (wherever they appear in an entry)
 SEED_METRICS = ("loglik", "rmse", "rmse_K", "coverage95", "component_loglik", "delta_equiv",
-                "delta_equiv_K", "correction_lapse_corr", "correction_elevation_corr")
+                "delta_equiv_K", "correction_lapse_corr", "correction_elevation_corr",
+                "gain_over_component", "gain_over_exact")
 
 
 def seed_of(seed: int, index: int) -> int:
@@ -89,11 +90,14 @@ def aggregate_seeds(runs: Sequence[Mapping[str, Any]], seeds: Sequence[int]) -> 
 
 
 def run_seeds(experiment: Experiment, config: ExperimentConfig, out_dir: str | Path,
-              n_seeds: int, **kwargs: Any) -> ExperimentResult:
+              n_seeds: int, *, jobs: int = 1, **kwargs: Any) -> ExperimentResult:
     """Run ``experiment`` ``n_seeds`` times (see the module docstring) and write the
     aggregated ``metrics.json`` and ``results.md`` into ``out_dir``.
 
     Args:
+        jobs: worker processes for the (model, seed) units
+            (:func:`~approxeq.experiments.parallel.run_parallel`); 1: one seed after another
+            in this process.
         kwargs: passed to every ``experiment.run`` (``progress``, ``log``, ``figures``, ...).
 
     Returns:
@@ -103,25 +107,38 @@ def run_seeds(experiment: Experiment, config: ExperimentConfig, out_dir: str | P
         raise ConfigError(f"seeds: expected a positive int, got {n_seeds!r}")
     out_dir = Path(out_dir)
     seeds = [seed_of(config.train.seed, i) for i in range(n_seeds)]
-    results = [experiment.run(with_seed(config, s), out_dir / f"seed-{i}", **kwargs)
-               for i, s in enumerate(seeds)]
+    runs = [(with_seed(config, s), out_dir / f"seed-{i}") for i, s in enumerate(seeds)]
+    if jobs != 1:
+        from approxeq.experiments.parallel import run_parallel
+
+        results = run_parallel(experiment, runs, jobs, **kwargs)
+    else:
+        results = [experiment.run(c, out, **kwargs) for c, out in runs]
     first = results[0]
     if not is_main_process():  # under DDP the other ranks only train
         return first
     metrics = aggregate_seeds([r.metrics for r in results], seeds)
+    write_seed_results(experiment, config, out_dir, metrics, seeds)
+    return replace(first, out_dir=out_dir, metrics=metrics,
+                   seconds=sum(r.seconds for r in results))
+
+
+def write_seed_results(experiment: Experiment, config: ExperimentConfig, out_dir: Path,
+                       metrics: Mapping[str, Any], seeds: Sequence[int]) -> None:
+    """Write the aggregate over seeds: ``out_dir/metrics.json`` and ``results.md`` (the
+    experiment's own ``results_markdown`` when it has one)."""
     write_json_atomic(out_dir / "metrics.json", metrics)
     from approxeq.experiments.report import results_markdown
 
-    note = (f"Mean over {n_seeds} training seeds {seeds} (runs in seed-*/); ± is the mean "
-            "per-task standard error, (seeds ± ...) the standard error over seeds.")
+    n_seeds = len(seeds)
+    note = (f"Mean over {n_seeds} training seeds {list(seeds)} (runs in seed-*/); ± is the "
+            "mean per-task standard error, (seeds ± ...) the standard error over seeds.")
     own = getattr(experiment, "results_markdown", None)
     text = (own(metrics, config) + "\n" + note + "\n" if own is not None else results_markdown(
         metrics, title=f"{config.name} ({n_seeds} seeds)",
         description=f"{config.description}\n\n{note}"))
     write_text_atomic(out_dir / "results.md", text)
-    return replace(first, out_dir=out_dir, metrics=metrics,
-                   seconds=sum(r.seconds for r in results))
 
 
 __all__ = ["SEED_METRICS", "aggregate_block", "aggregate_seeds", "run_seeds", "seed_of",
-           "with_seed"]
+           "with_seed", "write_seed_results"]

@@ -89,6 +89,7 @@ TASK_DEFAULTS: dict[str, Any] = {
     "transfer_seed_offset": 1,
     "moved_centre": [0.3, 0.62],
     "cache_dir": None,              # default: approxeq.data.smoke.default_cache_dir()
+    "models": None,                 # labels a size runs (see np_runner.size_models); None: all
 }
 #: ``extra`` options and their defaults
 EXTRA_DEFAULTS: dict[str, Any] = {
@@ -312,7 +313,7 @@ class SmokeExperiment(NeuralProcessExperiment):
         o = tasks["options"]
         return {"version": EVAL_VERSION,
                 "task": {k: (v.to_dict() if isinstance(v, SmokeSettings) else v)
-                         for k, v in o.items() if k != "cache_dir"},
+                         for k, v in o.items() if k not in ("cache_dir", "models")},
                 "test_tasks": t.test_tasks, "test_seed": t.test_seed,
                 "eval_batch_size": t.eval_batch_size,
                 "extra": {k: config.extra.get(k, v) for k, v in EXTRA_DEFAULTS.items()}}
@@ -328,7 +329,9 @@ class SmokeExperiment(NeuralProcessExperiment):
         return model, history
 
     def evaluate(self, config: ExperimentConfig, mc: ModelConfig, model: nn.Module, tasks: Any,
-                 run_dir: Path) -> dict[str, Any]:
+                 run_dir: Path, *, panels: bool = True) -> dict[str, Any]:
+        """The ``metrics.json`` entry of one trained model; with ``panels``, its maps for the
+        figures are saved in ``run_dir/panels.npz`` (re-evaluations write nothing there)."""
         extra = {**EXTRA_DEFAULTS, **config.extra}
         eq = {"equivariance_elements": int(extra["equivariance_elements"]),
               "equivariance_tasks": int(extra["equivariance_tasks"])}
@@ -338,9 +341,8 @@ class SmokeExperiment(NeuralProcessExperiment):
         entry["transfer"] = {
             kind: _transfer_block(evaluate_model(model, batches, equivariance_elements=0))
             for kind, batches in tasks["transfer"].items()}
-        if tasks["maps"]:
-            panels = map_panels(model, tasks["maps"])
-            np.savez_compressed(run_dir / PANELS, **panels)
+        if panels and tasks["maps"]:
+            np.savez_compressed(run_dir / PANELS, **map_panels(model, tasks["maps"]))
         return entry
 
     def log_entry(self, label: str, entry: dict[str, Any], log: Log) -> None:
@@ -357,7 +359,7 @@ class SmokeExperiment(NeuralProcessExperiment):
                tasks: Any, result: ExperimentResult, figures: Callable | None) -> None:
         extra = {**EXTRA_DEFAULTS, **config.extra}
         entries = with_cached_entries(config, out_dir, entries, self.signature(config, tasks))
-        add_exact_gains(config, entries)
+        entries = self.finish_entries(config, entries, tasks)
         write_json_atomic(out_dir / "metrics.json", entries)
         write_text_atomic(out_dir / "results.md", smoke_results_markdown(entries, config))
         panels = {label: dict(np.load(out_dir / label / PANELS))
@@ -377,6 +379,17 @@ class SmokeExperiment(NeuralProcessExperiment):
                         for p in paths],
             "seconds": time.monotonic() - tasks["start"]})
         result.metrics, result.figures = entries, paths
+
+    def finish_entries(self, config: ExperimentConfig, entries: dict[str, Any], tasks: Any
+                       ) -> dict[str, Any]:
+        """``entries`` with each approximate model's transfer gains over its exact partner
+        (:func:`add_exact_gains`)."""
+        add_exact_gains(config, entries)
+        return entries
+
+    def results_markdown(self, metrics: Mapping[str, Any], config: ExperimentConfig) -> str:
+        """``results.md`` of ``metrics`` (also of the aggregate over seeds)."""
+        return smoke_results_markdown(metrics, config)
 
     def summary(self, result: ExperimentResult) -> str:
         return format_table(smoke_results_table(result.metrics), markdown=False)

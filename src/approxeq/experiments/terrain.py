@@ -80,6 +80,7 @@ TASK_DEFAULTS: dict[str, Any] = {
     "field": {},                   # TerrainField parameters
     "train_pool": 800,             # training batches sampled once, shared by models and seeds
     "pool_seed": 7,
+    "models": None,                # labels a size runs (see np_runner.size_models); None: all
 }
 #: ``extra`` options and their defaults
 EXTRA_DEFAULTS: dict[str, Any] = {
@@ -376,7 +377,8 @@ class TerrainExperiment(NeuralProcessExperiment):
     def signature(self, config: ExperimentConfig, tasks: Any) -> dict[str, Any]:
         t, extra = config.train, {**EXTRA_DEFAULTS, **config.extra}
         o = {k: (v.__dict__ if isinstance(v, TerrainField) else v)
-             for k, v in tasks["options"].items() if k not in ("train_pool", "pool_seed")}
+             for k, v in tasks["options"].items()
+             if k not in ("train_pool", "pool_seed", "models")}
         return {"version": EVAL_VERSION, "task": o, "test_tasks": t.test_tasks,
                 "test_seed": t.test_seed, "eval_batch_size": t.eval_batch_size,
                 "equivariance_elements": extra["equivariance_elements"],
@@ -429,15 +431,8 @@ class TerrainExperiment(NeuralProcessExperiment):
     def report(self, config: ExperimentConfig, out_dir: Path, entries: dict[str, Any],
                tasks: Any, result: ExperimentResult, figures: Callable | None) -> None:
         extra = {**EXTRA_DEFAULTS, **config.extra}
-        scale = tasks["options"]["field"].y_scale
         metrics = with_cached_entries(config, out_dir, entries, self.signature(config, tasks))
-        for label, key, oracle_key, name in ((ORACLE, "gt", "oracle", "terrain-oracle"),
-                                             (BLIND, "blind", "blind_oracle", "terrain-blind")):
-            ref = {s: m for s, b in tasks["test"].items()
-                   if (m := oracle_metrics(b, key=key, oracle_key=oracle_key,
-                                           y_scale=scale)) is not None}
-            if ref:
-                metrics[label] = metrics_entry(ref, {"name": name})
+        metrics = self.finish_entries(config, metrics, tasks)
         write_json_atomic(out_dir / "metrics.json", metrics)
         write_text_atomic(out_dir / "results.md", terrain_results_markdown(metrics, config))
         paths: list[Path] = []
@@ -457,6 +452,21 @@ class TerrainExperiment(NeuralProcessExperiment):
                         for p in paths],
             "seconds": time.monotonic() - tasks["start"]})
         result.metrics, result.figures = metrics, paths
+
+    def finish_entries(self, config: ExperimentConfig, entries: dict[str, Any], tasks: Any
+                       ) -> dict[str, Any]:
+        """``entries`` with the two references added: the exact GP ``oracle`` and the
+        ``terrain-blind`` GP, scored on the same test tasks."""
+        scale = tasks["options"]["field"].y_scale
+        metrics = dict(entries)
+        for label, key, oracle_key, name in ((ORACLE, "gt", "oracle", "terrain-oracle"),
+                                             (BLIND, "blind", "blind_oracle", "terrain-blind")):
+            ref = {s: m for s, b in tasks["test"].items()
+                   if (m := oracle_metrics(b, key=key, oracle_key=oracle_key,
+                                           y_scale=scale)) is not None}
+            if ref:
+                metrics[label] = metrics_entry(ref, {"name": name})
+        return metrics
 
     def map_panels(self, config: ExperimentConfig, tasks: Any,
                    models: Mapping[str, nn.Module]) -> dict[str, dict[str, dict]]:

@@ -1,0 +1,243 @@
+"""Independent training units in worker processes (``--jobs N``).
+
+A *unit* is one model of one run directory: one (model, seed) pair of a multi-seed run. Units
+share nothing but read-only task data, so they can train side by side. :func:`run_parallel`
+
+1. locks every run directory and checks it (fingerprints, ``restart``) as a sequential run
+   would, before any worker starts;
+2. trains and evaluates every unit in ``jobs`` worker processes, each with
+   ``torch.set_num_threads(max(1, cores // jobs))`` (a model's ``train.num_threads`` is
+   capped at that count), and logs one line per finished unit;
+3. then, in this process, runs each directory's ordinary report: every model is found finished
+   and every evaluation cached (``eval.json``), so the report is what ``jobs=1`` writes.
+
+Results equal those of ``jobs=1``: model seeds derive from the labels, the training stream and
+the global RNG from ``train.seed``, every evaluation runs under its own seeded RNG and on the
+model's training thread count. The one condition is that thread count: sums split over
+another number of threads round differently, so the numbers are the same when each model
+trains on the same count in both modes, as when the YAML pins ``train.num_threads: 1`` (the
+quick sizes of ``terrain`` and ``smoke`` do). A model whose count is unset or above
+``cores // jobs`` trains on fewer threads in a worker than alone, and may differ in the last
+bits, which training can grow.
+
+Workers are started with ``spawn`` (a fork of a process whose OpenMP pool is running can hang),
+so each imports the library once and builds its task data once per experiment (memoised).
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from approxeq.experiments.base import Experiment, ExperimentResult, Log, default_log, select_models
+from approxeq.experiments.np_runner import (
+    CONFIG,
+    NeuralProcessExperiment,
+    prepare_run_dirs,
+    size_models,
+)
+from approxeq.train.config import ConfigError, ExperimentConfig, save_experiment
+from approxeq.train.rundir import RunLock
+
+
+def available_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def threads_per_job(jobs: int, cores: int | None = None) -> int:
+    """``max(1, cores // jobs)``: the torch threads of each of ``jobs`` worker processes."""
+    return max(1, (cores or available_cores()) // jobs)
+
+
+def check_jobs(jobs: Any) -> int:
+    """``jobs`` as a positive int, or a :class:`ConfigError` naming it."""
+    if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
+        raise ConfigError(f"jobs: expected a positive int, got {jobs!r}")
+    return jobs
+
+
+def with_threads(config: ExperimentConfig, threads: int) -> ExperimentConfig:
+    """``config`` with every model's (and the default) ``train.num_threads`` at most
+    ``threads``: a count the YAML pins below it is kept (it makes the numbers the same on
+    every machine), an unset or larger one becomes ``threads``. The thread count is not part
+    of a run's fingerprint, so the run directories stay the same."""
+    def capped(t):
+        n = t.num_threads
+        return t.replace(num_threads=threads if n is None else min(n, threads))
+
+    models = [replace(m, train=capped(m.train)) for m in config.models]
+    return replace(config, models=models, train=capped(config.train))
+
+
+def _tasks_key(experiment: Experiment, config: ExperimentConfig) -> str:
+    """What a run's task data depend on: the task, the evaluation settings and ``extra``, not
+    the training seed (every seed is scored on the same tasks) nor the thread count."""
+    train = {k: v for k, v in config.train.to_dict().items() if k not in ("seed", "num_threads")}
+    return json.dumps({"experiment": experiment.name, "task": config.task.to_dict(),
+                       "size": config.size, "train": train, "extra": config.extra},
+                      sort_keys=True, default=str)
+
+
+_TASKS: dict[str, Any] = {}
+
+
+def shared_tasks(experiment: NeuralProcessExperiment, config: ExperimentConfig, out_dir: Path,
+                 log: Log) -> Any:
+    """``experiment.tasks(config, out_dir, log)``, built once per process for all the runs
+    that differ only in their training seed."""
+    key = _tasks_key(experiment, config)
+    if key not in _TASKS:
+        _TASKS.clear()  # one experiment at a time: the test sets can be large
+        _TASKS[key] = experiment.tasks(config, out_dir, log)
+    return _TASKS[key]
+
+
+def _quiet(_message: str) -> None:
+    pass
+
+
+def _init_worker(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _work(args: tuple) -> tuple[int, str, str, float]:
+    """One unit in a worker: train (resuming), evaluate (or reuse ``eval.json``); returns
+    ``(run index, label, the entry's log line, seconds)``."""
+    index, experiment, config, out_dir, label, fingerprint, device = args
+    start = time.monotonic()
+    out_dir = Path(out_dir)
+    tasks = shared_tasks(experiment, config, out_dir, _quiet)
+    mc = next(m for m in config.models if m.label == label)
+    signature = experiment.signature(config, tasks)
+    _, _, entry = experiment.run_unit(config, mc, tasks, out_dir / label, fingerprint,
+                                      signature, progress=False, log=_quiet, device=device)
+    lines: list[str] = []
+    experiment.log_entry(label, entry, lines.append)
+    return index, label, " ".join(lines), time.monotonic() - start
+
+
+def run_parallel(experiment: Experiment, runs: Sequence[tuple[ExperimentConfig, str | Path]],
+                 jobs: int, *, progress: bool = True, log: Log | None = None,
+                 figures: Callable | None = None, device: str | None = None,
+                 only: Sequence[str] | None = None, restart: bool = False,
+                 cores: int | None = None) -> list[ExperimentResult]:
+    """Run several runs of one neural-process experiment (e.g. one per training seed) with
+    their (model, run) units spread over ``jobs`` worker processes (see the module docstring).
+
+    Args:
+        experiment: a :class:`~approxeq.experiments.np_runner.NeuralProcessExperiment`.
+        runs: ``(config, out_dir)`` pairs; every directory is locked for the whole call.
+        jobs: worker processes (1: the units run here, one after another).
+        progress: unused (workers show no progress bars; one line per finished unit instead).
+        log, figures, device, only, restart: as for
+            :meth:`~approxeq.experiments.np_runner.NeuralProcessExperiment.run`.
+        cores: the cores to share among the workers (default: those this process may use).
+
+    Returns:
+        One :class:`~approxeq.experiments.ExperimentResult` per run, in order.
+
+    Raises:
+        ConfigError: ``jobs`` is not a positive int, the experiment is not a neural-process
+            one, or this is a ``torchrun`` process group.
+        RunDirError, CheckpointError: as for a sequential run, before any worker starts.
+    """
+    del progress
+    check_jobs(jobs)
+    if not isinstance(experiment, NeuralProcessExperiment):
+        raise ConfigError(f"jobs: experiment {experiment.name!r} trains its models in one "
+                          f"process; run it with jobs 1 (got {jobs})")
+    if os.environ.get("WORLD_SIZE", "1") not in ("", "1"):
+        raise ConfigError(f"jobs: under torchrun the ranks already share every model; run "
+                          f"with jobs 1 (got {jobs})")
+    log = log or default_log
+    threads = threads_per_job(jobs, cores)
+    runs = [(with_threads(size_models(config), threads), Path(out)) for config, out in runs]
+    locks: list[RunLock] = []
+    try:
+        plans = []
+        for config, out in runs:
+            chosen = select_models(config, only, reserved=experiment.reserved)
+            fingerprints = {mc.label: experiment.fingerprint(config, mc)
+                            for mc in config.models}
+            lock = RunLock(out)
+            lock.acquire()
+            locks.append(lock)
+            prepare_run_dirs([(out, experiment.experiment_fingerprint(config), "run")] +
+                             [(out / mc.label, fingerprints[mc.label], mc.label)
+                              for mc in chosen], restart=restart, log=log)
+            save_experiment(config, out / CONFIG)
+            plans.append((chosen, fingerprints, time.monotonic()))
+        # the task data once here first: a data cache (smoke) is then written by one process,
+        # and the report below reuses them
+        shared_tasks(experiment, runs[0][0], runs[0][1], log)
+        units = [(k, experiment, config, str(out), mc.label, plans[k][1][mc.label], device)
+                 for k, (config, out) in enumerate(runs) for mc in plans[k][0]]
+        name = {k: (out.name if len(runs) > 1 else "") for k, (_, out) in enumerate(runs)}
+        log(f"{len(units)} unit(s) on {min(jobs, max(1, len(units)))} worker process(es) of "
+            f"{threads} thread(s) each")
+        _train_units(units, jobs, threads, name, log)
+        results = []
+        for k, (config, out) in enumerate(runs):
+            chosen, fingerprints, start = plans[k]
+            tasks = shared_tasks(experiment, config, out, _quiet)
+            results.append(experiment._run_locked(
+                config, out, chosen, fingerprints, main=True, progress=False, log=_quiet,
+                figures=figures, device=device, start=start, tasks=tasks))
+        return results
+    finally:
+        _TASKS.clear()
+        for lock in locks:
+            lock.release()
+
+
+def _train_units(units: list[tuple], jobs: int, threads: int, name: dict[int, str],
+                 log: Log) -> None:
+    n = len(units)
+    if n == 0:
+        return
+
+    def report(done: int, k: int, label: str, line: str, seconds: float) -> None:
+        where = f"{name[k]}/{label}" if name[k] else label
+        log(f"[{done}/{n}] {where} finished in {seconds:.0f} s: "
+            f"{line.removeprefix(f'[{label}] ')}")
+
+    if jobs == 1:
+        import torch
+
+        before = torch.get_num_threads()
+        _init_worker(threads)
+        try:
+            for done, unit in enumerate(units, 1):
+                report(done, *_work(unit))
+        finally:
+            torch.set_num_threads(before)
+        return
+    context = multiprocessing.get_context("spawn")
+    pool = context.Pool(min(jobs, n), initializer=_init_worker, initargs=(threads,))
+    try:
+        for done, result in enumerate(pool.imap_unordered(_work, units, chunksize=1), 1):
+            report(done, *result)
+        pool.close()
+    except BaseException:
+        # a failed unit stops the others at once; their checkpoints are written atomically,
+        # so a rerun resumes from the last one
+        pool.terminate()
+        raise
+    finally:
+        pool.join()
+
+
+__all__ = ["available_cores", "check_jobs", "run_parallel", "shared_tasks", "threads_per_job",
+           "with_threads"]

@@ -1,0 +1,218 @@
+"""``approxeq eval RUN``: re-evaluation of a finished run from its checkpoints, for every kind of
+run the command knows, without touching the run's training results.
+
+- GP runs (``gp1d``, the demo, any GP task): :func:`approxeq.experiments.gp.evaluate_run`.
+- Terrain and smoke runs (:data:`REEVALUATED`): :func:`evaluate_experiment_run`, on the
+  experiment's own test sets rebuilt from the saved ``config.yaml`` (the same tasks, so the
+  best checkpoint scores what the run's ``metrics.json`` says), with the references
+  (terrain's oracle and terrain-blind GP) and derived numbers (smoke's gains over the exact
+  model) of the run itself. A multi-seed run (``RUN/seed-*/``) is evaluated seed by seed and
+  aggregated as :mod:`approxeq.experiments.seeds` does.
+- Gridded-data runs (``era5-uk``): with ``--data FILE --var NAME``
+  (:mod:`approxeq.experiments.era5_eval`).
+
+Everything is written under ``RUN/eval/<name>/`` (``<name>`` from
+:func:`~approxeq.experiments.outputs.eval_name`), or to ``out``: ``metrics.json``, its
+``results.md``, and for a multi-seed run each seed's files in ``seed-<i>/`` beside them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from approxeq.experiments.base import Log, default_log, experiment_for
+from approxeq.experiments.outputs import (
+    EVAL_DIR,
+    check_output_file,
+    checkpoint_entry,
+    eval_name,
+    markdown_path,
+)
+from approxeq.train.checkpoint import (
+    load_checkpoint,
+    load_model,
+    write_json_atomic,
+    write_text_atomic,
+)
+from approxeq.train.config import ExperimentConfig, load_experiment, read_yaml
+
+CONFIG = "config.yaml"
+METRICS = "metrics.json"
+#: the task names whose runs :func:`evaluate_experiment_run` re-evaluates
+REEVALUATED = ("terrain", "smoke")
+
+
+def seed_dirs(run_dir: Path) -> list[Path]:
+    """The per-seed run directories ``seed-0, seed-1, ...`` of a multi-seed run, in order
+    (empty for a single run)."""
+    found = [p for p in Path(run_dir).glob("seed-*") if p.is_dir() and (p / CONFIG).is_file()
+             and p.name[5:].isdigit()]
+    return sorted(found, key=lambda p: int(p.name[5:]))
+
+
+def run_task_name(run_dir: str | Path) -> str | None:
+    """The ``task.name`` a run (or the first seed of a multi-seed run) was trained on, or
+    ``None`` when ``run_dir`` holds no readable ``config.yaml``."""
+    run_dir = Path(run_dir)
+    config = run_dir / CONFIG
+    if not config.is_file():
+        seeds = seed_dirs(run_dir)
+        if not seeds:
+            return None
+        config = seeds[0] / CONFIG
+    task = (read_yaml(config) or {}).get("task")
+    return task.get("name") if isinstance(task, dict) else None
+
+
+def _saved_config(run_dir: Path) -> ExperimentConfig:
+    sizes = (read_yaml(run_dir / CONFIG) or {}).get("sizes") or {}
+    return load_experiment(run_dir / CONFIG, size=next(iter(sizes), "quick"))
+
+
+def _evaluate_one(run_dir: Path, checkpoint: str, device: str | None, skip_missing: bool,
+                  log: Log) -> tuple[dict[str, Any], ExperimentConfig, Any]:
+    """The entries of one run directory (the experiment's own test sets), its config and
+    runner."""
+    from approxeq.train.distributed import resolve_device
+
+    config = _saved_config(run_dir)
+    if config.task.name not in REEVALUATED:
+        raise ValueError(f"run_dir: {run_dir} was trained on task {config.task.name!r}; this "
+                         f"path re-evaluates {', '.join(REEVALUATED)} runs")
+    experiment = experiment_for(config)
+    tasks = experiment.tasks(config, run_dir, lambda _m: None)
+    entries: dict[str, Any] = {}
+    for mc in config.models:
+        model_dir = run_dir / mc.label
+        ckpt = model_dir / checkpoint
+        failed = checkpoint_entry(ckpt, skip_missing=skip_missing, log=log, label=mc.label)
+        if failed is not None:
+            entries[mc.label] = {"name": mc.name, "options": mc.options, **failed}
+            continue
+        model = load_model(ckpt, map_location=resolve_device(device or "auto")).eval()
+        kwargs = {"panels": False} if config.task.name == "smoke" else {}
+        # the entry holds the model as trained (its steps and seconds); add what was evaluated
+        entry = experiment.evaluate(config, mc, model, tasks, model_dir, **kwargs)
+        entry.update(checkpoint=checkpoint, checkpoint_step=load_checkpoint(ckpt).step,
+                     size=config.size, experiment=config.name)
+        entries[mc.label] = entry
+        experiment.log_entry(mc.label, entry, log)
+    if all("failed" in e for e in entries.values()):
+        raise FileNotFoundError(f"run_dir: no readable model checkpoint ({checkpoint}) under "
+                                f"{run_dir}")
+    scored = {k: v for k, v in entries.items() if "failed" not in v}
+    finished = experiment.finish_entries(config, scored, tasks)
+    return {**{k: finished.get(k, v) for k, v in entries.items()},
+            **{k: v for k, v in finished.items() if k not in entries}}, config, experiment
+
+
+def _markdown(experiment: Any, metrics: dict[str, Any], config: ExperimentConfig,
+              note: str) -> str:
+    return experiment.results_markdown(metrics, config) + "\n" + note + "\n"
+
+
+def evaluate_experiment_run(run_dir: str | Path, *, out: str | Path | None = None,
+                            checkpoint: str = "best.pt", device: str | None = None,
+                            skip_missing: bool = False, log: Log | None = None
+                            ) -> tuple[dict[str, Any], Path]:
+    """Re-evaluate a terrain or smoke run (one directory, or ``seed-*`` directories) from its
+    checkpoints, on the experiment's own test sets, without touching its training results.
+
+    Args:
+        run_dir: what ``approxeq experiment terrain|smoke --out RUN`` wrote.
+        out: the metrics file (default ``RUN/eval/<name>/metrics.json``; never the run's own
+            results). ``results.md`` (or ``<out stem>.md``) goes beside it, and for a
+            multi-seed run each seed's files in ``seed-<i>/`` of the same folder.
+        checkpoint: ``"best.pt"`` or ``"last.pt"``.
+        device: where to evaluate (default ``"auto"``: CUDA if available).
+        skip_missing: a missing or unreadable checkpoint gives its model ``{"failed": ...}``
+            instead of a ``FileNotFoundError`` naming the file (nothing written then).
+
+    Returns:
+        ``(metrics, path written)``. Each model entry holds what the run's ``metrics.json``
+        holds (its ``id``/``ood`` or ``transfer`` blocks, the component's metrics), the
+        model's ``name``, ``options``, ``parameters``, ``symmetry``, ``approximate``,
+        ``steps``, ``train_seconds``, ``checkpoint``, ``checkpoint_step``, ``size`` and
+        ``experiment``; the references (terrain: ``oracle``, ``terrain-blind``) are added; a
+        multi-seed run is aggregated over seeds (``*_seeds``, ``seeds``).
+
+    Raises:
+        FileNotFoundError: no run there, or (without ``skip_missing``) a missing checkpoint.
+        ValueError: a run of another kind, naming it.
+    """
+    from approxeq.experiments.seeds import aggregate_seeds
+
+    log = log or default_log
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"run_dir: no directory {run_dir}")
+    seeds = seed_dirs(run_dir) if not (run_dir / CONFIG).is_file() else []
+    if not seeds and not (run_dir / CONFIG).is_file():
+        raise FileNotFoundError(f"run_dir: {run_dir} has no {CONFIG} (nor seed-*/{CONFIG}); "
+                                "is it a directory written by `approxeq experiment`?")
+    name = eval_name(checkpoint)
+    target = check_output_file(out if out is not None
+                               else run_dir / EVAL_DIR / name / METRICS, protect=run_dir)
+    md = check_output_file(markdown_path(target), protect=run_dir)
+    note = f"Re-evaluated from each model's {checkpoint} by `approxeq eval`."
+    if not seeds:
+        metrics, config, experiment = _evaluate_one(run_dir, checkpoint, device, skip_missing,
+                                                    log)
+    else:
+        per_seed = []
+        for sd in seeds:
+            log(f"{sd.name}:")
+            m, config, experiment = _evaluate_one(sd, checkpoint, device, skip_missing, log)
+            per_seed.append(m)
+            write_json_atomic(target.parent / sd.name / METRICS, m)
+            write_text_atomic(target.parent / sd.name / "results.md",
+                              _markdown(experiment, m, config, note))
+        train_seeds = [_saved_config(sd).train.seed for sd in seeds]
+        metrics = aggregate_seeds(per_seed, train_seeds)
+        note += (f" Mean over {len(seeds)} training seeds {train_seeds}; each seed's results "
+                 "in seed-*/ beside this file.")
+    write_json_atomic(target, metrics)
+    write_text_atomic(md, _markdown(experiment, metrics, config, note))
+    return metrics, target
+
+
+def evaluate_saved_run(run_dir: str | Path, *, data: str | Path | None = None,
+                       out: str | Path | None = None, checkpoint: str = "best.pt",
+                       device: str | None = None, skip_missing: bool = False,
+                       log: Log | None = None) -> tuple[dict[str, Any], Path]:
+    """``approxeq eval RUN [--data FILE]`` without ``--var``: a terrain or smoke run
+    (:func:`evaluate_experiment_run`), else a GP run
+    (:func:`approxeq.experiments.gp.evaluate_run`, which names what other runs need).
+
+    Raises:
+        ValueError: ``data`` for a terrain or smoke run (they have their own test sets), or a
+            multi-seed run of another kind.
+    """
+    kind = run_task_name(run_dir)
+    if kind in REEVALUATED:
+        if data is not None:
+            raise ValueError(f"data: a {kind} run is evaluated on its own test sets, rebuilt "
+                             "from its config.yaml; drop --data")
+        return evaluate_experiment_run(run_dir, out=out, checkpoint=checkpoint, device=device,
+                                       skip_missing=skip_missing, log=log)
+    if kind is not None and not (Path(run_dir) / CONFIG).is_file():
+        raise ValueError(f"run_dir: {run_dir} holds one run per training seed (seed-*/) of "
+                         f"task {kind!r}; evaluate each seed's directory, e.g. "
+                         f"{Path(run_dir) / 'seed-0'}")
+    from approxeq.data.gp import TASK_NAMES
+
+    if kind is not None and kind not in TASK_NAMES:
+        raise ValueError(
+            f"run_dir: this run was trained on task {kind!r}, which approxeq eval cannot "
+            f"re-evaluate from its checkpoints; it re-evaluates GP runs, "
+            f"{' and '.join(REEVALUATED)} runs, and gridded-data runs (era5-uk) with --data "
+            "FILE --var NAME")
+    from approxeq.experiments.gp import evaluate_run
+
+    return evaluate_run(run_dir, data=data, out=out, checkpoint=checkpoint, device=device,
+                        skip_missing=skip_missing, log=log)
+
+
+__all__ = ["REEVALUATED", "evaluate_experiment_run", "evaluate_saved_run", "run_task_name",
+           "seed_dirs"]

@@ -1,0 +1,130 @@
+"""``approxeq eval RUN`` on terrain and smoke runs: the run's own test sets give back the run's
+own numbers from the best checkpoints, nothing of the training results is touched, multi-seed
+runs are aggregated, and runs it cannot evaluate are refused in one line naming the kind."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+pytest.importorskip("xarray")
+
+from approxeq.cli import main
+
+TERRAIN = {
+    "name": "terrain-eval",
+    "task": {"name": "terrain", "dim_x": 2, "dim_y": 1,
+             "options": {"patch_degrees": 3.0, "max_targets": 16, "train_pool": 3}},
+    "models": [
+        {"label": "ConvCNP", "name": "convcnp",
+         "options": {"channels": 4, "num_layers": 1, "points_per_unit": 40}},
+        {"label": "ConvCNP~", "name": "convcnp",
+         "options": {"approximate": True, "channels": 4, "num_layers": 1, "points_per_unit": 40,
+                     "num_fixed_inputs": 4, "fourier_features": 4}},
+    ],
+    "train": {"steps": 3, "batch_size": 2, "val_every": 3, "val_tasks": 2, "test_tasks": 4,
+              "eval_batch_size": 2, "device": "cpu"},
+    "extra": {"equivariance_elements": 1, "equivariance_tasks": 1},
+    "sizes": {"quick": {}},
+}
+
+
+def _snapshot(run):
+    return {p: p.read_bytes() for p in sorted(run.rglob("*"))
+            if p.is_file() and "eval" not in p.relative_to(run).parts[:1]}
+
+
+def _scores(entry):
+    """The numbers of an entry that an evaluation produces (not timings or bookkeeping)."""
+    def keep(block):
+        return {k: v for k, v in block.items() if isinstance(v, (int, float, dict))
+                and "seconds" not in k and k not in ("steps", "checkpoint_step")}
+    return {k: keep(v) if isinstance(v, dict) else v for k, v in keep(entry).items()}
+
+
+@pytest.fixture(scope="module")
+def terrain_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("terrain-eval")
+    (root / "terrain.yaml").write_text(yaml.safe_dump(TERRAIN))
+    assert main(["experiment", str(root / "terrain.yaml"), "--out", str(root / "run"),
+                 "--seeds", "2", "--quiet", "--no-figures"]) == 0
+    return root / "run"
+
+
+def test_terrain_eval_gives_back_the_runs_numbers_and_touches_nothing(terrain_run, capsys):
+    before = _snapshot(terrain_run)
+    assert main(["eval", str(terrain_run)]) == 0
+    assert "oracle" in capsys.readouterr().out
+    assert _snapshot(terrain_run) == before
+    out = terrain_run / "eval" / "checkpoint-best"
+    trained = json.loads((terrain_run / "metrics.json").read_text())
+    evaluated = json.loads((out / "metrics.json").read_text())
+    assert set(evaluated) == set(trained) == {"ConvCNP", "ConvCNP~", "oracle", "terrain-blind"}
+    for label, entry in trained.items():
+        assert _scores(evaluated[label]) == _scores(entry), label
+    for i in range(2):  # each seed's own evaluation beside the aggregate
+        seed = json.loads((out / f"seed-{i}" / "metrics.json").read_text())
+        own = json.loads((terrain_run / f"seed-{i}" / "metrics.json").read_text())
+        assert _scores(seed["ConvCNP~"]) == _scores(own["ConvCNP~"])
+        meta = seed["ConvCNP~"]
+        assert meta["checkpoint"] == "best.pt" and meta["checkpoint_step"] == 3
+        assert meta["steps"] == 3 and meta["approximate"] is True and meta["parameters"] > 0
+        assert meta["experiment"] == "terrain-eval" and meta["size"] == "quick"
+    assert evaluated["ConvCNP~"]["loglik_seeds"] == trained["ConvCNP~"]["loglik_seeds"]
+    assert (out / "results.md").is_file()
+
+
+def test_terrain_eval_of_one_seed_and_last_checkpoint_to_a_named_file(terrain_run, tmp_path):
+    target = tmp_path / "scores.json"
+    assert main(["eval", str(terrain_run / "seed-1"), "--checkpoint", "last.pt",
+                 "--out", str(target)]) == 0
+    entries = json.loads(target.read_text())
+    assert entries["ConvCNP"]["checkpoint"] == "last.pt"
+    assert "id" in entries["ConvCNP"] and "ood" in entries["ConvCNP"]
+    assert (tmp_path / "scores.md").is_file()
+
+
+def test_terrain_runs_refuse_a_task_file(terrain_run, tmp_path, capsys):
+    data = tmp_path / "tasks.pt"
+    data.write_bytes(b"")
+    assert main(["eval", str(terrain_run), "--data", str(data)]) == 1
+    assert "data: a terrain run is evaluated on its own test sets" in capsys.readouterr().err
+
+
+def test_runs_of_other_kinds_are_refused_naming_the_kind(tmp_path, capsys):
+    run = tmp_path / "graphs"
+    run.mkdir()
+    (run / "config.yaml").write_text(yaml.safe_dump(
+        {"name": "g", "task": {"name": "graph8c"}, "models": [{"label": "GIN", "name": "gin"}],
+         "sizes": {"quick": {}}}))
+    assert main(["eval", str(run)]) == 1
+    err = capsys.readouterr().err
+    assert "trained on task 'graph8c'" in err and "terrain and smoke runs" in err
+    seeds = tmp_path / "gp-seeds"
+    (seeds / "seed-0").mkdir(parents=True)
+    (seeds / "seed-0" / "config.yaml").write_text(yaml.safe_dump(
+        {"name": "g", "task": {"name": "gibbs"}, "models": [{"label": "C", "name": "convcnp"}],
+         "sizes": {"quick": {}}}))
+    assert main(["eval", str(seeds)]) == 1
+    assert "evaluate each seed's directory" in capsys.readouterr().err
+
+
+def test_smoke_eval_gives_back_the_runs_numbers_without_writing_panels(tmp_path):
+    pytest.importorskip("scipy")
+    from test_smoke_experiment import _tiny_config
+
+    out = tmp_path / "run"
+    assert main(["experiment", str(_tiny_config(tmp_path)), "--out", str(out), "--steps", "2",
+                 "--quiet", "--no-figures"]) == 0
+    before = _snapshot(out)
+    assert main(["eval", str(out)]) == 0
+    assert _snapshot(out) == before
+    evaluated = json.loads((out / "eval" / "checkpoint-best" / "metrics.json").read_text())
+    trained = json.loads((out / "metrics.json").read_text())
+    assert list(evaluated) == list(trained) == ["ConvCNP", "ConvCNP~"]
+    for label in trained:
+        assert _scores(evaluated[label]) == _scores(trained[label]), label
+    assert evaluated["ConvCNP~"]["transfer"]["moved"]["exact"] == "ConvCNP"
+    assert not list((out / "eval").rglob("*.npz"))

@@ -1,0 +1,140 @@
+"""``--jobs N``: the (model, seed) units of a run in worker processes give the numbers of the
+sequential run, resume, respect run locks and refuse what they cannot run."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+pytest.importorskip("xarray")
+
+from approxeq.experiments import experiment_for
+from approxeq.experiments.parallel import (
+    check_jobs,
+    run_parallel,
+    threads_per_job,
+    with_threads,
+)
+from approxeq.train.config import ConfigError, experiment_from_dict
+from approxeq.train.rundir import RunDirError, RunLock
+
+TINY = {
+    "name": "terrain-jobs",
+    "task": {"name": "terrain", "dim_x": 2, "dim_y": 1,
+             "options": {"patch_degrees": 3.0, "max_targets": 16, "train_pool": 3}},
+    "models": [
+        {"label": "ConvCNP~", "name": "convcnp",
+         "options": {"approximate": True, "channels": 4, "num_layers": 1, "points_per_unit": 40,
+                     "num_fixed_inputs": 4, "fourier_features": 4}},
+        {"label": "TE-PT-TNP+elev", "name": "te-pt-tnp",
+         "options": {"width": 8, "num_layers": 1, "num_heads": 2, "num_pseudo_tokens": 4,
+                     "dim_aux": 2, "aux_dropout": 0.5}},
+    ],
+    # one thread per model in both modes, so that the arithmetic is the same
+    "train": {"steps": 4, "batch_size": 2, "val_every": 2, "val_tasks": 2, "test_tasks": 4,
+              "eval_batch_size": 2, "device": "cpu", "num_threads": 1},
+    "extra": {"equivariance_elements": 1, "equivariance_tasks": 1},
+}
+
+
+def _without_timings(value):
+    if isinstance(value, dict):
+        return {k: _without_timings(v) for k, v in value.items() if "seconds" not in k}
+    if isinstance(value, list):
+        return [_without_timings(v) for v in value]
+    return value
+
+
+def _metrics(run_dir):
+    return _without_timings(json.loads((run_dir / "metrics.json").read_text()))
+
+
+def test_jobs_give_the_numbers_of_the_sequential_run_and_resume(tmp_path, monkeypatch, capsys):
+    from approxeq.cli import main
+    from approxeq.experiments.seeds import run_seeds
+
+    config = experiment_from_dict(TINY, size="quick")
+    experiment = experiment_for(config)
+    run_seeds(experiment, config, tmp_path / "one", 2, progress=False, log=lambda m: None)
+
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump({**TINY, "sizes": {"quick": {}}}))
+    out = tmp_path / "two"
+    # the workers evaluate; the report in this process must reuse their evaluations
+    real_evaluate = type(experiment).evaluate
+
+    def no_evaluation(*args, **kwargs):
+        raise AssertionError("the report re-evaluated a model the workers evaluated")
+
+    monkeypatch.setattr(type(experiment), "evaluate", no_evaluation)
+    assert main(["experiment", str(path), "--out", str(out), "--seeds", "2", "--jobs", "2",
+                 "--no-figures"]) == 0
+    err = capsys.readouterr().err
+    assert "4 unit(s) on 2 worker process(es)" in err
+    assert sum("finished in" in line for line in err.splitlines()) == 4  # one line per unit
+    assert _metrics(out) == _metrics(tmp_path / "one")
+    for i in range(2):
+        assert _metrics(out / f"seed-{i}") == _metrics(tmp_path / "one" / f"seed-{i}")
+
+    # a rerun finds every unit finished and evaluated: nothing is trained or evaluated again
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*.pt")}
+    assert main(["experiment", str(path), "--out", str(out), "--seeds", "2", "--jobs", "2",
+                 "--no-figures", "--quiet"]) == 0
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*.pt")} == before
+    assert _metrics(out) == _metrics(tmp_path / "one")
+    monkeypatch.setattr(type(experiment), "evaluate", real_evaluate)
+
+
+def test_a_locked_run_directory_is_refused_before_any_worker_starts(tmp_path):
+    config = experiment_from_dict(TINY, size="quick")
+    with RunLock(tmp_path / "run"):
+        with pytest.raises(RunDirError):
+            run_parallel(experiment_for(config), [(config, tmp_path / "run")], 2,
+                         log=lambda m: None)
+    assert not (tmp_path / "run" / "ConvCNP~").exists()
+
+
+def test_jobs_are_checked_and_share_the_cores():
+    with pytest.raises(ConfigError, match="jobs: expected a positive int, got 0"):
+        check_jobs(0)
+    assert threads_per_job(2, cores=2) == 1
+    assert threads_per_job(2, cores=16) == 8
+    assert threads_per_job(4, cores=2) == 1
+    # a pinned count below a worker's share is kept; an unset or larger one is capped
+    config = experiment_from_dict({**TINY, "models": [
+        {**TINY["models"][0], "train": {"num_threads": 4}}, TINY["models"][1]],
+        "train": {**TINY["train"], "num_threads": None}}, size="quick")
+    capped = with_threads(config, 2)
+    assert [m.train.num_threads for m in capped.models] == [2, 2]
+    assert [m.train.num_threads for m in with_threads(config, 8).models] == [4, 8]
+
+
+def test_a_size_runs_the_labels_of_its_models_option(tmp_path):
+    from approxeq.experiments import load_named_experiment
+    from approxeq.experiments.np_runner import size_models
+
+    for name, quick in (("terrain", ["PT-TNP", "ConvCNP", "ConvCNP~", "ConvCNP+elev",
+                                     "ConvCNP~+elev"]),
+                        ("smoke", ["PT-TNP", "ConvCNP", "ConvCNP~"])):
+        narrowed = size_models(load_named_experiment(name, size="quick"))
+        assert [m.label for m in narrowed.models] == quick
+        assert "models" not in narrowed.task.options
+        full = size_models(load_named_experiment(name, size="full"))
+        assert len(full.models) == 14
+        for mc in narrowed.models:  # the quick models train in the full size exactly as here
+            twin = next(m for m in full.models if m.label == mc.label)
+            assert (twin.options, twin.train) == (mc.options, mc.train)
+    config = experiment_from_dict({**TINY, "task": {
+        **TINY["task"], "options": {**TINY["task"]["options"], "models": ["nope"]}}})
+    with pytest.raises(ConfigError, match=r"task.options.models: unknown label\(s\) \['nope'\]"):
+        size_models(config)
+
+
+def test_experiments_without_independent_units_refuse_jobs(tmp_path):
+    from approxeq.experiments import load_named_experiment
+
+    config = load_named_experiment("graph8c", size="quick")
+    with pytest.raises(ConfigError, match="jobs: experiment .* in one process"):
+        run_parallel(experiment_for(config), [(config, tmp_path)], 2, log=lambda m: None)
