@@ -11,24 +11,11 @@ import yaml
 
 pytest.importorskip("xarray")
 
+from tiny_terrain import tiny_terrain  # noqa: E402
+
 from approxeq.cli import main
 
-TERRAIN = {
-    "name": "terrain-eval",
-    "task": {"name": "terrain", "dim_x": 2, "dim_y": 1,
-             "options": {"patch_degrees": 3.0, "max_targets": 16, "train_pool": 3}},
-    "models": [
-        {"label": "ConvCNP", "name": "convcnp",
-         "options": {"channels": 4, "num_layers": 1, "points_per_unit": 40}},
-        {"label": "ConvCNP~", "name": "convcnp",
-         "options": {"approximate": True, "channels": 4, "num_layers": 1, "points_per_unit": 40,
-                     "num_fixed_inputs": 4, "fourier_features": 4}},
-    ],
-    "train": {"steps": 3, "batch_size": 2, "val_every": 3, "val_tasks": 2, "test_tasks": 4,
-              "eval_batch_size": 2, "device": "cpu"},
-    "extra": {"equivariance_elements": 1, "equivariance_tasks": 1},
-    "sizes": {"quick": {}},
-}
+TERRAIN = {**tiny_terrain("terrain-eval", ("ConvCNP", "ConvCNP~")), "sizes": {"quick": {}}}
 
 
 def _snapshot(run):

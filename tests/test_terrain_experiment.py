@@ -13,6 +13,8 @@ import yaml
 
 pytest.importorskip("xarray")
 
+from tiny_terrain import tiny_terrain  # noqa: E402
+
 from approxeq.approximate import FixedInput, equivariant_component
 from approxeq.experiments import experiment_for, load_named_experiment
 from approxeq.experiments.seeds import aggregate_seeds, seed_of, with_seed
@@ -20,22 +22,7 @@ from approxeq.experiments.terrain import make_generator, model_options, task_opt
 from approxeq.train.checkpoint import ModelSpec
 from approxeq.train.config import ConfigError, experiment_from_dict
 
-TINY = {
-    "name": "terrain-tiny",
-    "task": {"name": "terrain", "dim_x": 2, "dim_y": 1,
-             "options": {"patch_degrees": 3.0, "max_targets": 16, "train_pool": 3}},
-    "models": [
-        {"label": "ConvCNP~", "name": "convcnp",
-         "options": {"approximate": True, "channels": 4, "num_layers": 1, "points_per_unit": 40,
-                     "num_fixed_inputs": 4, "fourier_features": 4}},
-        {"label": "TE-PT-TNP+elev", "name": "te-pt-tnp",
-         "options": {"width": 8, "num_layers": 1, "num_heads": 2, "num_pseudo_tokens": 4,
-                     "dim_aux": 2}},
-    ],
-    "train": {"steps": 3, "batch_size": 2, "val_every": 3, "val_tasks": 2, "test_tasks": 4,
-              "eval_batch_size": 2, "device": "cpu"},
-    "extra": {"equivariance_elements": 1, "equivariance_tasks": 1},
-}
+TINY = tiny_terrain("terrain-tiny")
 
 
 def test_tiny_run_writes_id_ood_oracle_and_blind(tmp_path):
