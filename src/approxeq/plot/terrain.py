@@ -17,7 +17,7 @@ TOPOGRAPHY_ATTRIBUTION = ("Topography: ETOPO1 (NOAA, Amante & Eakins 2009), pack
 _CAPTION = ("Per patch (rows): a sample of the field, the cells given as context, the model's "
             "predictive mean, its equivariant component (every fixed input and auxiliary "
             "embedding zero), the learned correction = prediction − component, and β·h⁺, the "
-            "lapse-rate part of the field. Out of the training region the fixed inputs are "
+            "lapse-rate part of the field (these two each on its own colour scale). Out of the training region the fixed inputs are "
             "zero, so the correction there comes from auxiliary inputs alone.")
 
 
@@ -64,14 +64,21 @@ def plot_terrain_maps(panels: Mapping[str, Mapping[str, Any]], *, title: str = "
             _show(ax, p, np.asarray(p[key], float), cmap="viridis", vmin=vmin, vmax=vmax,
                   title=f"{name} ({p.get('region', '')}): {label} (K)")
         corr, lapse = np.asarray(p["correction"], float), np.asarray(p["lapse"], float)
-        bound = float(np.nanmax(np.abs(np.concatenate([corr.ravel(), lapse.ravel()]))))
-        bound = bound if bound > 0 else 1.0
+        # each on its own symmetric scale: a correction of 1 K would vanish on β·h⁺'s 15 K scale
+        corr_bound = float(np.nanmax(np.abs(corr))) if np.isfinite(corr).any() else 0.0
+        lapse_bound = float(np.nanmax(np.abs(lapse))) if np.isfinite(lapse).any() else 0.0
         ok = np.isfinite(corr) & np.isfinite(lapse)
-        r = (float(np.corrcoef(corr[ok], lapse[ok])[0, 1])
-             if ok.sum() > 1 and corr[ok].std() > 0 and lapse[ok].std() > 0 else float("nan"))
-        _show(ax=row[4], panel=p, values=corr, cmap="RdBu_r", vmin=-bound, vmax=bound,
-              title=f"correction (K), corr. with β·h⁺ {r:.2f}")
-        _show(ax=row[5], panel=p, values=lapse, cmap="RdBu_r", vmin=-bound, vmax=bound,
+        if corr_bound == 0.0:
+            corr_title = "correction (K): zero here"
+        elif ok.sum() > 1 and corr[ok].std() > 0 and lapse[ok].std() > 0:
+            r = float(np.corrcoef(corr[ok], lapse[ok])[0, 1])
+            corr_title = f"correction (K), corr. with β·h⁺ {r:.2f}"
+        else:
+            corr_title = "correction (K)"
+        _show(ax=row[4], panel=p, values=corr, cmap="RdBu_r", vmin=-(corr_bound or 1.0),
+              vmax=corr_bound or 1.0, title=corr_title)
+        _show(ax=row[5], panel=p, values=lapse, cmap="RdBu_r", vmin=-(lapse_bound or 1.0),
+              vmax=lapse_bound or 1.0,
               title="β·h⁺ (K)")
         row[0].set_ylabel("latitude (°N)", fontsize=8)
     for ax in axes[-1]:
