@@ -17,8 +17,9 @@ TOPOGRAPHY_ATTRIBUTION = ("Topography: ETOPO1 (NOAA, Amante & Eakins 2009), pack
 _CAPTION = ("Per patch (rows): a sample of the field, the cells given as context, the model's "
             "predictive mean, its equivariant component (every fixed input and auxiliary "
             "embedding zero), the learned correction = prediction − component, and β·h⁺, the "
-            "lapse-rate part of the field (these two each on its own colour scale). Out of the training region the fixed inputs are "
-            "zero, so the correction there comes from auxiliary inputs alone.")
+            "lapse-rate part of the field (these two each on its own colour scale). Out of the "
+            "training region the fixed inputs are zero, so the correction there comes from "
+            "auxiliary inputs alone.")
 
 
 def _safe(label: str) -> str:
