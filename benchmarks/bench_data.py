@@ -109,16 +109,9 @@ def main(argv: list[str] | None = None) -> int:
               "model": SMOKE_MODEL if args.smoke else MODEL, "warmup": 1 if args.smoke else 3,
               "repeats": 2 if args.smoke else args.repeats,
               "blocks": 2 if args.smoke else args.blocks, "block": 2 if args.smoke else args.block}
-    record = common.RunRecord(benchmark="data", command=common.command_line(),
-                              machine=common.machine_info("cpu"),
-                              settings=common.settings_of(args))
-    (result,) = common.run_worker(__file__, [config], threads=args.threads, timeout_s=900)
-    record.results.append(result)
-    record.finish()
-    if result.get("status") != "ok":
-        print(f"{result.get('status')}: {result.get('error')}", file=sys.stderr)
+    record, r = common.run_one_config(__file__, "data", args, config)
+    if r is None:
         return 1
-    r = result
     print(common.format_table(
         [["sample a Gibbs batch of 16", r["sample_ms"]], ["ConvCNP step (ready batch)",
                                                           r["step_ms"]],

@@ -124,14 +124,8 @@ def main(argv: list[str] | None = None) -> int:
               "n_target": 4 if small else args.targets, "width": 8 if small else args.width,
               "layers": 1 if small else args.layers, "heads": 2 if small else args.heads,
               "warmup": 1, "repeats": 1 if small else args.repeats}
-    record = common.RunRecord(benchmark="te_flops", command=common.command_line(),
-                              machine=common.machine_info("cpu"),
-                              settings=common.settings_of(args))
-    (r,) = common.run_worker(__file__, [config], threads=args.threads, timeout_s=900)
-    record.results.append(r)
-    record.finish()
-    if r.get("status") != "ok":
-        print(f"{r.get('status')}: {r.get('error')}", file=sys.stderr)
+    record, r = common.run_one_config(__file__, "te_flops", args, config)
+    if r is None:
         return 1
     rows = [[n, r["parameters"][n], r["flops"][n] / 1e9, r["step_ms"][n], r["gflops_per_s"][n],
              100 * r["matmul_share"][n]] for n in MODELS]

@@ -427,3 +427,18 @@ def settings_of(args: Any) -> dict[str, Any]:
 def command_line() -> str:
     """The command that started this run, as a user would type it from the repository root."""
     return " ".join(["python", f"benchmarks/{Path(sys.argv[0]).name}", *sys.argv[1:]])
+
+
+def run_one_config(script: str | Path, benchmark: str, args: Any, config: dict[str, Any], *,
+                   timeout_s: float = 900) -> tuple[RunRecord, dict[str, Any] | None]:
+    """Run ``config`` in one worker of ``script`` and record it as benchmark ``benchmark``
+    (settings from ``args``); the result is ``None`` after printing why, when the worker failed."""
+    record = RunRecord(benchmark=benchmark, command=command_line(), machine=machine_info("cpu"),
+                       settings=settings_of(args))
+    (result,) = run_worker(script, [config], threads=args.threads, timeout_s=timeout_s)
+    record.results.append(result)
+    record.finish()
+    if result.get("status") != "ok":
+        print(f"{result.get('status')}: {result.get('error')}", file=sys.stderr)
+        return record, None
+    return record, result
