@@ -1,5 +1,6 @@
 """Where a ConvCNP training step spends its time (``torch.profiler``), with the current kernels
-and with the plain ones they replaced, profiled alternately in one process.
+and with the plain ones they replaced, profiled alternately in one process; with
+``--neuralprocesses``, neuralprocesses' step of the same network on the same batches too.
 
 The network and the batches are those of ``bench_vs_neuralprocesses.py`` (the ConvCNP of
 neuralprocesses' ``construct_convgnp``, EQ-GP batches of 16). "plain" swaps in the previous
@@ -9,6 +10,7 @@ convolution weights ``exp(-(x - g)^2 / (2 l^2))`` under autograd.
 Run from the repository root::
 
     python benchmarks/profile_convcnp.py --dim 1
+    python benchmarks/profile_convcnp.py --dim 1 --neuralprocesses   # needs .[bench]
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import argparse
 import statistics
 import sys
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script: find the benches
 
@@ -49,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=2, help="alternating rounds")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--top", type=int, default=12, help="operators listed for the current code")
+    p.add_argument("--neuralprocesses", action="store_true",
+                   help="profile neuralprocesses' step of the same network too (.[bench])")
     args = p.parse_args(argv)
 
     import torch
@@ -76,38 +81,58 @@ def main(argv: list[str] | None = None) -> int:
         np_loss(model, batches[i % len(batches)]).backward()
         opt.step()
 
+    # name -> (kernels to swap in, or None for neuralprocesses' own step; the step)
+    variants = {"plain": (plain, step), "current": (current, step)}
+    if args.neuralprocesses:
+        import lab.torch  # noqa: F401 -- neuralprocesses' torch backend
+        import neuralprocesses.torch as nps
+
+        theirs = vs.build_neuralprocesses(args.dim, vs.ARCH[args.dim])
+        opt_theirs = torch.optim.AdamW(theirs.parameters(), lr=vs.LEARNING_RATE)
+        theirs_batches = [tuple(t.transpose(1, 2).contiguous() for t in (b.xc, b.yc, b.xt, b.yt))
+                          for b in batches]
+
+        def step_theirs(i: int) -> None:
+            xc, yc, xt, yt = theirs_batches[i % len(theirs_batches)]
+            opt_theirs.zero_grad(set_to_none=True)
+            (-nps.loglik(theirs, xc, yc, xt, yt, normalise=True).mean()).backward()
+            opt_theirs.step()
+
+        variants["neuralprocesses"] = (None, step_theirs)
+
     for i in range(2):
-        for kernels in (current, plain):
-            use(kernels)
-            step(i)
-    sums: dict[str, list[dict[str, float]]] = {"plain": [], "current": []}
-    last = None
+        for kernels, run in variants.values():
+            use(kernels or current)
+            run(i)
+    sums: dict[str, list[dict[str, float]]] = {name: [] for name in variants}
+    last: dict[str, Any] = {}  # name -> its last profile
     for _ in range(args.rounds):
-        for name, kernels in (("plain", plain), ("current", current)):
-            use(kernels)
+        for name, (kernels, run) in variants.items():
+            use(kernels or current)
             with profile() as prof:
                 for i in range(args.steps):
-                    step(i)
+                    run(i)
             per: dict[str, float] = {}
             for e in prof.key_averages():
                 c = category(e.key)
                 per[c] = per.get(c, 0.0) + e.self_cpu_time_total / 1000 / args.steps
             sums[name].append(per)
-            if name == "current":
-                last = prof
+            last[name] = prof
     use(current)
     names = sorted({k for rows in sums.values() for r in rows for k in r})
     print(f"ConvCNP training step, {args.dim}-D, {args.threads} thread(s): self CPU time per "
           f"step, ms (mean of {args.rounds} rounds of {args.steps} steps)")
-    print(f"| {'category':50s} | plain | current |")
-    print(f"|{'-' * 52}|-------|---------|")
+    widths = [max(7, len(v)) for v in sums]
+    print(f"| {'category':50s} | " + " | ".join(f"{v:>{w}s}" for v, w in zip(sums, widths)) + " |")
+    print(f"|{'-' * 52}|" + "|".join("-" * (w + 2) for w in widths) + "|")
     for k in names + ["total"]:
         vals = [statistics.fmean(sum(r.values()) if k == "total" else r.get(k, 0.0)
-                                 for r in sums[v]) for v in ("plain", "current")]
-        print(f"| {k:50s} | {vals[0]:5.1f} | {vals[1]:7.1f} |")
-    print(f"\ntop operators, current kernels (ms per step, {args.steps} steps):")
-    for e in sorted(last.key_averages(), key=lambda e: -e.self_cpu_time_total)[:args.top]:
-        print(f"  {e.key:40s} {e.self_cpu_time_total / 1000 / args.steps:7.2f}")
+                                 for r in sums[v]) for v in sums]
+        print(f"| {k:50s} | " + " | ".join(f"{x:{w}.1f}" for x, w in zip(vals, widths)) + " |")
+    for name in ("current", "neuralprocesses")[:len(variants) - 1]:
+        print(f"\ntop operators, {name} (ms per step, {args.steps} steps):")
+        for e in sorted(last[name].key_averages(), key=lambda e: -e.self_cpu_time_total)[:args.top]:
+            print(f"  {e.key:40s} {e.self_cpu_time_total / 1000 / args.steps:7.2f}")
     return 0
 
 

@@ -126,3 +126,22 @@ def test_shipped_config_resolves_at_both_sizes():
             assert (model.symmetry is None) == (mc.name == "pt-tnp"), mc.label
             if mc.options.get("approximate") or mc.name == "relaxed-convcnp":
                 assert exact_partner(config, mc, labels) is not None, mc.label
+
+
+def test_map_corrections_are_made_without_training_dropout():
+    import numpy as np
+
+    from approxeq.experiments.smoke import map_panels, map_tasks
+
+    data = generate_smoke(SmokeSettings(**TINY), progress=False)
+    tasks = map_tasks(SmokeTaskGenerator(data, "test"), 2, 0.3, 0)
+    torch.manual_seed(0)
+    model = build_model("convcnp", 2, 1, approximate=True, channels=4, num_layers=1,
+                        kernel_size=3, points_per_unit=8, num_fixed_inputs=2)
+    with torch.no_grad():  # clearly non-zero fixed inputs
+        for p in model.encoder.fixed_input.parameters():
+            p.add_(torch.randn_like(p))
+    in_eval = map_panels(model.eval(), tasks)["correction"]
+    in_train = map_panels(model.train(), tasks)["correction"]
+    assert np.nanmax(np.abs(in_eval).reshape(len(tasks), -1), axis=-1).min() > 1e-3  # every map
+    np.testing.assert_array_equal(in_train, in_eval)

@@ -187,3 +187,24 @@ def test_shipped_terrain_models_build(size):
         assert {(name, False, 0), (name, True, 0)} <= kinds
     assert {("convcnp", True, 2), ("te-pt-tnp", True, 2), ("relaxed-convcnp", False, 0),
             ("pt-tnp", False, 0)} <= kinds
+
+
+def test_the_correction_is_measured_without_training_dropout():
+    from approxeq.experiments.terrain import correction_lapse_correlation
+
+    config = load_named_experiment("terrain", size="quick")
+    o = task_options(config)
+    gen = make_generator(o, o["region"], oracle=False)
+    mc = next(m for m in config.models if m.label == "ConvCNP~+elev")
+    torch.manual_seed(0)
+    model = ModelSpec(mc.name, 2, 1, model_options(mc, gen.domain)).build()
+    with torch.no_grad():  # clearly non-zero fixed inputs
+        for f in (m for m in model.modules() if isinstance(m, FixedInput)):
+            for p in f.parameters():
+                p.add_(torch.randn_like(p))
+    batches = [gen.sample(4, torch.Generator().manual_seed(k)) for k in range(2)]
+    in_eval = correction_lapse_correlation(model.eval(), batches, gen)
+    # in training mode fixed-input and elevation dropout would enter full minus component
+    in_train = correction_lapse_correlation(model.train(), batches, gen)
+    assert math.isfinite(in_eval) and in_train == in_eval
+    assert model.training

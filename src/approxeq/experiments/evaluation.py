@@ -18,7 +18,7 @@ from approxeq.approximate import (
     is_approximate,
 )
 from approxeq.np.batch import Batch
-from approxeq.np.functional import EvalResult, TargetChunked, gaussian_metrics
+from approxeq.np.functional import EvalResult, TargetChunked, evaluation_mode, gaussian_metrics
 from approxeq.train.loop import evaluate
 
 
@@ -100,7 +100,7 @@ def evaluate_model(model: nn.Module, batches: Sequence[Batch], *, equivariance_e
         component), ``component_loglik``, ``component_loglik_se``, ``delta_equiv``,
         ``delta_equiv_se``; for models with a ``symmetry``, ``equivariance`` (``group``,
         ``equiv_err_mean``, ``equiv_err_max``, ``scale`` and, for approximate models,
-        ``component_equiv_err_max``).
+        ``component_equiv_err_max``). The model's training mode is left as it was.
     """
     def summary(result: EvalResult) -> dict[str, Any]:
         s = result.summary()
@@ -108,44 +108,47 @@ def evaluate_model(model: nn.Module, batches: Sequence[Batch], *, equivariance_e
             s["rmse_K"], s["rmse_K_se"] = s["rmse"] * y_scale, s["rmse_se"] * y_scale
         return s
 
-    out = summary(evaluate(model, batches, seed=seed))
-    approximate = is_approximate(model)
-    # the same modules, called on bounded chunks of targets, so memory stays linear in them
-    chunked = TargetChunked(model)
-    if approximate:
-        with equivariant_component(model):
-            comp = summary(evaluate(model, batches, seed=seed))
-        out["component"] = comp
-        out["component_loglik"], out["component_loglik_se"] = comp["loglik"], comp["loglik_se"]
-        with torch.random.fork_rng():
-            torch.manual_seed(seed)
-            deltas = torch.cat([delta_equiv(chunked, b.xc, b.yc, b.xt, **b.model_inputs())
-                                .double().cpu() for b in (to_model(b, model) for b in batches)])
-        out["delta_equiv"], out["delta_equiv_se"] = mean_se(deltas)
-        if y_scale is not None:
-            out["delta_equiv_K"] = out["delta_equiv"] * y_scale
-    group = getattr(model, "symmetry", None)
-    if group is not None and equivariance_elements > 0:
-        b = to_model(batches[0], model)
-        k = min(equivariance_tasks, b.batch_size)
-        kwargs = {key: v[:k] for key, v in b.model_inputs().items()}
-        task = (b.xc[:k], b.yc[:k], b.xt[:k])
-
-        def report():
-            with torch.random.fork_rng():
-                torch.manual_seed(seed)
-                return equivariance_error(chunked, group, *task,
-                                          n_elements=equivariance_elements,
-                                          generator=torch.Generator().manual_seed(seed),
-                                          model_kwargs=kwargs)
-
-        full = report()
-        eq = {"group": repr(group), **full.summary(), "scale": full.scale}
+    # predictions in eval mode whatever mode the caller left the model in; restored on exit
+    with evaluation_mode(model):
+        out = summary(evaluate(model, batches, seed=seed))
+        approximate = is_approximate(model)
+        # the same modules, called on bounded chunks of targets, so memory stays linear in them
+        chunked = TargetChunked(model)
         if approximate:
             with equivariant_component(model):
-                eq["component_equiv_err_max"] = report().max_error
-        out["equivariance"] = eq
-    return out
+                comp = summary(evaluate(model, batches, seed=seed))
+            out["component"] = comp
+            out["component_loglik"] = comp["loglik"]
+            out["component_loglik_se"] = comp["loglik_se"]
+            with torch.random.fork_rng():
+                torch.manual_seed(seed)
+                deltas = torch.cat([delta_equiv(chunked, b.xc, b.yc, b.xt, **b.model_inputs())
+                                    .double().cpu() for b in (to_model(b, model) for b in batches)])
+            out["delta_equiv"], out["delta_equiv_se"] = mean_se(deltas)
+            if y_scale is not None:
+                out["delta_equiv_K"] = out["delta_equiv"] * y_scale
+        group = getattr(model, "symmetry", None)
+        if group is not None and equivariance_elements > 0:
+            b = to_model(batches[0], model)
+            k = min(equivariance_tasks, b.batch_size)
+            kwargs = {key: v[:k] for key, v in b.model_inputs().items()}
+            task = (b.xc[:k], b.yc[:k], b.xt[:k])
+
+            def report():
+                with torch.random.fork_rng():
+                    torch.manual_seed(seed)
+                    return equivariance_error(chunked, group, *task,
+                                              n_elements=equivariance_elements,
+                                              generator=torch.Generator().manual_seed(seed),
+                                              model_kwargs=kwargs)
+
+            full = report()
+            eq = {"group": repr(group), **full.summary(), "scale": full.scale}
+            if approximate:
+                with equivariant_component(model):
+                    eq["component_equiv_err_max"] = report().max_error
+            out["equivariance"] = eq
+        return out
 
 
 def metrics_entry(per_setting: Mapping[str, Mapping[str, Any]], extra: Mapping[str, Any]) -> dict:

@@ -67,13 +67,16 @@ from approxeq.experiments.np_runner import (
 )
 from approxeq.experiments.report import format_table
 from approxeq.np.batch import Batch
+from approxeq.np.functional import evaluation_mode
 from approxeq.train.checkpoint import ModelSpec, write_json_atomic, write_text_atomic
 from approxeq.train.config import ConfigError, ExperimentConfig, ModelConfig
 
 TASK_NAME = "smoke"
 PANELS = "panels.npz"
 #: bump when the evaluation protocol changes, so cached per-model evaluations are redone
-EVAL_VERSION = 1
+#: (2: the map panels are made in eval mode; before, evaluation left the model in training
+#: mode and the corrections drawn carried fixed-input dropout)
+EVAL_VERSION = 2
 TRANSFER_KINDS = ("moved", "rotated")
 
 #: task options and their defaults (``task.options`` of the experiment YAML)
@@ -194,7 +197,8 @@ def map_panels(model: nn.Module, tasks: Sequence[Mapping[str, Any]], *, seed: in
                            yt=flat_y[fluid][None]), model)
 
         def mean_std(b: Batch = b) -> tuple[np.ndarray, np.ndarray]:
-            with torch.no_grad(), torch.random.fork_rng():
+            # eval mode: in training mode fixed-input dropout would enter the correction
+            with torch.no_grad(), torch.random.fork_rng(), evaluation_mode(model):
                 torch.manual_seed(seed)
                 dist = model(b.xc, b.yc, b.xt)
             return (dist.mean[0, :, 0].double().cpu().numpy(),

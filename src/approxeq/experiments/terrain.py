@@ -59,6 +59,7 @@ from approxeq.experiments.np_runner import (
     train_one_model,
 )
 from approxeq.np.batch import Batch
+from approxeq.np.functional import evaluation_mode
 from approxeq.train.checkpoint import ModelSpec, write_json_atomic, write_text_atomic
 from approxeq.train.config import ConfigError, ExperimentConfig, ModelConfig
 
@@ -66,7 +67,9 @@ TASK_NAME = "terrain"
 ORACLE = "oracle"
 BLIND = "terrain-blind"
 #: bump when the evaluation protocol changes, so cached per-model evaluations are redone
-EVAL_VERSION = 1
+#: (2: the correction is measured in eval mode; before, evaluation left the model in training
+#: mode and ``correction_lapse_corr`` carried fixed-input and elevation dropout)
+EVAL_VERSION = 2
 
 #: task options and their defaults (``task.options`` of the experiment YAML)
 TASK_DEFAULTS: dict[str, Any] = {
@@ -204,10 +207,12 @@ def training_pool(o: Mapping[str, Any], batch_size: int, log: Log) -> list[Batch
 @torch.no_grad()
 def _means(model: nn.Module, xc: torch.Tensor, yc: torch.Tensor, xt: torch.Tensor,
            **kwargs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Predictive means of ``model`` and of its equivariant component ``[b, nt, 1]``."""
-    full = model(xc, yc, xt, **kwargs).mean
-    with equivariant_component(model):
-        comp = model(xc, yc, xt, **kwargs).mean
+    """Predictive means of ``model`` and of its equivariant component ``[b, nt, 1]``, in eval
+    mode (in training mode fixed-input and auxiliary dropout would enter the correction)."""
+    with evaluation_mode(model):
+        full = model(xc, yc, xt, **kwargs).mean
+        with equivariant_component(model):
+            comp = model(xc, yc, xt, **kwargs).mean
     return full, comp
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -245,6 +246,20 @@ def forward_in_chunks(model: torch.nn.Module, xc: Tensor, yc: Tensor, xt: Tensor
     return cat_distributions([model(xc, yc, xt[:, s:s + chunk], **aux_chunks(s)) for s in starts])
 
 
+@contextmanager
+def evaluation_mode(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """``model`` in eval mode inside the context (no fixed-input or auxiliary dropout, the
+    evaluation sample counts), its previous mode restored on exit, also on exceptions.
+    Predictions that are reported (metrics, maps, corrections) are made inside it, so that they
+    do not depend on the mode a caller left the model in."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
 class TargetChunked(torch.nn.Module):
     """``model`` whose forward runs :func:`forward_in_chunks`, for code that calls a model on
     all targets at once (e.g. :func:`~approxeq.approximate.delta_equiv`,
@@ -260,6 +275,9 @@ class TargetChunked(torch.nn.Module):
                  max_memory_mb: float = DEFAULT_MAX_MEMORY_MB) -> None:
         super().__init__()
         self.model, self.max_memory_mb = model, max_memory_mb
+        # a new module starts in training mode: without this, code that restores the wrapper's
+        # mode (``model.train(was_training)``) would switch the wrapped model to training
+        self.train(model.training)
         for name in ("symmetry", "dim_x", "dim_y", "dim_aux"):
             if hasattr(model, name):
                 setattr(self, name, getattr(model, name))
