@@ -89,8 +89,29 @@ def test_prefetched_training_sees_the_same_batches_and_ends_with_the_same_weight
     assert ahead.history["val"]["loglik"] == serial.history["val"]["loglik"]
 
 
-def test_the_default_prefetches():
-    assert TrainConfig().prefetch > 0
+def test_the_default_prefetches_only_with_a_core_to_spare(monkeypatch):
+    from approxeq.train.speed import AUTO_PREFETCH, prefetch_depth
+
+    assert TrainConfig().prefetch == "auto"
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    assert prefetch_depth("auto", "cpu", cores=4) == AUTO_PREFETCH > 0
+    assert prefetch_depth("auto", "cpu", cores=2) == 0  # the thread would compete with the step
+    assert prefetch_depth("auto", "cuda", cores=2) == AUTO_PREFETCH
+    assert prefetch_depth(3, "cpu", cores=1) == 3  # an explicit depth is kept
+
+
+def test_parallel_workers_that_fill_every_core_do_not_prefetch():
+    from approxeq.experiments.parallel import with_threads
+    from approxeq.train.config import experiment_from_dict
+
+    config = experiment_from_dict({
+        "name": "t", "task": {"name": "gp", "dim_x": 1, "dim_y": 1},
+        "models": [{"label": "A", "name": "tnp", "train": {"prefetch": 1}},
+                   {"label": "B", "name": "tnp"}]})
+    full = with_threads(config, 1, spare_core=False)
+    assert [m.train.prefetch for m in full.models] == [1, 0]
+    spare = with_threads(config, 1, spare_core=True)
+    assert [m.train.prefetch for m in spare.models] == [1, "auto"]
 
 
 class Crash(RuntimeError):
@@ -163,7 +184,10 @@ def test_prefetch_option_is_checked():
 
     with pytest.raises(ConfigError, match="prefetch"):
         TrainConfig(prefetch=-1)
+    with pytest.raises(ConfigError, match="prefetch"):
+        TrainConfig(prefetch="always")
     assert TrainConfig.from_dict({"prefetch": 0}).prefetch == 0
+    assert TrainConfig.from_dict({"prefetch": "auto"}).prefetch == "auto"
 
 
 # --------------------------------------------------------------------------------------------

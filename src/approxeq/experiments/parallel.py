@@ -44,14 +44,7 @@ from approxeq.experiments.np_runner import (
 )
 from approxeq.train.config import ConfigError, ExperimentConfig, save_experiment
 from approxeq.train.rundir import RunLock
-
-
-def available_cores() -> int:
-    """The CPU cores this process may run on (its affinity mask where the OS has one)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
+from approxeq.train.speed import available_cores
 
 
 def threads_per_job(jobs: int, cores: int | None = None) -> int:
@@ -66,14 +59,19 @@ def check_jobs(jobs: Any) -> int:
     return jobs
 
 
-def with_threads(config: ExperimentConfig, threads: int) -> ExperimentConfig:
+def with_threads(config: ExperimentConfig, threads: int, *,
+                 spare_core: bool = True) -> ExperimentConfig:
     """``config`` with every model's (and the default) ``train.num_threads`` at most
     ``threads``: a count the YAML pins below it is kept (it makes the numbers the same on
-    every machine), an unset or larger one becomes ``threads``. The thread count is not part
-    of a run's fingerprint, so the run directories stay the same."""
+    every machine), an unset or larger one becomes ``threads``. Without a ``spare_core`` (the
+    workers' threads fill every core) ``prefetch: auto`` becomes 0, since a worker cannot see
+    that the other workers hold the cores it would prefetch on. Neither setting is part of a
+    run's fingerprint nor changes its numbers, so the run directories stay the same."""
     def capped(t):
         n = t.num_threads
-        return t.replace(num_threads=threads if n is None else min(n, threads))
+        prefetch = t.prefetch if spare_core or t.prefetch != "auto" else 0
+        return t.replace(num_threads=threads if n is None else min(n, threads),
+                         prefetch=prefetch)
 
     models = [replace(m, train=capped(m.train)) for m in config.models]
     return replace(config, models=models, train=capped(config.train))
@@ -162,8 +160,11 @@ def run_parallel(experiment: Experiment, runs: Sequence[tuple[ExperimentConfig, 
         raise ConfigError(f"jobs: under torchrun the ranks already share every model; run "
                           f"with jobs 1 (got {jobs})")
     log = log or default_log
+    cores = cores or available_cores()
     threads = threads_per_job(jobs, cores)
-    runs = [(with_threads(size_models(config), threads), Path(out)) for config, out in runs]
+    spare = jobs * threads < cores
+    runs = [(with_threads(size_models(config), threads, spare_core=spare), Path(out))
+            for config, out in runs]
     locks: list[RunLock] = []
     try:
         plans = []

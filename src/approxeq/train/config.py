@@ -92,11 +92,13 @@ class TrainConfig:
         dist_timeout_s: seconds a rank waits for the others (rendezvous and collectives)
             before it fails.
         prefetch: training batches drawn ahead in a background thread while the step runs
-            (0: drawn in the loop). The batches, and so the trained weights, are the same
-            bit for bit; checkpoints store the task stream's state after the last batch
-            used, so resuming is exact too. Validation and test sets are not affected. The
-            task generator then runs in that thread: one that draws from the global RNG
-            instead of the generator it is given needs 0.
+            (0: drawn in the loop; ``"auto"``, the default: 2 where a core is free for the
+            thread or the step runs on an accelerator, else 0, see
+            :func:`~approxeq.train.speed.prefetch_depth`). The batches, and so the trained
+            weights, are the same bit for bit whatever the depth; checkpoints store the task
+            stream's state after the last batch used, so resuming is exact too. Validation
+            and test sets are not affected. The task generator then runs in that thread: one
+            that draws from the global RNG instead of the generator it is given needs 0.
         precision: ``"float32"``, ``"bf16"`` or ``"fp16"``: the training forward pass and
             loss run under ``torch.autocast`` with that dtype; parameters, gradients and the
             optimiser state stay float32, and evaluation (validation, test) always runs in
@@ -127,7 +129,7 @@ class TrainConfig:
     find_unused_parameters: bool = False
     dist_init_method: str | None = None
     dist_timeout_s: float = 1800.0
-    prefetch: int = 2
+    prefetch: int | str = "auto"
     precision: str = "float32"
     compile: bool = False
 
@@ -159,10 +161,10 @@ class TrainConfig:
         if self.dist_init_method is not None and "://" not in self.dist_init_method:
             raise ConfigError(f"dist_init_method: expected None or a URL such as "
                               f"'file:///shared/rendezvous', got {self.dist_init_method!r}")
-        if not isinstance(self.prefetch, int) or isinstance(self.prefetch, bool) \
-                or self.prefetch < 0:
-            raise ConfigError(f"prefetch: expected an int >= 0 (batches drawn ahead), "
-                              f"got {self.prefetch!r}")
+        if self.prefetch != "auto" and (not isinstance(self.prefetch, int)
+                                        or isinstance(self.prefetch, bool) or self.prefetch < 0):
+            raise ConfigError(f"prefetch: expected 'auto' or an int >= 0 (batches drawn "
+                              f"ahead), got {self.prefetch!r}")
         if self.precision not in _PRECISIONS:
             raise ConfigError(f"precision: expected one of {', '.join(_PRECISIONS)}, "
                               f"got {self.precision!r}")
@@ -290,6 +292,14 @@ def _check_keys(data: Mapping[str, Any], allowed: set[str], where: str, source: 
                               f"allowed: {', '.join(sorted(allowed))}")
 
 
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _coerce_field(name: str, value: Any, annotation: str, source: str, where: str) -> Any:
     # YAML 1.1 reads "5e-4" (no dot) as a string, so numbers given that way are accepted.
     def fail(expected: str):
@@ -304,6 +314,8 @@ def _coerce_field(name: str, value: Any, annotation: str, source: str, where: st
         if isinstance(value, bool):
             return value
         raise fail("true or false")
+    if annotation == "int | str" and isinstance(value, str) and not _is_number(value):
+        return value  # a keyword such as prefetch's "auto", checked by the dataclass itself
     if annotation.startswith("int"):
         if isinstance(value, bool):
             raise fail("an int")

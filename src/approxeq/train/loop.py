@@ -58,7 +58,7 @@ from approxeq.train.distributed import (
 from approxeq.train.progress import Progress
 from approxeq.train.rng import capture_rng_state, restore_rng_state, seed_everything
 from approxeq.train.rundir import fault_point
-from approxeq.train.speed import BatchStream, StepRunner
+from approxeq.train.speed import BatchStream, StepRunner, prefetch_depth
 
 LAST = "last.pt"
 BEST = "best.pt"
@@ -363,7 +363,8 @@ def _train(model: nn.Module, generator: TaskGenerator, config: TrainConfig, out_
                                    **runner.state_dict()})
             fault_point("checkpoint")
 
-    stream = BatchStream(generator, config.batch_size, task_rng, prefetch=config.prefetch,
+    stream = BatchStream(generator, config.batch_size, task_rng,
+                         prefetch=prefetch_depth(config.prefetch, info.device),
                          num_batches=max(config.steps - step, 0))
     try:
         while step < config.steps:

@@ -9,6 +9,7 @@ plain forward, backward and optimiser step.
 from __future__ import annotations
 
 import contextlib
+import os
 import warnings
 from collections.abc import Iterable
 from typing import Any
@@ -24,6 +25,34 @@ from approxeq.np.functional import np_loss
 #: ``TrainConfig.precision`` values and the autocast dtype of each (``None``: no autocast)
 PRECISIONS: dict[str, torch.dtype | None] = {
     "float32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+#: batches drawn ahead when ``TrainConfig.prefetch`` is ``"auto"`` and prefetching pays
+AUTO_PREFETCH = 2
+
+
+def available_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def prefetch_depth(prefetch: int | str, device: torch.device | str,
+                   cores: int | None = None) -> int:
+    """The batches to draw ahead for ``TrainConfig.prefetch``: an int as it is; ``"auto"``
+    :data:`AUTO_PREFETCH` when the step runs on an accelerator, or on a CPU with a core to
+    spare beyond torch's threads (``torch.get_num_threads() < cores``), else 0. Without a spare
+    core the sampling thread competes with the step's own threads and slows training down
+    (a TNP trained 34 % slower on 2 cores with 2 threads, same batches); see
+    ``benchmarks/README.md``. ``cores`` defaults to :func:`available_cores`."""
+    if prefetch != "auto":
+        return int(prefetch)
+    if torch.device(device).type != "cpu":
+        return AUTO_PREFETCH
+    spare = torch.get_num_threads() < (cores or available_cores())
+    return AUTO_PREFETCH if spare else 0
 
 
 class BatchStream:
