@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from approxeq.np.functional import DEFAULT_MAX_MEMORY_MB, forward_in_chunks
+from approxeq.np.functional import DEFAULT_MAX_MEMORY_MB, evaluation_mode, forward_in_chunks
 
 LAT_NAMES = ("latitude", "lat", "y")
 LON_NAMES = ("longitude", "lon", "x")
@@ -211,28 +211,23 @@ def predict(model: nn.Module, context: Any, target_grid: Any, normaliser: Any, *
         return torch.as_tensor(np.asarray(a, dtype=np.float64).reshape(1, -1, last),
                                dtype=dtype, device=device)
 
-    was_training = model.training
-    model.eval()
     means, stds = [], []
-    try:
-        with equivariant_component(model) if component else nullcontext():
-            for c_lat, c_lon, c_val in sets:
-                xc = tensor(normaliser.normalise_x(c_lat, c_lon), 2)
-                yc = tensor(normaliser.normalise_y(c_val), 1)
-                kwargs = {}
-                if dim_aux:
-                    kwargs["aux_c"] = tensor(normaliser.normalise_aux(aux(c_lat, c_lon)), dim_aux)
-                    kwargs["aux_t"] = tensor(at_all, dim_aux)
-                pred = forward_in_chunks(model, xc, yc, tensor(xt_all, 2), **kwargs,
-                                         max_memory_mb=max_memory_mb,
-                                         chunk_targets=batch_targets)
-                mean = pred.mean[0, :, 0].double().cpu().numpy()
-                std = pred.stddev[0, :, 0].double().cpu().numpy()
-                del pred
-                means.append(normaliser.unnormalise_y(mean).reshape(la.shape))
-                stds.append(normaliser.unnormalise_std(std).reshape(la.shape))
-    finally:
-        model.train(was_training)
+    with evaluation_mode(model), (equivariant_component(model) if component else nullcontext()):
+        for c_lat, c_lon, c_val in sets:
+            xc = tensor(normaliser.normalise_x(c_lat, c_lon), 2)
+            yc = tensor(normaliser.normalise_y(c_val), 1)
+            kwargs = {}
+            if dim_aux:
+                kwargs["aux_c"] = tensor(normaliser.normalise_aux(aux(c_lat, c_lon)), dim_aux)
+                kwargs["aux_t"] = tensor(at_all, dim_aux)
+            pred = forward_in_chunks(model, xc, yc, tensor(xt_all, 2), **kwargs,
+                                     max_memory_mb=max_memory_mb,
+                                     chunk_targets=batch_targets)
+            mean = pred.mean[0, :, 0].double().cpu().numpy()
+            std = pred.stddev[0, :, 0].double().cpu().numpy()
+            del pred
+            means.append(normaliser.unnormalise_y(mean).reshape(la.shape))
+            stds.append(normaliser.unnormalise_std(std).reshape(la.shape))
     coords = {lat_n: lat, lon_n: lon}
     dims: tuple[str, ...] = (lat_n, lon_n)
     mean, std = np.stack(means), np.stack(stds)

@@ -14,9 +14,9 @@ Runs are repeatable: rank ``r`` draws its tasks from a ``torch.Generator`` seede
 ``seed + r`` and seeds the global torch RNG (dropout, fixed-input masks) the same way. Both
 states are stored in ``last.pt``, so a run resumed after a crash ends with bit-identical
 parameters to an uninterrupted one. Validation runs under a forked RNG, so how often it runs
-does not change the training trajectory. Training batches are drawn ahead in a background thread
-(``TrainConfig.prefetch``) without changing them; the precision and compile options are in
-:mod:`approxeq.train.speed`.
+does not change the training trajectory. Where a core is free (or on an accelerator) training
+batches are drawn ahead in a background thread (``TrainConfig.prefetch``) without changing them;
+the precision and compile options are in :mod:`approxeq.train.speed`.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from torch import nn
 
 from approxeq.data.base import TaskGenerator
 from approxeq.np.batch import Batch
-from approxeq.np.functional import EvalResult, np_evaluate
+from approxeq.np.functional import EvalResult, evaluation_mode, np_evaluate
 from approxeq.train.checkpoint import (
     ModelSpec,
     load_checkpoint,
@@ -142,9 +142,7 @@ def evaluate(model: nn.Module, batches: Sequence[Batch], *, seed: int | None = 0
         raise ValueError("batches: expected at least one batch, got an empty sequence")
     model = unwrap_model(model)
     dtype, device = _param_dtype_device(model)
-    was_training = model.training
-    model.eval()
-    try:
+    with evaluation_mode(model):
         if seed is None:
             results = [np_evaluate(model, _to_model(b, dtype, device)) for b in batches]
         else:
@@ -152,8 +150,6 @@ def evaluate(model: nn.Module, batches: Sequence[Batch], *, seed: int | None = 0
             with torch.random.fork_rng(devices=devices):
                 torch.manual_seed(seed)
                 results = [np_evaluate(model, _to_model(b, dtype, device)) for b in batches]
-    finally:
-        model.train(was_training)
     return EvalResult.cat([_cpu(r) for r in results])
 
 
@@ -217,9 +213,10 @@ def train(model: nn.Module, generator: TaskGenerator, config: TrainConfig,
         model: a neural process ``forward(xc, yc, xt) -> Distribution``; moved to
             ``config.device`` and trained in place.
         generator: the training task distribution; ``sample(batch_size, torch.Generator)``.
-            With ``config.prefetch > 0`` it is called from a background thread, so it must
-            draw its randomness from the generator it is given only (as every task generator
-            of approxeq does): one that uses the global RNG needs ``prefetch=0``.
+            When batches are drawn ahead (``config.prefetch`` > 0, or ``"auto"`` where a core
+            is free) it is called from a background thread, so it must draw its randomness
+            from the generator it is given only (as every task generator of approxeq does):
+            one that uses the global RNG needs ``prefetch=0``.
         config: steps, batch size, optimiser, validation and checkpoint schedule, seed.
         out_dir: run directory for ``last.pt``, ``best.pt`` and ``history.json`` (created).
         val_set: fixed validation batches (the same on every rank); default

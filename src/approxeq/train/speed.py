@@ -239,4 +239,5 @@ class StepRunner:
             self.scaler.load_state_dict(state["grad_scaler"])
 
 
-__all__ = ["PRECISIONS", "BatchStream", "StepRunner"]
+__all__ = ["AUTO_PREFETCH", "PRECISIONS", "BatchStream", "StepRunner", "available_cores",
+           "prefetch_depth"]
