@@ -18,6 +18,13 @@ load hits both alike); the table gives the median and interquartile range of eac
 time at each thread count, and the ratio approxeq / neuralprocesses of the medians, and of the
 per-pair times (the ratio that is robust to load drift), last.
 
+The worker keeps freed memory for reuse (``--allocator keep``, glibc; ``common.keep_freed_memory``).
+With glibc's default behaviour (``--allocator default``) a step that allocates megabyte-sized
+activations takes fresh pages from the kernel thousands of times per step, and how often
+depends on what else the process allocated: in one process, one library's step can run on the
+heap the other's left behind, so the comparison would measure the pair, not each step. The
+table gives the page faults per step of each side.
+
 neuralprocesses is an optional dependency: ``pip install -e .[bench]``.
 
 Run from the repository root::
@@ -89,6 +96,9 @@ def run_pair(config: dict[str, Any]) -> dict[str, Any]:
     from approxeq.np import np_loss
 
     common.worker_setup(config)
+    allocator = config.get("allocator", "keep")
+    if allocator == "keep" and not common.keep_freed_memory():
+        allocator = "default (keep unavailable: not glibc)"
     import lab.torch  # noqa: F401 -- neuralprocesses' torch backend
     import neuralprocesses.torch as nps
 
@@ -123,15 +133,18 @@ def run_pair(config: dict[str, Any]) -> dict[str, Any]:
     steps = {"approxeq": step_ours, "neuralprocesses": step_theirs}
     times: dict[str, list[float]] = {k: [] for k in steps}
     losses: dict[str, list[float]] = {k: [] for k in steps}
+    faults: dict[str, list[int]] = {k: [] for k in steps}
     for i in range(config["warmup"] + config["repeats"]):
         order = list(steps) if i % 2 == 0 else list(reversed(steps))
         for name in order:
+            faults_before = common.minor_page_faults()
             start = time.perf_counter()
             loss = steps[name](i)
             elapsed = 1000.0 * (time.perf_counter() - start)
             if i >= config["warmup"]:
                 times[name].append(elapsed)
                 losses[name].append(loss)
+                faults[name].append(common.minor_page_faults() - faults_before)
     timings = {}
     for name, ts in times.items():
         q25, med, q75 = common.quartiles(ts)
@@ -143,6 +156,8 @@ def run_pair(config: dict[str, Any]) -> dict[str, Any]:
             "ratio_of_medians": timings["approxeq"].median_ms
             / timings["neuralprocesses"].median_ms,
             "median_pair_ratio": statistics.median(pair_ratios), "grid_first_batch": grid,
+            "allocator": allocator,
+            "page_faults_per_step": {k: statistics.median(v) for k, v in faults.items()},
             "mean_loss": {k: statistics.fmean(v) for k, v in losses.items()}}
 
 
@@ -171,6 +186,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--timeout-s", type=float, default=900.0,
                    help="give up on a configuration after this long (default 900)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON results file")
+    p.add_argument("--allocator", choices=["keep", "default"], default="keep",
+                   help="'keep' (default): glibc keeps freed memory for reuse, so neither "
+                        "library's steps page-fault or depend on the other's heap; 'default': "
+                        "glibc's own behaviour")
     p.add_argument("--smoke", action="store_true", help="tiny networks and tasks, 1 step")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -185,23 +204,26 @@ def build_configs(args: argparse.Namespace) -> list[dict[str, Any]]:
     arch, task = (SMOKE_ARCH, SMOKE_TASK) if args.smoke else (ARCH, TASK)
     return [{"label": f"{d}-D, {t} thread{'s' if t > 1 else ''}", "dim_x": d, "threads": t,
              "arch": arch[d], "task": task, "warmup": args.warmup, "repeats": args.repeats,
-             "seed": args.seed} for d in args.dims for t in args.threads]
+             "seed": args.seed, "allocator": args.allocator}
+            for d in args.dims for t in args.threads]
 
 
 def results_table(results: list[dict[str, Any]]) -> str:
     rows = []
     for r in results:
         if r.get("status") != "ok":
-            rows.append([r["label"], None, None, None, None, None, None, r.get("status")])
+            rows.append([r["label"], None, None, None, None, None, None, None, r.get("status")])
             continue
         a, b = r["timing"]["approxeq"], r["timing"]["neuralprocesses"]
         params = r["num_parameters"]
         same = params["approxeq"] == params["neuralprocesses"]
+        faults = r["page_faults_per_step"]
         rows.append([r["label"], a["median_ms"], a["iqr_ms"], b["median_ms"], b["iqr_ms"],
                      f"{params['approxeq']}" + ("" if same else f" vs {params['neuralprocesses']}"),
-                     a["repeats"], "ok"])
+                     f"{faults['approxeq']:g} / {faults['neuralprocesses']:g}", a["repeats"], "ok"])
     return common.format_table(rows, ["configuration", "approxeq ms", "IQR", "neuralprocesses ms",
-                                      "IQR", "parameters", "steps", "status"])
+                                      "IQR", "parameters", "page faults per step", "steps",
+                                      "status"])
 
 
 def ratio_lines(results: list[dict[str, Any]]) -> list[str]:

@@ -345,6 +345,42 @@ def worker_main(configs_json: str, run_one: Callable[[dict[str, Any]], dict[str,
               flush=True)
 
 
+#: glibc's mallopt parameters (malloc.h)
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -3, -8
+
+
+def keep_freed_memory(limit_bytes: int = 256 << 20) -> bool:
+    """Make glibc's malloc keep freed memory for reuse in this process, instead of returning
+    it to the kernel; returns whether it could (False off glibc).
+
+    By default glibc serves every allocation above a moving threshold (from 128 KiB) with fresh
+    pages from the kernel and gives them back when it is freed, and trims its heap whenever
+    enough memory at its top is free. A training step that allocates megabyte-sized
+    activations then page-faults thousands of times per step, and how often depends on what
+    else the process allocated before: in one process, one library's step can run on the heap
+    that another's left behind. With both thresholds raised (allocations up to
+    ``limit_bytes`` come from the heap, which is never trimmed) and one arena for all threads
+    (the per-thread arenas of a multi-threaded step live in separately mapped heaps that glibc
+    unmaps when they empty), neither does.
+    """
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name)
+        return bool(libc.mallopt(_M_MMAP_THRESHOLD, limit_bytes)
+                    and libc.mallopt(_M_TRIM_THRESHOLD, 4 * limit_bytes)
+                    and libc.mallopt(_M_ARENA_MAX, 1))
+    except (OSError, AttributeError, TypeError):
+        return False
+
+
+def minor_page_faults() -> int:
+    """Minor page faults of this process so far (all its threads)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
 def worker_setup(config: dict[str, Any]) -> str:
     """Threads and seed of a worker; returns the device."""
     torch.set_num_threads(int(config.get("threads", 1)))

@@ -52,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=2, help="alternating rounds")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--top", type=int, default=12, help="operators listed for the current code")
+    p.add_argument("--allocator", choices=["keep", "default"], default="keep",
+                   help="as bench_vs_neuralprocesses.py (default keep: no page faults)")
     p.add_argument("--neuralprocesses", action="store_true",
                    help="profile neuralprocesses' step of the same network too (.[bench])")
     args = p.parse_args(argv)
@@ -64,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     from approxeq.np import np_loss
 
     torch.set_num_threads(args.threads)
+    if args.allocator == "keep" and not vs.common.keep_freed_memory():
+        print("--allocator keep: not glibc, glibc's default behaviour kept", file=sys.stderr)
     current = (cnn.apply_conv, cnn._cat_channels, setconv.rbf_weights)
     plain = (lambda conv, h: conv(h), lambda a, b: torch.cat([a, b], 1),
              lambda x, a, ls: torch.exp(-0.5 * ((x[..., None] - a) / ls) ** 2))

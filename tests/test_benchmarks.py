@@ -148,6 +148,36 @@ def test_vs_neuralprocesses_smoke_equal_parameters(tmp_path):
         for t in r["timing"].values():
             assert t["median_ms"] > 0 and t["repeats"] == len(t["times_ms"]) == 2
         assert r["ratio_of_medians"] > 0 and r["median_pair_ratio"] > 0
+        assert r["allocator"] == "keep" and set(r["page_faults_per_step"]) == set(params)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
+def test_keep_freed_memory_stops_page_faults_of_reallocated_tensors():
+    """Three 4 MiB tensors allocated and freed together, twenty times. With glibc's starting
+    threshold held fixed (128 KiB), each is served by fresh pages from the kernel (about 3,000
+    faults per round; glibc's default moves its threshold, and whether it then faults depends on
+    the heap's layout); once freed memory is kept, the heap serves them and nothing faults."""
+    code = f"""
+import ctypes, ctypes.util, importlib.util, sys, torch
+spec = importlib.util.spec_from_file_location("c", {str(BENCH / "common.py")!r})
+c = importlib.util.module_from_spec(spec); sys.modules["c"] = c; spec.loader.exec_module(c)
+def churn():
+    before = c.minor_page_faults()
+    for _ in range(20):
+        xs = [torch.ones(1 << 20) for _ in range(3)]
+        del xs
+    return c.minor_page_faults() - before
+assert ctypes.CDLL(ctypes.util.find_library("c")).mallopt(-3, 128 << 10)  # M_MMAP_THRESHOLD
+fresh_pages = churn()
+assert c.keep_freed_memory()
+churn()
+print(fresh_pages, churn())
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    fresh_pages, kept = map(int, proc.stdout.split())
+    assert fresh_pages > 10_000 and kept < 100
 
 
 def test_data_smoke_writes_json(tmp_path):

@@ -135,8 +135,8 @@ def test_unet_equals_channels_first_reference_float64():
             if net.inp is not None:
                 h = net.inp.conv(torch.relu(h))
             skips = [h if io_blocks else None]
-            for blk in net.down:
-                h = blk.conv(blk.act(h))
+            for i, blk in enumerate(net.down):
+                h = blk.conv(h if i == 0 and not io_blocks else torch.relu(h))
                 skips.append(h)
             u = skips.pop()
             for level, blk in zip(reversed(range(net.num_layers)), net.up):
@@ -147,6 +147,29 @@ def test_unet_equals_channels_first_reference_float64():
             return out.movedim(1, -1)
 
         torch.testing.assert_close(net(z), reference(z), rtol=1e-12, atol=1e-12)
+
+
+def test_unet_activates_each_skip_once_bit_for_bit_as_the_blocks_would():
+    """The UNet applies its blocks' ReLUs itself (once per skip connection): float32 values and
+    gradients equal those of the blocks activating their own inputs, bit for bit."""
+    import copy
+
+    g = torch.Generator().manual_seed(4)
+    for io_blocks in (True, False):
+        net = UNet(1, 3, 8, 3, 5, io_blocks=io_blocks)
+        assert isinstance(net.act, torch.nn.ReLU)
+        blocks_activate = copy.deepcopy(net)
+        for blk in [*blocks_activate.down[0 if io_blocks else 1:], *blocks_activate.up,
+                    *([blocks_activate.out] if io_blocks else [])]:
+            blk.act = torch.nn.ReLU()
+        blocks_activate.act = torch.nn.Identity()
+        z = torch.randn(4, 32, 3, generator=g, requires_grad=True)
+        outs = [m(z) for m in (net, blocks_activate)]
+        assert torch.equal(outs[0], outs[1])
+        grad = torch.randn(outs[0].shape, generator=g)
+        grads = [torch.autograd.grad(o, [z, *m.parameters()], grad)
+                 for o, m in zip(outs, (net, blocks_activate))]
+        assert all(torch.equal(a, b) for a, b in zip(*grads))
 
 
 def test_unet_out_channels_is_a_linear_map_on_the_grid():

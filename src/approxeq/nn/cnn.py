@@ -202,6 +202,26 @@ class UNet(nn.Module):
                 raise ValueError("block: io_blocks=False needs blocks with an 'act' attribute "
                                  f"(the input is not activated), got {type(self.down[0]).__name__}")
             self.down[0].act = nn.Identity()
+        self.act = self._hoist_activations()
+
+    def _hoist_activations(self) -> nn.Module:
+        """Take the blocks' ReLUs out of the blocks, to apply each one once per tensor.
+
+        Each skip connection feeds two blocks, the next stride-2 one and (concatenated) a
+        transposed one, and both would activate it; with the ReLU applied here instead, the
+        activated skip is computed once and kept, and only the new channels are activated
+        before each concatenation (a ReLU commutes with the concatenation). Values and
+        gradients are those of the blocks' own ReLUs, bit for bit. Blocks whose ``act`` is not
+        a ReLU are left alone and activate their inputs themselves.
+        """
+        blocks = [*self.down[0 if self.io_blocks else 1:], *self.up]
+        if self.io_blocks:
+            blocks.append(self.out)
+        if not all(isinstance(getattr(b, "act", None), nn.ReLU) for b in blocks):
+            return nn.Identity()
+        for b in blocks:
+            b.act = nn.Identity()
+        return nn.ReLU()
 
     def _level_coords(self, coords: Tensor | None, level: int) -> Tensor | None:
         # A stride-2 "same" convolution with an odd kernel centres output j on input 2j.
@@ -214,17 +234,17 @@ class UNet(nn.Module):
         _check_grid_input("UNet", z, self.dim, self.in_channels, self.grid_multiple, coords)
         h = _to_channels_first(z)
         if self.inp is not None:
-            h = self.inp(h, coords, **block_kwargs)
-        # skips[level] is the representation at resolution 2^-level
+            h = self.act(self.inp(h, coords, **block_kwargs))
+        # skips[level] is the (activated) representation at resolution 2^-level
         skips = [h] if self.io_blocks else [None]
         for level, blk in enumerate(self.down, start=1):
-            h = blk(h, self._level_coords(coords, level), **block_kwargs)
+            h = self.act(blk(h, self._level_coords(coords, level), **block_kwargs))
             skips.append(h)
         u = skips.pop()
         for level, blk in zip(reversed(range(self.num_layers)), self.up):
             u = blk(u, self._level_coords(coords, level), **block_kwargs)
             if skips[level] is not None:
-                u = _cat_channels(u, skips[level])
+                u = _cat_channels(self.act(u), skips[level])
         if self.io_blocks:
             return _to_channels_last(self.out(u, coords, **block_kwargs))
         out = _to_channels_last(self.out(u))
