@@ -39,6 +39,7 @@ import argparse
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +90,27 @@ def build_neuralprocesses(dim_x: int, arch: dict[str, Any]):
         unet_strides=2, points_per_unit=arch["points_per_unit"], margin=arch["margin"])
 
 
+def neuralprocesses_step(model, optimiser, batches: list) -> Callable[[int], Any]:
+    """A training step of neuralprocesses' ``model`` on ``batches[i % len(batches)]`` (given
+    as approxeq batches; neuralprocesses is channels-first, ``x [batch, dim_x, n]``); the step
+    returns the loss."""
+    import lab.torch  # noqa: F401 -- neuralprocesses' torch backend
+    import neuralprocesses.torch as nps
+
+    data = [tuple(t.transpose(1, 2).contiguous() for t in (b.xc, b.yc, b.xt, b.yt))
+            for b in batches]
+
+    def step(i: int):
+        xc, yc, xt, yt = data[i % len(data)]
+        optimiser.zero_grad(set_to_none=True)
+        loss = -nps.loglik(model, xc, yc, xt, yt, normalise=True).mean()
+        loss.backward()
+        optimiser.step()
+        return loss
+
+    return step
+
+
 def run_pair(config: dict[str, Any]) -> dict[str, Any]:
     """Interleaved training steps of both models at one thread count and grid dimension."""
     import torch
@@ -99,9 +121,6 @@ def run_pair(config: dict[str, Any]) -> dict[str, Any]:
     allocator = config.get("allocator", "keep")
     if allocator == "keep" and not common.keep_freed_memory():
         allocator = "default (keep unavailable: not glibc)"
-    import lab.torch  # noqa: F401 -- neuralprocesses' torch backend
-    import neuralprocesses.torch as nps
-
     dim_x, arch = config["dim_x"], config["arch"]
     torch.manual_seed(0)
     ours = build_approxeq(dim_x, arch).train()
@@ -111,9 +130,7 @@ def run_pair(config: dict[str, Any]) -> dict[str, Any]:
     opt_ours = torch.optim.AdamW(ours.parameters(), lr=LEARNING_RATE)
     opt_theirs = torch.optim.AdamW(theirs.parameters(), lr=LEARNING_RATE)
     batches = make_batches(dim_x, config["task"], NUM_BATCHES, config["seed"])
-    # neuralprocesses is channels-first: x [batch, dim_x, n]
-    theirs_batches = [tuple(t.transpose(1, 2).contiguous() for t in (b.xc, b.yc, b.xt, b.yt))
-                      for b in batches]
+    theirs_step = neuralprocesses_step(theirs, opt_theirs, batches)
 
     def step_ours(i: int) -> float:
         opt_ours.zero_grad(set_to_none=True)
@@ -123,12 +140,7 @@ def run_pair(config: dict[str, Any]) -> dict[str, Any]:
         return float(loss)
 
     def step_theirs(i: int) -> float:
-        xc, yc, xt, yt = theirs_batches[i % NUM_BATCHES]
-        opt_theirs.zero_grad(set_to_none=True)
-        loss = -nps.loglik(theirs, xc, yc, xt, yt, normalise=True).mean()
-        loss.backward()
-        opt_theirs.step()
-        return float(loss)
+        return float(theirs_step(i))
 
     steps = {"approxeq": step_ours, "neuralprocesses": step_theirs}
     times: dict[str, list[float]] = {k: [] for k in steps}

@@ -88,21 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     # name -> (kernels to swap in, or None for neuralprocesses' own step; the step)
     variants = {"plain": (plain, step), "current": (current, step)}
     if args.neuralprocesses:
-        import lab.torch  # noqa: F401 -- neuralprocesses' torch backend
-        import neuralprocesses.torch as nps
-
         theirs = vs.build_neuralprocesses(args.dim, vs.ARCH[args.dim])
         opt_theirs = torch.optim.AdamW(theirs.parameters(), lr=vs.LEARNING_RATE)
-        theirs_batches = [tuple(t.transpose(1, 2).contiguous() for t in (b.xc, b.yc, b.xt, b.yt))
-                          for b in batches]
-
-        def step_theirs(i: int) -> None:
-            xc, yc, xt, yt = theirs_batches[i % len(theirs_batches)]
-            opt_theirs.zero_grad(set_to_none=True)
-            (-nps.loglik(theirs, xc, yc, xt, yt, normalise=True).mean()).backward()
-            opt_theirs.step()
-
-        variants["neuralprocesses"] = (None, step_theirs)
+        variants["neuralprocesses"] = (None, vs.neuralprocesses_step(theirs, opt_theirs, batches))
 
     for i in range(2):
         for kernels, run in variants.values():
