@@ -53,14 +53,18 @@ def test_automatic_chunk_size_respects_memory_budget(float64, gen):
     chunk = attn.resolve_chunk_size(1, 4096, 4096, torch.float32)
     assert 1 <= chunk < 4096
     assert chunk * 4096 * attn.bytes_per_pair(4) <= 64 * 2**20
-    # a tiny budget forces many chunks; the result must not change
+    # a tiny budget forces the blocked path with many tiles; the result must not change
     small = TEMultiHeadAttention(8, 2, dim_x=1)
     (zq, xq), (zk, xk) = tokens(1, 9, 8, 1, gen), tokens(1, 5, 8, 1, gen)
     reference = small(zq, zk, xq, xk)
-    # room for two queries' pairs: five chunks
+    assert small.plan_tiles(1, 9, 5, zq.dtype) is None  # small inputs: the whole path
+    # room for two queries' pairs: five query chunks of the whole path
     small.memory_budget_mb = 2 * 5 * small.bytes_per_pair(8) / 2**20
     assert small.resolve_chunk_size(1, 9, 5, zq.dtype) == 2
-    assert torch.equal(small(zq, zk, xq, xk), reference)
+    # room for six pairs of a tile: tiles of one query by all five keys
+    small.memory_budget_mb = 6 * small.tile_bytes_per_pair(8) / 2**20
+    assert small.plan_tiles(1, 9, 5, zq.dtype) == (1, 5)
+    torch.testing.assert_close(small(zq, zk, xq, xk), reference, rtol=0, atol=1e-12)
 
 
 def test_attention_that_cannot_fit_names_the_option(float64, gen):

@@ -9,15 +9,19 @@ so that shifting every location by the same vector changes nothing: no absolute 
 anywhere. Values are the usual linear maps of the key tokens.
 
 The logit MLP runs on every (query, key) pair, so its hidden activations have shape
-``[batch, n_query, n_key, hidden]``. To keep memory bounded the MLP runs on one chunk of
-queries at a time; only the ``[batch, heads, n_query, n_key]`` dot products, logits and softmax
-weights are held whole. The chunks share every other operation, so the result is bitwise the
-same for every chunk size. With gradients enabled and more than one chunk, each chunk's MLP is
-recomputed in the backward pass (activation checkpointing) instead of being stored. When even a
-single query's pairs exceed the budget, the call fails with a ``MemoryError`` that names
-``memory_budget_mb`` (the keys are never chunked). Bounding the number of queries per call, and
-so the whole ``[batch, heads, n_query, n_key]`` arrays, is the caller's part: prediction does it
-by chunking the targets (:func:`approxeq.np.functional.forward_in_chunks`).
+``[batch, n_query, n_key, hidden]``. Two paths keep memory bounded:
+
+* **whole** (small inputs, when every pair's MLP activations fit in ``memory_budget_mb``, or an
+  explicit ``chunk_size`` without ``key_block``): the ``[batch, heads, n_query, n_key]`` dot
+  products, logits and softmax weights are held whole and the MLP runs on one chunk of queries
+  at a time. The chunks share every other operation, so the result is bitwise the same for every
+  chunk size; with gradients enabled and more than one chunk, each chunk's MLP is recomputed in
+  the backward pass (activation checkpointing).
+* **blocked** (otherwise, or whenever ``key_block`` is set): the online-softmax kernel of
+  :mod:`approxeq.nn.blocked_attention` over tiles of queries by keys, forward and backward
+  (each tile's logits are recomputed in the backward pass). Memory is one tile, sized from
+  ``memory_budget_mb``, plus ``O(n_query + n_key)`` per head: nothing is quadratic in the
+  number of points. It equals the whole path up to rounding (about 1e-15 in float64).
 
 The MLP's first layer is linear in its input ``[dots, x_n − x_m]``, so its location part splits
 into a per-query term minus a per-key term: ``W_x (x_n − x_m) + b = (W_x x_n + b) − W_x x_m``.
@@ -43,10 +47,14 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from approxeq.nn.attention import AttentionHeads, FeedForward, check_key_mask, masked_attention
+from approxeq.nn.blocked_attention import blocked_pair_attention
 from approxeq.nn.mlp import MLP
 
 #: default memory budget of the pairwise logit MLP, per attention call
 DEFAULT_MEMORY_BUDGET_MB = 256.0
+#: the fewest keys per tile the blocked path picks from the budget (unless the budget is
+#: smaller): fewer, longer tiles keep the per-tile overhead small
+MIN_KEY_BLOCK = 256
 
 # Activations that act on each value alone, so they work on any layout of the pair tensor.
 _ELEMENTWISE = (nn.ReLU, nn.GELU, nn.SiLU, nn.Tanh, nn.ELU, nn.LeakyReLU, nn.Sigmoid,
@@ -62,9 +70,12 @@ class TEMultiHeadAttention(AttentionHeads):
         dim: token width. num_heads: number of heads. dim_x: dimension of the locations.
         logit_hidden: width of the logit MLP (default ``dim``). logit_layers: its hidden layers.
         activation: activation of the logit MLP.
-        chunk_size: queries per chunk of the pairwise MLP; ``None`` picks the largest chunk
-            whose activations fit in ``memory_budget_mb``.
-        memory_budget_mb: memory allowed for one chunk's pairwise activations (MiB).
+        chunk_size: queries per chunk of the pairwise MLP (per tile, on the blocked path);
+            ``None`` picks the largest chunk whose activations fit in ``memory_budget_mb``.
+        memory_budget_mb: memory allowed for one chunk's (tile's) pairwise activations (MiB).
+        key_block: keys per tile; setting it forces the blocked path (see the module
+            docstring). ``None`` takes the whole path where it fits the budget and otherwise
+            picks the tiles from the budget.
 
     Shapes: ``forward(zq [b, nq, dim], zk [b, nk, dim], xq [b, nq, dim_x], xk [b, nk, dim_x],
     key_mask [b, nk] | None)`` returns ``[b, nq, dim]``; ``nk`` may be 0 (output zero).
@@ -76,7 +87,8 @@ class TEMultiHeadAttention(AttentionHeads):
     def __init__(self, dim: int, num_heads: int, dim_x: int, *, logit_hidden: int | None = None,
                  logit_layers: int = 2, activation: str | Callable[[], nn.Module] = "relu",
                  chunk_size: int | None = None,
-                 memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB) -> None:
+                 memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB,
+                 key_block: int | None = None) -> None:
         super().__init__(dim, num_heads)
         if dim_x < 1:
             raise ValueError(f"dim_x: expected >= 1, got {dim_x}")
@@ -88,6 +100,7 @@ class TEMultiHeadAttention(AttentionHeads):
         self.logit_mlp = MLP(num_heads + self.location_features(dim_x), num_heads,
                              self.logit_hidden, logit_layers, activation)
         self.chunk_size = chunk_size
+        self.key_block = key_block
         self.memory_budget_mb = memory_budget_mb
         #: run the pairwise MLP with its first layer split (see the module docstring); False
         #: runs the plain MLP on concatenated pairs, the same function (for benchmarks)
@@ -109,12 +122,57 @@ class TEMultiHeadAttention(AttentionHeads):
             raise ValueError(f"chunk_size: expected a positive int or None, got {value!r}")
         self._chunk_size = value
 
+    @property
+    def key_block(self) -> int | None:
+        return self._key_block
+
+    @key_block.setter
+    def key_block(self, value: int | None) -> None:
+        if value is not None and (not isinstance(value, int) or value < 1):
+            raise ValueError(f"key_block: expected a positive int or None, got {value!r}")
+        self._key_block = value
+
     def bytes_per_pair(self, itemsize: int) -> int:
         """Upper estimate of the memory one (query, key) pair needs in the logit MLP."""
         h, dx = self.num_heads, self.dim_x
         # two live hidden activations (linear output and activation), the location
         # differences, the MLP input and its output
         return itemsize * (2 * self.logit_hidden + 2 * h + 2 * dx + 8)
+
+    def tile_bytes_per_pair(self, itemsize: int) -> int:
+        """Upper estimate of the memory one (query, key) pair of a tile needs on the blocked
+        path: the MLP's activations kept for the backward pass and the tile's logits, softmax
+        weights and their gradients."""
+        h, hidden = self.num_heads, self.logit_hidden
+        return itemsize * ((2 * self.logit_layers + 2) * hidden + 8 * h + 8)
+
+    def plan_tiles(self, batch: int, n_query: int, n_key: int,
+                   dtype: torch.dtype) -> tuple[int, int] | None:
+        """``(queries, keys)`` per tile of the blocked path, or ``None`` for the whole path
+        (see the module docstring).
+
+        Raises ``MemoryError`` naming ``memory_budget_mb`` when the budget cannot hold even one
+        pair per task."""
+        itemsize = torch.finfo(dtype).bits // 8
+        budget = int(self.memory_budget_mb * 2**20)
+        if self.key_block is None and (self.chunk_size is not None or batch * n_query * n_key
+                                       * self.bytes_per_pair(itemsize) <= budget):
+            return None
+        pairs = budget // (batch * self.tile_bytes_per_pair(itemsize))
+        if pairs < 1:
+            need = batch * self.tile_bytes_per_pair(itemsize) / 2**20
+            raise MemoryError(
+                f"memory_budget_mb: the TE attention needs {need:.3g} MiB for one (query, key) "
+                f"pair in a batch of {batch}, over memory_budget_mb = "
+                f"{self.memory_budget_mb:g}; build the model with memory_budget_mb >= "
+                f"{need:.3g} (or set chunk_size to bypass the budget)")
+        # Keys per tile: all of them when every query fits, else as many as the budget allows
+        # with all queries, but at least MIN_KEY_BLOCK (then fewer queries per tile).
+        key_block = self.key_block or min(n_key, max(pairs // max(1, n_query),
+                                                     min(MIN_KEY_BLOCK, pairs)))
+        key_block = min(key_block, n_key)
+        query_chunk = self.chunk_size or max(1, min(n_query, pairs // key_block))
+        return min(query_chunk, n_query), key_block
 
     def resolve_chunk_size(self, batch: int, n_query: int, n_key: int, dtype: torch.dtype) -> int:
         """Queries per chunk: ``chunk_size`` if set, else the largest chunk within the budget.
@@ -167,6 +225,30 @@ class TEMultiHeadAttention(AttentionHeads):
             x = module(x)
         return x.view(b, c, nk, h)
 
+    def _blocked_attention(self, q: Tensor, k: Tensor, v: Tensor, xq: Tensor, xk: Tensor,
+                           key_mask: Tensor | None, tiles: tuple[int, int]) -> Tensor:
+        """The blocked path: ``q, k, v [b, h, n, d_h]`` -> ``[b, h, nq, d_h]``."""
+        b, nq, nk = q.shape[0], q.shape[2], k.shape[2]
+        if self._splits_first_layer():
+            first = self.logit_mlp.net[0]
+            w_x = first.weight[:, self.num_heads:].t()
+            fq = torch.addmm(first.bias, xq.reshape(-1, self.dim_x), w_x).view(b, nq, -1)
+            fk = (xk.reshape(-1, self.dim_x) @ -w_x).view(b, nk, -1)
+
+            def pair_logits(dots: Tensor, fq_: Tensor, fk_: Tensor) -> Tensor:
+                return self._split_chunk_logits(dots, fq_[:, :, None], fk_[:, None])
+        else:
+            fq, fk = xq, xk
+
+            def pair_logits(dots: Tensor, fq_: Tensor, fk_: Tensor) -> Tensor:
+                return self._chunk_logits(dots.permute(1, 2, 3, 0), fq_, fk_)
+        projections = {self.to_q, self.to_k, self.to_v, self.to_out}
+        params = [(m, name) for m in self.modules() if m not in projections
+                  for name, p in m._parameters.items() if p is not None]
+        return blocked_pair_attention(q.transpose(0, 1), k.transpose(0, 1), v, fq, fk, key_mask,
+                                      pair_logits, query_chunk=tiles[0], key_block=tiles[1],
+                                      params=params)
+
     def forward(self, zq: Tensor, zk: Tensor, xq: Tensor, xk: Tensor,
                 key_mask: Tensor | None = None) -> Tensor:
         for name, z, x in (("zq/xq", zq, xq), ("zk/xk", zk, xk)):
@@ -185,6 +267,10 @@ class TEMultiHeadAttention(AttentionHeads):
         k = self.split_heads(self.to_k(zk))
         v = self.split_heads(self.to_v(zk))
         xq, xk = xq.to(q.dtype), xk.to(q.dtype)
+        tiles = self.plan_tiles(b, nq, nk, q.dtype)
+        if tiles is not None:
+            attended = self._blocked_attention(q, k, v, xq, xk, key_mask, tiles)
+            return self.output(attended, key_mask, nk)
         # Dot products, logits and weights are [b, h, nq, nk] (no hidden width); only the logit
         # MLP's hidden activations are chunked. Everything outside the MLP is computed on whole
         # tensors, so the chunk size cannot change the rounding of the result.
