@@ -9,7 +9,7 @@ import torch
 
 import approxeq.nn.blocked_attention as blocked
 from approxeq.nn import TEMultiHeadAttention
-from approxeq.nn.attention import masked_attention
+from approxeq.nn.attention import dot_product_attention, masked_attention
 from approxeq.np import build_model
 from approxeq.np.models.e_tnp import DistanceMultiHeadAttention
 
@@ -147,3 +147,21 @@ def test_models_are_unchanged_on_the_blocked_path(float64, gen, name):
     for m in attentions:
         m.key_block, m.chunk_size = 2, 3
     torch.testing.assert_close(model(xc, yc, xt).mean, whole, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("nq,nk", [(5, 6), (1, 1), (3, 0), (0, 4)])
+def test_fused_dot_product_attention_equals_masked_attention(float64, gen, nq, nk):
+    q = torch.randn(2, 2, nq, 4, generator=gen, requires_grad=True)
+    k = torch.randn(2, 2, nk, 4, generator=gen, requires_grad=True)
+    v = torch.randn(2, 2, nk, 3, generator=gen, requires_grad=True)
+    for mask in (None, torch.rand(2, nk, generator=gen) > 0.4):
+        if mask is not None and nk:
+            mask[0] = False  # no valid key: zero, no NaN
+        fused = dot_product_attention(q, k, v, mask)
+        plain = masked_attention((q @ k.transpose(-1, -2)) / 2, v, mask)
+        torch.testing.assert_close(fused, plain, rtol=0, atol=1e-12)
+        if fused.requires_grad and fused.numel():
+            for a, r in zip(torch.autograd.grad(fused.sin().sum(), [q, k, v]),
+                            torch.autograd.grad(plain.sin().sum(), [q, k, v])):
+                assert torch.isfinite(a).all()
+                torch.testing.assert_close(a, r, rtol=0, atol=1e-12)

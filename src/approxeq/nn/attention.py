@@ -8,10 +8,10 @@ nothing).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from approxeq.nn.mlp import make_activation
@@ -46,6 +46,27 @@ def masked_attention(logits: Tensor, values: Tensor, key_mask: Tensor | None = N
     logits = logits.masked_fill(~valid, torch.finfo(logits.dtype).min)
     weights = torch.softmax(logits, dim=-1) * valid.to(logits.dtype)
     return weights @ values
+
+
+def dot_product_attention(q: Tensor, k: Tensor, v: Tensor,
+                          key_mask: Tensor | None = None) -> Tensor:
+    """``masked_attention(q kᵀ / √d, v, key_mask)`` through torch's fused
+    ``scaled_dot_product_attention``, which on the CPU and on GPUs holds no
+    ``[b, h, nq, nk]`` array (memory linear in the number of keys).
+
+    ``q [b, h, nq, d]``, ``k [b, h, nk, d]``, ``v [b, h, nk, dv]``, ``key_mask [b, nk]`` (bool,
+    ``True`` = attend). A query without a valid key gets output zero. Returns ``[b, h, nq, dv]``.
+    """
+    if k.shape[-2] == 0:
+        return v.new_zeros(*q.shape[:-1], v.shape[-1])
+    if key_mask is None:
+        return F.scaled_dot_product_attention(q, k, v)
+    # A task without any valid key attends to every key instead (no NaN in the values or the
+    # gradients on any backend), and its output is then zeroed.
+    empty = ~key_mask.any(-1)
+    mask = key_mask | empty[:, None]
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None, None, :])
+    return out.masked_fill(empty[:, None, None, None], 0.0)
 
 
 class AttentionHeads(nn.Module):
@@ -100,7 +121,8 @@ class MultiHeadAttention(AttentionHeads):
         dim_head: width of each head (default ``dim // num_heads``).
 
     Shapes: ``forward(zq [b, nq, dim], zk [b, nk, dim], key_mask [b, nk] | None)`` returns
-    ``[b, nq, dim]``; ``nk`` may be 0.
+    ``[b, nq, dim]``; ``nk`` may be 0. The attention runs through
+    :func:`dot_product_attention` (torch's fused kernel), so its memory is linear in ``nk``.
     """
 
     def forward(self, zq: Tensor, zk: Tensor, key_mask: Tensor | None = None) -> Tensor:
@@ -110,8 +132,7 @@ class MultiHeadAttention(AttentionHeads):
         key_mask = check_key_mask(key_mask, zk.shape[0], zk.shape[1])
         q, k, v = self.split_heads(self.to_q(zq)), self.split_heads(self.to_k(zk)), \
             self.split_heads(self.to_v(zk))
-        logits = (q @ k.transpose(-1, -2)) / math.sqrt(self.dim_head)
-        return self.output(masked_attention(logits, v, key_mask), key_mask, zk.shape[1])
+        return self.output(dot_product_attention(q, k, v, key_mask), key_mask, zk.shape[1])
 
 
 class FeedForward(nn.Module):
