@@ -64,6 +64,22 @@ def test_train_step_smoke_writes_json(tmp_path):
         assert math.isclose(r["tasks_per_s"], r["batch"] / (r["timing"]["median_ms"] / 1000))
 
 
+def test_memory_smoke_covers_every_model_and_the_case(tmp_path):
+    models = ("cnp", "tnp", "pt-tnp", "lps-tnp", "te-tnp", "te-pt-tnp", "e-tnp", "convcnp",
+              "relaxed-convcnp", "equivcnp")
+    record = _run_script("bench_memory.py", tmp_path / "memory.json")
+    _check_record(record, "memory")
+    assert {(r["model"], r["n_context"]) for r in record["results"]} == \
+        {(m, n) for m in models for n in (8, 16)}
+    for r in record["results"]:
+        _check_measured(r)
+    assert {f["model"] for f in record["extra"]["fits"]} == set(models)
+    case = _run_script("bench_memory.py", tmp_path / "case.json", "--case", "--models", "e-tnp")
+    (result,) = case["results"]
+    _check_measured(result)
+    assert (result["batch"], result["n_context"], result["limit_gb"]) == (1, 16, 6.0)
+
+
 def test_context_scaling_smoke_writes_json(tmp_path):
     record = _run_script("bench_context_scaling.py", tmp_path / "scaling.json", "--headline")
     _check_record(record, "context_scaling")
