@@ -134,6 +134,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--budget-s", type=float, default=10.0,
                    help="stop timing a configuration after this many seconds, once "
                         "--min-repeats steps ran (default 10)")
+    p.add_argument("--batch", type=int, default=None, help="tasks per step (default: the task's)")
+    p.add_argument("--context", type=int, default=None,
+                   help="context points per task (default: the task's)")
+    p.add_argument("--targets", type=int, default=None,
+                   help="target points per task (default: the task's)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     p.add_argument("--timeout-s", type=float, default=600.0,
@@ -168,7 +173,11 @@ def select(label: str, name: str, wanted: list[str] | None) -> bool:
 def build_configs(args: argparse.Namespace) -> list[dict[str, Any]]:
     configs = []
     for dim_x in args.dims:
-        task = SMOKE_TASK if args.smoke else TASKS[dim_x]
+        task = dict(SMOKE_TASK if args.smoke else TASKS[dim_x])
+        for key, value in (("batch", args.batch), ("n_context", args.context),
+                           ("n_target", args.targets)):
+            if value is not None:
+                task[key] = value
         for label, name, options in model_variants(dim_x):
             if not select(label, name, args.models):
                 continue
