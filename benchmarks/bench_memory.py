@@ -122,6 +122,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON results file")
     p.add_argument("--smoke", action="store_true", help="tiny models and sizes (the plumbing)")
+    p.add_argument("--report", type=Path, default=None,
+                   help="print the table of a saved run (refitting it) and exit")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.smoke:
@@ -149,21 +151,28 @@ def configs(args: argparse.Namespace) -> list[dict[str, Any]]:
             for m in args.models for n in sorted(args.contexts)]
 
 
+def _line_slope(n: list[int], values: list[float]) -> float | None:
+    """Least-squares slope of ``values`` against ``n``, per 1,000."""
+    if len(set(n)) < 2:
+        return None
+    mn, mv = sum(n) / len(n), sum(values) / len(values)
+    return 1000 * sum((a - mn) * (c - mv) for a, c in zip(n, values)) \
+        / sum((a - mn) ** 2 for a in n)
+
+
 def fit(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per model: log-log slope of peak memory against context size, and the slope of a
-    straight line through them (MiB per 1,000 context points)."""
+    """Per model: log-log slope of the call's peak memory against the context size, and the
+    slopes of straight lines through the call's and the whole process's peaks (MiB per 1,000
+    context points)."""
     fits = []
     for model in dict.fromkeys(r["model"] for r in results):
         ok = [r for r in results if r["model"] == model and r.get("status") == "ok"]
         n = [r["n_context"] for r in ok]
         peak = [max(r["memory"]["peak_mb"], 1e-3) for r in ok]
-        line = None
-        if len(set(n)) >= 2:
-            mn, mp = sum(n) / len(n), sum(peak) / len(peak)
-            line = 1000 * sum((a - mn) * (c - mp) for a, c in zip(n, peak)) \
-                / sum((a - mn) ** 2 for a in n)
+        total = [r["memory"]["peak_total_mb"] for r in ok]
         fits.append({"model": model, "loglog_slope": common.loglog_slope(n, peak),
-                     "mb_per_1000_context": line})
+                     "mb_per_1000_context": _line_slope(n, peak),
+                     "process_mb_per_1000_context": _line_slope(n, total)})
     return fits
 
 
@@ -175,19 +184,27 @@ def table(results: list[dict[str, Any]], fits: list[dict[str, Any]]) -> str:
         f = by_model.get(r["model"], {})
         rows.append([r["model"], r["batch"], r["n_context"], r["n_target"],
                      r["memory"]["peak_mb"] if ok else None,
+                     r["memory"]["peak_total_mb"] if ok else None,
                      r["vm_peak_mb"] if ok else None, r["quadratic_mb"] if ok else None,
                      r["timing"]["median_ms"] / 1000 if ok else None,
                      f.get("loglog_slope"), f.get("mb_per_1000_context"),
+                     f.get("process_mb_per_1000_context"),
                      "ok" if ok else f"{r.get('status')}: {r.get('error', '')[:60]}"])
     return common.format_table(rows, ["model", "batch", "context", "targets", "peak MiB",
-                                      "VmPeak MiB", "quadratic MiB", "forward s", "slope",
-                                      "MiB/1000", "status"])
+                                      "process MiB", "VmPeak MiB", "quadratic MiB",
+                                      "forward s", "slope", "MiB/1000", "process MiB/1000",
+                                      "status"])
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.worker is not None:
         common.worker_main(args.worker, run_forward)
+        return 0
+    if args.report is not None:
+        saved = json.loads(args.report.read_text())
+        case = saved["settings"].get("case")
+        print(table(saved["results"], [] if case else fit(saved["results"])))
         return 0
     record = common.RunRecord(
         benchmark="memory", command=common.command_line(),
