@@ -8,6 +8,7 @@ nothing).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -125,6 +126,10 @@ class MultiHeadAttention(AttentionHeads):
     :func:`dot_product_attention` (torch's fused kernel), so its memory is linear in ``nk``.
     """
 
+    #: run through torch's fused kernel; False computes the ``[b, h, nq, nk]`` logits and
+    #: :func:`masked_attention` (the kernel as it was, for benchmarks)
+    fused = True
+
     def forward(self, zq: Tensor, zk: Tensor, key_mask: Tensor | None = None) -> Tensor:
         if zq.dim() != 3 or zk.dim() != 3 or zq.shape[0] != zk.shape[0]:
             raise ValueError(f"zq, zk: expected [batch, n, {self.dim}] with equal batch sizes, "
@@ -132,7 +137,12 @@ class MultiHeadAttention(AttentionHeads):
         key_mask = check_key_mask(key_mask, zk.shape[0], zk.shape[1])
         q, k, v = self.split_heads(self.to_q(zq)), self.split_heads(self.to_k(zk)), \
             self.split_heads(self.to_v(zk))
-        return self.output(dot_product_attention(q, k, v, key_mask), key_mask, zk.shape[1])
+        if self.fused:
+            attended = dot_product_attention(q, k, v, key_mask)
+        else:
+            logits = (q @ k.transpose(-1, -2)) / math.sqrt(self.dim_head)
+            attended = masked_attention(logits, v, key_mask)
+        return self.output(attended, key_mask, zk.shape[1])
 
 
 class FeedForward(nn.Module):

@@ -105,6 +105,9 @@ class TEMultiHeadAttention(AttentionHeads):
         #: run the pairwise MLP with its first layer split (see the module docstring); False
         #: runs the plain MLP on concatenated pairs, the same function (for benchmarks)
         self.split_first_layer = True
+        #: take the blocked path where the whole one does not fit the budget; False keeps the
+        #: whole path (the kernel as it was before the blocked one, for benchmarks)
+        self.allow_blocked = True
 
     @staticmethod
     def location_features(dim_x: int) -> int:
@@ -155,7 +158,8 @@ class TEMultiHeadAttention(AttentionHeads):
         pair per task."""
         itemsize = torch.finfo(dtype).bits // 8
         budget = int(self.memory_budget_mb * 2**20)
-        if self.key_block is None and (self.chunk_size is not None or batch * n_query * n_key
+        if self.key_block is None and (not self.allow_blocked or self.chunk_size is not None
+                                       or batch * n_query * n_key
                                        * self.bytes_per_pair(itemsize) <= budget):
             return None
         pairs = budget // (batch * self.tile_bytes_per_pair(itemsize))
