@@ -80,6 +80,16 @@ def test_memory_smoke_covers_every_model_and_the_case(tmp_path):
     assert (result["batch"], result["n_context"], result["limit_gb"]) == (1, 16, 6.0)
 
 
+def test_attention_kernel_smoke_pairs_each_new_kernel_with_its_old_one(tmp_path):
+    record = _run_script("bench_attention_kernel.py", tmp_path / "kernel.json")
+    _check_record(record, "attention_kernel")
+    (result,) = record["results"]
+    assert result["status"] == "ok", result.get("error")
+    assert set(result["new_over_old"]) == {"tnp/tnp:unfused", "te-tnp/te-tnp:whole",
+                                           "e-tnp/e-tnp:whole"}
+    assert all(t > 0 for t in result["step_ms"].values())
+
+
 def test_context_scaling_smoke_writes_json(tmp_path):
     record = _run_script("bench_context_scaling.py", tmp_path / "scaling.json", "--headline")
     _check_record(record, "context_scaling")
