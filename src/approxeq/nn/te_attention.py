@@ -12,11 +12,11 @@ The logit MLP runs on every (query, key) pair, so its hidden activations have sh
 ``[batch, n_query, n_key, hidden]``. Two paths keep memory bounded:
 
 * **whole** (small inputs, when every pair's MLP activations fit in ``memory_budget_mb``, or an
-  explicit ``chunk_size`` without ``key_block``): the ``[batch, heads, n_query, n_key]`` dot
-  products, logits and softmax weights are held whole and the MLP runs on one chunk of queries
-  at a time. The chunks share every other operation, so the result is bitwise the same for every
-  chunk size; with gradients enabled and more than one chunk, each chunk's MLP is recomputed in
-  the backward pass (activation checkpointing).
+  explicit ``chunk_size`` without ``key_block``, or ``allow_blocked = False``): the
+  ``[batch, heads, n_query, n_key]`` dot products, logits and softmax weights are held whole
+  and the MLP runs on one chunk of queries at a time. The chunks share every other operation,
+  so the result is bitwise the same for every chunk size; with gradients enabled and more than
+  one chunk, each chunk's MLP is recomputed in the backward pass (activation checkpointing).
 * **blocked** (otherwise, or whenever ``key_block`` is set): the online-softmax kernel of
   :mod:`approxeq.nn.blocked_attention` over tiles of queries by keys, forward and backward
   (each tile's logits are recomputed in the backward pass). Memory is one tile, sized from
@@ -179,11 +179,12 @@ class TEMultiHeadAttention(AttentionHeads):
         return min(query_chunk, n_query), key_block
 
     def resolve_chunk_size(self, batch: int, n_query: int, n_key: int, dtype: torch.dtype) -> int:
-        """Queries per chunk: ``chunk_size`` if set, else the largest chunk within the budget.
+        """Queries per chunk of the whole path: ``chunk_size`` if set, else the largest chunk
+        within the budget.
 
         Raises ``MemoryError`` when even one query's pairs over every key exceed
-        ``memory_budget_mb``: the keys are not chunked, so only a larger budget (or fewer keys
-        or tasks per call) helps."""
+        ``memory_budget_mb`` (only reachable with ``allow_blocked = False``: otherwise such
+        inputs take the blocked path, whose tiles split the keys too)."""
         if self.chunk_size is not None:
             return max(1, min(self.chunk_size, n_query))
         per_query = max(1, batch * n_key * self.bytes_per_pair(torch.finfo(dtype).bits // 8))
