@@ -158,6 +158,7 @@ def _backward_tile(ctx, qs: tuple[int, int], ks: tuple[int, int], q, k, v, fq, f
             param_grads[i] += g
 
 
+@torch.compiler.disable  # runs eagerly inside a compiled model (its tiles loop in Python)
 def blocked_pair_attention(q: Tensor, k: Tensor, v: Tensor, fq: Tensor, fk: Tensor,
                            mask: Tensor | None, pair_logits: PairLogits, *, query_chunk: int,
                            key_block: int,
