@@ -11,7 +11,8 @@ anywhere. Values are the usual linear maps of the key tokens.
 The logit MLP runs on every (query, key) pair, so its hidden activations have shape
 ``[batch, n_query, n_key, hidden]``. Two paths keep memory bounded:
 
-* **whole** (small inputs, when every pair's MLP activations fit in ``memory_budget_mb``, or an
+* **whole** (when its ``[batch, heads, n_query, n_key]`` arrays and one query's MLP pairs fit in
+  ``memory_budget_mb``: the faster path there, which covers training at the usual sizes; or an
   explicit ``chunk_size`` without ``key_block``, or ``allow_blocked = False``): the
   ``[batch, heads, n_query, n_key]`` dot products, logits and softmax weights are held whole
   and the MLP runs on one chunk of queries at a time. The chunks share every other operation,
@@ -52,6 +53,9 @@ from approxeq.nn.mlp import MLP
 
 #: default memory budget of the pairwise logit MLP, per attention call
 DEFAULT_MEMORY_BUDGET_MB = 256.0
+#: values per (query, key) pair and head that the whole path holds: dot products, logits and
+#: their permuted copy, softmax weights, and their gradients in training
+WHOLE_VALUES_PER_PAIR = 6
 #: the fewest keys per tile the blocked path picks from the budget (unless the budget is
 #: smaller): fewer, longer tiles keep the per-tile overhead small
 MIN_KEY_BLOCK = 256
@@ -158,9 +162,12 @@ class TEMultiHeadAttention(AttentionHeads):
         pair per task."""
         itemsize = torch.finfo(dtype).bits // 8
         budget = int(self.memory_budget_mb * 2**20)
+        # The whole path where its [b, h, nq, nk] arrays and one query's MLP pairs fit the
+        # budget: it is the faster one there (one softmax, autograd's backward).
+        whole = batch * n_query * n_key * itemsize * WHOLE_VALUES_PER_PAIR * self.num_heads
+        fits = whole <= budget and batch * n_key * self.bytes_per_pair(itemsize) <= budget
         if self.key_block is None and (not self.allow_blocked or self.chunk_size is not None
-                                       or batch * n_query * n_key
-                                       * self.bytes_per_pair(itemsize) <= budget):
+                                       or fits):
             return None
         pairs = budget // (batch * self.tile_bytes_per_pair(itemsize))
         if pairs < 1:
