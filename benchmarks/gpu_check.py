@@ -11,11 +11,12 @@
    Experiments whose models are not neural processes (graphs, n-body, images) are listed under
    ``not_covered`` with the reason.
 
-Every part runs within a time budget: the steps run in a worker process, eager configurations
-first, then compiled ones, and whatever the budget leaves out is marked ``skipped`` with the
-reason, so the JSON is always complete. Without CUDA it prints one line and exits 2.
-``--device cpu --tiny`` runs the same code on small models on the CPU (the format check of the
-tests). ``benchmarks/gpu_check.sh`` is the entry point on a fresh machine.
+Every part runs within a time budget: the steps run in a worker process, one model of each
+kind first (eager, then compiled), then the other variants, and whatever the budget leaves out
+is marked ``skipped`` with the reason, so the JSON is always complete. Without CUDA it prints
+one line and exits 2. ``--device cpu --tiny`` runs the same code on small models on the CPU
+(the format check of the tests). ``benchmarks/gpu_check.sh`` is the entry point on a fresh
+machine.
 
     python benchmarks/gpu_check.py --out benchmarks/results/gpu_check.json
 """
@@ -65,8 +66,9 @@ def cuda_missing() -> str | None:
 
 def plan(tiny: bool, compile_modes: list[bool], only: list[str] | None = None
          ) -> tuple[list[dict[str, Any]], list[dict]]:
-    """The step configurations (eager ones first) and the experiments not covered; ``only``:
-    these registry names alone."""
+    """The step configurations and the experiments not covered; ``only``: these registry
+    names alone. Order: one model of each registry name in float32 and bf16, eager then
+    compiled, then the other variants (different options of the same names) likewise."""
     from approxeq.experiments.base import experiment_names, load_named_experiment
     from approxeq.np import available_models
 
@@ -97,8 +99,10 @@ def plan(tiny: bool, compile_modes: list[bool], only: list[str] | None = None
         seen.add(m["model"])
     if tiny:
         firsts, rest = _tiny(firsts), []
-    configs = [{**m, "precision": p, "compile": c} for c in compile_modes for p in PRECISIONS
-               for m in firsts + rest]
+    # one model of each kind eager, then compiled, then the other variants: a compilation
+    # takes tens of seconds, and the budget should see every kind of model compiled first
+    configs = [{**m, "precision": p, "compile": c} for group in (firsts, rest)
+               for c in compile_modes for p in PRECISIONS for m in group]
     return configs, not_covered
 
 
@@ -295,7 +299,11 @@ def main(argv: list[str] | None = None) -> int:
     from approxeq.train.checkpoint import write_json_atomic
 
     modes = {"both": [False, True], "off": [False], "on": [True]}[args.compile]
-    configs, not_covered = plan(args.tiny, modes, args.only)
+    try:
+        configs, not_covered = plan(args.tiny, modes, args.only)
+    except ImportError as err:  # the experiment files need PyYAML
+        configs, not_covered = [], [{"experiment": "*", "reason": f"cannot read the "
+                                     f"experiment files: {err}"}]
     tests = ({"status": "skipped", "error": "--skip-tests"} if args.skip_tests
              else run_tests(min(args.tests_budget_s, args.budget_s / 2)))
     scratch = args.out.parent / f".{args.out.name}.work"
