@@ -11,8 +11,11 @@
 # CUDA GPU it says so in one line and exits 2.
 set -u
 cd "$(dirname "$0")/.." || exit 1
-out=${1:-benchmarks/results/gpu_check.json}
-shift $(( $# > 0 ? 1 : 0 ))
+out=benchmarks/results/gpu_check.json
+if [ $# -gt 0 ] && [ "${1#-}" = "$1" ]; then  # a first argument that is not an option
+    out=$1
+    shift
+fi
 start=$SECONDS
 
 needs_gpu() { echo "gpu_check: needs a CUDA GPU and found none ($1); nothing was run" >&2; exit 2; }
