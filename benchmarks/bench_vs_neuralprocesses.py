@@ -72,13 +72,15 @@ def make_batches(dim_x: int, task: dict[str, Any], n: int, seed: int) -> list:
     return [gen.sample(task["batch"], g) for _ in range(n)]
 
 
-def build_approxeq(dim_x: int, arch: dict[str, Any]):
+def build_approxeq(dim_x: int, arch: dict[str, Any], banded_setconv: bool = False):
+    """approxeq's ConvCNP; ``banded_setconv`` (1-D only: ignored in 2-D) its banded set
+    convolutions."""
     from approxeq.np import build_model
 
     return build_model("convcnp", dim_x, 1, cnn="unet", layout="neuralprocesses",
                        points_per_unit=arch["points_per_unit"], channels=arch["channels"],
                        num_layers=arch["levels"], kernel_size=arch["kernel"],
-                       margin=arch["margin"])
+                       margin=arch["margin"], banded_setconv=banded_setconv and dim_x == 1)
 
 
 def build_neuralprocesses(dim_x: int, arch: dict[str, Any]):
@@ -123,11 +125,12 @@ def run_pair(config: dict[str, Any]) -> dict[str, Any]:
         allocator = "default (keep unavailable: not glibc)"
     dim_x, arch = config["dim_x"], config["arch"]
     torch.manual_seed(0)
-    ours = build_approxeq(dim_x, arch).train()
+    ours = build_approxeq(dim_x, arch, config.get("banded_setconv", False)).train()
     theirs = build_neuralprocesses(dim_x, arch)
     n_ours = sum(p.numel() for p in ours.parameters())
     n_theirs = sum(p.numel() for p in theirs.parameters())
-    opt_ours = torch.optim.AdamW(ours.parameters(), lr=LEARNING_RATE)
+    opt_ours = torch.optim.AdamW(ours.parameters(), lr=LEARNING_RATE,
+                                 **({"fused": True} if config.get("fused_optimizer") else {}))
     opt_theirs = torch.optim.AdamW(theirs.parameters(), lr=LEARNING_RATE)
     batches = make_batches(dim_x, config["task"], NUM_BATCHES, config["seed"])
     theirs_step = neuralprocesses_step(theirs, opt_theirs, batches)
@@ -202,6 +205,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="'keep' (default): glibc keeps freed memory for reuse, so neither "
                         "library's steps page-fault or depend on the other's heap; 'default': "
                         "glibc's own behaviour")
+    p.add_argument("--banded-setconv", action="store_true",
+                   help="approxeq's opt-in banded set convolutions (1-D configurations only)")
+    p.add_argument("--fused-optimizer", action="store_true",
+                   help="approxeq's side steps with AdamW(fused=True) (TrainConfig."
+                        "fused_optimizer); neuralprocesses' keeps the default AdamW")
     p.add_argument("--smoke", action="store_true", help="tiny networks and tasks, 1 step")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -216,7 +224,9 @@ def build_configs(args: argparse.Namespace) -> list[dict[str, Any]]:
     arch, task = (SMOKE_ARCH, SMOKE_TASK) if args.smoke else (ARCH, TASK)
     return [{"label": f"{d}-D, {t} thread{'s' if t > 1 else ''}", "dim_x": d, "threads": t,
              "arch": arch[d], "task": task, "warmup": args.warmup, "repeats": args.repeats,
-             "seed": args.seed, "allocator": args.allocator}
+             "seed": args.seed, "allocator": args.allocator,
+             "banded_setconv": args.banded_setconv and d == 1,
+             "fused_optimizer": args.fused_optimizer}
             for d in args.dims for t in args.threads]
 
 
@@ -259,8 +269,11 @@ def main(argv: list[str] | None = None) -> int:
         benchmark="vs_neuralprocesses", command=common.command_line(),
         machine=common.machine_info("cpu"),
         settings=common.settings_of(args),
-        extra={"optimiser": f"AdamW(lr={LEARNING_RATE})", "arch": ARCH, "task": TASK,
-               "num_batches": NUM_BATCHES})
+        extra={"optimiser": f"AdamW(lr={LEARNING_RATE})" + (
+                   ", approxeq's fused" if args.fused_optimizer else ""),
+               "approxeq_options": {"banded_setconv": args.banded_setconv,
+                                    "fused_optimizer": args.fused_optimizer},
+               "arch": ARCH, "task": TASK, "num_batches": NUM_BATCHES})
     for config in configs:
         (result,) = common.run_worker(__file__, [config], threads=config["threads"],
                                       timeout_s=args.timeout_s)

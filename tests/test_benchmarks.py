@@ -211,7 +211,8 @@ def test_data_smoke_writes_json(tmp_path):
     _check_record(record, "data")
     (r,) = record["results"]
     assert r["status"] == "ok", r.get("error")
-    assert r["sample_ms"] > 0 and r["step_ms"] > 0
+    assert r["sample_ms"] > 0 and r["step_ms"] > 0 and r["sample_float32_ms"] > 0
+    assert r["sample_float32_over_step"] == r["sample_float32_ms"] / r["step_ms"]
     assert len(r["raw"]["serial_ms"]) == len(r["raw"]["prefetch_ms"]) == 2
 
 

@@ -66,6 +66,25 @@ def noisy_cholesky(kernel: Kernel, noise_std: NoiseStd, x: Tensor, jitter: float
                        f"definite even with jitter {jitter / 10:g}")
 
 
+def float32_noisy_cholesky(kernel: Kernel, noise_std: NoiseStd, x: Tensor,
+                           jitter: float = 1e-6) -> Tensor | None:
+    """:func:`noisy_cholesky` computed in float32 (kernel and factorisation), or ``None`` where
+    the float32 factorisation fails (the caller then uses the float64 one).
+
+    Args:
+        x: ``[batch, n, dim_x]`` (any float dtype).
+
+    Returns:
+        float32 ``[batch, n, n]`` or ``None``.
+    """
+    x = x.to(torch.float32)
+    k = kernel(x, x)
+    diag = torch.diagonal(k, dim1=-2, dim2=-1)
+    diag.add_((_noise_variance(noise_std, x.shape[0]) + jitter).to(torch.float32))
+    chol, info = torch.linalg.cholesky_ex(k)
+    return None if bool((info > 0).any()) else chol
+
+
 @dataclass
 class GPPredictive:
     """Gaussian predictive of noisy target outputs under one GP.

@@ -20,6 +20,8 @@ import torch
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
+from approxeq.nn.setconv_banded import banded_decode, banded_encode
+
 _AXIS_LETTERS = "ijklmnop"
 
 
@@ -159,6 +161,13 @@ class _RBF(torch.autograd.Function):
         return gx, ga, gl
 
 
+def _check_banded(banded: bool, dim_x: int, weights: nn.Module) -> bool:
+    if banded and (dim_x != 1 or not isinstance(weights, _RBFWeights)):
+        raise ValueError(f"banded: needs dim_x = 1 and the RBF weights, got dim_x = {dim_x} "
+                         f"and {type(weights).__name__}")
+    return bool(banded)
+
+
 class SetConvEncoder(nn.Module):
     """Set convolution from off-grid observations onto a grid.
 
@@ -172,6 +181,9 @@ class SetConvEncoder(nn.Module):
         learn_lengthscale: whether the lengthscale is trained.
         shared_lengthscale: one lengthscale for every dimension instead of one per dimension.
         weights: separable weights to use instead (``per_axis(x, axes)``, as the RBF's).
+        banded: 1-D only, with the RBF weights: each point meets only the grid cells where its
+            weight is not flushed to 0 (:mod:`approxeq.nn.setconv_banded`); the same result up
+            to float rounding (the order of the sums), several times cheaper on a wide grid.
 
     Shapes: ``forward(xc, yc, axes)`` with ``xc [b, n, dim_x]``, ``yc [b, n, dim_y]`` and grid
     axes ``[n_1], ..., [n_d]`` returns ``[b, n_1, ..., n_d, dim_y + 1]``: the normalised data
@@ -180,11 +192,13 @@ class SetConvEncoder(nn.Module):
 
     def __init__(self, dim_x: int, init_lengthscale: float = 0.1, *,
                  learn_lengthscale: bool = True, eps: float = 1e-8,
-                 shared_lengthscale: bool = False, weights: nn.Module | None = None) -> None:
+                 shared_lengthscale: bool = False, weights: nn.Module | None = None,
+                 banded: bool = False) -> None:
         super().__init__()
         self.dim_x, self.eps = dim_x, eps
         self.weights = weights or _RBFWeights(dim_x, init_lengthscale, learn_lengthscale,
                                               shared_lengthscale)
+        self.banded = _check_banded(banded, dim_x, self.weights)
 
     def forward(self, xc: Tensor, yc: Tensor, axes: Sequence[Tensor]) -> Tensor:
         if xc.dim() != 3 or xc.shape[-1] != self.dim_x:
@@ -194,6 +208,11 @@ class SetConvEncoder(nn.Module):
                              f"got {tuple(yc.shape)}")
         _check_axes(axes, self.dim_x)
         feats = torch.cat([yc, torch.ones_like(yc[..., :1])], -1)  # [b, n, dy + 1]
+        if self.banded:
+            ls = self.weights.lengthscale.to(xc.dtype)[0]
+            h = banded_encode(xc[..., 0], feats, axes[0], ls)
+            density = h[..., -1:]
+            return torch.cat([h[..., :-1] / (density + self.eps), density], -1)
         ws = self.weights.per_axis(xc, axes)
         # Contract one axis at a time (outer products per point, then the sum over points), so
         # the [b, n, n_1, ..., n_d] weight tensor is never formed.
@@ -218,11 +237,12 @@ class SetConvDecoder(nn.Module):
 
     def __init__(self, dim_x: int, init_lengthscale: float = 0.1, *,
                  learn_lengthscale: bool = True, shared_lengthscale: bool = False,
-                 weights: nn.Module | None = None) -> None:
+                 weights: nn.Module | None = None, banded: bool = False) -> None:
         super().__init__()
         self.dim_x = dim_x
         self.weights = weights or _RBFWeights(dim_x, init_lengthscale, learn_lengthscale,
                                               shared_lengthscale)
+        self.banded = _check_banded(banded, dim_x, self.weights)
 
     def forward(self, axes: Sequence[Tensor], z: Tensor, xt: Tensor) -> Tensor:
         _check_axes(axes, self.dim_x)
@@ -232,6 +252,9 @@ class SetConvDecoder(nn.Module):
                              f"got {tuple(z.shape)}")
         if xt.dim() != 3 or xt.shape[-1] != self.dim_x or xt.shape[0] != z.shape[0]:
             raise ValueError(f"xt: expected [{z.shape[0]}, m, {self.dim_x}], got {tuple(xt.shape)}")
+        if self.banded:
+            ls = self.weights.lengthscale.to(xt.dtype)[0]
+            return banded_decode(z, xt[..., 0], axes[0], ls)
         ws = self.weights.per_axis(xt, axes)
         letters = _AXIS_LETTERS[:self.dim_x]
         h = torch.einsum(f"bt{letters[0]},b{letters}c->bt{letters[1:]}c", ws[0], z)

@@ -283,7 +283,8 @@ def _train(model: nn.Module, generator: TaskGenerator, config: TrainConfig, out_
 
     task_rng = seed_everything(config.seed + info.rank)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr,
-                                  weight_decay=config.weight_decay)
+                                  weight_decay=config.weight_decay,
+                                  **({"fused": True} if config.fused_optimizer else {}))
     history = _new_history()
     step, best_val, best_step, resumed_from = 0, None, None, None
     window_sum, window_count = 0.0, 0

@@ -239,14 +239,16 @@ def assemble_convcnp(dim_x: int, dim_y: int, *, name: str, net_factory: NetFacto
                      fixed_input_channels: int = 0, dim_aux: int = 0,
                      aux_dropout: float = 0.0, approximate: bool = False,
                      max_grid_mb: float = DEFAULT_MAX_GRID_MB,
-                     layout: str = "approxeq") -> ConvCNP:
+                     layout: str = "approxeq", banded_setconv: bool = False) -> ConvCNP:
     """Build a ConvCNP around the grid network made by ``net_factory`` (shared by ``convcnp``
     and ``relaxed-convcnp``). ``fixed_input_channels`` is the number of channels a
     concatenated fixed input adds to the network's input; ``dim_aux`` the auxiliary channels
     read at the context and target points; ``max_grid_mb`` the memory budget of the grid;
     ``layout="neuralprocesses"`` the network of neuralprocesses' ``construct_convgnp`` (see
-    :func:`convcnp`)."""
+    :func:`convcnp`); ``banded_setconv`` the banded set convolutions (1-D)."""
     check_grid_dim_x(name, dim_x)
+    if banded_setconv and dim_x != 1:
+        raise ValueError(f"banded_setconv: supported for dim_x = 1 only, got dim_x = {dim_x}")
     if cnn not in ("conv", "unet"):
         raise ValueError(f"cnn: expected 'conv' or 'unet', got {cnn!r}")
     if points_per_unit is None:
@@ -264,14 +266,21 @@ def assemble_convcnp(dim_x: int, dim_y: int, *, name: str, net_factory: NetFacto
         net = build_cnn("unet", dim_x, dim_y + 1, channels, num_layers, kernel_size,
                         io_blocks=False, out_channels=2 * dim_y)
         parts["encoder"] = {"setconv": SetConvEncoder(dim_x, 1.0 / points_per_unit,
-                                                      shared_lengthscale=True),
+                                                      shared_lengthscale=True,
+                                                      banded=banded_setconv),
                             "pointwise": nn.Identity()}
         parts["decoder"] = {"setconv": SetConvDecoder(dim_x, 1.0 / points_per_unit,
-                                                      shared_lengthscale=True),
+                                                      shared_lengthscale=True,
+                                                      banded=banded_setconv),
                             "mlp": nn.Identity()}
     else:
         net = net_factory(cnn, dim_x, channels + fixed_input_channels, channels, num_layers,
                           kernel_size)
+        if banded_setconv:
+            parts["encoder"] = {"setconv": SetConvEncoder(dim_x, 2.0 / points_per_unit,
+                                                          banded=True)}
+            parts["decoder"] = {"setconv": SetConvDecoder(dim_x, 2.0 / points_per_unit,
+                                                          banded=True)}
     encoder = ConvCNPEncoder(dim_x, dim_y, points_per_unit, channels, net, margin,
                              fixed_input=fixed_input, fixed_input_mode=fixed_input_mode,
                              dim_aux=dim_aux, aux_dropout=aux_dropout, name=name,
@@ -295,7 +304,8 @@ def convcnp(dim_x: int, dim_y: int, *, approximate: bool = False,
             fixed_input_hidden: int | None = None, fourier_features: int = 0,
             dim_aux: int = 0, aux_dropout: float = 0.0,
             max_grid_mb: float = DEFAULT_MAX_GRID_MB,
-            layout: Literal["approxeq", "neuralprocesses"] = "approxeq") -> ConvCNP:
+            layout: Literal["approxeq", "neuralprocesses"] = "approxeq",
+            banded_setconv: bool = False) -> ConvCNP:
     """ConvCNP (translation equivariant on the grid lattice); approximate=True adds fixed inputs.
 
     Args:
@@ -322,6 +332,10 @@ def convcnp(dim_x: int, dim_y: int, *, approximate: bool = False,
             output blocks and with a final linear map ``C -> 2 dim_y`` on the grid
             (:class:`~approxeq.nn.cnn.UNet` with ``io_blocks=False, out_channels=2 dim_y``),
             and a decoder that is the set convolution alone.
+        banded_setconv: 1-D only: set convolutions that weigh each point against only the
+            grid cells where its RBF weight is not flushed to 0
+            (:mod:`approxeq.nn.setconv_banded`); the same model up to float rounding, cheaper
+            on a wide grid. Off by default: the published tables were made with the dense ones.
 
     Returns:
         A :class:`ConvCNP` with ``symmetry = Translation(dim_x, spacing=1 / points_per_unit)``.
@@ -349,4 +363,5 @@ def convcnp(dim_x: int, dim_y: int, *, approximate: bool = False,
                             fixed_input_mode=fixed_input_mode,
                             fixed_input_channels=extra_channels, dim_aux=dim_aux,
                             aux_dropout=aux_dropout, approximate=approximate,
-                            max_grid_mb=max_grid_mb, layout=layout)
+                            max_grid_mb=max_grid_mb, layout=layout,
+                            banded_setconv=banded_setconv)

@@ -1,0 +1,89 @@
+"""GP task sampling: the opt-in float32 sampler draws from the oracle's distribution, on the
+default's random numbers; the default draws are untouched."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from approxeq.data import EQ, FixedKernel, Gibbs, GPGenerator, gp_task
+from approxeq.data.kernels import _exp_
+from approxeq.data.oracle import noisy_cholesky
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_kernel_exp_flushes_only_subnormal_float32_results(dtype):
+    t = torch.linspace(-1200.0, 5.0, 100_003, dtype=dtype)
+    plain, cut = t.exp(), _exp_(t.clone())
+    if dtype == torch.float64:  # the default draws: every value as it was
+        assert torch.equal(cut, plain)
+    else:  # subnormal results are flushed to 0, nothing else moves
+        normal = plain >= torch.finfo(dtype).tiny
+        assert torch.equal(cut[normal], plain[normal]) and bool((cut[~normal] == 0).all())
+
+
+def test_sample_precision_is_checked():
+    with pytest.raises(ValueError, match="sample_precision: expected one of.*got 'float16'"):
+        gp_task("gibbs", sample_precision="float16")
+
+
+def test_float32_sampler_uses_the_same_random_numbers_as_the_default():
+    exact, fast = gp_task("gibbs"), gp_task("gibbs", sample_precision="float32")
+    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    for _ in range(3):
+        a, b = exact.sample(8, g1), fast.sample(8, g2)
+        assert torch.equal(a.xc, b.xc) and torch.equal(a.xt, b.xt)
+        torch.testing.assert_close(b.yt, a.yt, atol=2e-3, rtol=0)
+        assert not torch.equal(b.yt, a.yt)  # float32 factors: not the default draws
+        torch.testing.assert_close(b.meta["gt_loglik"], a.meta["gt_loglik"], atol=5e-3, rtol=0)
+
+
+def test_float32_sampler_factorises_in_float64_without_noise():
+    # no noise and a long lengthscale: the covariance is singular in float32
+    opts = dict(noise_std=0.0, num_context=20, num_target=100)
+    exact = GPGenerator(EQ(lengthscale=4.0), **opts)
+    fast = GPGenerator(EQ(lengthscale=4.0), sample_precision="float32", **opts)
+    a = exact.sample(4, torch.Generator().manual_seed(0))
+    b = fast.sample(4, torch.Generator().manual_seed(0))
+    assert torch.equal(a.yc, b.yc) and torch.equal(a.yt, b.yt)
+
+
+def _loglik_z(generator: GPGenerator, batches: int, batch_size: int, seed: int) -> float:
+    """z-score of the mean oracle joint log-likelihood of sampled tasks against its exact
+    expectation: per task, ``E = -(log 2 pi + 1) / 2 - log det(L_tt) / n_t`` with variance
+    ``1 / (2 n_t)`` (``dim_y = 1``), both from the float64 factor of the oracle's covariance."""
+    g = torch.Generator().manual_seed(seed)
+    kernel = generator.kernel_prior.kernel
+    diffs, variances = [], []
+    for _ in range(batches):
+        batch = generator.sample(batch_size, g)
+        x = torch.cat([batch.xc, batch.xt], 1).to(torch.float64)
+        nc, nt = batch.xc.shape[1], batch.xt.shape[1]
+        l_tt = noisy_cholesky(kernel, 0.1, x, generator.jitter)[:, nc:, nc:]
+        logdet = torch.diagonal(l_tt, dim1=-2, dim2=-1).log().sum(-1)
+        expected = -0.5 * (math.log(2 * math.pi) + 1) - logdet / nt
+        diffs.append(batch.meta["gt_loglik_joint"] - expected)
+        variances.append(torch.full((batch_size,), 1.0 / (2 * nt), dtype=torch.float64))
+    d, v = torch.cat(diffs), torch.cat(variances)
+    return float(d.mean() / (v.mean() / d.numel()).sqrt())
+
+
+@pytest.mark.parametrize("precision", ["float64", "float32"])
+def test_sampled_tasks_have_the_oracle_likelihood_they_should(precision):
+    task = GPGenerator(FixedKernel(Gibbs.switching(0.0, 4.0, 0.1)), noise_std=0.1,
+                       num_context=(1, 64), sample_precision=precision)
+    assert abs(_loglik_z(task, batches=12, batch_size=32, seed=1)) < 4.0
+
+
+class _OracleAssumingNoise01(FixedKernel):
+    def oracle(self, kernel, noise_std, jitter):
+        return super().oracle(kernel, 0.1, jitter)
+
+
+def test_the_likelihood_check_detects_a_wrong_distribution():
+    # data with noise 0.12 scored by an oracle that assumes 0.1: the check must fail
+    task = GPGenerator(_OracleAssumingNoise01(Gibbs.switching(0.0, 4.0, 0.1)), noise_std=0.12,
+                       num_context=(1, 64))
+    assert abs(_loglik_z(task, batches=12, batch_size=32, seed=1)) > 6.0
