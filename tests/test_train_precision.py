@@ -182,3 +182,18 @@ def test_precision_enters_run_fingerprints_only_when_not_float32():
     assert "precision" not in plain["train"]  # fingerprints already on disk stay valid
     half = model_fingerprint(spec, TrainConfig(precision="bf16"), {"name": "eq"})
     assert half["train"]["precision"] == "bf16" and half != plain
+
+
+@pytest.mark.parametrize("name", ["te-tnp", "te-pt-tnp", "e-tnp", "tnp", "convcnp"])
+def test_models_step_under_bf16_autocast(name):
+    """In-place products are not autocast: each model's step must still run in bf16."""
+    from approxeq.np import build_model
+
+    model = build_model(name, 2, 1)
+    xc, yc, xt, yt = torch.randn(2, 10, 2), torch.randn(2, 10, 1), torch.randn(2, 5, 2), \
+        torch.randn(2, 5, 1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = -model(xc, yc, xt).log_prob(yt).mean()
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)

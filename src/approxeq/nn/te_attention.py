@@ -232,7 +232,9 @@ class TEMultiHeadAttention(AttentionHeads):
         # adds them in place to the broadcast sum of the two location terms (a fresh tensor).
         pairs = dots.reshape(h, b * c * nk).t()
         x = (query_term + key_term).view(b * c * nk, -1)
-        x = x.addmm_(pairs, layers[0].weight[:, :h].t())
+        # in place, so autocast does not cast its operands: they take x's dtype (a no-op
+        # outside autocast)
+        x = x.addmm_(pairs.to(x.dtype), layers[0].weight[:, :h].t().to(x.dtype))
         for module in layers[1:]:
             x = module(x)
         return x.view(b, c, nk, h)
