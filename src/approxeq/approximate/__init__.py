@@ -10,6 +10,7 @@ from approxeq.approximate.component import (
 from approxeq.approximate.fixed_inputs import FixedInput, SymmetryBreaking, task_dropout_mask
 from approxeq.approximate.metrics import (
                                             EquivarianceReport,
+                                            common_draws,
                                             context_permutation_error,
                                             delta_equiv,
                                             equivariance_error,
@@ -19,6 +20,7 @@ from approxeq.approximate.relaxed import RelaxedCNN, RelaxedConvBlock
 __all__ = [
     "AuxiliaryEmbedding", "check_aux", "equivariant_component", "is_approximate",
     "symmetry_breaking_modules", "FixedInput", "SymmetryBreaking", "task_dropout_mask",
-    "EquivarianceReport", "context_permutation_error", "delta_equiv", "equivariance_error",
+    "EquivarianceReport", "common_draws", "context_permutation_error", "delta_equiv",
+    "equivariance_error",
     "RelaxedCNN", "RelaxedConvBlock",
 ]
