@@ -15,12 +15,13 @@ from approxeq.approximate.metrics import (
                                             delta_equiv,
                                             equivariance_error,
 )
+from approxeq.approximate.reach import distance_to_box, fixed_input_domain, fixed_inputs, reach
 from approxeq.approximate.relaxed import RelaxedCNN, RelaxedConvBlock
 
 __all__ = [
     "AuxiliaryEmbedding", "check_aux", "equivariant_component", "is_approximate",
     "symmetry_breaking_modules", "FixedInput", "SymmetryBreaking", "task_dropout_mask",
     "EquivarianceReport", "common_draws", "context_permutation_error", "delta_equiv",
-    "equivariance_error",
+    "equivariance_error", "distance_to_box", "fixed_input_domain", "fixed_inputs", "reach",
     "RelaxedCNN", "RelaxedConvBlock",
 ]
