@@ -185,7 +185,8 @@ class TEPseudoTokenEncoder(RelativeTokens):
         data = xc if xc.shape[1] > 0 else xt
         if data.shape[1] == 0:
             return xu.new_zeros(xu.shape[:-1], dtype=torch.bool)
-        gap = torch.cdist(xu, data, p=math.inf)  # [b, M, n]
+        with torch.no_grad():  # a 0/1 gate: no gradient, so no graph of the distances
+            gap = torch.cdist(xu, data, p=math.inf)  # [b, M, n]
         return gap.amin(-1) <= self.fixed_input_reach
 
     def pseudo_fixed_input_values(self, xu: Tensor, xc: Tensor, xt: Tensor) -> Tensor:
