@@ -146,17 +146,22 @@ def test_te_pt_tnp_reach_is_its_option_and_defaults_to_a_quarter_of_the_domain()
         _te_pt_tnp(fixed_input_reach=-1.0)
 
 
-def test_te_pt_tnp_fixed_input_only_at_pseudo_tokens_near_the_context(float64):
+def test_te_pt_tnp_reads_its_fixed_input_within_reach_of_the_context(float64):
     model = _te_pt_tnp(num_pseudo_tokens=4, fixed_input_reach=0.5).eval()
     enc = model.encoder
     xc = torch.tensor([[[0.0], [1.0]]])
     xu = torch.tensor([[[0.4], [1.5], [-0.6], [3.0]]])
-    assert enc.near_data(xu, xc, xc[:, :0]).tolist() == [[True, True, False, False]]
-    # an empty context: the targets are the data, as for the anchor
-    assert enc.near_data(xu, xc[:, :0], xc).tolist() == [[True, True, False, False]]
+    # near the context: at the pseudo-token itself; farther: moved to within 0.5 of the
+    # nearest context point
+    expected = [[[0.4], [1.5], [-0.5], [1.5]]]
+    assert enc.fixed_input_locations(xu, xc, xc[:, :0]).tolist() == expected
+    # an empty context: the targets are the data, as for the anchor; no data: no fixed input
+    assert enc.fixed_input_locations(xu, xc[:, :0], xc).tolist() == expected
+    assert enc.fixed_input_locations(xu, xc[:, :0], xc[:, :0]) is None
     perturb_symmetry_breaking(model)
     t = enc.pseudo_fixed_input_values(xu, xc, xc)
-    assert (t[0, :2].abs().sum(-1) > 0).all() and (t[0, 2:] == 0).all()
+    assert t.shape == (1, 4, 8) and (t.abs().sum(-1) > 0).all()  # every pseudo-token carries t
+    assert torch.equal(t[0, 1], t[0, 3])  # read at the same place
 
 
 def _spread(model):
@@ -169,25 +174,26 @@ def _spread(model):
 SPREAD = {"options": {**SMALL_PT, "num_pseudo_tokens": 41}, "prepare": _spread}
 
 
-def _ungated(self, xu, xc, xt):  # TE-PT-TNP~ before the gate: t at every pseudo-token
-    return torch.ones(xu.shape[:-1], dtype=torch.bool, device=xu.device)
+def _at_pseudo_tokens(self, xu, xc, xt):  # TE-PT-TNP~ before: t read at the pseudo-tokens
+    return xu
 
 
-def test_fallback_check_catches_te_pt_tnp_without_its_gate(monkeypatch):
+def test_fallback_check_catches_te_pt_tnp_reading_t_at_its_pseudo_tokens(monkeypatch):
     assert check_model_contract("te-pt-tnp", approximate=True, checks=["fallback"],
                                 **SPREAD).ok
-    monkeypatch.setattr(TEPseudoTokenEncoder, "near_data", _ungated)
+    monkeypatch.setattr(TEPseudoTokenEncoder, "fixed_input_locations", _at_pseudo_tokens)
     with pytest.raises(ContractFailure, match="beyond the fixed inputs' reach"):
         check_model_contract("te-pt-tnp", approximate=True, checks=["fallback"], **SPREAD)
 
 
-def test_without_the_gate_spread_offsets_reach_a_one_sided_task(float64, gen, monkeypatch):
+def test_spread_offsets_reach_a_one_sided_task_unless_t_is_read_near_the_data(float64, gen,
+                                                                             monkeypatch):
     # the context mean is outside the domain, yet spread offsets bring pseudo-tokens into it
     model = _te_pt_tnp(num_pseudo_tokens=41).eval()
     perturb_symmetry_breaking(model, generator=gen)
     box = fixed_input_domain(model)
     task = tasks_beyond_reach(box, 1.0, 1, generator=gen)["one side"]
-    monkeypatch.setattr(TEPseudoTokenEncoder, "near_data", _ungated)
+    monkeypatch.setattr(TEPseudoTokenEncoder, "fixed_input_locations", _at_pseudo_tokens)
     with torch.no_grad():
         model.encoder.pseudo_offsets.mul_(0.0)
     assert_falls_back(model, task)  # pseudo-tokens at the anchor: outside the domain
@@ -195,7 +201,7 @@ def test_without_the_gate_spread_offsets_reach_a_one_sided_task(float64, gen, mo
     with pytest.raises(AssertionError, match="differs from the equivariant component's"):
         assert_falls_back(model, task)
     monkeypatch.undo()
-    assert_falls_back(model, task)  # the gate restores the fall-back
+    assert_falls_back(model, task)  # read near the data: the fall-back holds again
 
 
 def test_fallback_check_catches_an_understated_reach(monkeypatch):

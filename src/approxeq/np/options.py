@@ -186,7 +186,7 @@ OPTION_MEANINGS: dict[str, str] = {
     "num_fixed_inputs": "channels B of the learned fixed input (approximate models)",
     "fixed_input_domain": "box [(low, high), ...] outside which the fixed input is zero",
     "fixed_input_dropout": "per-task probability of dropping the fixed input in training",
-    "fixed_input_reach": "how far from the context a pseudo-token still carries the fixed input",
+    "fixed_input_reach": "how far from the context a pseudo-token's fixed input is read",
     "fixed_input_mode": "'sum' the fixed input into the channels or 'concat' it as extra ones",
     "fixed_input_hidden": "MLP width of the fixed input (default: channels)",
     "fourier_features": "Fourier features of the location fed to the fixed input (0: none)",
