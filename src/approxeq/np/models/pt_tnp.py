@@ -142,11 +142,10 @@ class TEPseudoTokenEncoder(RelativeTokens):
     predicted exactly as by the equivariant component. This keeps the paper's design, and its
     quality where the model is used: a pseudo-token within ``ρ`` of the context reads ``t`` at
     its own location as before, and one farther away still carries a fixed input, read at the
-    edge of the data in its direction, instead of losing it (about 40 % of the pseudo-tokens
-    of a quick ERA5 model lie farther than the default ``ρ`` from every context point of a
-    test task). Bounded offsets would not do: the anchor itself can lie inside the domain. The
-    projection reads the context only, so a target's prediction does not depend on the other
-    targets.
+    edge of the data in its direction, instead of losing it (with a sparse context many
+    pseudo-tokens lie that far from every context point). Bounded offsets would not do: the
+    anchor itself can lie inside the domain. The projection reads the context only, so a
+    target's prediction does not depend on the other targets.
 
     Shapes: ``forward(xc [b, nc, dim_x], yc [b, nc, dim_y], xt [b, nt, dim_x], aux_c=None,
     aux_t=None)`` returns the target tokens ``[b, nt, width]``.
