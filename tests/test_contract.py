@@ -82,6 +82,8 @@ class KernelNP(nn.Module):
             self.proj = torch.eye(2 * dim_y)  # a plain tensor: .to() does not move it
         if bug == "checkpoint":
             self.register_buffer("scale", torch.rand(1) + 0.5, persistent=False)
+        if bug != "reach":
+            self.fixed_input_reach = 0.0  # the fixed input is read at the targets only
 
     def forward(self, xc, yc, xt):
         d2 = ((xt[:, :, None] - xc[:, None]) ** 2).sum(-1)  # [b, nt, nc]
@@ -119,7 +121,7 @@ def test_a_correct_model_passes_the_whole_contract(kernel_np):
         report = check_model_contract(kernel_np, approximate=approximate, dim_y=2)
         expected = {c for c in CHECKS if c not in ("aux", "device")}
         if not approximate:
-            expected.discard("approximate")
+            expected -= {"approximate", "fallback"}
         assert set(report.passed) == expected, report.summary()
         assert report.ok and "does not apply" in report.skipped["aux"]  # no dim_aux option
 
@@ -139,6 +141,13 @@ def test_each_check_catches_its_defect(kernel_np, bug, check, message):
     assert check in report.failed and not report.ok
     clean = check_model_contract(kernel_np, spec=ContractSpec(dim_y=2), checks=[check])
     assert clean.passed == [check]
+
+
+def test_fallback_check_needs_a_declared_reach(kernel_np):
+    with pytest.raises(ContractFailure, match=r"reach is unknown \(inf\): declare "
+                                              "fixed_input_reach"):
+        check_model_contract(kernel_np, approximate=True, spec=ContractSpec({"bug": "reach"}),
+                             checks=["fallback"])
 
 
 def test_approximate_check_needs_symmetry_breaking_modules(kernel_np):

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from approxeq.approximate import equivariance_error, equivariant_component
+from approxeq.approximate import delta_equiv, equivariance_error, equivariant_component
 from approxeq.groups import Euclidean
 from approxeq.np import build_model
-from approxeq.testing import assert_not_equivariant, random_task
+from approxeq.testing import assert_not_equivariant, perturb_symmetry_breaking, random_task
 
 SMALL = dict(width=16, num_layers=2, num_heads=2, frame_hidden=4)
 GROUP = Euclidean(2)
@@ -166,3 +166,38 @@ def test_lps_rejects_bad_options_and_input():
     model = small_lps()
     with pytest.raises(ValueError, match="xc"):
         model(torch.zeros(1, 3, 3), torch.zeros(1, 3, 1), torch.zeros(1, 2, 2))
+
+
+def _approximate_lps_with_fixed_inputs(gen):
+    model = small_lps(approximate=True, fixed_input_domain=[(-2.0, 2.0)] * 2).eval()
+    perturb_symmetry_breaking(model, generator=gen)  # non-zero fixed inputs
+    return model
+
+
+def test_delta_equiv_of_lps_is_exactly_zero_outside_its_domain(float64, gen):
+    # every location beyond the box (-2, 2)^2: the fixed inputs are exactly zero there, so with
+    # the same group elements drawn in both passes the model is its component (before the
+    # passes shared their draws, this measured Monte-Carlo noise: about 4e-4 here)
+    model = _approximate_lps_with_fixed_inputs(gen)
+    xc, yc, xt = task2d(gen)
+    far = torch.tensor([6.0, -5.0], dtype=torch.float64)
+    delta = delta_equiv(model, xc + far, yc, xt + far)
+    assert delta.shape == (2,) and torch.equal(delta, torch.zeros(2, dtype=torch.float64))
+
+
+def test_delta_equiv_of_lps_is_non_zero_inside_its_domain(float64, gen):
+    model = _approximate_lps_with_fixed_inputs(gen)
+    delta = delta_equiv(model, *task2d(gen))
+    assert (delta > 1e-4).all()
+
+
+def test_delta_equiv_uses_common_draws_and_leaves_the_callers_stream(float64, gen):
+    model = _approximate_lps_with_fixed_inputs(gen)
+    task = task2d(gen)
+    assert torch.equal(delta_equiv(model, *task, seed=3), delta_equiv(model, *task, seed=3))
+    torch.manual_seed(0)
+    delta_equiv(model, *task)
+    after = torch.rand(1)
+    torch.manual_seed(0)
+    torch.randint(0, 2 ** 62, ())  # delta_equiv's one draw of the shared seed
+    assert torch.equal(after, torch.rand(1))

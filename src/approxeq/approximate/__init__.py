@@ -10,15 +10,18 @@ from approxeq.approximate.component import (
 from approxeq.approximate.fixed_inputs import FixedInput, SymmetryBreaking, task_dropout_mask
 from approxeq.approximate.metrics import (
                                             EquivarianceReport,
+                                            common_draws,
                                             context_permutation_error,
                                             delta_equiv,
                                             equivariance_error,
 )
+from approxeq.approximate.reach import distance_to_box, fixed_input_domain, fixed_inputs, reach
 from approxeq.approximate.relaxed import RelaxedCNN, RelaxedConvBlock
 
 __all__ = [
     "AuxiliaryEmbedding", "check_aux", "equivariant_component", "is_approximate",
     "symmetry_breaking_modules", "FixedInput", "SymmetryBreaking", "task_dropout_mask",
-    "EquivarianceReport", "context_permutation_error", "delta_equiv", "equivariance_error",
+    "EquivarianceReport", "common_draws", "context_permutation_error", "delta_equiv",
+    "equivariance_error", "distance_to_box", "fixed_input_domain", "fixed_inputs", "reach",
     "RelaxedCNN", "RelaxedConvBlock",
 ]

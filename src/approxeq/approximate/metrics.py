@@ -3,7 +3,8 @@ gap Δequiv between an approximately equivariant model and its equivariant compo
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -124,15 +125,46 @@ def context_permutation_error(model: nn.Module, xc: Tensor, yc: Tensor, xt: Tens
     return err
 
 
+@contextmanager
+def common_draws(seed: int, device: torch.device | str | None = None) -> Iterator[None]:
+    """Run the body under a forked global RNG seeded with ``seed`` (on the CPU and, for a CUDA
+    ``device``, on that device too); the caller's random stream is restored on exit.
+
+    Two passes that each run under ``common_draws(seed)`` draw the same random numbers (common
+    random numbers): a stochastic model (e.g. LPS-TNP, which samples group elements) then
+    samples the same elements in both, so their difference is the model's, not Monte-Carlo
+    noise. Use it around a model and its equivariant component wherever the two are compared.
+    """
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
 @torch.no_grad()
-def delta_equiv(model: nn.Module, xc: Tensor, yc: Tensor, xt: Tensor, **model_kwargs) -> Tensor:
+def delta_equiv(model: nn.Module, xc: Tensor, yc: Tensor, xt: Tensor, *,
+                seed: int | None = None, **model_kwargs) -> Tensor:
     """Δequiv per task: mean absolute difference between the predictive means of ``model`` and
-    of its equivariant component, ``[batch]``. Zero for models without fixed inputs."""
+    of its equivariant component, ``[batch]``. Zero for models without fixed inputs.
+
+    Both passes run under :func:`common_draws` with the same seed, so a stochastic model (one
+    that samples at evaluation, e.g. LPS-TNP's group elements) uses the same draws in both and
+    Δequiv measures the fixed inputs alone: it is exactly 0 where they are. ``seed`` (default:
+    one draw from the global RNG, so successive calls differ but stay reproducible under a
+    seeded caller) seeds both passes; the caller's RNG advances by that one draw only.
+    ``model_kwargs`` (e.g. ``aux_c``/``aux_t``) are passed to both passes.
+
+    Shapes: ``xc [b, nc, dx]``, ``yc [b, nc, dy]``, ``xt [b, nt, dx]``; returns ``[b]``.
+    """
+    if seed is None:
+        seed = int(torch.randint(0, 2 ** 62, ()))
     was_training = model.training
     model.eval()
     try:
-        full = model(xc, yc, xt, **model_kwargs).mean
-        with equivariant_component(model):
+        with common_draws(seed, xc.device):
+            full = model(xc, yc, xt, **model_kwargs).mean
+        with common_draws(seed, xc.device), equivariant_component(model):
             comp = model(xc, yc, xt, **model_kwargs).mean
     finally:
         model.train(was_training)

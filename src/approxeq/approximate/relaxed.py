@@ -121,6 +121,8 @@ class RelaxedCNN(nn.Module):
         self.net: CNN | UNet = build_cnn(kind, dim, in_channels, channels, num_layers,
                                          kernel_size, block=block)
         self.grid_multiple = self.net.grid_multiple
+        # the mixing weights act at each output cell only: the network's reach is its CNN's
+        self.receptive_field = self.net.receptive_field
 
     def forward(self, z: Tensor, coords: Tensor | None = None, *,
                 generator: torch.Generator | None = None) -> Tensor:

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from approxeq.approximate import is_approximate
+from approxeq.approximate import common_draws, is_approximate
 from approxeq.data.normalise import NORMALISER_FILE, Normaliser
 from approxeq.data.xarray_tasks import (
     AuxiliaryFields,
@@ -205,8 +205,13 @@ def map_panels(model: nn.Module, normaliser: Normaliser, data: Any, var: str, ti
     context = truth.where(keep)
     fields = AuxiliaryFields(aux, aux_vars) if aux is not None else None
     raw_at = fields.raw_at if (fields is not None and getattr(model, "dim_aux", 0)) else None
-    full = predict(model, context, truth, normaliser, aux=raw_at)
-    comp = predict(model, context, truth, normaliser, aux=raw_at, component=True)
+    # the same random draws in both passes: a stochastic model's correction is then the fixed
+    # inputs' alone, not Monte-Carlo noise
+    device = next(iter(model.parameters())).device
+    with common_draws(seed, device):
+        full = predict(model, context, truth, normaliser, aux=raw_at)
+    with common_draws(seed, device):
+        comp = predict(model, context, truth, normaliser, aux=raw_at, component=True)
     units = truth.attrs.get("units", "")
     ds = xr.Dataset({"truth": truth, "context": context, "full": full["mean"],
                      "std": full["std"], "component": comp["mean"],

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from approxeq.approximate import equivariant_component, is_approximate
+from approxeq.approximate import common_draws, equivariant_component, is_approximate
 from approxeq.data.base import TaskGenerator
 from approxeq.data.normalise import Normaliser
 from approxeq.data.terrain import (
@@ -208,10 +208,13 @@ def training_pool(o: Mapping[str, Any], batch_size: int, log: Log) -> list[Batch
 def _means(model: nn.Module, xc: torch.Tensor, yc: torch.Tensor, xt: torch.Tensor,
            **kwargs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Predictive means of ``model`` and of its equivariant component ``[b, nt, 1]``, in eval
-    mode (in training mode fixed-input and auxiliary dropout would enter the correction)."""
+    mode (in training mode fixed-input and auxiliary dropout would enter the correction) and
+    with the same random draws (:func:`~approxeq.approximate.common_draws`), so that for a
+    stochastic model the correction is the fixed inputs', not Monte-Carlo noise."""
     with evaluation_mode(model):
-        full = model(xc, yc, xt, **kwargs).mean
-        with equivariant_component(model):
+        with common_draws(0, xc.device):
+            full = model(xc, yc, xt, **kwargs).mean
+        with common_draws(0, xc.device), equivariant_component(model):
             comp = model(xc, yc, xt, **kwargs).mean
     return full, comp
 

@@ -138,11 +138,16 @@ class CNN(nn.Module):
     #: grid sizes must be divisible by this (no down-sampling here)
     grid_multiple = 1
 
+    #: how far (in grid cells, along each axis) an input cell can change the output: each
+    #: block's kernel reaches ``kernel_size // 2`` cells
+    receptive_field: int
+
     def __init__(self, dim: int, in_channels: int, channels: int = 32, num_layers: int = 5,
                  kernel_size: int = 9, *, block: BlockFactory = ConvBlock) -> None:
         super().__init__()
         _check_common(dim, in_channels, channels, num_layers, kernel_size)
         self.dim, self.in_channels, self.channels = dim, in_channels, channels
+        self.receptive_field = num_layers * (kernel_size // 2)
         self.blocks = nn.ModuleList(
             block(dim, in_channels if i == 0 else channels, channels, kernel_size)
             for i in range(num_layers))
@@ -189,6 +194,13 @@ class UNet(nn.Module):
         self.num_layers = num_layers
         self.grid_multiple = 2 ** num_layers
         self.io_blocks = io_blocks
+        # How far (in full-resolution grid cells, per axis) an input cell can change the output:
+        # the longest path runs down every level and back up. A stride-2 convolution at level i
+        # (cells 2^i wide) and the transposed one back to it each reach kernel_size // 2 of its
+        # cells, so together 2 (2^L - 1) cells per kernel_size // 2; the input and output blocks
+        # add one kernel radius each.
+        self.receptive_field = (kernel_size // 2) * (2 * (2 ** num_layers - 1)
+                                                     + (2 if io_blocks else 0))
         c = channels
         self.inp: nn.Module | None = block(dim, in_channels, c, kernel_size) if io_blocks else None
         self.down = nn.ModuleList(

@@ -297,6 +297,9 @@ class GroupCNN(nn.Module):
         if not isinstance(num_layers, int) or num_layers < 1:
             raise ValueError(f"num_layers: expected an int >= 1, got {num_layers!r}")
         self.in_channels, self.channels = in_channels, channels
+        #: how far (in grid cells, per axis) an input cell can change the output: the lifting
+        #: and each group convolution reach kernel_size // 2 cells
+        self.receptive_field = num_layers * (kernel_size // 2)
         group = group or Dihedral(4)
         self.lift = LiftingConv2d(in_channels, channels, kernel_size, group)
         self.layers = nn.ModuleList(GroupConv2d(channels, channels, kernel_size, group)

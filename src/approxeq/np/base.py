@@ -18,13 +18,16 @@ and the build spec (``model_name``, ``build_options``) that a checkpoint is rebu
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 from torch.distributions import Distribution
 
 from approxeq.approximate.auxiliary import check_aux
+from approxeq.approximate.reach import fixed_inputs
 from approxeq.groups.base import Group
 from approxeq.np.batch import check_model_dims, check_np_inputs
 
@@ -76,6 +79,14 @@ class NeuralProcess(nn.Module):
     def approximate(self) -> bool:
         """Whether the model has learned symmetry-breaking fixed inputs."""
         return self._approximate
+
+    def fixed_input_reach(self, dtype: torch.dtype | None = None) -> float:
+        """How far (∞-norm, input units) beyond their domain box the fixed inputs can still
+        change a prediction in ``dtype`` (see :func:`approxeq.approximate.reach`): a task whose
+        locations all lie farther is predicted exactly as by the equivariant component. 0
+        without fixed inputs; a model with fixed inputs overrides this with the bound its
+        construction gives (this default, ``inf``, promises nothing)."""
+        return 0.0 if not fixed_inputs(self) else math.inf
 
     def set_build_spec(self, model_name: str, options: Mapping[str, Any]) -> NeuralProcess:
         """Record the registered name and the options the model was built with, from which

@@ -58,7 +58,7 @@ OPTION_RANGES: dict[str, Range] = {
     "chunk_size": AT_LEAST_1, "n_samples_train": AT_LEAST_1, "n_samples_eval": AT_LEAST_1,
     "noise_dim": AT_LEAST_1, "frame_hidden": AT_LEAST_1, "frame_layers": AT_LEAST_1,
     "fourier_features": NON_NEGATIVE, "dim_aux": NON_NEGATIVE, "min_std": NON_NEGATIVE,
-    "margin": NON_NEGATIVE, "noise_scale": NON_NEGATIVE,
+    "margin": NON_NEGATIVE, "noise_scale": NON_NEGATIVE, "fixed_input_reach": NON_NEGATIVE,
     "points_per_unit": POSITIVE, "memory_budget_mb": POSITIVE, "max_grid_mb": POSITIVE,
     "fixed_input_dropout": PROBABILITY, "aux_dropout": PROBABILITY,
 }
@@ -186,6 +186,7 @@ OPTION_MEANINGS: dict[str, str] = {
     "num_fixed_inputs": "channels B of the learned fixed input (approximate models)",
     "fixed_input_domain": "box [(low, high), ...] outside which the fixed input is zero",
     "fixed_input_dropout": "per-task probability of dropping the fixed input in training",
+    "fixed_input_reach": "how far from the context a pseudo-token's fixed input is read",
     "fixed_input_mode": "'sum' the fixed input into the channels or 'concat' it as extra ones",
     "fixed_input_hidden": "MLP width of the fixed input (default: channels)",
     "fourier_features": "Fourier features of the location fed to the fixed input (0: none)",

@@ -35,6 +35,7 @@ from approxeq.testing.equivariance import (
     module_equivariance_gap,
     random_task,
 )
+from approxeq.testing.fallback import assert_falls_back, tasks_beyond_reach
 from approxeq.testing.groups import assert_group_laws
 from approxeq.testing.precision import TOLERANCES, default_atol, float32, float64, precision
 from approxeq.testing.specs import (
@@ -51,10 +52,11 @@ from approxeq.testing.specs import (
 __all__ = [
     "CHECKS", "CONTRACT_CHECKS", "CONTRACT_SPECS", "TOLERANCES", "ContractCase", "ContractFailure",
     "ContractReport", "ContractSkip", "ContractSpec", "EquivarianceReport", "applicable_checks",
-    "assert_context_permutation_invariant", "assert_equivariant", "assert_group_laws",
+    "assert_context_permutation_invariant", "assert_equivariant", "assert_falls_back",
+    "assert_group_laws",
     "assert_not_equivariant",
     "check_model_contract", "contract_cases", "contract_spec", "default_atol", "elements_to_check",
     "equivariance_error", "finite_order", "float32", "float64", "module_equivariance_gap",
     "perturb_symmetry_breaking", "precision", "random_task", "register_contract_spec",
-    "run_contract_check",
+    "run_contract_check", "tasks_beyond_reach",
 ]

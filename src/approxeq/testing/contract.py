@@ -15,6 +15,9 @@ check              what it asserts
 ``approximate``    float64, fixed inputs made non-zero: exact inside
                    :func:`~approxeq.approximate.equivariant_component`, measurably not
                    equivariant outside it
+``fallback``       float64, fixed inputs made non-zero: a task whose locations all lie beyond
+                   the model's reach (:func:`~approxeq.approximate.reach`) from the fixed
+                   inputs' domain is predicted exactly as by the equivariant component
 ``permutation``    float64: invariant to the order of the context points
 ``aux``            built with ``dim_aux``: ``aux_c``/``aux_t`` are checked and used, ignored
                    inside the equivariant component, and equivariance holds when they move
@@ -51,6 +54,7 @@ from approxeq.testing.equivariance import (
     assert_not_equivariant,
     random_task,
 )
+from approxeq.testing.fallback import check_fallback
 from approxeq.testing.precision import precision
 from approxeq.testing.specs import (
     CHECKS,
@@ -404,7 +408,8 @@ def check_checkpoint(case: ContractCase, device: torch.device | None) -> None:
 #: every check by name (see the module docstring)
 CONTRACT_CHECKS: dict[str, Callable[[ContractCase, torch.device | None], None]] = {
     "attributes": check_attributes, "shapes": check_shapes, "equivariance": check_equivariance,
-    "approximate": check_approximate, "permutation": check_permutation, "aux": check_aux,
+    "approximate": check_approximate, "fallback": check_fallback,
+    "permutation": check_permutation, "aux": check_aux,
     "gradients": check_gradients, "dtype": check_dtype, "device": check_device,
     "checkpoint": check_checkpoint,
 }

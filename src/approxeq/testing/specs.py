@@ -22,8 +22,8 @@ from approxeq.np.registry import available_models, build_model
 from approxeq.symmetrize import ProbabilisticSymmetrization
 
 #: every check of the suite, in the order they run
-CHECKS: tuple[str, ...] = ("attributes", "shapes", "equivariance", "approximate", "permutation",
-                           "aux", "gradients", "dtype", "device", "checkpoint")
+CHECKS: tuple[str, ...] = ("attributes", "shapes", "equivariance", "approximate", "fallback",
+                           "permutation", "aux", "gradients", "dtype", "device", "checkpoint")
 
 ElementsFn = Callable[[Group, torch.dtype], Tensor]
 
@@ -198,7 +198,8 @@ def applicable_checks(case: ContractCase, model: nn.Module | None = None) -> tup
     symmetric = getattr(model, "symmetry", None) is not None
     approximate = case.approximate or is_approximate(model)
     aux = _builds(case, dim_aux=case.spec.dim_aux) is not None
-    skip = {"equivariance": not symmetric, "approximate": not approximate, "aux": not aux}
+    skip = {"equivariance": not symmetric, "approximate": not approximate,
+            "fallback": not approximate, "aux": not aux}
     return tuple(c for c in CHECKS if not skip.get(c, False))
 
 

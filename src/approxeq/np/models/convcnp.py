@@ -43,6 +43,7 @@ from torch import Tensor, nn
 
 from approxeq.approximate.auxiliary import AuxiliaryEmbedding
 from approxeq.approximate.fixed_inputs import FixedInput
+from approxeq.approximate.reach import fixed_inputs, model_dtype
 from approxeq.groups.translation import Translation
 from approxeq.nn.cnn import build_cnn
 from approxeq.nn.mlp import MLP
@@ -221,6 +222,23 @@ class ConvCNP(NeuralProcess):
     @property
     def points_per_unit(self) -> float:
         return self.encoder.points_per_unit
+
+    def fixed_input_reach(self, dtype: torch.dtype | None = None) -> float:
+        """The grid network's receptive field plus the decoder's set-convolution support.
+
+        A fixed input is non-zero only at grid points inside its domain (or, in a relaxed
+        convolution, changes the outputs there only); the grid network carries a change at
+        most ``receptive_field`` cells, and the decoder's weights are exactly 0 beyond
+        :func:`~approxeq.nn.setconv.rbf_support` lengthscales in ``dtype``. So a target farther
+        than ``receptive_field / points_per_unit + rbf_support(dtype) * lengthscale`` from the
+        domain (along some axis) is predicted from unchanged grid values. The grid's margin does
+        not enter: it sets how far the grid extends beyond the data, not how far a change on it
+        travels. 0 without fixed inputs."""
+        if not fixed_inputs(self):
+            return 0.0
+        dtype = dtype or model_dtype(self)
+        return (self.encoder.net.receptive_field / self.points_per_unit
+                + self.decoder.setconv.weights.support(dtype))
 
 
 def check_grid_dim_x(name: str, dim_x: int) -> None:

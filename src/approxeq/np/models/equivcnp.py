@@ -44,11 +44,18 @@ from torch import Tensor, nn
 
 from approxeq.approximate.auxiliary import AuxiliaryEmbedding
 from approxeq.approximate.fixed_inputs import FixedInput
+from approxeq.approximate.reach import fixed_inputs, model_dtype
 from approxeq.groups.finite import Dihedral, point_group
 from approxeq.groups.lattice import LatticeEuclidean
 from approxeq.nn.group_conv import GroupCNN
 from approxeq.nn.mlp import MLP
-from approxeq.nn.setconv import SetConvDecoder, SetConvEncoder, grid_points
+from approxeq.nn.setconv import (
+    SetConvDecoder,
+    SetConvEncoder,
+    grid_points,
+    rbf_support,
+    rbf_weights,
+)
 from approxeq.np.base import NeuralProcess
 from approxeq.np.likelihood import HeteroscedasticGaussian
 from approxeq.np.models.common import DEFAULT_MAX_GRID_MB, check_grid_budget, default_domain
@@ -114,8 +121,14 @@ class IsotropicRBFWeights(nn.Module):
         return self.log_lengthscale.exp()
 
     def per_axis(self, x: Tensor, axes: Sequence[Tensor]) -> list[Tensor]:
+        # rbf_weights: exactly 0 beyond rbf_support(dtype) lengthscales, so the decoder's
+        # reach (and the fixed inputs') is bounded by construction
         ls = self.lengthscale.to(x.dtype)
-        return [torch.exp(-0.5 * ((x[..., d, None] - a) / ls) ** 2) for d, a in enumerate(axes)]
+        return [rbf_weights(x[..., d], a, ls) for d, a in enumerate(axes)]
+
+    def support(self, dtype: torch.dtype) -> float:
+        """The largest distance along an axis at which a weight in ``dtype`` is not 0."""
+        return float(self.lengthscale.detach()) * rbf_support(dtype)
 
 
 def isotropic_setconv_encoder(points_per_unit: float) -> SetConvEncoder:
@@ -238,6 +251,18 @@ class EquivCNP(NeuralProcess):
     @property
     def points_per_unit(self) -> float:
         return self.encoder.points_per_unit
+
+    def fixed_input_reach(self, dtype: torch.dtype | None = None) -> float:
+        """The group CNN's receptive field plus the decoder's set-convolution support, as for
+        the ConvCNP (:meth:`~approxeq.np.models.convcnp.ConvCNP.fixed_input_reach`): the fixed
+        input is non-zero only at grid points inside its domain, the group CNN carries a change
+        ``receptive_field`` cells, and the decoder's weights are exactly 0 beyond
+        :func:`~approxeq.nn.setconv.rbf_support` lengthscales. 0 without fixed inputs."""
+        if not fixed_inputs(self):
+            return 0.0
+        dtype = dtype or model_dtype(self)
+        return (self.encoder.net.receptive_field / self.points_per_unit
+                + self.decoder.setconv.weights.support(dtype))
 
 
 @register_model("equivcnp", "E(2) ConvCNP: D_N/C_N group CNN on a symmetric lattice grid "

@@ -261,6 +261,10 @@ class LPSTNP(NeuralProcess):
     def aux_embedding(self) -> nn.Module | None:
         return self.encoder.aux_embedding
 
+    def fixed_input_reach(self, dtype: torch.dtype | None = None) -> float:
+        """0: the fixed input is evaluated at the original context locations only."""
+        return 0.0
+
     @property
     def aggregate(self) -> str:
         return self.likelihood.aggregate

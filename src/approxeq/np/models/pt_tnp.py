@@ -4,11 +4,14 @@ or induced-set-transformer style), so the cost is linear in the context size.
 * ``pt-tnp``: plain attention; not equivariant.
 * ``te-pt-tnp``: TE attention; the pseudo-tokens sit at learned offsets from the mean context
   input, so they move with the data and the model is translation equivariant. With
-  ``approximate=True`` a fixed input at the pseudo-token locations is added to their embeddings.
+  ``approximate=True`` a fixed input at the pseudo-token locations is added to their embeddings
+  (Ashman et al., 2024), evaluated within ``fixed_input_reach`` of the nearest context point
+  (see :class:`TEPseudoTokenEncoder`).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from functools import partial
 from typing import Literal
@@ -37,6 +40,8 @@ from approxeq.np.registry import register_model
 #: ``ist``: per layer context → pseudo, pseudo → context (updates the context), targets → pseudo.
 VARIANTS = ("perceiver", "ist")
 Variant = Literal["perceiver", "ist"]
+#: the default ``fixed_input_reach`` of ``te-pt-tnp``, as a fraction of the domain's shortest side
+DEFAULT_REACH_FRACTION = 0.25
 
 
 def _check_variant(variant: str) -> str:
@@ -126,6 +131,22 @@ class TEPseudoTokenEncoder(RelativeTokens):
     location. The fixed input (approximate version) is added to the pseudo-token embeddings at
     their locations before the first layer.
 
+    **The fixed input's reach.** Pseudo-token locations are not data locations: the mean of a
+    context that lies on both sides of the fixed input's domain can fall inside it, and the
+    offsets are learned and unbounded, so a fixed input evaluated at ``x_u`` would act on tasks
+    at any distance from its domain. So it is evaluated at ``x_u`` moved to within
+    ``fixed_input_reach`` ``ρ`` (∞-norm, per axis) of its nearest context point ``x_n``:
+    ``t(x_n + clamp(x_u − x_n, −ρ, ρ))`` (nearest target point when the context is empty, as
+    for the anchor; no fixed input when both are). A task whose locations all lie farther than
+    ``ρ`` from the domain then has every such location outside it, where ``t = 0``, and is
+    predicted exactly as by the equivariant component. This keeps the paper's design, and its
+    quality where the model is used: a pseudo-token within ``ρ`` of the context reads ``t`` at
+    its own location as before, and one farther away still carries a fixed input, read at the
+    edge of the data in its direction, instead of losing it (with a sparse context many
+    pseudo-tokens lie that far from every context point). Bounded offsets would not do: the
+    anchor itself can lie inside the domain. The projection reads the context only, so a
+    target's prediction does not depend on the other targets.
+
     Shapes: ``forward(xc [b, nc, dim_x], yc [b, nc, dim_y], xt [b, nt, dim_x], aux_c=None,
     aux_t=None)`` returns the target tokens ``[b, nt, width]``.
     """
@@ -134,11 +155,16 @@ class TEPseudoTokenEncoder(RelativeTokens):
                  num_pseudo_tokens: int, *, self_attention: LayerFactory,
                  cross_attention: LayerFactory, variant: str = "perceiver",
                  fixed_input: FixedInputEmbedding | None = None, dim_aux: int = 0,
-                 aux_dropout: float = 0.0) -> None:
+                 aux_dropout: float = 0.0, fixed_input_reach: float = 0.0) -> None:
         # Parameters are created in the order of the earlier layout, so that a seed gives the
         # same initial model.
         super().__init__(dim_y, width, None, dim_aux, aux_dropout)
         self.dim_x = dim_x
+        if not (fixed_input_reach >= 0 and math.isfinite(fixed_input_reach)):
+            raise ValueError(f"fixed_input_reach: expected a finite number >= 0, got "
+                             f"{fixed_input_reach!r}")
+        #: how far (∞-norm) from its nearest context point a pseudo-token's t is read
+        self.fixed_input_reach = float(fixed_input_reach)
         self.pseudo_tokens = nn.Parameter(torch.randn(num_pseudo_tokens, width))
         self.pseudo_offsets = nn.Parameter(torch.randn(num_pseudo_tokens, dim_x))
         self.pseudo_fixed_input = fixed_input
@@ -154,13 +180,34 @@ class TEPseudoTokenEncoder(RelativeTokens):
             anchor = xc.new_zeros(xc.shape[0], 1, self.dim_x)
         return self.pseudo_offsets + anchor
 
+    def fixed_input_locations(self, xu: Tensor, xc: Tensor, xt: Tensor) -> Tensor | None:
+        """Where the fixed input of each pseudo-token ``xu [b, M, dim_x]`` is read: ``xu``
+        moved to within :attr:`fixed_input_reach` (∞-norm) of its nearest context point (of
+        its nearest target point when the context is empty), ``[b, M, dim_x]``; ``None``
+        without any data."""
+        data = xc if xc.shape[1] > 0 else xt
+        if data.shape[1] == 0:
+            return None
+        with torch.no_grad():  # which point is nearest: no gradient
+            nearest = torch.cdist(xu, data, p=math.inf).argmin(-1)  # [b, M]
+        xn = data.gather(1, nearest.unsqueeze(-1).expand(-1, -1, data.shape[-1]))
+        rho = self.fixed_input_reach
+        return xn + (xu - xn).clamp(-rho, rho)
+
+    def pseudo_fixed_input_values(self, xu: Tensor, xc: Tensor, xt: Tensor) -> Tensor | None:
+        """The fixed input of the pseudo-tokens ``xu [b, M, dim_x]``, read at
+        :meth:`fixed_input_locations`: ``[b, M, width]`` (``None`` without any data)."""
+        where = self.fixed_input_locations(xu, xc, xt)
+        return None if where is None else self.pseudo_fixed_input(where)
+
     def forward(self, xc: Tensor, yc: Tensor, xt: Tensor, aux_c: Tensor | None = None,
                 aux_t: Tensor | None = None) -> Tensor:
         zc, zt = self.tokens(xc, yc, xt, aux_c, aux_t)
         xu = self.pseudo_token_locations(xc, xt)
         u = self.pseudo_tokens.expand(xc.shape[0], -1, -1)
         if self.pseudo_fixed_input is not None:
-            u = u + self.pseudo_fixed_input(xu)
+            t = self.pseudo_fixed_input_values(xu, xc, xt)
+            u = u if t is None else u + t
         for i, (pseudo_layer, target_layer) in enumerate(zip(self.pseudo_layers,
                                                              self.target_layers)):
             u = pseudo_layer(u, zc, xu, xc)
@@ -188,13 +235,14 @@ class TEPTTNP(NeuralProcess):
                  num_heads: int = 8, num_pseudo_tokens: int = 32, min_std: float = 1e-3,
                  variant: str = "perceiver", fixed_input: FixedInputEmbedding | None = None,
                  dim_aux: int = 0, aux_dropout: float = 0.0, *, chunk_size: int | None = None,
-                 memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB) -> None:
+                 memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB,
+                 fixed_input_reach: float = 0.0) -> None:
         self_attention, cross_attention = te_layer_factories(
             width, num_heads, dim_x, chunk_size=chunk_size, memory_budget_mb=memory_budget_mb)
         encoder = TEPseudoTokenEncoder(
             dim_x, dim_y, width, num_layers, num_pseudo_tokens, self_attention=self_attention,
             cross_attention=cross_attention, variant=variant, fixed_input=fixed_input,
-            dim_aux=dim_aux, aux_dropout=aux_dropout)
+            dim_aux=dim_aux, aux_dropout=aux_dropout, fixed_input_reach=fixed_input_reach)
         super().__init__(encoder, MLP(width, 2 * dim_y, width, 2),
                          HeteroscedasticGaussian(min_std), dim_x=dim_x, dim_y=dim_y,
                          symmetry=Translation(dim_x), dim_aux=dim_aux,
@@ -205,6 +253,11 @@ class TEPTTNP(NeuralProcess):
     @property
     def fixed_input(self) -> FixedInputEmbedding | None:
         return self.encoder.pseudo_fixed_input
+
+    def fixed_input_reach(self, dtype: torch.dtype | None = None) -> float:
+        """The encoder's ``fixed_input_reach``: the fixed input is read no farther than that
+        from a context point (see :class:`TEPseudoTokenEncoder`). 0 without fixed inputs."""
+        return self.encoder.fixed_input_reach if self.fixed_input is not None else 0.0
 
     def pseudo_token_locations(self, xc: Tensor, xt: Tensor) -> Tensor:
         """See :meth:`TEPseudoTokenEncoder.pseudo_token_locations`."""
@@ -238,18 +291,26 @@ def build_te_pt_tnp(dim_x: int, dim_y: int, *, width: int = 128, num_layers: int
                     fixed_input_dropout: float = 0.5, fourier_features: int = 0,
                     chunk_size: int | None = None,
                     memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB, dim_aux: int = 0,
-                    aux_dropout: float = 0.0) -> TEPTTNP:
+                    aux_dropout: float = 0.0, fixed_input_reach: float | None = None) -> TEPTTNP:
     """TE-PT-TNP. Options: those of ``pt-tnp``, ``chunk_size`` and ``memory_budget_mb`` (TE
     attention), and with ``approximate=True``: ``num_fixed_inputs`` (width),
     ``fixed_input_domain`` ([(-2, 2)] * dim_x), ``fixed_input_dropout`` (0.5),
-    ``fourier_features`` (0)."""
+    ``fourier_features`` (0), ``fixed_input_reach`` (how far, in the ∞-norm, from its nearest
+    context point a pseudo-token's fixed input is read, and so the model's reach; default a
+    quarter of the domain's shortest side)."""
     check_heads(width, num_heads)
     fixed_input = fixed_input_embedding(dim_x, width, approximate=approximate,
                                         num_fixed_inputs=num_fixed_inputs,
                                         domain=fixed_input_domain, p=fixed_input_dropout,
                                         fourier_features=fourier_features)
+    if fixed_input is None:
+        fixed_input_reach = 0.0
+    elif fixed_input_reach is None:
+        box = fixed_input.fixed_input.domain
+        fixed_input_reach = DEFAULT_REACH_FRACTION * float((box[:, 1] - box[:, 0]).min())
     return TEPTTNP(dim_x, dim_y, width=width, num_layers=num_layers, num_heads=num_heads,
                    num_pseudo_tokens=num_pseudo_tokens, min_std=min_std,
                    variant=_check_variant(variant), fixed_input=fixed_input, dim_aux=dim_aux,
                    aux_dropout=aux_dropout, chunk_size=chunk_size,
-                   memory_budget_mb=memory_budget_mb)
+                   memory_budget_mb=memory_budget_mb,
+                   fixed_input_reach=fixed_input_reach)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from functools import partial
 
+import torch
 from torch import Tensor, nn
 
 from approxeq.groups.translation import Translation
@@ -143,6 +144,11 @@ class TETNP(NeuralProcess):
     @property
     def fixed_input(self) -> FixedInputEmbedding | None:
         return self.encoder.fixed_input
+
+    def fixed_input_reach(self, dtype: torch.dtype | None = None) -> float:
+        """0: the fixed input is evaluated at the context locations only, so a task whose
+        locations all lie outside its domain sees none of it."""
+        return 0.0
 
 
 @register_model("te-tnp",
