@@ -60,6 +60,19 @@ class ViTConfig:
     grid_size: int = 14
     class_token: bool = True
 
+    def __post_init__(self) -> None:
+        for name in ("patch_size", "in_channels", "embed_dim", "depth", "num_heads",
+                     "grid_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name}: expected an int >= 1, got {value!r}")
+        if self.embed_dim % self.num_heads:
+            raise ValueError(f"num_heads: must divide embed_dim = {self.embed_dim}, got "
+                             f"{self.num_heads}")
+        if isinstance(self.mlp_ratio, bool) or not isinstance(self.mlp_ratio, (int, float)) \
+                or not self.mlp_ratio > 0:
+            raise ValueError(f"mlp_ratio: expected a number > 0, got {self.mlp_ratio!r}")
+
 
 class _Attention(nn.Module):
     def __init__(self, dim: int, num_heads: int) -> None:

@@ -1,0 +1,120 @@
+"""A careless user's mistakes in experiment YAMLs, each refused in one line (exit status 1, no
+traceback) before anything is simulated or trained: unknown keys named with the closest valid
+key, zero and negative sizes, wrong kinds, missing extras, binary files."""
+
+from __future__ import annotations
+
+import copy
+import sys
+
+import pytest
+
+yaml = pytest.importorskip("yaml")
+
+from approxeq.cli import main  # noqa: E402
+from approxeq.experiments.base import CONFIGS_DIR  # noqa: E402
+
+
+def shipped(name: str) -> dict:
+    return yaml.safe_load((CONFIGS_DIR / f"{name}.yaml").read_text())
+
+
+def one_line_error(argv: list[str], capsys) -> str:
+    """The error line of a command that must fail with status 1 and print only that."""
+    assert main([*argv, "--quiet"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err and len(err.splitlines()) == 1, err
+    return err
+
+
+def write_variant(tmp_path, name: str, change) -> str:
+    """The shipped YAML ``name`` with ``change(data)`` applied, as a file."""
+    data = copy.deepcopy(shipped(name))
+    change(data)
+    path = tmp_path / f"{name}-variant.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return str(path)
+
+
+def quick_task(data: dict) -> dict:
+    return data["sizes"]["quick"]["task"]
+
+
+def rename(mapping: dict, old: str, new: str) -> None:
+    mapping[new] = mapping.pop(old)
+
+
+def assign(mapping_of, **values):
+    return lambda data: mapping_of(data).update(values)
+
+
+CASES = [
+    # (experiment, change, what the line must say)
+    ("pattern", lambda d: rename(quick_task(d), "epochs", "epoch"),
+     "unknown key 'epoch' (did you mean 'epochs'?) in task.options"),
+    ("pattern", lambda d: rename(quick_task(d)["vit"], "embed_dim", "embed_dims"),
+     "unknown key 'embed_dims' (did you mean 'embed_dim'?) in task.options.vit"),
+    ("pattern", lambda d: rename(quick_task(d)["generator"], "n_communities", "n_community"),
+     "unknown key 'n_community' (did you mean 'n_communities'?) in task.options.generator"),
+    ("pattern", lambda d: quick_task(d)["vit"].update(patch_size=0),
+     "task.options.vit: patch_size: expected an int >= 1, got 0"),
+    ("pattern", assign(quick_task, batch_size=0),
+     "task.options.batch_size: expected an int >= 1, got 0"),
+    ("pattern", lambda d: quick_task(d)["generator"].update(community_min=6, community_max=6),
+     "community_max must exceed community_min = 6; got 6"),
+    ("pattern", lambda d: quick_task(d).pop("epochs"), "missing setting(s) 'epochs'"),
+    ("nbody", lambda d: rename(quick_task(d), "n_train", "n_trian"),
+     "unknown key 'n_trian' (did you mean 'n_train'?) in task.options"),
+    ("nbody", assign(quick_task, batch_size=0),
+     "task.options.batch_size: expected an int >= 1, got 0"),
+    ("nbody", assign(quick_task, lr="fast"), "task.options.lr: expected a number > 0, got 'fast'"),
+    ("nbody", assign(quick_task, simulation={"save_evry": 10}),
+     "unknown key 'save_evry' (did you mean 'save_every'?) in task.options.simulation"),
+    ("graph8c", lambda d: rename(quick_task(d), "n_inits", "n_init"),
+     "unknown key 'n_init' (did you mean 'n_inits'?) in task.options"),
+    ("csl", assign(quick_task, mlp_hidden=[128, 0]),
+     "task.options.mlp_hidden: expected a non-empty list of ints >= 1, got [128, 0]"),
+    ("era5-uk", lambda d: rename(d["task"]["options"], "max_targets", "max_target"),
+     "unknown key 'max_target' (did you mean 'max_targets'?) in task.options"),
+    ("terrain", lambda d: rename(d["task"]["options"]["field"], "lengthscale", "lengthscal"),
+     "unknown key 'lengthscal' (did you mean 'lengthscale'?) in task.options.field"),
+    ("gp1d", lambda d: rename(d, "models", "model"),
+     "unknown key 'model' (did you mean 'models'?) in the top level"),
+    ("gp1d", lambda d: d["sizes"]["quick"].update(stpes=10),
+     "unknown key 'stpes' (did you mean 'steps'?) in sizes.quick"),
+]
+
+
+@pytest.mark.parametrize("name, change, expected", CASES)
+def test_yaml_mistakes_are_one_clear_line(name, change, expected, tmp_path, capsys):
+    path = write_variant(tmp_path, name, change)
+    err = one_line_error(["train", path, "--out", str(tmp_path / "run")], capsys)
+    assert expected in err
+    assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_unknown_model_and_option_name_the_closest():
+    from approxeq.np import build_model
+
+    with pytest.raises(ValueError, match=r"unknown option\(s\) 'chanels' \(did you mean "
+                                         r"'channels'\?\)"):
+        build_model("convcnp", 1, 1, chanels=4)
+    with pytest.raises(ValueError, match=r"unknown model 'convnp' \(did you mean 'convcnp'\?\)"):
+        build_model("convnp", 1, 1)
+
+
+def test_a_binary_yaml_is_named(tmp_path, capsys):
+    path = tmp_path / "weights.yaml"
+    path.write_bytes(bytes(range(256)) * 4)
+    err = one_line_error(["train", str(path), "--out", str(tmp_path / "run")], capsys)
+    assert f"{path}: not a YAML text file" in err
+
+
+def test_timm_missing_is_refused_before_any_model_trains(tmp_path, capsys, monkeypatch):
+    # the first models need no timm; the run must stop before they train, not after
+    monkeypatch.setitem(sys.modules, "timm", None)  # import timm raises ImportError
+    path = write_variant(tmp_path, "pattern", assign(quick_task, pretrained="timm:vit_tiny"))
+    err = one_line_error(["train", path, "--out", str(tmp_path / "run")], capsys)
+    assert "task.options.pretrained: 'timm:vit_tiny' needs timm" in err
+    assert "pip install 'approxeq[vision]'" in err
+    assert not (tmp_path / "run" / "experiment.json").exists()
