@@ -118,3 +118,31 @@ def test_timm_missing_is_refused_before_any_model_trains(tmp_path, capsys, monke
     assert "task.options.pretrained: 'timm:vit_tiny' needs timm" in err
     assert "pip install 'approxeq[vision]'" in err
     assert not (tmp_path / "run" / "experiment.json").exists()
+
+
+@pytest.mark.parametrize("damage, why", [
+    (lambda good: b"", "it is empty"),
+    (lambda good: good[:len(good) // 3], "it is truncated or damaged"),
+    (lambda good: good[:len(good) // 2] + bytes(256) + good[len(good) // 2 + 256:],
+     "it is truncated or damaged"),
+    (None, "it holds Python objects besides tensors"),
+])
+def test_load_vit_names_a_damaged_file_and_never_suggests_unsafe_loading(tmp_path, damage, why):
+    import pathlib
+
+    import torch
+
+    from approxeq.nn.vit import VisionTransformer, ViTConfig, load_vit, save_vit
+
+    good = save_vit(VisionTransformer(ViTConfig(patch_size=4, embed_dim=8, depth=1, num_heads=2,
+                                                grid_size=2)), tmp_path / "good.pt")
+    bad = tmp_path / "bad.pt"
+    if damage is None:
+        torch.save({"weights": pathlib.PurePosixPath("elsewhere")}, bad)  # not plain data
+    else:
+        bad.write_bytes(damage(good.read_bytes()))
+    with pytest.raises(ValueError) as err:
+        load_vit(bad)
+    text = str(err.value)
+    assert f"path: {bad} is not a readable ViT weights file: {why}" in text
+    assert "weights_only" not in text and len(text.splitlines()) == 1
