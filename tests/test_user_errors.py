@@ -76,6 +76,8 @@ CASES = [
      "task.options.mlp_hidden: expected a non-empty list of ints >= 1, got [128, 0]"),
     ("era5-uk", lambda d: rename(d["task"]["options"], "max_targets", "max_target"),
      "unknown key 'max_target' (did you mean 'max_targets'?) in task.options"),
+    ("era5-uk", assign(lambda d: d["task"]["options"], var="t2n"),
+     "task.options.var: 't2n' is not a variable of era5_t2m_uk_2019-03.nc (did you mean 't2m'?)"),
     ("terrain", lambda d: rename(d["task"]["options"]["field"], "lengthscale", "lengthscal"),
      "unknown key 'lengthscal' (did you mean 'lengthscale'?) in task.options.field"),
     ("gp1d", lambda d: rename(d, "models", "model"),
