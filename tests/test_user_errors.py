@@ -21,7 +21,8 @@ def shipped(name: str) -> dict:
 
 def one_line_error(argv: list[str], capsys) -> str:
     """The error line of a command that must fail with status 1 and print only that."""
-    assert main([*argv, "--quiet"]) == 1
+    quiet = ["--quiet"] if argv[0] in ("train", "experiment") else []
+    assert main([*argv, *quiet]) == 1
     err = capsys.readouterr().err.strip()
     assert "Traceback" not in err and len(err.splitlines()) == 1, err
     return err
@@ -148,3 +149,17 @@ def test_load_vit_names_a_damaged_file_and_never_suggests_unsafe_loading(tmp_pat
     text = str(err.value)
     assert f"path: {bad} is not a readable ViT weights file: {why}" in text
     assert "weights_only" not in text and len(text.splitlines()) == 1
+
+
+def test_eval_data_on_a_terrain_run_does_not_contradict_itself(tmp_path, capsys):
+    run = tmp_path / "terrain-run"
+    run.mkdir()
+    (run / "config.yaml").write_text(yaml.safe_dump(
+        {"name": "terrain", "task": {"name": "terrain", "dim_x": 2, "dim_y": 1},
+         "models": [{"label": "ConvCNP", "name": "convcnp"}]}))
+    field = tmp_path / "era5.nc"
+    field.write_bytes(b"CDF\x01")
+    err = one_line_error(["eval", str(run), "--data", str(field), "--var", "t2m"], capsys)
+    assert "trained on synthetic fields on real terrain (task terrain), not on a gridded " \
+           "data file" in err
+    assert "approxeq eval RUN_DIR (without --data)" in err
