@@ -34,6 +34,7 @@ from approxeq.experiments.base import (
     select_models,
     with_cached_entries,
 )
+from approxeq.np.registry import check_model
 from approxeq.train.checkpoint import (
     CheckpointError,
     ModelSpec,
@@ -319,6 +320,11 @@ class NeuralProcessExperiment(Experiment):
         log = (log or default_log) if main else (lambda _message: None)
         out_dir = Path(out_dir)
         chosen = select_models(config, only, reserved=self.reserved)
+        for mc in chosen:  # a misspelt model or option, named before any data or training
+            try:
+                check_model(mc.name, **mc.options)
+            except (TypeError, ValueError) as err:
+                raise ConfigError(f"models: cannot build {mc.label!r}: {err}") from None
         fingerprints = {mc.label: self.fingerprint(config, mc) for mc in config.models}
         lock = RunLock(out_dir)
 

@@ -59,6 +59,16 @@ def model_options(name: str) -> list[str]:
     return accepted_options(_REGISTRY[name])
 
 
+def check_model(name: str, **options) -> None:
+    """Refuse, without building anything, what :func:`build_model` would refuse by name: an
+    unknown model, unknown options (each named with the closest accepted one) and option
+    values of the wrong type or out of range (``ValueError``)."""
+    _load_builtin_models()
+    if name not in _REGISTRY:
+        raise ValueError(_unknown_model(name))
+    check_options(name, _REGISTRY[name], options)
+
+
 def build_model(name: str, dim_x: int, dim_y: int, **options) -> NeuralProcess | nn.Module:
     """Build a registered neural process.
 
