@@ -130,7 +130,10 @@ def _run(config, args) -> int:
                   log=(lambda m: None) if args.quiet else None,
                   restart=getattr(args, "restart", False))
     run = experiment.run
-    seeds = getattr(args, "seeds", None) or int(config.extra.get("seeds", 1))
+    seeds = getattr(args, "seeds", None) or config.extra.get("seeds", 1)
+    if not isinstance(seeds, int) or isinstance(seeds, bool) or seeds < 1:
+        raise CLIError(f"extra.seeds: expected a positive int (training seeds per model), got "
+                       f"{seeds!r}")
     jobs = getattr(args, "jobs", None) or 1
     if seeds > 1:  # the YAML's extra.seeds is the size's default
         from functools import partial

@@ -97,8 +97,12 @@ def make_task(task: TaskConfig, *, ood: bool = False, shift: float | Sequence[fl
         return gp_task(task.name, task.dim_x, dim_y=task.dim_y, ood=ood, shift=shift,
                        **task.options)
     except (TypeError, ValueError) as err:
+        from approxeq.data.gp import GPGenerator
+        from approxeq.train.config_checks import keyword_hint
+
         raise ConfigError(f"task: cannot build task {task.name!r} with options "
-                          f"{task.options}: {err}") from None
+                          f"{task.options}: {err}{keyword_hint(err, gp_task, GPGenerator)}"
+                          ) from None
 
 
 def ood_shift(config: ExperimentConfig) -> float | list[float] | None:

@@ -61,6 +61,26 @@ def dataclass_from_mapping(cls: type, data: Any, where: str, source: str | None 
         raise ConfigError(f"{prefix}{where}: {err}") from None
 
 
+def keyword_hint(err: BaseException, *functions: Any) -> str:
+    """For a ``TypeError`` "unexpected keyword argument 'KEY'" raised by one of ``functions``
+    (callables or classes, whose constructors' parameters along the MRO count too), the
+    closest parameter name as `` (did you mean 'NAME'?)``; else ``""``."""
+    import inspect
+    import re
+
+    found = re.search(r"unexpected keyword argument '([^']+)'", str(err))
+    if not found:
+        return ""
+    names: set[str] = set()
+    for f in functions:
+        for target in ([c.__init__ for c in f.__mro__] if isinstance(f, type) else [f]):
+            try:
+                names |= set(inspect.signature(target).parameters)
+            except (TypeError, ValueError):
+                continue
+    return closest_key(found.group(1), names - {"self", "args", "kwargs"})
+
+
 def _check_keys(data: Mapping[str, Any], allowed: set[str], where: str, source: str) -> None:
     unknown = [key for key in data if key not in allowed]
     if unknown:
@@ -124,4 +144,5 @@ def _coerce_field(name: str, value: Any, annotation: str, source: str, where: st
     return value
 
 
-__all__ = ["ConfigError", "closest_key", "dataclass_from_mapping", "unknown_keys_error"]
+__all__ = ["ConfigError", "closest_key", "dataclass_from_mapping", "keyword_hint",
+           "unknown_keys_error"]
