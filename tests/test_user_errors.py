@@ -79,6 +79,9 @@ CASES = [
      "unknown key 'max_target' (did you mean 'max_targets'?) in task.options"),
     ("era5-uk", assign(lambda d: d["task"]["options"], var="t2n"),
      "task.options.var: 't2n' is not a variable of era5_t2m_uk_2019-03.nc (did you mean 't2m'?)"),
+    ("era5-uk", assign(lambda d: d["task"]["options"], train_days=[21, 1]),
+     "task.options.train_days: expected [first, last] days of the month with 1 <= first <= "
+     "last <= 31, got [21, 1]"),
     ("terrain", lambda d: rename(d["task"]["options"]["field"], "lengthscale", "lengthscal"),
      "unknown key 'lengthscal' (did you mean 'lengthscale'?) in task.options.field"),
     ("nbody", assign(quick_task, d_model=6), "task.options.d_model: expected a multiple of 4"),
@@ -184,3 +187,13 @@ def test_eval_data_on_a_terrain_run_does_not_contradict_itself(tmp_path, capsys)
     assert "trained on synthetic fields on real terrain (task terrain), not on a gridded " \
            "data file" in err
     assert "approxeq eval RUN_DIR (without --data)" in err
+
+
+def test_eval_of_a_run_without_checkpoints_says_so(tmp_path, capsys):
+    # an n-body (or graph, PATTERN) run directory was written by approxeq train too
+    run = tmp_path / "nbody-run"
+    run.mkdir()
+    (run / "experiment.json").write_text('{"experiment": "nbody", "size": "quick"}')
+    err = one_line_error(["eval", str(run)], capsys)
+    assert "is a nbody run, which keeps no checkpoints to evaluate again" in err
+    assert "is it a directory written by" not in err
