@@ -84,6 +84,8 @@ CASES = [
      "last <= 31, got [21, 1]"),
     ("terrain", lambda d: rename(d["task"]["options"]["field"], "lengthscale", "lengthscal"),
      "unknown key 'lengthscal' (did you mean 'lengthscale'?) in task.options.field"),
+    ("pattern", assign(quick_task, device="gpu"),
+     "task.options.device: expected 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got 'gpu'"),
     ("nbody", assign(quick_task, d_model=6), "task.options.d_model: expected a multiple of 4"),
     ("gp1d", lambda d: d["task"]["options"].update(num_contexts=[3, 10]),
      "unexpected keyword argument 'num_contexts' (did you mean 'num_context'?)"),

@@ -23,8 +23,19 @@ from approxeq.train.config_checks import ConfigError, unknown_keys_error
 Spec = str | Callable[[Any, str], Any]
 
 _DTYPES = ("float32", "float64")
+
+
+def _device(value: Any, where: str) -> Any:
+    text = value if isinstance(value, str) else ""
+    if value is None or text in ("auto", "cpu", "cuda", "mps") or (
+            text.startswith("cuda:") and text[5:].isdigit()):
+        return value
+    raise ConfigError(f"{where}: expected 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got "
+                      f"{value!r}")
+
+
 #: settings every settings experiment takes (``models`` is filled in from the model list)
-COMMON: dict[str, Spec] = {"device": "str?", "dtype": "dtype", "models": "any"}
+COMMON: dict[str, Spec] = {"device": _device, "dtype": "dtype", "models": "any"}
 
 
 @functools.cache
