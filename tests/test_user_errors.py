@@ -120,14 +120,15 @@ def test_unknown_model_and_option_name_the_closest():
         build_model("convnp", 1, 1)
 
 
-def test_a_misspelt_model_option_is_named_before_any_data_are_built(tmp_path, capsys):
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_a_misspelt_model_option_is_named_before_any_data_are_built(tmp_path, capsys, jobs):
     # gp1d builds its test sets (with the GP oracle) before the first model: minutes on 2
     # cores, after which the typo used to surface
     def change(d):
         next(m for m in d["models"] if m["name"] == "convcnp")["options"]["chanels"] = 4
 
     path = write_variant(tmp_path, "gp1d", change)
-    err = one_line_error(["train", path, "--out", str(tmp_path / "run")], capsys)
+    err = one_line_error(["train", path, "--out", str(tmp_path / "run"), "--jobs", jobs], capsys)
     assert "models: cannot build" in err and "'chanels' (did you mean 'channels'?)" in err
     assert not (tmp_path / "run" / "config.yaml").exists()
 
