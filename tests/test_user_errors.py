@@ -200,3 +200,12 @@ def test_eval_of_a_run_without_checkpoints_says_so(tmp_path, capsys):
     err = one_line_error(["eval", str(run)], capsys)
     assert "is a nbody run, which keeps no checkpoints to evaluate again" in err
     assert "is it a directory written by" not in err
+
+
+def test_an_empty_pretrained_file_is_named_before_any_model_trains(tmp_path, capsys):
+    weights = tmp_path / "weights.pt"
+    weights.write_bytes(b"")
+    path = write_variant(tmp_path, "pattern", assign(quick_task, pretrained=str(weights)))
+    err = one_line_error(["train", path, "--out", str(tmp_path / "run")], capsys)
+    assert f"path: {weights} is not a readable ViT weights file: it is empty" in err
+    assert not (tmp_path / "run" / "experiment.json").exists()
