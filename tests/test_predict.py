@@ -183,3 +183,11 @@ def test_a_target_grid_without_points_is_refused(setup, grid, message):
     da, norm, model = setup
     with pytest.raises(ValueError, match=f"target_grid: .*{message}"):
         predict(model, observed(da), grid, norm)
+
+
+def test_a_missing_model_or_normaliser_is_named(setup):
+    da, norm, model = setup
+    with pytest.raises(TypeError, match="normaliser: expected the Normaliser .* got NoneType"):
+        predict(model, observed(da), da, None)
+    with pytest.raises(TypeError, match="model: expected a trained neural process .* got str"):
+        predict("best.pt", observed(da), da, norm)

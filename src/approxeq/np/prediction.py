@@ -256,6 +256,12 @@ def predict(model: nn.Module, context: Any, target_grid: Any, normaliser: Any, *
     from approxeq.approximate import equivariant_component
 
     xr = require_xarray()
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model: expected a trained neural process (an nn.Module, e.g. "
+                        f"approxeq.train.checkpoint.load_model(path)), got {type(model).__name__}")
+    if not all(hasattr(normaliser, a) for a in ("var", "normalise_x", "unnormalise_y")):
+        raise TypeError(f"normaliser: expected the Normaliser the model was trained with (e.g. "
+                        f"Normaliser.load(run_dir)), got {type(normaliser).__name__}")
     if batch_targets is not None and (not isinstance(batch_targets, int) or batch_targets < 1):
         raise ValueError(f"batch_targets: expected an int >= 1 or None, got {batch_targets!r}")
     dim_aux = int(getattr(model, "dim_aux", 0) or 0)
