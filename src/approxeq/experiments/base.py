@@ -23,12 +23,7 @@ from typing import Any, ClassVar
 
 from torch import nn
 
-from approxeq.train.config import (
-    ConfigError,
-    ExperimentConfig,
-    ModelConfig,
-    unknown_keys_error,
-)
+from approxeq.train.config import ConfigError, ExperimentConfig, ModelConfig, unknown_keys_error
 
 Log = Callable[[str], None]
 MODEL_EVAL = "eval.json"
