@@ -209,3 +209,10 @@ def test_an_empty_pretrained_file_is_named_before_any_model_trains(tmp_path, cap
     err = one_line_error(["train", path, "--out", str(tmp_path / "run")], capsys)
     assert f"path: {weights} is not a readable ViT weights file: it is empty" in err
     assert not (tmp_path / "run" / "experiment.json").exists()
+
+
+def test_a_missing_extra_is_one_line_naming_it(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "networkx", None)  # CSL graphs are built with networkx
+    path = write_variant(tmp_path, "csl", lambda d: None)
+    err = one_line_error(["train", path, "--out", str(tmp_path / "run")], capsys)
+    assert "make_csl needs networkx: pip install 'approxeq[graphs]'" in err

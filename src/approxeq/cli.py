@@ -472,9 +472,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return int(args.func(args) or 0)
-    except (CLIError, ConfigError, FileNotFoundError, ValueError, RunDirError) as err:
-        # (a CheckpointError is a ValueError: an unreadable checkpoint, named with the model)
-        # bad configurations, options, files and data: a user's mistake, told in one line
+    except (CLIError, ConfigError, FileNotFoundError, ValueError, RunDirError,
+            ImportError) as err:
+        # bad configurations, options, files and data (a CheckpointError is a ValueError), a
+        # missing extra (the message names it): a user's mistake or setup, told in one line
         if args.traceback:
             raise
         print(f"approxeq {args.command}: error: {_one_line(err)}", file=sys.stderr)
