@@ -101,7 +101,7 @@ def test_eval_on_a_run_of_the_wrong_kind_says_what_is_needed(run, tmp_path, caps
     field.write_bytes(b"CDF\x01")
     assert main(["eval", str(run), "--data", str(field), "--var", "t2m"]) == 1
     err = capsys.readouterr().err
-    assert "trained on 1-D GP tasks (task gibbs), not on gridded data" in err
+    assert "trained on 1-D GP tasks (task gibbs), not on a gridded data file" in err
     assert "era5-uk-style run" in err and "normaliser" not in err
     assert main(["eval", str(run), "--data", str(field)]) == 1
     assert "--var NAME" in capsys.readouterr().err

@@ -141,3 +141,53 @@ def test_aux_model_and_component(tmp_path):
     with equivariant_component(model):
         inside = predict(model, ctx, da, norm, aux=aux.raw_at)
     xr.testing.assert_allclose(inside, comp)
+
+
+def stations(da: xr.DataArray) -> pd.DataFrame:
+    return da.isel(time=0).to_dataframe().reset_index()[["latitude", "longitude", "t2m"]][::4]
+
+
+@pytest.mark.parametrize("spoil, message", [
+    (lambda t: t.assign(t2m=t.t2m - 273.15), r"t2m: values from .* are far outside the "
+                                             r"training range .* other units"),
+    (lambda t: t.rename(columns={"latitude": "longitude", "longitude": "latitude"}),
+     r"context: every observation \(lat -4 to 2, lon 5\d to 5\d\) lies more than .* degrees "
+     r"outside the target grid .* swapped\?"),
+    (lambda t: t.assign(t2m=np.nan), r"context: no valid values of 't2m' .*prior"),
+])
+def test_station_tables_are_checked_as_eval_checks_data(setup, spoil, message):
+    # °C against a model trained in K, swapped lat/lon, an all-NaN column: each used to give
+    # the prior or a shifted field without a word
+    da, norm, model = setup
+    table = stations(da)
+    predict(model, table, da, norm)  # the table itself is fine
+    with pytest.raises(ValueError, match=message):
+        predict(model, spoil(table), da, norm)
+
+
+def test_gridded_context_in_other_units_is_refused_naming_them(setup):
+    da, norm, model = setup
+    celsius = (observed(da) - 273.15).assign_attrs(units="degC")
+    with pytest.raises(ValueError, match="units 'degC', training units 'K'"):
+        predict(model, celsius, da, norm)
+
+
+@pytest.mark.parametrize("grid, message", [
+    (xr.DataArray(np.zeros((3, 4)), dims=("latitude", "longitude")),
+     "latitude is a dimension without coordinate values"),
+    ({"latitude": [], "longitude": [0.0]}, "expected at least one finite latitude, got 0"),
+    ({"latitude": [51.0, np.nan], "longitude": [0.0]}, "with NaN or inf"),
+])
+def test_a_target_grid_without_points_is_refused(setup, grid, message):
+    # a grid of dimensions only used to predict at the indices 0, 1, 2 as if they were degrees
+    da, norm, model = setup
+    with pytest.raises(ValueError, match=f"target_grid: .*{message}"):
+        predict(model, observed(da), grid, norm)
+
+
+def test_a_missing_model_or_normaliser_is_named(setup):
+    da, norm, model = setup
+    with pytest.raises(TypeError, match="normaliser: expected the Normaliser .* got NoneType"):
+        predict(model, observed(da), da, None)
+    with pytest.raises(TypeError, match="model: expected a trained neural process .* got str"):
+        predict("best.pt", observed(da), da, norm)

@@ -150,6 +150,32 @@ def test_cache_is_reused_when_settings_match_and_invalidated_when_they_change(tm
     assert not [p.name for p in first.path.parent.iterdir() if p.name.endswith(".tmp")]
 
 
+def test_damaged_cache_is_detected_and_simulated_again(tmp_path, monkeypatch):
+    xr = pytest.importorskip("xarray")
+    calls = []
+    real = smoke_module.generate_smoke
+    monkeypatch.setattr(smoke_module, "generate_smoke",
+                        lambda settings, **kw: calls.append(1) or real(settings, **kw))
+    first = load_smoke(TINY, cache_dir=tmp_path, progress=False)
+    good = first.path.read_bytes()
+    # bytes zeroed inside the compressed arrays: netCDF4's "NetCDF: HDF error" on reading
+    middle = len(good) // 2
+    first.path.write_bytes(good[:middle] + bytes(64) + good[middle + 64:])
+    again = load_smoke(TINY, cache_dir=tmp_path, progress=False)
+    assert len(calls) == 2
+    np.testing.assert_array_equal(again.density, first.density)
+    # a change that still decodes (one inflow value) no longer matches the recorded checksum
+    with xr.open_dataset(again.path) as ds:
+        changed = ds.load()
+    changed["inflow_rate"][0] += 1.0
+    changed.to_netcdf(again.path)
+    third = load_smoke(TINY, cache_dir=tmp_path, progress=False)
+    assert len(calls) == 3
+    np.testing.assert_array_equal(third.inflow, first.inflow)
+    assert load_smoke(TINY, cache_dir=tmp_path, progress=False).path == first.path
+    assert len(calls) == 3  # an intact cache is read, not simulated
+
+
 def test_cache_file_is_netcdf_with_settings_and_version(tmp_path):
     xr = pytest.importorskip("xarray")
     data = load_smoke(TINY, cache_dir=tmp_path, progress=False)

@@ -130,7 +130,10 @@ def _run(config, args) -> int:
                   log=(lambda m: None) if args.quiet else None,
                   restart=getattr(args, "restart", False))
     run = experiment.run
-    seeds = getattr(args, "seeds", None) or int(config.extra.get("seeds", 1))
+    seeds = getattr(args, "seeds", None) or config.extra.get("seeds", 1)
+    if not isinstance(seeds, int) or isinstance(seeds, bool) or seeds < 1:
+        raise CLIError(f"extra.seeds: expected a positive int (training seeds per model), got "
+                       f"{seeds!r}")
     jobs = getattr(args, "jobs", None) or 1
     if seeds > 1:  # the YAML's extra.seeds is the size's default
         from functools import partial
@@ -469,9 +472,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return int(args.func(args) or 0)
-    except (CLIError, ConfigError, FileNotFoundError, ValueError, RunDirError) as err:
-        # (a CheckpointError is a ValueError: an unreadable checkpoint, named with the model)
-        # bad configurations, options, files and data: a user's mistake, told in one line
+    except (CLIError, ConfigError, FileNotFoundError, ValueError, RunDirError,
+            ImportError) as err:
+        # bad configurations, options, files and data (a CheckpointError is a ValueError), a
+        # missing extra (the message names it): a user's mistake or setup, told in one line
         if args.traceback:
             raise
         print(f"approxeq {args.command}: error: {_one_line(err)}", file=sys.stderr)

@@ -65,6 +65,22 @@ class PatternConfig:
     q_pattern: float = 0.5
     vocab_size: int = 3
 
+    def __post_init__(self) -> None:
+        for name in ("n_communities", "community_min", "pattern_size", "vocab_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name}: expected an int >= 1, got {value!r}")
+        if not isinstance(self.community_max, int) or \
+                self.community_max <= self.community_min:
+            raise ValueError(f"community_max: community sizes are drawn from [community_min, "
+                             f"community_max), so community_max must exceed community_min = "
+                             f"{self.community_min}; got {self.community_max!r}")
+        for name in ("p", "q", "p_pattern", "q_pattern"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                    or not 0 <= value <= 1:
+                raise ValueError(f"{name}: expected a probability in [0, 1], got {value!r}")
+
     @property
     def max_nodes(self) -> int:
         """The largest possible graph."""

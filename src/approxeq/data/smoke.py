@@ -140,6 +140,7 @@ class SmokeData:
         centres = (np.arange(n) + 0.5) / n
         attrs = {"settings": json.dumps(s.to_dict(), sort_keys=True),
                  "scheme_version": SCHEME_VERSION, "approxeq_version": _version(),
+                 "checksum": self.checksum(),
                  "description": "buoyant smoke in a closed box around a round obstacle"}
         coords = {"sim": np.arange(s.n_simulations), "time": np.array(s.snapshot_steps),
                   "x": centres, "y": centres, "component": ["x", "y"]}
@@ -150,6 +151,15 @@ class SmokeData:
                 **{f"inflow_{k}": (("sim",), self.inflow[:, i])
                    for i, k in enumerate(("x", "y", "radius", "rate"))}}
         return xr.Dataset(data, coords=coords, attrs=attrs)
+
+    def checksum(self) -> str:
+        """SHA-256 of the arrays, as the cache stores them: a damaged cache file whose bytes
+        still decode is told apart from the data it was written from."""
+        digest = hashlib.sha256()
+        for a, dtype in ((self.density, np.float32), (self.velocity, np.float32),
+                         (self.solid, np.uint8), (self.inflow, np.float64)):
+            digest.update(np.ascontiguousarray(a, dtype=dtype).tobytes())
+        return digest.hexdigest()
 
     @classmethod
     def from_dataset(cls, ds: Any, path: Path | None = None) -> SmokeData:
@@ -223,7 +233,9 @@ def _write_atomic(ds: Any, path: Path) -> None:
 
 
 def _read_cache(path: Path, settings: SmokeSettings) -> SmokeData | None:
-    """The cached data at ``path`` if it holds ``settings``, else ``None``."""
+    """The cached data at ``path`` if it holds ``settings`` intact, else ``None``: a file
+    that is unreadable, truncated, damaged (its arrays no longer match the checksum written
+    with them) or foreign is simulated again."""
     if not path.is_file():
         return None
     xr = require_xarray()
@@ -233,9 +245,10 @@ def _read_cache(path: Path, settings: SmokeSettings) -> SmokeData | None:
                 return None
             if SmokeSettings.from_dict(json.loads(ds.attrs["settings"])) != settings:
                 return None
-            return SmokeData.from_dataset(ds.load(), path)
-    except (OSError, KeyError, ValueError, TypeError):
-        return None  # unreadable or foreign: simulate again
+            data = SmokeData.from_dataset(ds.load(), path)
+            return data if ds.attrs.get("checksum") == data.checksum() else None
+    except (OSError, KeyError, ValueError, TypeError, RuntimeError):
+        return None  # netCDF4 raises RuntimeError ("NetCDF: HDF error") for damaged data
 
 
 def load_smoke(settings: SmokeSettings | None = None, *,

@@ -372,11 +372,11 @@ class XarrayTaskGenerator(TaskGenerator):
         auxiliary values become the training mean there); refuse when none lies inside."""
         a_lat = np.asarray(self.aux.ds[self.aux.lat_name].values, dtype=np.float64)
         a_lon = np.asarray(self.aux.ds[self.aux.lon_name].values, dtype=np.float64)
+        from approxeq.np.prediction import points_outside  # the check predict() runs too
+
         la, lo = np.meshgrid(self.lat, self.lon, indexing="ij")
-        eps = 1e-9
-        inside = ((la >= a_lat.min() - eps) & (la <= a_lat.max() + eps)
-                  & (lo >= a_lon.min() - eps) & (lo <= a_lon.max() + eps))
-        n_out, n = int((~inside).sum()), inside.size
+        outside = points_outside(la, lo, a_lat, a_lon)
+        n_out, n = int(outside.sum()), outside.size
         if n_out == 0:
             return
         where = (f"the grid of the auxiliary field(s) {self.aux.names} (lat {a_lat.min():g} to "

@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 
 from torch import nn
 
-from approxeq.train.config import ConfigError, ExperimentConfig, ModelConfig
+from approxeq.train.config import ConfigError, ExperimentConfig, ModelConfig, unknown_keys_error
 
 Log = Callable[[str], None]
 MODEL_EVAL = "eval.json"
@@ -182,10 +182,9 @@ def task_options_with_defaults(config: ExperimentConfig, task_name: str,
     if config.task.name != task_name:
         raise ConfigError(f"task.name: expected {task_name!r} for this experiment, got "
                           f"{config.task.name!r}")
-    unknown = set(config.task.options) - set(defaults)
+    unknown = [key for key in config.task.options if key not in defaults]
     if unknown:
-        raise ConfigError(f"task.options: unknown key(s) {sorted(unknown)}; allowed: "
-                          f"{', '.join(sorted(defaults))}")
+        raise unknown_keys_error(unknown, defaults, "task.options")
     return {**defaults, **config.task.options}
 
 

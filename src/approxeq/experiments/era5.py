@@ -59,7 +59,7 @@ from approxeq.train.checkpoint import (
     write_json_atomic,
     write_text_atomic,
 )
-from approxeq.train.config import ConfigError, ExperimentConfig, ModelConfig
+from approxeq.train.config import ConfigError, ExperimentConfig, ModelConfig, closest_key
 
 TASK_NAME = "era5-uk"
 DATA_FILE = "era5_t2m_uk_2019-03.nc"
@@ -115,6 +115,18 @@ def task_options(config: ExperimentConfig) -> dict[str, Any]:
     if config.task.dim_x != 2 or config.task.dim_y != 1:
         raise ConfigError(f"task.dim_x, task.dim_y: the ERA5 task has (lat, lon) inputs and one "
                           f"output, so 2 and 1; got {config.task.dim_x}, {config.task.dim_y}")
+    for split in ("train", "val", "test"):
+        days = o[f"{split}_days"]
+        if not (isinstance(days, (list, tuple)) and len(days) == 2
+                and all(isinstance(d, int) and not isinstance(d, bool) for d in days)
+                and 1 <= days[0] <= days[1] <= 31):
+            raise ConfigError(f"task.options.{split}_days: expected [first, last] days of the "
+                              f"month with 1 <= first <= last <= 31, got {days!r}")
+    found = list(open_field(o["data"]).data_vars)
+    if o["var"] not in found:  # named here, not as xarray's KeyError deep in the run
+        raise ConfigError(f"task.options.var: {o['var']!r} is not a variable of "
+                          f"{o['data'].name}{closest_key(o['var'], found)}; it has "
+                          f"{', '.join(map(str, found))}")
     return o
 
 

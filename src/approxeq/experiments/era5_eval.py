@@ -51,9 +51,11 @@ def _check_run_kind(run_dir: Path) -> None:
     from types import SimpleNamespace
 
     what = task_description(SimpleNamespace(name=name, dim_x=task.get("dim_x", 1)))
-    raise ValueError(f"run: this run was trained on {what}, not on gridded data; --data FILE "
-                     f"--var NAME needs an {TASK_NAME}-style run (approxeq experiment "
-                     f"{TASK_NAME}, or a YAML with task.name {TASK_NAME})")
+    own = ("; it is evaluated on its own test sets by approxeq eval RUN_DIR (without --data)"
+           if name in ("terrain", "smoke") else "")
+    raise ValueError(f"run: this run was trained on {what}, not on a gridded data file; --data "
+                     f"FILE --var NAME needs an {TASK_NAME}-style run (approxeq experiment "
+                     f"{TASK_NAME}, or a YAML with task.name {TASK_NAME}){own}")
 
 
 def _normaliser_path(*candidates: Path) -> Path:

@@ -39,7 +39,13 @@ from typing import Any
 from torch import nn
 
 from approxeq.data.base import TaskGenerator
-from approxeq.experiments.base import ExperimentResult, Log, default_log, register_experiment
+from approxeq.experiments.base import (
+    ExperimentResult,
+    Log,
+    default_log,
+    read_json,
+    register_experiment,
+)
 from approxeq.experiments.batches import load_batches
 from approxeq.experiments.evaluation import evaluate_model, metrics_entry, oracle_metrics
 from approxeq.experiments.np_runner import (
@@ -97,8 +103,12 @@ def make_task(task: TaskConfig, *, ood: bool = False, shift: float | Sequence[fl
         return gp_task(task.name, task.dim_x, dim_y=task.dim_y, ood=ood, shift=shift,
                        **task.options)
     except (TypeError, ValueError) as err:
+        from approxeq.data.gp import GPGenerator
+        from approxeq.train.config_checks import keyword_hint
+
         raise ConfigError(f"task: cannot build task {task.name!r} with options "
-                          f"{task.options}: {err}") from None
+                          f"{task.options}: {err}{keyword_hint(err, gp_task, GPGenerator)}"
+                          ) from None
 
 
 def ood_shift(config: ExperimentConfig) -> float | list[float] | None:
@@ -290,6 +300,11 @@ def evaluate_run(run_dir: str | Path, *, data: str | Path | None = None,
     if not run_dir.is_dir():
         raise FileNotFoundError(f"run_dir: no directory {run_dir}")
     config_path = run_dir / CONFIG
+    info = read_json(run_dir / "experiment.json")
+    kind = info.get("experiment") if isinstance(info, dict) else None
+    if not config_path.is_file() and isinstance(kind, str):  # a settings experiment's run
+        raise ValueError(f"run_dir: {run_dir} is a {kind} run, which keeps no checkpoints to "
+                         "evaluate again: its results are its metrics.json and results.md")
     if not config_path.is_file():
         raise FileNotFoundError(f"run_dir: {run_dir} has no {CONFIG}; is it a directory written "
                                 "by `approxeq train`/`approxeq experiment`?")

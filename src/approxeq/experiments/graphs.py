@@ -41,6 +41,7 @@ from approxeq.experiments.base import (
     register_experiment,
     settings_of,
 )
+from approxeq.experiments.settings_check import check_graph_settings
 from approxeq.nn.graph_models import GraphGIN, GraphMLP
 from approxeq.train.checkpoint import write_json_atomic, write_text_atomic
 from approxeq.train.config import ExperimentConfig
@@ -466,6 +467,7 @@ def run_graph_experiment(name: str, out_dir: str | Path, quick: bool = True,
 def _run_settings(name: str, cfg: dict[str, Any], out_dir: str | Path, size: str,
                   log: Callable[[str], None] | None) -> dict[str, Any]:
     log = log or (lambda _msg: None)
+    check_graph_settings(name, cfg)
     device = resolve_device(cfg.get("device") or "auto")
     start = time.perf_counter()
     if name in ("graph8c", "exp-iso", "sr25"):

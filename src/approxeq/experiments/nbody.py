@@ -40,9 +40,11 @@ from approxeq.experiments.base import (
     register_experiment,
     settings_of,
 )
+from approxeq.experiments.settings_check import check_settings, check_value
 from approxeq.nn.graph_models import NBodyGNN, NBodyTransformer
 from approxeq.train.checkpoint import write_json_atomic, write_text_atomic
-from approxeq.train.config import ExperimentConfig
+from approxeq.train.config import ConfigError, ExperimentConfig
+from approxeq.train.config_checks import dataclass_from_mapping
 from approxeq.train.distributed import resolve_device
 
 __all__ = [
@@ -68,6 +70,25 @@ class _Plain(nn.Module):
 
 
 BASES = ("transformer", "gnn")
+
+def _d_model(value: int, where: str) -> int:
+    if value % 4:  # the transformer's 4 attention heads split the width
+        raise ConfigError(f"{where}: expected a multiple of 4 (the transformer's attention "
+                          f"heads), got {value}")
+    return value
+
+
+#: what each setting of the experiment must be (see :mod:`approxeq.experiments.settings_check`)
+NBODY_SETTINGS: dict[str, Any] = {
+    "n_train": "int>=1", "n_val": "int>=1", "n_test": "int>=1", "epochs": "int>=1",
+    "batch_size": "int>=1", "lr": "num>0", "weight_decay": "num>=0", "num_layers": "int>=1",
+    "d_model": lambda value, where: _d_model(check_value(value, "int>=1", where), where),
+    "gnn_hidden": "int>=1", "gnn_layers": "int>=1", "k_train": "int>=1",
+    "k_eval": "int>=1", "k_test": "int>=1", "test_trials": "int>=1",
+    "entropy_weight": "num>=0", "eval_every_epochs": "int>=1", "seed": "int>=0",
+    "strategies": "list",
+    "simulation": lambda value, where: dataclass_from_mapping(NBodyConfig, value, where)}
+_OPTIONAL = ("gnn_hidden", "gnn_layers", "seed", "simulation", "strategies")
 
 
 def build_nbody_model(strategy: str, *, base: str = "transformer", n_particles: int = 5,
@@ -220,6 +241,8 @@ def _run_settings(cfg: dict[str, Any], out_dir: str | Path, size: str,
                   log: Callable[[str], None] | None) -> dict[str, Any]:
     quick = size == "quick"
     log = log or (lambda _msg: None)
+    check_settings(cfg, NBODY_SETTINGS, "nbody",
+                   required=[k for k in NBODY_SETTINGS if k not in _OPTIONAL])
     device = resolve_device(cfg.get("device") or "auto")
     start = time.perf_counter()
     # "simulation" overrides fields of NBodyConfig (e.g. a coarser save_every for tests)

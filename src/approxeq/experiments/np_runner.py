@@ -34,6 +34,7 @@ from approxeq.experiments.base import (
     select_models,
     with_cached_entries,
 )
+from approxeq.np.registry import check_model
 from approxeq.train.checkpoint import (
     CheckpointError,
     ModelSpec,
@@ -268,6 +269,16 @@ class NeuralProcessExperiment(Experiment):
 
         return format_table(results_table(result.metrics), markdown=False)
 
+    def check_models(self, chosen: list[ModelConfig]) -> list[ModelConfig]:
+        """``chosen``, once every model's name and options are known to build: a misspelt
+        model or option is named before any data are made or any model trains."""
+        for mc in chosen:
+            try:
+                check_model(mc.name, **mc.options)
+            except (TypeError, ValueError) as err:
+                raise ConfigError(f"models: cannot build {mc.label!r}: {err}") from None
+        return chosen
+
     def signature(self, config: ExperimentConfig, tasks: Any) -> Any:
         """What a cached evaluation must match to be reused (the test protocol)."""
         raise NotImplementedError
@@ -318,7 +329,7 @@ class NeuralProcessExperiment(Experiment):
         main = info.is_main  # under DDP the other ranks only train
         log = (log or default_log) if main else (lambda _message: None)
         out_dir = Path(out_dir)
-        chosen = select_models(config, only, reserved=self.reserved)
+        chosen = self.check_models(select_models(config, only, reserved=self.reserved))
         fingerprints = {mc.label: self.fingerprint(config, mc) for mc in config.models}
         lock = RunLock(out_dir)
 

@@ -124,13 +124,17 @@ def checkpoint_entry(path: Path, *, skip_missing: bool, log: Callable[[str], Non
 
 def task_description(task: Any) -> str:
     """What a run was trained on, in words, from its :class:`TaskConfig`: ``"1-D GP tasks
-    (task gibbs)"``, ``"gridded data (task era5-uk)"``."""
+    (task gibbs)"``, ``"a gridded data file (task era5-uk)"``."""
     from approxeq.data.gp import TASK_NAMES
 
     if task.name in TASK_NAMES:
         return f"{task.dim_x}-D GP tasks (task {task.name})"
-    if task.name in ("era5-uk", "terrain"):
-        return f"gridded data (task {task.name})"
+    if task.name == "era5-uk":
+        return f"a gridded data file (task {task.name})"
+    if task.name == "terrain":
+        return f"synthetic fields on real terrain (task {task.name})"
+    if task.name == "smoke":
+        return f"smoke simulations (task {task.name})"
     return f"task {task.name}"
 
 

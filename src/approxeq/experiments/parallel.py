@@ -169,7 +169,8 @@ def run_parallel(experiment: Experiment, runs: Sequence[tuple[ExperimentConfig, 
     try:
         plans = []
         for config, out in runs:
-            chosen = select_models(config, only, reserved=experiment.reserved)
+            chosen = experiment.check_models(select_models(config, only,
+                                                           reserved=experiment.reserved))
             fingerprints = {mc.label: experiment.fingerprint(config, mc)
                             for mc in config.models}
             lock = RunLock(out)

@@ -42,6 +42,7 @@ from approxeq.experiments.base import (
     register_experiment,
     settings_of,
 )
+from approxeq.experiments.settings_check import check_settings, check_value, require_extra
 from approxeq.nn.vit import VisionTransformer, ViTConfig, load_vit, save_vit, vit_param_groups
 from approxeq.symmetrize.graph_image import (
     GraphImageNet,
@@ -49,13 +50,58 @@ from approxeq.symmetrize.graph_image import (
     symmetrized_graph_image_model,
 )
 from approxeq.train.checkpoint import write_json_atomic, write_text_atomic
-from approxeq.train.config import ExperimentConfig
+from approxeq.train.config import ConfigError, ExperimentConfig
+from approxeq.train.config_checks import dataclass_from_mapping
 from approxeq.train.distributed import resolve_device
 
-__all__ = ["PatternExperiment", "build_pattern_model", "digits_pretrained_vit",
+__all__ = ["PATTERN_SETTINGS", "PatternExperiment", "build_pattern_model",
+           "check_pattern_settings", "digits_pretrained_vit",
            "pattern_experiment_config", "run_pattern_experiment", "train_pattern_model"]
 
 BACKBONES = ("vit", "vit-pretrained")
+
+
+def _vit_setting(value: Any, where: str) -> ViTConfig:
+    return dataclass_from_mapping(ViTConfig, value, where, in_channels=1, grid_size=1)
+
+
+def _generator_setting(value: Any, where: str) -> PatternConfig:
+    return dataclass_from_mapping(PatternConfig, value, where, vocab_size=1)
+
+
+def _per_pattern_setting(value: Any, where: str) -> Any:
+    check_value(value, "ints>=1", where)
+    if len(value) != 3:
+        raise ConfigError(f"{where}: expected [train, val, test] graphs per pattern, got "
+                          f"{value!r}")
+    return value
+
+
+#: what each setting of the experiment must be (see :mod:`approxeq.experiments.settings_check`)
+PATTERN_SETTINGS: dict[str, Any] = {
+    "vocab_size": "int>=1", "generator": _generator_setting, "n_patterns": "int>=1",
+    "per_pattern": _per_pattern_setting, "vit": _vit_setting, "pretrained": "str?",
+    "pretrain_epochs": "int>=0", "pretrain_lr": "num>=0", "seeds": "int>=1",
+    "epochs": "int>=1", "batch_size": "int>=1", "lr": "num>0", "pretrained_lr": "num>=0",
+    "weight_decay": "num>=0", "clip": "num>0", "k_train": "int>=1", "k_eval": "int>=1",
+    "q_hidden": "int>=1", "q_layers": "int>=1", "tau": "num>0", "sinkhorn_iters": "int>=1",
+    "entropy_weight": "num>=0", "eval_every": "int>=1", "data_seed": "int>=0"}
+_OPTIONAL = ("generator", "pretrained", "data_seed", "pretrain_epochs", "pretrain_lr")
+
+
+def check_pattern_settings(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Refuse settings the run would fail on, before any model trains: unknown keys (named
+    with the closest valid one), wrong kinds and sizes, and pretrained weights that cannot be
+    had (timm missing for ``timm:NAME``; a missing or unreadable checkpoint file)."""
+    check_settings(cfg, PATTERN_SETTINGS, "pattern",
+                   required=[k for k in PATTERN_SETTINGS if k not in _OPTIONAL])
+    if any(len(m) == 3 and m[1] == "vit-pretrained" for m in cfg.get("models", [])):
+        source = cfg.get("pretrained", "digits")
+        if str(source).startswith("timm:"):
+            require_extra("timm", "vision", f"task.options.pretrained: {source!r}")
+        elif source not in (None, "digits"):
+            load_vit(source)  # names the file if it is missing, empty or damaged
+    return cfg
 
 
 def pattern_experiment_config(quick: bool) -> dict[str, Any]:
@@ -240,6 +286,7 @@ def run_pattern_experiment(out_dir: str | Path, quick: bool = True,
 def _run_settings(cfg: dict[str, Any], out_dir: str | Path, size: str,
                   log: Callable[[str], None] | None) -> dict[str, Any]:
     log = log or (lambda _msg: None)
+    check_pattern_settings(cfg)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(cfg.get("device") or "auto")

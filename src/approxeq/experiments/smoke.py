@@ -70,6 +70,7 @@ from approxeq.np.batch import Batch
 from approxeq.np.functional import evaluation_mode
 from approxeq.train.checkpoint import ModelSpec, write_json_atomic, write_text_atomic
 from approxeq.train.config import ConfigError, ExperimentConfig, ModelConfig
+from approxeq.train.config_checks import dataclass_from_mapping
 
 TASK_NAME = "smoke"
 PANELS = "panels.npz"
@@ -115,13 +116,10 @@ def task_options(config: ExperimentConfig) -> dict[str, Any]:
     if bad:
         raise ConfigError(f"task.options.transfer: expected a subset of {list(TRANSFER_KINDS)}, "
                           f"got {o['transfer']}")
-    try:
-        o["settings"] = SmokeSettings(**{k: tuple(v) if isinstance(v, list) else v
-                                         for k, v in (o["settings"] or {}).items()})
-    except TypeError as err:
-        raise ConfigError(f"task.options.settings: {err}") from None
-    except ValueError as err:
-        raise ConfigError(f"task.options.settings: {err}") from None
+    settings = o["settings"] or {}
+    if isinstance(settings, dict):
+        settings = {k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()}
+    o["settings"] = dataclass_from_mapping(SmokeSettings, settings, "task.options.settings")
     dim_y = {"density": 1, "velocity": 2, "both": 3}.get(o["outputs"])
     if dim_y is None:
         raise ConfigError(f"task.options.outputs: expected 'density', 'velocity' or 'both', got "

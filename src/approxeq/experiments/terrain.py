@@ -62,6 +62,7 @@ from approxeq.np.batch import Batch
 from approxeq.np.functional import evaluation_mode
 from approxeq.train.checkpoint import ModelSpec, write_json_atomic, write_text_atomic
 from approxeq.train.config import ConfigError, ExperimentConfig, ModelConfig
+from approxeq.train.config_checks import dataclass_from_mapping
 
 TASK_NAME = "terrain"
 ORACLE = "oracle"
@@ -105,10 +106,7 @@ def task_options(config: ExperimentConfig) -> dict[str, Any]:
         raise ConfigError(f"task.dim_x, task.dim_y: the terrain task has (lat, lon) inputs and "
                           f"one output, so 2 and 1; got {config.task.dim_x}, "
                           f"{config.task.dim_y}")
-    try:
-        o["field"] = TerrainField(**dict(o["field"] or {}))
-    except (TypeError, ValueError) as err:
-        raise ConfigError(f"task.options.field: {err}") from None
+    o["field"] = dataclass_from_mapping(TerrainField, o["field"], "task.options.field")
     if int(o["train_pool"]) < 1:
         raise ConfigError(f"task.options.train_pool: expected >= 1 batches, got "
                           f"{o['train_pool']!r}")

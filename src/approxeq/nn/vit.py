@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import os
+import pickle
 import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
@@ -59,6 +60,19 @@ class ViTConfig:
     mlp_ratio: float = 4.0
     grid_size: int = 14
     class_token: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("patch_size", "in_channels", "embed_dim", "depth", "num_heads",
+                     "grid_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name}: expected an int >= 1, got {value!r}")
+        if self.embed_dim % self.num_heads:
+            raise ValueError(f"num_heads: must divide embed_dim = {self.embed_dim}, got "
+                             f"{self.num_heads}")
+        if isinstance(self.mlp_ratio, bool) or not isinstance(self.mlp_ratio, (int, float)) \
+                or not self.mlp_ratio > 0:
+            raise ValueError(f"mlp_ratio: expected a number > 0, got {self.mlp_ratio!r}")
 
 
 class _Attention(nn.Module):
@@ -253,6 +267,22 @@ def save_vit(model: VisionTransformer, path: str | os.PathLike) -> Path:
     return path
 
 
+def _unreadable(path: Path, err: BaseException) -> ValueError:
+    """The error for a weights file that cannot be read: named, with what to do, and never a
+    suggestion to load it unsafely (torch's own message for a file holding Python objects
+    suggests ``weights_only=False``, which runs code from the file)."""
+    if path.stat().st_size == 0:
+        why = "it is empty"
+    elif isinstance(err, pickle.UnpicklingError) and "weights_only" in str(err):
+        why = ("it holds Python objects besides tensors and plain containers, which are never "
+               "loaded (loading them could run code from the file)")
+    else:
+        first = str(err).strip().splitlines()[0][:120] if str(err).strip() else ""
+        why = f"it is truncated or damaged ({type(err).__name__}{': ' + first if first else ''})"
+    return ValueError(f"path: {path} is not a readable ViT weights file: {why}. Save the "
+                      "weights again (save_vit, or torch.save(model.state_dict(), path))")
+
+
 def _read_checkpoint(path: Path) -> tuple[dict | None, dict[str, Tensor]]:
     if path.suffix == ".safetensors":
         try:
@@ -260,8 +290,14 @@ def _read_checkpoint(path: Path) -> tuple[dict | None, dict[str, Tensor]]:
         except ImportError as err:
             raise ImportError(f"path: {path} is a safetensors file; install safetensors "
                               "(pip install safetensors) to read it") from err
-        return None, load_file(str(path))
-    obj = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            return None, load_file(str(path))
+        except Exception as err:  # safetensors raises its own error types
+            raise _unreadable(path, err) from None
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises several types for an empty or damaged file
+        raise _unreadable(path, err) from None
     if not isinstance(obj, Mapping):
         raise ValueError(f"path: {path} holds a {type(obj).__name__}, expected a state dict")
     config = obj.get("config") if isinstance(obj.get("config"), Mapping) else None
@@ -311,7 +347,10 @@ def load_vit(path: str | os.PathLike, *, in_channels: int | None = None,
     if not path.is_file():
         raise FileNotFoundError(f"path: no checkpoint file at {path}")
     config, state = _read_checkpoint(path)
-    config = dict(config) if config is not None else _config_from_state(state, num_heads)
+    try:
+        config = dict(config) if config is not None else _config_from_state(state, num_heads)
+    except ValueError as err:  # the state dict of something else: name the file
+        raise ValueError(f"path: {path}: {err}") from None
     if num_heads is not None:
         config["num_heads"] = num_heads
     if in_channels is not None:

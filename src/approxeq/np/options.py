@@ -156,7 +156,13 @@ def check_options(model_name: str, builder: Callable[..., Any], options: dict[st
     accepted = accepted_options(builder)
     unknown = sorted(set(options) - set(accepted))
     if unknown:
-        raise ValueError(f"{model_name}: unknown option(s) {', '.join(map(repr, unknown))}; "
+        import difflib
+
+        def named(key: str) -> str:
+            close = difflib.get_close_matches(key, list(accepted), n=1)
+            return f"{key!r} (did you mean {close[0]!r}?)" if close else repr(key)
+
+        raise ValueError(f"{model_name}: unknown option(s) {', '.join(map(named, unknown))}; "
                          f"accepted options are {', '.join(accepted)}")
     hints = typing.get_type_hints(builder)
     for name, value in options.items():

@@ -136,19 +136,78 @@ def _context_sets(context: Any, var: str) -> tuple[list[Any], list[tuple[np.ndar
     return times, sets, time_c or "time"
 
 
+def points_outside(lat: Any, lon: Any, grid_lat: Any, grid_lon: Any,
+                   margin: float = 1e-9) -> np.ndarray:
+    """Which points ``(lat [n], lon [n])`` lie more than ``margin`` degrees outside the box of
+    a grid's axes ``grid_lat``, ``grid_lon``: ``[n]`` booleans. The one coverage check of
+    ``eval --data`` (grid points against the auxiliary fields) and of :func:`predict`
+    (observations against the target grid)."""
+    lat, lon = np.asarray(lat, dtype=np.float64), np.asarray(lon, dtype=np.float64)
+    g_lat, g_lon = np.asarray(grid_lat, dtype=np.float64), np.asarray(grid_lon, dtype=np.float64)
+    return ~((lat >= g_lat.min() - margin) & (lat <= g_lat.max() + margin)
+             & (lon >= g_lon.min() - margin) & (lon <= g_lon.max() + margin))
+
+
+def _axis(values: Any, name: str, has_coordinate: bool = True) -> np.ndarray:
+    axis = np.asarray(values, dtype=np.float64)
+    if not has_coordinate:
+        raise ValueError(f"target_grid: {name} is a dimension without coordinate values; give "
+                         f"the grid's {name} values (e.g. grid.assign_coords({name}=[...]))")
+    if axis.ndim > 1:
+        raise ValueError(f"target_grid: {name} must be one axis of a regular grid, got a "
+                         f"{axis.ndim}-D coordinate of shape {axis.shape}")
+    axis = axis.reshape(-1)
+    if axis.size == 0 or not np.isfinite(axis).all():
+        raise ValueError(f"target_grid: expected at least one finite {name}, got "
+                         f"{axis.size} value(s){'' if axis.size == 0 else ' with NaN or inf'}")
+    return axis
+
+
 def _target_axes(target_grid: Any) -> tuple[str, np.ndarray, str, np.ndarray]:
     xr = require_xarray()
     if isinstance(target_grid, (xr.Dataset, xr.DataArray)):
         lat_n, lon_n, _ = coordinate_names(target_grid, "target_grid")
-        return (lat_n, np.asarray(target_grid[lat_n].values, dtype=np.float64), lon_n,
-                np.asarray(target_grid[lon_n].values, dtype=np.float64))
+        return (lat_n, _axis(target_grid[lat_n].values, lat_n, lat_n in target_grid.coords),
+                lon_n, _axis(target_grid[lon_n].values, lon_n, lon_n in target_grid.coords))
     if isinstance(target_grid, dict):
         lat_n = _find(list(target_grid), LAT_NAMES, "latitude", "target_grid")
         lon_n = _find(list(target_grid), LON_NAMES, "longitude", "target_grid")
-        return (lat_n, np.asarray(target_grid[lat_n], dtype=np.float64).reshape(-1), lon_n,
-                np.asarray(target_grid[lon_n], dtype=np.float64).reshape(-1))
+        return (lat_n, _axis(np.ravel(target_grid[lat_n]), lat_n), lon_n,
+                _axis(np.ravel(target_grid[lon_n]), lon_n))
     raise TypeError("target_grid: expected an xarray Dataset/DataArray or a dict "
                     f"{{'latitude': [...], 'longitude': [...]}}, got {type(target_grid).__name__}")
+
+
+def _context_units(context: Any, var: str) -> str | None:
+    xr = require_xarray()
+    source = context[var] if isinstance(context, xr.Dataset) else context
+    units = getattr(source, "attrs", {}).get("units")
+    return None if units is None else str(units)
+
+
+def check_context(sets: list[tuple[np.ndarray, ...]], normaliser: Any, lat: np.ndarray,
+                  lon: np.ndarray, *, units: str | None = None, far: float = 2.0) -> None:
+    """Refuse observations that cannot be what the model was trained on, as ``approxeq eval
+    --data`` does: none valid (all NaN: the prediction would be the prior), values far
+    outside the training range (other units; the normaliser's own ``check_values``), and
+    observations that all lie more than ``far`` training scales (half the training region's
+    wider side) outside the target grid (latitude and longitude swapped)."""
+    var = normaliser.var
+    values = np.concatenate([s[2] for s in sets]) if sets else np.empty(0)
+    if values.size == 0:
+        raise ValueError(f"context: no valid values of {var!r} (every value is NaN, or there "
+                         "are none); the prediction would be the model's prior")
+    check_values = getattr(normaliser, "check_values", None)
+    if check_values is not None:
+        check_values(values, units=units)
+    c_lat, c_lon = np.concatenate([s[0] for s in sets]), np.concatenate([s[1] for s in sets])
+    margin = far * float(getattr(normaliser, "scale", 1.0))
+    if points_outside(c_lat, c_lon, lat, lon, margin).all():
+        raise ValueError(
+            f"context: every observation (lat {c_lat.min():g} to {c_lat.max():g}, lon "
+            f"{c_lon.min():g} to {c_lon.max():g}) lies more than {margin:.3g} degrees outside "
+            f"the target grid (lat {lat.min():g} to {lat.max():g}, lon {lon.min():g} to "
+            f"{lon.max():g}); are latitude and longitude swapped?")
 
 
 @torch.no_grad()
@@ -188,10 +247,21 @@ def predict(model: nn.Module, context: Any, target_grid: Any, normaliser: Any, *
         lon)`` when the context has several time steps or a time coordinate), named and
         valued as the target grid's coordinates, in the variable's units
         (``attrs["units"]``).
+
+    Raises:
+        ValueError: for observations ``approxeq eval --data`` refuses too (see
+            :func:`check_context`: none valid, other units, all far off the target grid), and
+            for a target grid without coordinate values or without points.
     """
     from approxeq.approximate import equivariant_component
 
     xr = require_xarray()
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model: expected a trained neural process (an nn.Module, e.g. "
+                        f"approxeq.train.checkpoint.load_model(path)), got {type(model).__name__}")
+    if not all(hasattr(normaliser, a) for a in ("var", "normalise_x", "unnormalise_y")):
+        raise TypeError(f"normaliser: expected the Normaliser the model was trained with (e.g. "
+                        f"Normaliser.load(run_dir)), got {type(normaliser).__name__}")
     if batch_targets is not None and (not isinstance(batch_targets, int) or batch_targets < 1):
         raise ValueError(f"batch_targets: expected an int >= 1 or None, got {batch_targets!r}")
     dim_aux = int(getattr(model, "dim_aux", 0) or 0)
@@ -202,6 +272,7 @@ def predict(model: nn.Module, context: Any, target_grid: Any, normaliser: Any, *
     var = normaliser.var
     times, sets, time_name = _context_sets(context, var)
     lat_n, lat, lon_n, lon = _target_axes(target_grid)
+    check_context(sets, normaliser, lat, lon, units=_context_units(context, var))
     la, lo = np.meshgrid(lat, lon, indexing="ij")
     xt_all = normaliser.normalise_x(la.ravel(), lo.ravel())
     at_all = normaliser.normalise_aux(aux(la.ravel(), lo.ravel())) if dim_aux else None
@@ -253,5 +324,6 @@ def predict(model: nn.Module, context: Any, target_grid: Any, normaliser: Any, *
     return ds
 
 
-__all__ = ["AuxFunction", "LAT_NAMES", "LON_NAMES", "TIME_NAMES", "coordinate_names", "predict",
-           "require_pandas", "require_xarray", "station_columns"]
+__all__ = ["AuxFunction", "LAT_NAMES", "LON_NAMES", "TIME_NAMES", "check_context",
+           "coordinate_names", "points_outside", "predict", "require_pandas", "require_xarray",
+           "station_columns"]

@@ -43,12 +43,30 @@ def available_models() -> dict[str, str]:
     return dict(sorted(_DESCRIPTIONS.items()))
 
 
+def _unknown_model(name: object) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(str(name), sorted(_REGISTRY), n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"name: unknown model {name!r}{hint}; available: {', '.join(sorted(_REGISTRY))}"
+
+
 def model_options(name: str) -> list[str]:
     """The option names the builder of ``name`` accepts."""
     _load_builtin_models()
     if name not in _REGISTRY:
-        raise ValueError(f"name: unknown model {name!r}; available: {', '.join(sorted(_REGISTRY))}")
+        raise ValueError(_unknown_model(name))
     return accepted_options(_REGISTRY[name])
+
+
+def check_model(name: str, **options) -> None:
+    """Refuse, without building anything, what :func:`build_model` would refuse by name: an
+    unknown model, unknown options (each named with the closest accepted one) and option
+    values of the wrong type or out of range (``ValueError``)."""
+    _load_builtin_models()
+    if name not in _REGISTRY:
+        raise ValueError(_unknown_model(name))
+    check_options(name, _REGISTRY[name], options)
 
 
 def build_model(name: str, dim_x: int, dim_y: int, **options) -> NeuralProcess | nn.Module:
@@ -72,7 +90,7 @@ def build_model(name: str, dim_x: int, dim_y: int, **options) -> NeuralProcess |
 
     _load_builtin_models()
     if name not in _REGISTRY:
-        raise ValueError(f"name: unknown model {name!r}; available: {', '.join(sorted(_REGISTRY))}")
+        raise ValueError(_unknown_model(name))
     for arg, value in (("dim_x", dim_x), ("dim_y", dim_y)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ValueError(f"{arg}: expected a positive int, got {value!r}")

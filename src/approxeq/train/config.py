@@ -41,12 +41,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from approxeq.train.config_checks import (
+    ConfigError,
+    _check_keys,
+    _check_mapping,
+    _coerce_field,
+    closest_key,
+    unknown_keys_error,
+)
+
 #: the values of ``TrainConfig.precision`` (see :mod:`approxeq.train.speed`)
 _PRECISIONS = ("float32", "bf16", "fp16")
 
 
-class ConfigError(ValueError):
-    """A configuration file or dict is malformed; the message names the key and the source."""
 
 
 @dataclass
@@ -273,78 +280,6 @@ _SIZE_RESERVED = {"model_options", "models", "task"}
 _SIZE_MODEL_KEYS = {"options", "train"}
 
 
-def _check_mapping(value: Any, where: str, source: str) -> Mapping[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping):
-        raise ConfigError(f"{source}: {where} must be a mapping, got {type(value).__name__}")
-    return value
-
-
-def _check_keys(data: Mapping[str, Any], allowed: set[str], where: str, source: str) -> None:
-    for key in data:
-        if key not in allowed:
-            raise ConfigError(f"{source}: unknown key {key!r} in {where}; "
-                              f"allowed: {', '.join(sorted(allowed))}")
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
-
-
-def _coerce_field(name: str, value: Any, annotation: str, source: str, where: str) -> Any:
-    # YAML 1.1 reads "5e-4" (no dot) as a string, so numbers given that way are accepted.
-    def fail(expected: str):
-        return ConfigError(f"{source}: {where}.{name}: expected {expected}, got {value!r}")
-
-    optional = "None" in annotation
-    if value is None:
-        if optional:
-            return None
-        raise fail(annotation)
-    if annotation.startswith("bool"):
-        if isinstance(value, bool):
-            return value
-        raise fail("true or false")
-    if annotation == "int | str" and isinstance(value, str) and not _is_number(value):
-        return value  # a keyword such as prefetch's "auto", checked by the dataclass itself
-    if annotation.startswith("int"):
-        if isinstance(value, bool):
-            raise fail("an int")
-        if isinstance(value, int):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str):
-            try:
-                number = float(value)
-            except ValueError:
-                raise fail("an int") from None
-            if number.is_integer():
-                return int(number)
-        raise fail("an int")
-    if annotation.startswith("float"):
-        if isinstance(value, bool):
-            raise fail("a number")
-        if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                raise fail("a number") from None
-        raise fail("a number")
-    if annotation.startswith("str"):
-        if isinstance(value, str):
-            return value
-        raise fail("a string")
-    return value
-
-
 _TRAIN_FIELDS = {f.name: str(f.type) for f in dataclasses.fields(TrainConfig)}
 
 
@@ -477,6 +412,6 @@ from approxeq.train.config_files import (  # noqa: E402 -- they use the definiti
 
 __all__ = [
     "ConfigError", "ExperimentConfig", "ModelConfig", "TaskConfig", "TrainConfig",
-    "experiment_from_dict", "load_experiment", "load_train_config", "read_yaml",
-    "save_experiment", "train_config_from_dict",
+    "closest_key", "experiment_from_dict", "load_experiment", "load_train_config", "read_yaml",
+    "save_experiment", "train_config_from_dict", "unknown_keys_error",
 ]

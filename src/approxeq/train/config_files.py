@@ -8,12 +8,12 @@ from pathlib import Path
 from typing import Any
 
 from approxeq.train.config import (
-    ConfigError,
     ExperimentConfig,
     TrainConfig,
     experiment_from_dict,
     train_config_from_dict,
 )
+from approxeq.train.config_checks import ConfigError
 
 
 def _require_yaml():
@@ -36,6 +36,9 @@ def read_yaml(path: str | os.PathLike) -> Any:
             return yaml.safe_load(f)
         except yaml.YAMLError as err:
             raise ConfigError(f"{path}: not valid YAML: {err}") from None
+        except UnicodeDecodeError as err:  # a binary file (a checkpoint, an archive ...)
+            raise ConfigError(f"{path}: not a YAML text file: byte {err.start} is not UTF-8 "
+                              f"text (is it a binary file?)") from None
 
 
 def load_experiment(path: str | os.PathLike, size: str = "quick") -> ExperimentConfig:
