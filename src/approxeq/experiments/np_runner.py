@@ -34,6 +34,7 @@ from approxeq.experiments.base import (
     select_models,
     with_cached_entries,
 )
+from approxeq.experiments.seeds import layout_problem
 from approxeq.train.checkpoint import (
     CheckpointError,
     ModelSpec,
@@ -324,6 +325,8 @@ class NeuralProcessExperiment(Experiment):
 
         def prepare() -> None:
             lock.acquire()
+            if (problem := layout_problem(out_dir, 1)) is not None:
+                raise RunDirError(problem)
             prepare_run_dirs([(out_dir, self.experiment_fingerprint(config), "run")] +
                              [(out_dir / mc.label, fingerprints[mc.label], mc.label)
                               for mc in chosen], restart=restart, log=log)

@@ -42,8 +42,9 @@ from approxeq.experiments.np_runner import (
     prepare_run_dirs,
     size_models,
 )
+from approxeq.experiments.seeds import layout_problem
 from approxeq.train.config import ConfigError, ExperimentConfig, save_experiment
-from approxeq.train.rundir import RunLock
+from approxeq.train.rundir import RunDirError, RunLock
 from approxeq.train.speed import available_cores
 
 
@@ -175,6 +176,8 @@ def run_parallel(experiment: Experiment, runs: Sequence[tuple[ExperimentConfig, 
             lock = RunLock(out)
             lock.acquire()
             locks.append(lock)
+            if (problem := layout_problem(out, 1)) is not None:
+                raise RunDirError(problem)
             prepare_run_dirs([(out, experiment.experiment_fingerprint(config), "run")] +
                              [(out / mc.label, fingerprints[mc.label], mc.label)
                               for mc in chosen], restart=restart, log=log)

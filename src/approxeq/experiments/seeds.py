@@ -24,6 +24,7 @@ from approxeq.experiments.base import Experiment, ExperimentResult, model_seed
 from approxeq.train.checkpoint import write_json_atomic, write_text_atomic
 from approxeq.train.config import ConfigError, ExperimentConfig
 from approxeq.train.distributed import is_main_process
+from approxeq.train.rundir import FINGERPRINT, RunDirError, RunLock
 
 #: the metrics averaged over seeds (wherever they appear in an entry)
 SEED_METRICS = ("loglik", "rmse", "rmse_K", "coverage95", "component_loglik", "delta_equiv",
@@ -108,19 +109,59 @@ def run_seeds(experiment: Experiment, config: ExperimentConfig, out_dir: str | P
     out_dir = Path(out_dir)
     seeds = [seed_of(config.train.seed, i) for i in range(n_seeds)]
     runs = [(with_seed(config, s), out_dir / f"seed-{i}") for i, s in enumerate(seeds)]
-    if jobs != 1:
-        from approxeq.experiments.parallel import run_parallel
+    # one lock on DIR covers every seed: two runs into DIR with different seed counts would
+    # otherwise both proceed (each seed folder has its own lock) and race for DIR/metrics.json
+    from approxeq.experiments.np_runner import _group_info, on_main
 
-        results = run_parallel(experiment, runs, jobs, **kwargs)
-    else:
-        results = [experiment.run(c, out, **kwargs) for c, out in runs]
-    first = results[0]
-    if not is_main_process():  # under DDP the other ranks only train
-        return first
-    metrics = aggregate_seeds([r.metrics for r in results], seeds)
-    write_seed_results(experiment, config, out_dir, metrics, seeds)
+    lock = RunLock(out_dir)
+
+    def prepare() -> None:
+        lock.acquire()
+        if (problem := layout_problem(out_dir, n_seeds)) is not None:
+            raise RunDirError(problem)
+
+    try:
+        on_main(prepare, _group_info(kwargs.get("device")))
+        if jobs != 1:
+            from approxeq.experiments.parallel import run_parallel
+
+            results = run_parallel(experiment, runs, jobs, **kwargs)
+        else:
+            results = [experiment.run(c, out, **kwargs) for c, out in runs]
+        first = results[0]
+        if not is_main_process():  # under DDP the other ranks only train
+            return first
+        metrics = aggregate_seeds([r.metrics for r in results], seeds)
+        write_seed_results(experiment, config, out_dir, metrics, seeds)
+    finally:
+        lock.release()
     return replace(first, out_dir=out_dir, metrics=metrics,
                    seconds=sum(r.seconds for r in results))
+
+
+def seed_run_dirs(out_dir: str | Path) -> list[Path]:
+    """The ``seed-<i>`` folders an earlier multi-seed run left in ``out_dir``, in order."""
+    found = [p for p in Path(out_dir).glob("seed-*") if p.is_dir() and p.name[5:].isdigit()]
+    return sorted(found, key=lambda p: int(p.name[5:]))
+
+
+def layout_problem(out_dir: str | Path, n_seeds: int) -> str | None:
+    """Why a run of ``n_seeds`` seeds cannot write into ``out_dir``, or ``None``: a single run
+    (its ``config.yaml`` or ``fingerprint.json`` at the top) and a run of several seeds
+    (``seed-*/``) never share a directory, as each would overwrite the other's
+    ``metrics.json``. A run of more or fewer seeds than an earlier one is fine (its seeds
+    are reused; ``metrics.json`` says over which)."""
+    out_dir = Path(out_dir)
+    found = seed_run_dirs(out_dir)
+    single = [n for n in ("config.yaml", FINGERPRINT) if (out_dir / n).is_file()]
+    if n_seeds > 1 and single:
+        return (f"out: {out_dir} holds a single-seed run ({single[0]}), not a run of several "
+                f"seeds; rerun without --seeds (or with --seeds 1), or choose another --out")
+    if n_seeds == 1 and found:
+        return (f"out: {out_dir} holds a run of {len(found)} seed(s) ({found[0].name}/ ...), "
+                f"not a single-seed run; rerun with --seeds {len(found)}, or choose another "
+                "--out")
+    return None
 
 
 def write_seed_results(experiment: Experiment, config: ExperimentConfig, out_dir: Path,
@@ -140,5 +181,5 @@ def write_seed_results(experiment: Experiment, config: ExperimentConfig, out_dir
     write_text_atomic(out_dir / "results.md", text)
 
 
-__all__ = ["SEED_METRICS", "aggregate_block", "aggregate_seeds", "run_seeds", "seed_of",
-           "with_seed", "write_seed_results"]
+__all__ = ["SEED_METRICS", "aggregate_block", "aggregate_seeds", "layout_problem", "run_seeds",
+           "seed_of", "seed_run_dirs", "with_seed", "write_seed_results"]

@@ -1,0 +1,72 @@
+"""Multi-seed runs: one lock on the run directory covers every seed, a single run and a run of
+several seeds never share a directory, and what is reported over seeds never misreports a seed
+that could not be evaluated."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from approxeq.cli import main
+from approxeq.experiments import experiment_for
+from approxeq.experiments.seeds import run_seeds
+from approxeq.train.config import experiment_from_dict
+from approxeq.train.rundir import RunDirError, RunLock
+
+
+def tiny_gp(steps: int = 2) -> dict:
+    """Two tiny models on a tiny GP task: a run takes a second."""
+    return {
+        "name": "seed-runs",
+        "task": {"name": "eq", "options": {"num_context": [2, 6], "num_target": 8}},
+        "models": [{"label": "CNP", "name": "cnp", "options": {"width": 8}},
+                   {"label": "ConvCNP", "name": "convcnp",
+                    "options": {"channels": 4, "num_layers": 1, "kernel_size": 3,
+                                "points_per_unit": 8}}],
+        "train": {"steps": steps, "batch_size": 2, "val_every": steps, "val_tasks": 2,
+                  "test_tasks": 4, "eval_batch_size": 2, "device": "cpu", "num_threads": 1},
+        "extra": {"equivariance_elements": 1, "equivariance_tasks": 1, "figures": False},
+        "sizes": {"quick": {}},
+    }
+
+
+def quiet(_message: str) -> None:
+    pass
+
+
+def error_line(capsys) -> str:
+    """The one error line the command printed (after the line naming the experiment)."""
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    (line,) = [x for x in err.splitlines() if ": error: " in x]
+    return line
+
+
+def test_one_lock_on_the_run_directory_covers_every_seed(tmp_path):
+    config = experiment_from_dict(tiny_gp(), size="quick")
+    out = tmp_path / "run"
+    # another run (say with another --seeds) holds DIR: this one must not start a seed
+    with RunLock(out), pytest.raises(RunDirError, match="another approxeq run"):
+        run_seeds(experiment_for(config), config, out, 3, progress=False, log=quiet)
+    assert not list(out.glob("seed-*"))
+
+
+def test_single_and_multi_seed_runs_never_share_a_directory(tmp_path, capsys):
+    path = tmp_path / "gp.yaml"
+    path.write_text(yaml.safe_dump(tiny_gp()))
+    single, multi = tmp_path / "single", tmp_path / "multi"
+    common = ["--quiet", "--no-figures"]
+    assert main(["experiment", str(path), "--out", str(single), *common]) == 0
+    assert main(["experiment", str(path), "--out", str(multi), "--seeds", "2", *common]) == 0
+    capsys.readouterr()
+    before = (single / "metrics.json").read_bytes(), (multi / "metrics.json").read_bytes()
+    assert main(["experiment", str(path), "--out", str(single), "--seeds", "2", *common]) == 1
+    err = error_line(capsys)
+    assert "holds a single-seed run" in err and "--seeds" in err
+    assert main(["experiment", str(path), "--out", str(multi), *common]) == 1
+    err = error_line(capsys)
+    assert "holds a run of 2 seed(s)" in err and "--seeds 2" in err
+    after = (single / "metrics.json").read_bytes(), (multi / "metrics.json").read_bytes()
+    assert after == before and not list(single.glob("seed-*"))
+    # more seeds than before extends the run: its seeds are reused
+    assert main(["experiment", str(path), "--out", str(multi), "--seeds", "3", *common]) == 0
