@@ -4,12 +4,14 @@ that could not be evaluated."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import yaml
 
 from approxeq.cli import main
 from approxeq.experiments import experiment_for
-from approxeq.experiments.seeds import run_seeds
+from approxeq.experiments.seeds import aggregate_seeds, run_seeds
 from approxeq.train.config import experiment_from_dict
 from approxeq.train.rundir import RunDirError, RunLock
 
@@ -70,3 +72,43 @@ def test_single_and_multi_seed_runs_never_share_a_directory(tmp_path, capsys):
     assert after == before and not list(single.glob("seed-*"))
     # more seeds than before extends the run: its seeds are reused
     assert main(["experiment", str(path), "--out", str(multi), "--seeds", "3", *common]) == 0
+
+
+def test_a_model_that_a_seed_cannot_evaluate_is_failed_not_a_mean_of_the_others():
+    def entry(loglik, gain=None):
+        moved = {"loglik": loglik, "loglik_se": 0.1}
+        if gain is not None:
+            moved["gain_over_exact"] = gain
+        return {"name": "convcnp", "loglik": loglik, "loglik_se": 0.1,
+                "transfer": {"moved": moved}}
+
+    failed = {"name": "convcnp", "options": {}, "failed": "best.pt: unreadable"}
+    runs = [{"exact": entry(1.0), "approx": entry(2.0, gain=1.0)},
+            {"exact": failed, "approx": entry(4.0)},  # no gain: its exact model failed
+            {"exact": entry(3.0), "approx": entry(6.0, gain=3.0)}]
+    out = aggregate_seeds(runs, [0, 11, 22], names=["seed-0", "seed-1", "seed-2"])
+    assert out["exact"]["failed"] == "seed-1: best.pt: unreadable"
+    assert out["exact"]["failed_seeds"] == ["seed-1"] and "loglik" not in out["exact"]
+    assert out["approx"]["loglik"] == 4.0 and out["approx"]["loglik_seeds"] == [2.0, 4.0, 6.0]
+    # a derived number that one seed lacks is left out, not the mean of the others
+    assert "gain_over_exact" not in out["approx"]["transfer"]["moved"]
+    assert out["approx"]["transfer"]["moved"]["loglik"] == 4.0
+
+
+def test_eval_of_a_run_trained_with_only_leaves_out_the_models_it_never_trained(tmp_path,
+                                                                                capsys):
+    path = tmp_path / "gp.yaml"
+    path.write_text(yaml.safe_dump(tiny_gp()))
+    run = tmp_path / "run"
+    assert main(["experiment", str(path), "--out", str(run), "--only", "ConvCNP",
+                 "--quiet", "--no-figures"]) == 0
+    capsys.readouterr()
+    assert main(["eval", str(run)]) == 0  # no --skip-missing needed
+    out, err = capsys.readouterr()
+    assert "failed" not in out and "never trained" in err and "CNP" in err
+    metrics = json.loads((run / "eval" / "checkpoint-best" / "metrics.json").read_text())
+    assert "ConvCNP" in metrics and "CNP" not in metrics
+    # a model that was trained and lost its checkpoint is still an error, then failed
+    (run / "ConvCNP" / "best.pt").unlink()
+    assert main(["eval", str(run)]) == 1
+    assert "--skip-missing" in capsys.readouterr().err

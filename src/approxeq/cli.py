@@ -303,7 +303,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     else:
         table = results_table
     print(format_table(table(metrics), markdown=False))
-    failed = [label for label, e in metrics.items() if "failed" in e]
+    failed = [label + (f" ({', '.join(e['failed_seeds'])})" if e.get("failed_seeds") else "")
+              for label, e in metrics.items() if "failed" in e]
     if failed:
         print(f"\nfailed (--skip-missing): {', '.join(failed)}")
     print(f"\nwrote {path} ({time.monotonic() - start:.0f} s)")

@@ -28,6 +28,7 @@ from approxeq.experiments.outputs import (
     checkpoint_entry,
     eval_name,
     markdown_path,
+    never_trained,
 )
 from approxeq.train.checkpoint import (
     load_checkpoint,
@@ -83,7 +84,8 @@ def _evaluate_one(run_dir: Path, checkpoint: str, device: str | None, skip_missi
     experiment = experiment_for(config)
     tasks = experiment.tasks(config, run_dir, lambda _m: None)
     entries: dict[str, Any] = {}
-    for mc in config.models:
+    skip = never_trained(run_dir, [mc.label for mc in config.models], log)
+    for mc in (m for m in config.models if m.label not in skip):
         model_dir = run_dir / mc.label
         ckpt = model_dir / checkpoint
         failed = checkpoint_entry(ckpt, skip_missing=skip_missing, log=log, label=mc.label)
@@ -105,6 +107,18 @@ def _evaluate_one(run_dir: Path, checkpoint: str, device: str | None, skip_missi
     finished = experiment.finish_entries(config, scored, tasks)
     return {**{k: finished.get(k, v) for k, v in entries.items()},
             **{k: v for k, v in finished.items() if k not in entries}}, config, experiment
+
+
+def failed_note(metrics: dict[str, Any]) -> str:
+    """The sentence of ``results.md`` naming the models that could not be evaluated (and in
+    which seeds), or ``""``."""
+    failed = [(label, e) for label, e in metrics.items() if isinstance(e, dict) and "failed" in e]
+    if not failed:
+        return ""
+    named = ", ".join(f"{label} ({', '.join(e['failed_seeds'])})" if e.get("failed_seeds")
+                      else label for label, e in failed)
+    return (f" Not evaluated (a missing or unreadable checkpoint, --skip-missing): {named}; "
+            "their rows are empty and enter no mean.")
 
 
 def _markdown(experiment: Any, metrics: dict[str, Any], config: ExperimentConfig,
@@ -169,9 +183,10 @@ def evaluate_experiment_run(run_dir: str | Path, *, out: str | Path | None = Non
             write_text_atomic(target.parent / sd.name / "results.md",
                               _markdown(experiment, m, config, note))
         train_seeds = [_saved_config(sd).train.seed for sd in seeds]
-        metrics = aggregate_seeds(per_seed, train_seeds)
+        metrics = aggregate_seeds(per_seed, train_seeds, names=[sd.name for sd in seeds])
         note += (f" Mean over {len(seeds)} training seeds {train_seeds}; each seed's results "
                  "in seed-*/ beside this file.")
+    note += failed_note(metrics)
     write_json_atomic(target, metrics)
     write_text_atomic(md, _markdown(experiment, metrics, config, note))
     return metrics, target

@@ -59,11 +59,16 @@ def _number(v: Any) -> bool:
 
 def aggregate_block(blocks: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """One block (dict) of an entry from the same block of every seed's entry (see the module
-    docstring); nested blocks are aggregated recursively, other values taken from seed 0."""
+    docstring); nested blocks are aggregated recursively, other values taken from seed 0. A
+    metric or nested block that some seed lacks is left out (with its ``_se``): a mean over
+    fewer seeds than the entry's ``seeds`` would misreport."""
     out = copy.deepcopy(dict(blocks[0]))
     for key, first in blocks[0].items():
-        if isinstance(first, dict) and all(isinstance(b.get(key), dict) for b in blocks):
-            out[key] = aggregate_block([b[key] for b in blocks])
+        if isinstance(first, dict):
+            if all(isinstance(b.get(key), dict) for b in blocks):
+                out[key] = aggregate_block([b[key] for b in blocks])
+            else:
+                del out[key]
         elif key in SEED_METRICS and all(_number(b.get(key)) for b in blocks):
             values = [float(b[key]) for b in blocks]
             mean, se = _mean_se(values)
@@ -72,20 +77,45 @@ def aggregate_block(blocks: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
             out[f"{key}_seeds_mean"], out[f"{key}_seeds_se"] = mean, se
             if all(_number(b.get(f"{key}_se")) for b in blocks):
                 out[f"{key}_se"] = sum(float(b[f"{key}_se"]) for b in blocks) / len(blocks)
+            else:
+                out.pop(f"{key}_se", None)
+        elif key in SEED_METRICS:
+            del out[key]
+            out.pop(f"{key}_se", None)
     return out
 
 
-def aggregate_seeds(runs: Sequence[Mapping[str, Any]], seeds: Sequence[int]) -> dict[str, Any]:
-    """``metrics.json`` over seeds from the ``metrics.json`` of each seed's run (entries
-    missing from a run are left out); each entry gets ``seeds``."""
+def failed_entry(entries: Sequence[Mapping[str, Any]], names: Sequence[str]
+                 ) -> dict[str, Any] | None:
+    """The aggregate entry of a model that some seed could not evaluate (its entry there is
+    ``{"failed": reason}``): ``failed`` names each such seed and why, and ``failed_seeds``
+    lists them; ``None`` when every seed evaluated it."""
+    bad = [(name, e["failed"]) for name, e in zip(names, entries) if "failed" in e]
+    if not bad:
+        return None
+    entry = {k: entries[0][k] for k in ("name", "options") if k in entries[0]}
+    entry["failed"] = "; ".join(f"{name}: {why}" for name, why in bad)
+    entry["failed_seeds"] = [name for name, _ in bad]
+    return entry
+
+
+def aggregate_seeds(runs: Sequence[Mapping[str, Any]], seeds: Sequence[int],
+                    names: Sequence[str] | None = None) -> dict[str, Any]:
+    """``metrics.json`` over seeds from the ``metrics.json`` of each seed's run; each entry
+    gets ``seeds``. A model that a seed could not evaluate (``{"failed": ...}`` there, e.g.
+    under ``eval --skip-missing``) is reported as failed, naming the seed (``names``: the
+    runs' folders, default ``seed-<i>``), never as a mean over the other seeds; a model
+    missing from some run's metrics (``only``) is left out."""
     if not runs or len(runs) != len(seeds):
         raise ValueError(f"runs, seeds: expected one metrics dict per seed, got {len(runs)} "
                          f"runs and {len(seeds)} seeds")
+    names = list(names) if names is not None else [f"seed-{i}" for i in range(len(runs))]
     out: dict[str, Any] = {}
-    for label, entry in runs[0].items():
-        if not isinstance(entry, dict) or not all(isinstance(r.get(label), dict) for r in runs):
-            continue
-        out[label] = aggregate_block([r[label] for r in runs])
+    for label in runs[0]:
+        entries = [r.get(label) for r in runs]
+        if not all(isinstance(e, dict) for e in entries):
+            continue  # not evaluated in some run at all (``only``): left out
+        out[label] = failed_entry(entries, names) or aggregate_block(entries)
         out[label]["seeds"] = list(seeds)
     return out
 
@@ -181,5 +211,5 @@ def write_seed_results(experiment: Experiment, config: ExperimentConfig, out_dir
     write_text_atomic(out_dir / "results.md", text)
 
 
-__all__ = ["SEED_METRICS", "aggregate_block", "aggregate_seeds", "layout_problem", "run_seeds",
-           "seed_of", "seed_run_dirs", "with_seed", "write_seed_results"]
+__all__ = ["SEED_METRICS", "aggregate_block", "aggregate_seeds", "failed_entry", "layout_problem",
+           "run_seeds", "seed_of", "seed_run_dirs", "with_seed", "write_seed_results"]
