@@ -112,3 +112,24 @@ def test_eval_of_a_run_trained_with_only_leaves_out_the_models_it_never_trained(
     (run / "ConvCNP" / "best.pt").unlink()
     assert main(["eval", str(run)]) == 1
     assert "--skip-missing" in capsys.readouterr().err
+
+
+def test_multi_seed_smoke_tables_print_the_standard_error_over_seeds():
+    from approxeq.experiments.smoke import smoke_results_table
+
+    def entry(loglik, gain):
+        moved = {"loglik": loglik, "loglik_se": 0.5, "gain_over_component": gain,
+                 "gain_over_exact": -gain}
+        return {"ConvCNP~": {"loglik": loglik, "loglik_se": 0.5, "rmse": 0.1,
+                             "component_loglik": loglik - 1, "delta_equiv": 0.01,
+                             "transfer": {"moved": moved}}}
+
+    metrics = aggregate_seeds([entry(1.0, 0.2), entry(2.0, 0.4)], [0, 11])
+    header, row = smoke_results_table(metrics)
+    # ± 0.500 is the mean per-task s.e.; the spread over the 2 seeds is s.e. 0.500 of 1.0, 2.0
+    assert row[1] == "1.500 ± 0.500 (seeds ± 0.500)"
+    assert row[3] == "0.500 (seeds ± 0.500)"
+    assert row[6] == ("1.500 ± 0.500 (seeds ± 0.500) (+0.300 (seeds ± 0.100), "
+                      "-0.300 (seeds ± 0.100))")
+    single = smoke_results_table(aggregate_seeds([entry(1.0, 0.2)], [0]))[1]
+    assert single[1] == "1.000 ± 0.500"  # one seed: no spread to show

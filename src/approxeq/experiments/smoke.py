@@ -427,28 +427,40 @@ def _fmt(v: Any, se: Any = None, digits: int = 3, sign: bool = False) -> str:
     return text
 
 
+def _cell(block: Mapping[str, Any], key: str, digits: int = 3, *, task_se: bool = False,
+          sign: bool = False) -> str:
+    """``block[key]`` (± its per-task s.e. with ``task_se``), and after a run of several seeds
+    ``(seeds ± s.e. over seeds)``, as the terrain tables and the seeds footnote have it."""
+    text = _fmt(block.get(key), block.get(f"{key}_se") if task_se else None, digits, sign)
+    seeds_se = block.get(f"{key}_seeds_se")
+    if text != "–" and isinstance(seeds_se, float) and not math.isnan(seeds_se):
+        text += f" (seeds ± {seeds_se:.{digits}f})"
+    return text
+
+
 def smoke_results_table(metrics: Mapping[str, Any]) -> list[list[str]]:
     """Rows (header first): per model the test log-likelihood ± s.e., RMSE, the component's
     log-likelihood, Δequiv, the equivariance error, and per transfer set the log-likelihood with
-    its gain over the component and over the exact model."""
+    its gain over the component and over the exact model; after a run of several seeds each
+    mean also carries its standard error over seeds."""
     kinds = sorted({k for e in metrics.values() for k in e.get("transfer", {})},
                    key=lambda k: TRANSFER_KINDS.index(k) if k in TRANSFER_KINDS else 99)
     rows = [["model", "log-lik", "RMSE", "component log-lik", "Δequiv", "equiv. error (max)"]
             + [f"{k}: log-lik (vs component, vs exact)" for k in kinds]]
     for label, e in metrics.items():
         eq = (e.get("id") or {}).get("equivariance") or {}
-        row = [label, _fmt(e.get("loglik"), e.get("loglik_se")), _fmt(e.get("rmse")),
-               _fmt(e.get("component_loglik")), _fmt(e.get("delta_equiv"), None, 4),
+        row = [label, _cell(e, "loglik", task_se=True), _cell(e, "rmse"),
+               _cell(e, "component_loglik"), _cell(e, "delta_equiv", 4),
                _fmt(eq.get("equiv_err_max"), None, 4)]
         for k in kinds:
             b = e.get("transfer", {}).get(k)
             if b is None:
                 row.append("–")
                 continue
-            text = _fmt(b.get("loglik"), b.get("loglik_se"))
+            text = _cell(b, "loglik", task_se=True)
             if "gain_over_component" in b:
-                text += (f" ({_fmt(b['gain_over_component'], sign=True)}, "
-                         f"{_fmt(b.get('gain_over_exact'), sign=True)})")
+                text += (f" ({_cell(b, 'gain_over_component', sign=True)}, "
+                         f"{_cell(b, 'gain_over_exact', sign=True)})")
             row.append(text)
         rows.append(row)
     return rows
