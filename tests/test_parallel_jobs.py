@@ -18,6 +18,7 @@ from approxeq.experiments.parallel import (
     run_parallel,
     threads_per_job,
     with_threads,
+    worker_count,
 )
 from approxeq.train.config import ConfigError, experiment_from_dict
 from approxeq.train.rundir import RunDirError, RunLock
@@ -92,13 +93,48 @@ def test_jobs_are_checked_and_share_the_cores():
     assert threads_per_job(2, cores=2) == 1
     assert threads_per_job(2, cores=16) == 8
     assert threads_per_job(4, cores=2) == 1
-    # a pinned count below a worker's share is kept; an unset or larger one is capped
+    # a count the YAML sets is kept (it is part of the run's identity); an unset one is filled
     config = experiment_from_dict({**TINY, "models": [
         {**TINY["models"][0], "train": {"num_threads": 4}}, TINY["models"][1]],
         "train": {**TINY["train"], "num_threads": None}}, size="quick")
-    capped = with_threads(config, 2)
-    assert [m.train.num_threads for m in capped.models] == [2, 2]
+    assert [m.train.num_threads for m in with_threads(config, 2).models] == [4, 2]
     assert [m.train.num_threads for m in with_threads(config, 8).models] == [4, 8]
+    # and the workers that fit the cores run
+    assert worker_count(2, [2, 2], cores=2) == 1
+    assert worker_count(2, [1, 1], cores=2) == 2
+    assert worker_count(4, [2, 1], cores=16) == 4
+    assert worker_count(2, [4], cores=2) == 1
+
+
+def test_jobs_keep_each_models_thread_count_which_the_fingerprint_records(tmp_path):
+    import torch
+
+    lines: list[str] = []
+    # the YAML sets 2 threads (as era5-uk's quick size does): --jobs 2 on 2 cores keeps them
+    config = experiment_from_dict(tiny_terrain("terrain-threads", ("ConvCNP", "ConvCNP~"),
+                                               steps=2, val_every=2, num_threads=2),
+                                  size="quick")
+    experiment = experiment_for(config)
+    experiment.run(config, tmp_path / "one", progress=False, log=lambda m: None)
+    run_parallel(experiment, [(config, tmp_path / "two")], 2, log=lines.append, cores=2)
+    assert any("1 worker process(es) of the 2 asked fit the 2 core(s)" in x for x in lines)
+    assert _metrics(tmp_path / "two") == _metrics(tmp_path / "one")
+    for label in ("ConvCNP", "ConvCNP~"):
+        fp = json.loads((tmp_path / "two" / label / "fingerprint.json").read_text())
+        assert fp["train"]["num_threads"] == 2
+    # unset, the count is the one the run trained on: here 2, in a worker of --jobs 2 on 2
+    # cores 1, so the run cannot be resumed or reused with --jobs 2
+    unset = experiment_from_dict(tiny_terrain("terrain-threads", ("ConvCNP",), steps=2,
+                                              val_every=2), size="quick")
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        experiment.run(unset, tmp_path / "three", progress=False, log=lambda m: None)
+    finally:
+        torch.set_num_threads(before)
+    with pytest.raises(RunDirError, match=r"train.num_threads: 2 -> 1"):
+        run_parallel(experiment, [(unset, tmp_path / "three")], 2, log=lambda m: None,
+                     cores=2)
 
 
 def test_a_size_runs_the_labels_of_its_models_option(tmp_path):
