@@ -4,6 +4,7 @@ sequential run, resume, respect run locks and refuse what they cannot run."""
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import yaml
@@ -164,3 +165,61 @@ def test_experiments_without_independent_units_refuse_jobs(tmp_path):
     config = load_named_experiment("graph8c", size="quick")
     with pytest.raises(ConfigError, match="jobs: experiment .* in one process"):
         run_parallel(experiment_for(config), [(config, tmp_path)], 2, log=lambda m: None)
+
+
+def _children(pid: int) -> list[int]:
+    path = f"/proc/{pid}/task/{pid}/children"
+    with open(path) as f:
+        return [int(x) for x in f.read().split()]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="reads /proc (Linux)")
+def test_workers_die_with_a_killed_main_process_and_print_nothing(tmp_path):
+    """SIGKILL of the main process of a --jobs 2 run: its workers stop at once (they would
+    train on with no lock held on the directory) and print no BrokenPipeError traceback."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    config = {**TINY, "train": {**TINY["train"], "steps": 100_000, "checkpoint_every": 2,
+                                "val_every": 100_000}, "sizes": {"quick": {}}}
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(config))
+    out, log = tmp_path / "run", tmp_path / "stderr.txt"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "1"}
+    with open(log, "w") as err:
+        main = subprocess.Popen([sys.executable, "-m", "approxeq.cli", "experiment", str(path),
+                                 "--out", str(out), "--jobs", "2", "--no-figures"],
+                                env=env, stdout=subprocess.DEVNULL, stderr=err)
+    workers: list[int] = []
+    try:
+        deadline = time.monotonic() + 240
+        while not all((out / m["label"] / "last.pt").is_file() for m in TINY["models"]):
+            assert main.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+        workers = _children(main.pid)
+        assert len(workers) >= 2
+        main.send_signal(signal.SIGKILL)
+        main.wait()
+        deadline = time.monotonic() + 5
+        while any(_alive(w) for w in workers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(_alive(w) for w in workers), "workers outlived the main process"
+        stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+        time.sleep(1.5)
+        assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == stamps
+        assert "Traceback" not in log.read_text() and "BrokenPipe" not in log.read_text()
+    finally:
+        for pid in [main.pid, *workers]:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)

@@ -34,6 +34,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -114,10 +115,49 @@ def _quiet(_message: str) -> None:
     pass
 
 
-def _init_worker(threads: int) -> None:
+def _init_worker(threads: int, parent: int | None = None) -> None:
+    """Set a worker's torch threads; in a worker process (``parent``: the pid of the process
+    that started it) also make it die with that process and ignore Ctrl-C."""
     import torch
 
     torch.set_num_threads(threads)
+    if parent is not None:
+        import signal
+
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process stops the workers
+        die_with_parent(parent)
+
+
+def die_with_parent(parent: int) -> None:
+    """Kill this process (``SIGKILL``) as soon as the process ``parent`` that started it dies,
+    however it dies: on Linux the kernel does it (``PR_SET_PDEATHSIG``), elsewhere a daemon
+    thread that checks the parent's pid twice a second. An orphaned worker would otherwise
+    train on, writing checkpoints with no lock held on its run directory, and print a
+    ``BrokenPipeError`` traceback when it tries to hand back its result."""
+    import signal
+
+    armed = False
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            pr_set_pdeathsig = 1
+            libc = ctypes.CDLL(None, use_errno=True)
+            armed = libc.prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0) == 0
+        except (OSError, AttributeError):
+            armed = False
+    if os.getppid() != parent:  # the parent died before the above took effect
+        os._exit(1)
+    if armed:
+        return
+    import threading
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)  # the whole process, at once, writing nothing more
+
+    threading.Thread(target=watch, name="approxeq-parent-watch", daemon=True).start()
 
 
 def _work(args: tuple) -> tuple[int, str, str, float]:
@@ -247,7 +287,8 @@ def _train_units(units: list[tuple], jobs: int, threads: int, name: dict[int, st
             torch.set_num_threads(before)
         return
     context = multiprocessing.get_context("spawn")
-    pool = context.Pool(min(jobs, n), initializer=_init_worker, initargs=(threads,))
+    pool = context.Pool(min(jobs, n), initializer=_init_worker,
+                        initargs=(threads, os.getpid()))
     try:
         for done, result in enumerate(pool.imap_unordered(_work, units, chunksize=1), 1):
             report(done, *result)
