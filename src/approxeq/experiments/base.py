@@ -112,10 +112,27 @@ class SettingsExperiment(Experiment):
     (the task options, with ``models`` as ``[label, base, strategy]`` triples; see
     :func:`settings_of`). It runs in a single process."""
 
+    #: files a run writes besides ``metrics.json``, ``results.md`` and ``experiment.json``
+    #: that a ``restart`` removes (e.g. pretrained weights)
+    outputs: ClassVar[tuple[str, ...]] = ()
+
     def run_settings(self, config: ExperimentConfig, settings: dict[str, Any], out_dir: Path,
                      log: Log) -> dict[str, Any]:
         """Run with ``settings``; return what ``metrics.json`` holds."""
         raise NotImplementedError
+
+    def run_fingerprint(self, config: ExperimentConfig, settings: dict[str, Any]
+                        ) -> dict[str, Any]:
+        """What produced a run (``fingerprint.json``): the runner, the size, every setting
+        but the device (a pretrained backbone's settings included), the torch thread count
+        (sums split over another number of threads round differently) and the version."""
+        import torch
+
+        from approxeq.train.rundir import make_fingerprint
+
+        task = {k: v for k, v in settings.items() if k != "device"}
+        return make_fingerprint(spec=None, train={"num_threads": torch.get_num_threads()},
+                                task=task, extra={"experiment": self.name, "size": config.size})
 
     def override_steps(self, config: ExperimentConfig, steps: int | None) -> ExperimentConfig:
         """``--steps`` sets the training epochs (experiments without training ignore it)."""
@@ -132,12 +149,16 @@ class SettingsExperiment(Experiment):
             restart: bool = False) -> ExperimentResult:
         """Run every model (or those in ``only``) and write ``metrics.json``, ``results.md``
         and ``experiment.json`` in ``out_dir``, which is locked for the run (a second run into
-        it is refused with :class:`~approxeq.train.rundir.RunDirError`); ``figures`` is
-        unused, and so is ``restart`` (these runners keep no checkpoints to resume)."""
+        it is refused with :class:`~approxeq.train.rundir.RunDirError`).
+
+        ``out_dir/fingerprint.json`` records what produced the run (:meth:`run_fingerprint`:
+        the settings, the torch thread count, the library version). A rerun with another
+        fingerprint is refused naming each change, unless ``restart``, which removes the
+        earlier run's results first; ``figures`` is unused."""
         import os
         import time
 
-        from approxeq.train.rundir import RunLock
+        from approxeq.train.rundir import RunLock, check_fingerprint
 
         if os.environ.get("WORLD_SIZE", "1") not in ("", "1"):
             raise ConfigError(f"{config.name} runs in a single process; launch it without "
@@ -146,8 +167,14 @@ class SettingsExperiment(Experiment):
         settings = settings_of(config, only)
         if device is not None:
             settings["device"] = device
+        out_dir = Path(out_dir)
         with RunLock(out_dir):
-            metrics = self.run_settings(config, settings, Path(out_dir), log or default_log)
+            done = check_fingerprint(out_dir, self.run_fingerprint(config, settings),
+                                     restart=restart, label=self.name)
+            if done == "restarted":
+                for name in (*self.outputs, "metrics.json", "results.md", "experiment.json"):
+                    (out_dir / name).unlink(missing_ok=True)
+            metrics = self.run_settings(config, settings, out_dir, log or default_log)
         return ExperimentResult(out_dir=Path(out_dir), metrics=metrics,
                                 seconds=time.monotonic() - start)
 

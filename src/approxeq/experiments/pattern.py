@@ -51,6 +51,7 @@ from approxeq.symmetrize.graph_image import (
 from approxeq.train.checkpoint import write_json_atomic, write_text_atomic
 from approxeq.train.config import ExperimentConfig
 from approxeq.train.distributed import resolve_device
+from approxeq.train.rundir import fingerprint_changes, make_fingerprint
 
 __all__ = ["PatternExperiment", "build_pattern_model", "digits_pretrained_vit",
            "pattern_experiment_config", "run_pattern_experiment", "train_pattern_model"]
@@ -96,17 +97,33 @@ def digits_pretrained_vit(config: ViTConfig, path: Path, *, epochs: int, lr: flo
                           seed: int = 0, max_images: int | None = None,
                           log: Callable[[str], None] | None = print) -> Path:
     """Pretrain a ViT of ``config`` (one input channel) to classify scikit-learn's digits and
-    save it to ``path`` (:func:`~approxeq.nn.vit.save_vit`); a file already there is reused.
+    save it to ``path`` (:func:`~approxeq.nn.vit.save_vit`), with what produced it (the ViT's
+    settings, ``epochs``, ``lr``, ``seed``, ``max_images``, the torch thread count and the
+    library version) in the fingerprint file beside it (``<path stem>.json``, written after
+    the weights). A file already there is reused only when its fingerprint matches; otherwise
+    (other settings, or no fingerprint) the ViT is pretrained again, with a log line naming
+    what changed.
 
     A small-scale stand-in for ImageNet weights: it gives the blocks and positional
     embeddings an image prior, nothing more. The first 297 images are held out to report an
     accuracy; ``max_images`` caps the training images (for tests). Raises ``ImportError``
     without scikit-learn.
     """
-    if path.is_file():
-        return path
-    torch.manual_seed(seed)
     cfg = ViTConfig(**{**config.__dict__, "in_channels": 1})
+    fingerprint = make_fingerprint(spec=None, task=None, train={
+        "vit": cfg.__dict__, "epochs": epochs, "lr": lr, "seed": seed, "max_images": max_images,
+        "num_threads": torch.get_num_threads()}, extra={"pretrained": "digits"})
+    meta = path.with_suffix(".json")
+    if path.is_file():
+        stored = _stored_pretraining(meta)
+        changes = fingerprint_changes(stored, fingerprint) if stored is not None else None
+        if changes == []:
+            return path
+        (log or (lambda _msg: None))(
+            f"pattern: {path.name} was pretrained with other settings "
+            f"({'; '.join(changes[:4]) if changes else f'no {meta.name}'}): pretraining again")
+    meta.unlink(missing_ok=True)  # weights being replaced never keep a matching fingerprint
+    torch.manual_seed(seed)
     images, labels = _digit_images(cfg.grid_size * cfg.patch_size)
     vit = VisionTransformer(cfg)
     head = nn.Linear(cfg.embed_dim, 10)
@@ -125,7 +142,22 @@ def digits_pretrained_vit(config: ViTConfig, path: Path, *, epochs: int, lr: flo
         acc = (head(vit(images[:n_test])[:, 0]).argmax(-1) == labels[:n_test]).double().mean()
     (log or (lambda _msg: None))(f"pattern: pretrained the ViT on digits for {epochs} "
                                  f"epochs, held-out accuracy {float(acc):.3f}")
-    return save_vit(vit, path)
+    save_vit(vit, path)
+    write_json_atomic(meta, {**fingerprint, "heldout_accuracy": float(acc)})
+    return path
+
+
+def _stored_pretraining(path: Path) -> dict[str, Any] | None:
+    """The fingerprint stored in ``path`` (without its ``heldout_accuracy`` record), or
+    ``None`` when it is missing or unreadable."""
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(value, dict):
+        return None
+    value.pop("heldout_accuracy", None)
+    return value
 
 
 def _backbone(kind: str, cfg: dict[str, Any], n_max: int, weights: Path | str | None
@@ -311,6 +343,7 @@ class PatternExperiment(SettingsExperiment):
 
     name = "pattern"
     task_names = ("pattern",)
+    outputs = ("pretrained-digits.pt", "pretrained-digits.json")
 
     def run_settings(self, config: ExperimentConfig, settings: dict[str, Any], out_dir: Path,
                      log: Callable[[str], None]) -> dict[str, Any]:
