@@ -223,3 +223,16 @@ def test_workers_die_with_a_killed_main_process_and_print_nothing(tmp_path):
         for pid in [main.pid, *workers]:
             if _alive(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_the_help_and_readme_say_a_runs_thread_count_is_part_of_its_identity(capsys):
+    from pathlib import Path
+
+    from approxeq.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["experiment", "--help"])
+    assert "thread count is part of its identity" in " ".join(capsys.readouterr().out.split())
+    readme = Path(__file__).resolve().parents[1] / "README.md"
+    if readme.is_file():  # a source checkout
+        assert "thread count is part of its identity" in " ".join(readme.read_text().split())
