@@ -133,3 +133,12 @@ def test_multi_seed_smoke_tables_print_the_standard_error_over_seeds():
                       "-0.300 (seeds ± 0.100))")
     single = smoke_results_table(aggregate_seeds([entry(1.0, 0.2)], [0]))[1]
     assert single[1] == "1.000 ± 0.500"  # one seed: no spread to show
+
+
+def test_seeds_are_refused_for_runners_that_ignore_the_training_seed(tmp_path, capsys):
+    # graph, n-body and PATTERN runners repeat by their own options: N copies of one run
+    # would have passed for N seeds
+    assert main(["experiment", "sr25", "--out", str(tmp_path / "sr"), "--seeds", "2",
+                 "--no-figures"]) == 1
+    assert "seeds: experiment 'sr25' repeats its models" in error_line(capsys)
+    assert not (tmp_path / "sr").exists()

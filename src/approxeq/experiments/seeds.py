@@ -20,7 +20,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from approxeq.experiments.base import Experiment, ExperimentResult, model_seed
+from approxeq.experiments.base import Experiment, ExperimentResult, SettingsExperiment, model_seed
 from approxeq.train.checkpoint import write_json_atomic, write_text_atomic
 from approxeq.train.config import ConfigError, ExperimentConfig
 from approxeq.train.distributed import is_main_process
@@ -136,6 +136,11 @@ def run_seeds(experiment: Experiment, config: ExperimentConfig, out_dir: str | P
     """
     if not isinstance(n_seeds, int) or isinstance(n_seeds, bool) or n_seeds < 1:
         raise ConfigError(f"seeds: expected a positive int, got {n_seeds!r}")
+    if isinstance(experiment, SettingsExperiment) and n_seeds > 1:
+        # their runners ignore train.seed: N copies of one run would pass for N seeds
+        raise ConfigError(f"seeds: experiment {config.name!r} repeats its models by its own "
+                          "task options (n_inits, seeds, folds); set those in the YAML and run "
+                          f"it with --seeds 1 (got {n_seeds})")
     out_dir = Path(out_dir)
     seeds = [seed_of(config.train.seed, i) for i in range(n_seeds)]
     runs = [(with_seed(config, s), out_dir / f"seed-{i}") for i, s in enumerate(seeds)]
