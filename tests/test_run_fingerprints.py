@@ -35,14 +35,15 @@ def test_settings_runs_are_fingerprinted_and_refuse_other_settings(tmp_path):
     out = tmp_path / "run"
     Settings().run(config(), out, log=lambda m: None)
     fp = json.loads((out / "fingerprint.json").read_text())
-    assert fp["task"]["width"] == 8 and fp["task"]["models"][0][0] == "A"
+    assert fp["task"]["width"] == 8 and fp["task"]["models"] == {"A": "gin/none", "B": "gin/none"}
     assert fp["train"]["num_threads"] == torch.get_num_threads()
     assert fp["extra"]["experiment"] == "settings-test" and "version" in fp
     Settings().run(config(), out, log=lambda m: None)  # the same settings run again
     with pytest.raises(RunDirError, match=r"task.width: 8 -> 16.*--restart"):
         Settings().run(config(16), out, log=lambda m: None)
     assert json.loads((out / "metrics.json").read_text()) == {"width": 8}
-    with pytest.raises(RunDirError, match=r"task.models"):  # --only is another run too
+    with pytest.raises(RunDirError, match=r"task.models.A: \"gin/none\" -> \(absent\)"):
+        # --only is another run too
         Settings().run(config(), out, only=["B"], log=lambda m: None)
     # a restart removes what the earlier run wrote before running again
     (out / "results.md").write_text("old")

@@ -131,6 +131,8 @@ class SettingsExperiment(Experiment):
         from approxeq.train.rundir import make_fingerprint
 
         task = {k: v for k, v in settings.items() if k != "device"}
+        if isinstance(task.get("models"), list):  # by label, so a change names the model
+            task["models"] = {m[0]: "/".join(map(str, m[1:])) for m in task["models"]}
         return make_fingerprint(spec=None, train={"num_threads": torch.get_num_threads()},
                                 task=task, extra={"experiment": self.name, "size": config.size})
 
@@ -170,7 +172,7 @@ class SettingsExperiment(Experiment):
         out_dir = Path(out_dir)
         with RunLock(out_dir):
             done = check_fingerprint(out_dir, self.run_fingerprint(config, settings),
-                                     restart=restart, label=self.name)
+                                     restart=restart, label=config.name)
             if done == "restarted":
                 for name in (*self.outputs, "metrics.json", "results.md", "experiment.json"):
                     (out_dir / name).unlink(missing_ok=True)
