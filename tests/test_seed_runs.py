@@ -67,7 +67,7 @@ def test_single_and_multi_seed_runs_never_share_a_directory(tmp_path, capsys):
     assert "holds a single-seed run" in err and "--seeds" in err
     assert main(["experiment", str(path), "--out", str(multi), *common]) == 1
     err = error_line(capsys)
-    assert "holds a run of 2 seed(s)" in err and "--seeds 2" in err
+    assert "holds a run of several seeds (seed-0/, seed-1/)" in err and "--seeds 2" in err
     after = (single / "metrics.json").read_bytes(), (multi / "metrics.json").read_bytes()
     assert after == before and not list(single.glob("seed-*"))
     # more seeds than before extends the run: its seeds are reused

@@ -193,9 +193,9 @@ def layout_problem(out_dir: str | Path, n_seeds: int) -> str | None:
         return (f"out: {out_dir} holds a single-seed run ({single[0]}), not a run of several "
                 f"seeds; rerun without --seeds (or with --seeds 1), or choose another --out")
     if n_seeds == 1 and found:
-        return (f"out: {out_dir} holds a run of {len(found)} seed(s) ({found[0].name}/ ...), "
-                f"not a single-seed run; rerun with --seeds {len(found)}, or choose another "
-                "--out")
+        shown = ", ".join(f"{p.name}/" for p in found[:3]) + (", ..." if len(found) > 3 else "")
+        return (f"out: {out_dir} holds a run of several seeds ({shown}), not a single-seed "
+                f"run; rerun with --seeds {max(2, len(found))}, or choose another --out")
     return None
 
 
