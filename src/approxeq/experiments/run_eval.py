@@ -103,8 +103,10 @@ def _evaluate_one(run_dir: Path, checkpoint: str, device: str | None, skip_missi
     if all("failed" in e for e in entries.values()):
         raise FileNotFoundError(f"run_dir: no readable model checkpoint ({checkpoint}) under "
                                 f"{run_dir}")
-    scored = {k: v for k, v in entries.items() if "failed" not in v}
-    finished = experiment.finish_entries(config, scored, tasks)
+    # the failed entries go in too: a derived number (smoke's gain over the exact partner)
+    # then has the partner it has in training, and none when that partner failed, instead of
+    # another model of the family in this seed only
+    finished = experiment.finish_entries(config, dict(entries), tasks)
     return {**{k: finished.get(k, v) for k, v in entries.items()},
             **{k: v for k, v in finished.items() if k not in entries}}, config, experiment
 

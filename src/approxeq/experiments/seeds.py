@@ -79,7 +79,7 @@ def aggregate_block(blocks: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
                 out[f"{key}_se"] = sum(float(b[f"{key}_se"]) for b in blocks) / len(blocks)
             else:
                 out.pop(f"{key}_se", None)
-        elif key in SEED_METRICS:
+        elif key in SEED_METRICS and any(_number(b.get(key)) for b in blocks):
             del out[key]
             out.pop(f"{key}_se", None)
     return out
