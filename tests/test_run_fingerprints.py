@@ -91,3 +91,15 @@ def test_pattern_pretrains_again_when_what_produced_its_backbone_changes(tmp_pat
     path.with_suffix(".json").unlink()
     digits_pretrained_vit(vit(16), path, epochs=2, **kwargs)
     assert "no pretrained-digits.json" in lines[-2]
+
+
+def test_a_damaged_fingerprint_is_named_as_damaged_not_as_a_changed_configuration(tmp_path):
+    from approxeq.train.rundir import check_fingerprint, make_fingerprint
+
+    fp = make_fingerprint(spec={"name": "cnp"}, train={"lr": 1e-3}, task={"name": "eq"})
+    check_fingerprint(tmp_path, fp)
+    (tmp_path / "fingerprint.json").write_text('{"trunc')
+    with pytest.raises(RunDirError, match=r"fingerprint.json is damaged .*--restart") as err:
+        check_fingerprint(tmp_path, fp, label="CNP")
+    assert "another configuration" not in str(err.value)
+    assert check_fingerprint(tmp_path, fp, restart=True) == "restarted"
