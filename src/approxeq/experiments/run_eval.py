@@ -111,6 +111,24 @@ def _evaluate_one(run_dir: Path, checkpoint: str, device: str | None, skip_missi
             **{k: v for k, v in finished.items() if k not in entries}}, config, experiment
 
 
+def _seeds_without_config(run_dir: Path, seeds: list[Path], skip_missing: bool,
+                          log: Log) -> str:
+    """The seed folders of a multi-seed run that have no ``config.yaml`` (damaged, or killed
+    before its first save): an error naming them, or with ``skip_missing`` a log line and
+    the sentence of ``results.md`` that says they are left out."""
+    from approxeq.experiments.seeds import seed_run_dirs
+
+    lost = [p.name for p in seed_run_dirs(run_dir) if p not in seeds]
+    if not lost:
+        return ""
+    if not skip_missing:
+        raise FileNotFoundError(f"run_dir: {', '.join(lost)} of {run_dir} has no {CONFIG}, so "
+                                "its models cannot be rebuilt; nothing was written "
+                                "(--skip-missing evaluates the other seeds and says so)")
+    log(f"{', '.join(lost)}: no {CONFIG}: left out of the mean over seeds")
+    return f" Left out, without a {CONFIG}: {', '.join(lost)}."
+
+
 def failed_note(metrics: dict[str, Any]) -> str:
     """The sentence of ``results.md`` naming the models that could not be evaluated (and in
     which seeds), or ``""``."""
@@ -172,6 +190,8 @@ def evaluate_experiment_run(run_dir: str | Path, *, out: str | Path | None = Non
                                else run_dir / EVAL_DIR / name / METRICS, protect=run_dir)
     md = check_output_file(markdown_path(target), protect=run_dir)
     note = f"Re-evaluated from each model's {checkpoint} by `approxeq eval`."
+    if seeds:
+        note += _seeds_without_config(run_dir, seeds, skip_missing, log)
     if not seeds:
         metrics, config, experiment = _evaluate_one(run_dir, checkpoint, device, skip_missing,
                                                     log)
