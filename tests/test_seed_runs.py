@@ -142,3 +142,17 @@ def test_seeds_are_refused_for_runners_that_ignore_the_training_seed(tmp_path, c
                  "--no-figures"]) == 1
     assert "seeds: experiment 'sr25' repeats its models" in error_line(capsys)
     assert not (tmp_path / "sr").exists()
+
+
+def test_multi_seed_tables_of_the_other_experiments_print_it_too():
+    from approxeq.experiments.report import results_table
+
+    def entry(loglik):
+        block = {"loglik": loglik, "loglik_se": 0.5, "component_loglik": loglik - 1,
+                 "component_loglik_se": 0.5}
+        return {"M": {"id": dict(block), "ood": dict(block)}}
+
+    header, row = results_table(aggregate_seeds([entry(1.0), entry(2.0)], [0, 11]))
+    assert header[1] == "log-lik ID" and row[1] == "1.500 ± 0.500 (seeds ± 0.500)"
+    assert row[3] == "0.500 ± 0.500 (seeds ± 0.500)"  # the component, ID
+    assert results_table(entry(1.0))[1][1] == "1.000 ± 0.500"

@@ -65,7 +65,7 @@ from approxeq.experiments.np_runner import (
     model_info,
     train_one_model,
 )
-from approxeq.experiments.report import format_table
+from approxeq.experiments.report import cell, format_table
 from approxeq.np.batch import Batch
 from approxeq.np.functional import evaluation_mode
 from approxeq.train.checkpoint import ModelSpec, write_json_atomic, write_text_atomic
@@ -427,17 +427,6 @@ def _fmt(v: Any, se: Any = None, digits: int = 3, sign: bool = False) -> str:
     return text
 
 
-def _cell(block: Mapping[str, Any], key: str, digits: int = 3, *, task_se: bool = False,
-          sign: bool = False) -> str:
-    """``block[key]`` (± its per-task s.e. with ``task_se``), and after a run of several seeds
-    ``(seeds ± s.e. over seeds)``, as the terrain tables and the seeds footnote have it."""
-    text = _fmt(block.get(key), block.get(f"{key}_se") if task_se else None, digits, sign)
-    seeds_se = block.get(f"{key}_seeds_se")
-    if text != "–" and isinstance(seeds_se, float) and not math.isnan(seeds_se):
-        text += f" (seeds ± {seeds_se:.{digits}f})"
-    return text
-
-
 def smoke_results_table(metrics: Mapping[str, Any]) -> list[list[str]]:
     """Rows (header first): per model the test log-likelihood ± s.e., RMSE, the component's
     log-likelihood, Δequiv, the equivariance error, and per transfer set the log-likelihood with
@@ -449,18 +438,19 @@ def smoke_results_table(metrics: Mapping[str, Any]) -> list[list[str]]:
             + [f"{k}: log-lik (vs component, vs exact)" for k in kinds]]
     for label, e in metrics.items():
         eq = (e.get("id") or {}).get("equivariance") or {}
-        row = [label, _cell(e, "loglik", task_se=True), _cell(e, "rmse"),
-               _cell(e, "component_loglik"), _cell(e, "delta_equiv", 4),
+        row = [label, cell(e, "loglik"), cell(e, "rmse", task_se=False),
+               cell(e, "component_loglik", task_se=False),
+               cell(e, "delta_equiv", 4, task_se=False),
                _fmt(eq.get("equiv_err_max"), None, 4)]
         for k in kinds:
             b = e.get("transfer", {}).get(k)
             if b is None:
                 row.append("–")
                 continue
-            text = _cell(b, "loglik", task_se=True)
+            text = cell(b, "loglik")
             if "gain_over_component" in b:
-                text += (f" ({_cell(b, 'gain_over_component', sign=True)}, "
-                         f"{_cell(b, 'gain_over_exact', sign=True)})")
+                text += (f" ({cell(b, 'gain_over_component', task_se=False, sign=True)}, "
+                         f"{cell(b, 'gain_over_exact', task_se=False, sign=True)})")
             row.append(text)
         rows.append(row)
     return rows
