@@ -181,12 +181,9 @@ def _alive(pid: int) -> bool:
         return False
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="reads /proc (Linux)")
-def test_workers_die_with_a_killed_main_process_and_print_nothing(tmp_path):
-    """SIGKILL of the main process of a --jobs 2 run: its workers stop at once (they would
-    train on with no lock held on the directory) and print no BrokenPipeError traceback."""
-    import signal
+def _start_long_run(tmp_path):
+    """A --jobs 2 run of the tiny terrain models for 100,000 steps, once both workers have
+    written a checkpoint: ``(main process, its worker pids, its stderr file, run dir)``."""
     import subprocess
     import sys
     import time
@@ -201,28 +198,80 @@ def test_workers_die_with_a_killed_main_process_and_print_nothing(tmp_path):
         main = subprocess.Popen([sys.executable, "-m", "approxeq.cli", "experiment", str(path),
                                  "--out", str(out), "--jobs", "2", "--no-figures"],
                                 env=env, stdout=subprocess.DEVNULL, stderr=err)
-    workers: list[int] = []
+    deadline = time.monotonic() + 240
+    while not all((out / m["label"] / "last.pt").is_file() for m in TINY["models"]):
+        if main.poll() is not None or time.monotonic() > deadline:
+            main.kill()
+            raise AssertionError(log.read_text())
+        time.sleep(0.2)
+    workers = [w for w in _children(main.pid)
+               if "spawn_main" in open(f"/proc/{w}/cmdline").read()]
+    assert len(workers) == 2
+    return main, workers, log, out
+
+
+def _wait_dead(pids, seconds: float) -> bool:
+    import time
+
+    deadline = time.monotonic() + seconds
+    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return not any(_alive(p) for p in pids)
+
+
+def _kill_all(pids) -> None:
+    import signal
+
+    for pid in pids:
+        if _alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+LINUX = pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="reads /proc (Linux)")
+
+
+@pytest.mark.slow
+@LINUX
+def test_workers_die_with_a_killed_main_process_and_print_nothing(tmp_path):
+    """SIGKILL of the main process of a --jobs 2 run: its workers stop at once (they would
+    train on with no lock held on the directory) and print no BrokenPipeError traceback."""
+    import signal
+    import time
+
+    main, workers, log, out = _start_long_run(tmp_path)
     try:
-        deadline = time.monotonic() + 240
-        while not all((out / m["label"] / "last.pt").is_file() for m in TINY["models"]):
-            assert main.poll() is None and time.monotonic() < deadline, log.read_text()
-            time.sleep(0.2)
-        workers = _children(main.pid)
-        assert len(workers) >= 2
         main.send_signal(signal.SIGKILL)
         main.wait()
-        deadline = time.monotonic() + 5
-        while any(_alive(w) for w in workers) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert not any(_alive(w) for w in workers), "workers outlived the main process"
+        assert _wait_dead(workers, 5), "workers outlived the main process"
         stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
         time.sleep(1.5)
         assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == stamps
         assert "Traceback" not in log.read_text() and "BrokenPipe" not in log.read_text()
     finally:
-        for pid in [main.pid, *workers]:
-            if _alive(pid):
-                os.kill(pid, signal.SIGKILL)
+        _kill_all([main.pid, *workers])
+
+
+@pytest.mark.slow
+@LINUX
+def test_a_killed_worker_stops_the_run_in_one_line_instead_of_a_hang(tmp_path):
+    """SIGKILL of one worker (the out-of-memory killer, say): the run stops the other worker
+    and exits 1 with one line, where a multiprocessing pool waited forever for the unit."""
+    import signal
+    import subprocess
+
+    main, workers, log, _ = _start_long_run(tmp_path)
+    try:
+        os.kill(workers[0], signal.SIGKILL)
+        try:
+            assert main.wait(timeout=30) == 1
+        except subprocess.TimeoutExpired:
+            raise AssertionError("the run hangs after a worker died") from None
+        assert _wait_dead(workers, 5)
+        err = log.read_text()
+        assert "Traceback" not in err
+        assert "error: jobs: a worker process died" in err.splitlines()[-1]
+    finally:
+        _kill_all([main.pid, *workers])
 
 
 def test_the_help_and_readme_say_a_runs_thread_count_is_part_of_its_identity(capsys):

@@ -26,7 +26,8 @@ Workers are started with ``spawn`` (a fork of a process whose OpenMP pool is run
 so each imports the library once and builds its task data once per experiment (memoised). A
 worker dies with the process that started it (a ``SIGKILL`` of the main process included), so
 no worker trains or writes once the run's locks are gone, and it ignores Ctrl-C, which the
-main process handles by stopping every worker.
+main process handles by stopping every worker. A worker that dies (killed, out of memory)
+stops the others and the run with one line (:class:`ChildProcessError`).
 """
 
 from __future__ import annotations
@@ -286,20 +287,43 @@ def _train_units(units: list[tuple], jobs: int, threads: int, name: dict[int, st
         finally:
             torch.set_num_threads(before)
         return
-    context = multiprocessing.get_context("spawn")
-    pool = context.Pool(min(jobs, n), initializer=_init_worker,
-                        initargs=(threads, os.getpid()))
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from concurrent.futures.process import BrokenProcessPool
+
+    # an executor, not a multiprocessing.Pool: a Pool silently replaces a worker that dies
+    # (killed, out of memory) and waits forever for its unit
+    pool = ProcessPoolExecutor(min(jobs, n), mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_init_worker, initargs=(threads, os.getpid()))
     try:
-        for done, result in enumerate(pool.imap_unordered(_work, units, chunksize=1), 1):
-            report(done, *result)
-        pool.close()
+        pending, done = {pool.submit(_work, unit) for unit in units}, 0
+        while pending:
+            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for future in finished:
+                done += 1
+                report(done, *future.result())
+    except BrokenProcessPool:
+        _stop(pool)
+        raise ChildProcessError(
+            "jobs: a worker process died (killed, or out of memory) while training a unit; "
+            "the others were stopped. Rerun the same command to resume from the last "
+            "checkpoints (with fewer --jobs if memory ran out)") from None
     except BaseException:
         # a failed unit stops the others at once; their checkpoints are written atomically,
         # so a rerun resumes from the last one
-        pool.terminate()
+        _stop(pool)
         raise
     finally:
-        pool.join()
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _stop(pool: Any) -> None:
+    """Stop every worker of ``pool`` now (``terminate_workers`` from Python 3.14)."""
+    stop = getattr(pool, "terminate_workers", None)
+    if stop is not None:
+        stop()
+        return
+    for process in list((getattr(pool, "_processes", None) or {}).values()):
+        process.terminate()
 
 
 __all__ = ["available_cores", "check_jobs", "run_parallel", "shared_tasks", "threads_per_job",
