@@ -103,3 +103,16 @@ def test_a_damaged_fingerprint_is_named_as_damaged_not_as_a_changed_configuratio
         check_fingerprint(tmp_path, fp, label="CNP")
     assert "another configuration" not in str(err.value)
     assert check_fingerprint(tmp_path, fp, restart=True) == "restarted"
+
+
+def test_the_python_entry_points_lock_and_fingerprint_their_runs_too(tmp_path):
+    from approxeq.experiments.nbody import run_nbody_experiment
+
+    overrides = dict(n_train=10, n_val=5, n_test=5, epochs=1, batch_size=5, num_layers=1,
+                     d_model=8, gnn_hidden=8, gnn_layers=1, k_train=1, k_eval=1, k_test=1,
+                     eval_every_epochs=1, device="cpu", models=[["GNN-none", "gnn", "none"]],
+                     simulation=dict(save_every=10, input_frame=3, target_frame=4))
+    run_nbody_experiment(tmp_path, overrides=overrides, log=None)
+    assert json.loads((tmp_path / "fingerprint.json").read_text())["task"]["d_model"] == 8
+    with pytest.raises(RunDirError, match=r"task.d_model: 8 -> 16"):
+        run_nbody_experiment(tmp_path, overrides={**overrides, "d_model": 16}, log=None)

@@ -39,7 +39,9 @@ from approxeq.data.pattern import PatternConfig, PatternData, make_pattern, weig
 from approxeq.experiments.base import (
     SettingsExperiment,
     load_named_experiment,
+    locked_settings_run,
     register_experiment,
+    settings_fingerprint,
     settings_of,
 )
 from approxeq.nn.vit import VisionTransformer, ViTConfig, load_vit, save_vit, vit_param_groups
@@ -266,7 +268,11 @@ def run_pattern_experiment(out_dir: str | Path, quick: bool = True,
     """
     cfg = pattern_experiment_config(quick)
     cfg.update(overrides or {})
-    return _run_settings(cfg, out_dir, "quick" if quick else "paper", log)
+    size = "quick" if quick else "paper"
+    return locked_settings_run(
+        Path(out_dir), settings_fingerprint(PATTERN_EXPERIMENT.name, size, cfg),
+        lambda: _run_settings(cfg, out_dir, size, log), label="pattern",
+        outputs=PATTERN_EXPERIMENT.outputs)
 
 
 def _run_settings(cfg: dict[str, Any], out_dir: str | Path, size: str,
