@@ -188,7 +188,8 @@ def run_parallel(experiment: Experiment, runs: Sequence[tuple[ExperimentConfig, 
     Args:
         experiment: a :class:`~approxeq.experiments.np_runner.NeuralProcessExperiment`.
         runs: ``(config, out_dir)`` pairs; every directory is locked for the whole call.
-        jobs: worker processes (1: the units run here, one after another).
+        jobs: worker processes at most (1: the units run here, one after another); fewer
+            run when as many workers of the models' thread counts would not fit ``cores``.
         progress: unused (workers show no progress bars; one line per finished unit instead).
         log, figures, device, only, restart: as for
             :meth:`~approxeq.experiments.np_runner.NeuralProcessExperiment.run`.
@@ -201,6 +202,8 @@ def run_parallel(experiment: Experiment, runs: Sequence[tuple[ExperimentConfig, 
         ConfigError: ``jobs`` is not a positive int, the experiment is not a neural-process
             one, or this is a ``torchrun`` process group.
         RunDirError, CheckpointError: as for a sequential run, before any worker starts.
+        ChildProcessError: a worker process died (killed, out of memory); the others are
+            stopped and a rerun resumes.
     """
     del progress
     check_jobs(jobs)
