@@ -115,3 +115,38 @@ def test_smoke_eval_gives_back_the_runs_numbers_without_writing_panels(tmp_path)
         assert _scores(evaluated[label]) == _scores(trained[label]), label
     assert evaluated["ConvCNP~"]["transfer"]["moved"]["exact"] == "ConvCNP"
     assert not list((out / "eval").rglob("*.npz"))
+
+
+def test_a_seed_with_a_damaged_checkpoint_marks_its_model_failed(terrain_run, tmp_path,
+                                                                  capsys):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(terrain_run, run, ignore=shutil.ignore_patterns("eval"))
+    (run / "seed-1" / "ConvCNP~" / "best.pt").write_bytes(b"damaged")
+    assert main(["eval", str(run), "--skip-missing"]) == 0
+    assert "failed (--skip-missing): ConvCNP~ (seed-1)" in capsys.readouterr().out
+    out = run / "eval" / "checkpoint-best"
+    metrics = json.loads((out / "metrics.json").read_text())
+    entry = metrics["ConvCNP~"]
+    assert entry["failed_seeds"] == ["seed-1"] and entry["failed"].startswith("seed-1: ")
+    assert "id" not in entry and "loglik" not in entry  # not seed 0's numbers as a mean
+    assert metrics["ConvCNP"]["id"]["loglik_seeds"] == json.loads(
+        (terrain_run / "metrics.json").read_text())["ConvCNP"]["id"]["loglik_seeds"]
+    text = (out / "results.md").read_text()
+    assert "Mean over 2 training seeds" in text and "ConvCNP~ (seed-1)" in text
+
+
+def test_a_seed_without_its_config_is_not_silently_dropped(terrain_run, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(terrain_run, run, ignore=shutil.ignore_patterns("eval"))
+    (run / "seed-1" / "config.yaml").unlink()
+    assert main(["eval", str(run)]) == 1
+    err = capsys.readouterr().err
+    assert "seed-1" in err and "--skip-missing" in err and "Traceback" not in err
+    assert main(["eval", str(run), "--skip-missing"]) == 0
+    out = run / "eval" / "checkpoint-best"
+    assert len(json.loads((out / "metrics.json").read_text())["ConvCNP"]["seeds"]) == 1
+    assert "Left out, without a config.yaml: seed-1." in (out / "results.md").read_text()

@@ -120,7 +120,8 @@ def test_digits_pretraining_stand_in(tmp_path):
                        grid_size=2)
     path = digits_pretrained_vit(config, tmp_path / "digits.pt", epochs=1, lr=1e-3,
                                  max_images=64, log=None)
-    again = digits_pretrained_vit(config, path, epochs=1, lr=1e-3, log=None)  # reused
+    again = digits_pretrained_vit(config, path, epochs=1, lr=1e-3, max_images=64,
+                                  log=None)  # the same settings: reused
     assert again == path
     vit = load_vit(path, in_channels=5, grid_size=3)
     assert vit.config.in_channels == 5 and "blocks.0.attn.qkv.weight" in vit.pretrained_names

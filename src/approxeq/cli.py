@@ -8,7 +8,8 @@
     approxeq experiment NAME --out DIR [--size S]     # a shipped experiment, or a YAML path
     approxeq train CONFIG --out DIR [--size S]        # any experiment YAML
     (both default to the quick size and take --steps N: every model's step count, and
-    --jobs N: the (model, seed) units in N worker processes)
+    --jobs N: the (model, seed) units in up to N worker processes, each model on its
+    configured thread count: a run's thread count is part of its identity)
     approxeq eval RUN_DIR [--data FILE] [--out FILE]  # re-evaluate a finished run
 
 Every command that trains or evaluates writes ``metrics.json`` (one entry per model with at
@@ -306,7 +307,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     else:
         table = results_table
     print(format_table(table(metrics), markdown=False))
-    failed = [label for label, e in metrics.items() if "failed" in e]
+    failed = [label + (f" ({', '.join(e['failed_seeds'])})" if e.get("failed_seeds") else "")
+              for label, e in metrics.items() if "failed" in e]
     if failed:
         print(f"\nfailed (--skip-missing): {', '.join(failed)}")
     print(f"\nwrote {path} ({time.monotonic() - start:.0f} s)")
@@ -342,9 +344,12 @@ def _add_steps_option(p: argparse.ArgumentParser) -> None:
                         "follow")
     p.add_argument("--jobs", type=_positive_int, default=1, metavar="N",
                    help="train the independent (model, seed) units of a neural-process "
-                        "experiment in N worker processes, each with cores/N torch threads; "
-                        "one line per finished unit (default 1: one after another, with "
-                        "progress bars)")
+                        "experiment in up to N worker processes; one line per finished unit "
+                        "(default 1: one after another, with progress bars). A run's torch "
+                        "thread count is part of its identity: each model keeps the "
+                        "train.num_threads its YAML sets (fewer workers run if they would not "
+                        "fit the cores); an unset count becomes cores/N, which changes the "
+                        "numbers")
 
 
 def build_parser() -> argparse.ArgumentParser:

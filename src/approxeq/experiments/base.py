@@ -112,10 +112,19 @@ class SettingsExperiment(Experiment):
     (the task options, with ``models`` as ``[label, base, strategy]`` triples; see
     :func:`settings_of`). It runs in a single process."""
 
+    #: files a run writes besides ``metrics.json``, ``results.md`` and ``experiment.json``
+    #: that a ``restart`` removes (e.g. pretrained weights)
+    outputs: ClassVar[tuple[str, ...]] = ()
+
     def run_settings(self, config: ExperimentConfig, settings: dict[str, Any], out_dir: Path,
                      log: Log) -> dict[str, Any]:
         """Run with ``settings``; return what ``metrics.json`` holds."""
         raise NotImplementedError
+
+    def run_fingerprint(self, config: ExperimentConfig, settings: dict[str, Any]
+                        ) -> dict[str, Any]:
+        """What produced a run (``fingerprint.json``; :func:`settings_fingerprint`)."""
+        return settings_fingerprint(self.name, config.size, settings)
 
     def override_steps(self, config: ExperimentConfig, steps: int | None) -> ExperimentConfig:
         """``--steps`` sets the training epochs (experiments without training ignore it)."""
@@ -132,12 +141,14 @@ class SettingsExperiment(Experiment):
             restart: bool = False) -> ExperimentResult:
         """Run every model (or those in ``only``) and write ``metrics.json``, ``results.md``
         and ``experiment.json`` in ``out_dir``, which is locked for the run (a second run into
-        it is refused with :class:`~approxeq.train.rundir.RunDirError`); ``figures`` is
-        unused, and so is ``restart`` (these runners keep no checkpoints to resume)."""
+        it is refused with :class:`~approxeq.train.rundir.RunDirError`).
+
+        ``out_dir/fingerprint.json`` records what produced the run (:meth:`run_fingerprint`:
+        the settings, the torch thread count, the library version). A rerun with another
+        fingerprint is refused naming each change, unless ``restart``, which removes the
+        earlier run's results first; ``figures`` is unused."""
         import os
         import time
-
-        from approxeq.train.rundir import RunLock
 
         if os.environ.get("WORLD_SIZE", "1") not in ("", "1"):
             raise ConfigError(f"{config.name} runs in a single process; launch it without "
@@ -146,10 +157,49 @@ class SettingsExperiment(Experiment):
         settings = settings_of(config, only)
         if device is not None:
             settings["device"] = device
-        with RunLock(out_dir):
-            metrics = self.run_settings(config, settings, Path(out_dir), log or default_log)
+        out_dir = Path(out_dir)
+        metrics = locked_settings_run(
+            out_dir, self.run_fingerprint(config, settings),
+            lambda: self.run_settings(config, settings, out_dir, log or default_log),
+            label=config.name, restart=restart, outputs=self.outputs)
         return ExperimentResult(out_dir=Path(out_dir), metrics=metrics,
                                 seconds=time.monotonic() - start)
+
+
+def settings_fingerprint(runner: str, size: str, settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The fingerprint of a run of a :class:`SettingsExperiment`: the runner, the size, every
+    setting but the device (a pretrained backbone's settings included; ``models`` by label),
+    the torch thread count (sums split over another number of threads round differently) and
+    the library version."""
+    import torch
+
+    from approxeq.train.rundir import make_fingerprint
+
+    task = {k: v for k, v in settings.items() if k != "device"}
+    if isinstance(task.get("models"), list):  # by label, so a change names the model
+        task["models"] = {m[0]: "/".join(map(str, m[1:])) for m in task["models"]}
+    return make_fingerprint(spec=None, train={"num_threads": torch.get_num_threads()},
+                            task=task, extra={"experiment": runner, "size": size})
+
+
+def locked_settings_run(out_dir: Path, fingerprint: Mapping[str, Any], run: Callable[[], Any],
+                        *, label: str, restart: bool = False, outputs: Sequence[str] = ()
+                        ) -> Any:
+    """``run()`` with ``out_dir`` locked and checked against ``fingerprint`` (recorded in
+    ``out_dir/fingerprint.json``; another one is refused naming each change, or with
+    ``restart`` the earlier results and ``outputs`` are removed first).
+
+    Raises:
+        RunDirError: another run holds ``out_dir``, or it holds a run of other settings.
+    """
+    from approxeq.train.rundir import RunLock, check_fingerprint
+
+    with RunLock(out_dir):
+        done = check_fingerprint(out_dir, fingerprint, restart=restart, label=label)
+        if done == "restarted":
+            for name in (*outputs, "metrics.json", "results.md", "experiment.json"):
+                (out_dir / name).unlink(missing_ok=True)
+        return run()
 
 
 def settings_of(config: ExperimentConfig, only: Sequence[str] | None = None) -> dict[str, Any]:

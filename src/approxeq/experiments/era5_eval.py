@@ -27,6 +27,7 @@ from approxeq.experiments.outputs import (
     checkpoint_entry,
     eval_name,
     markdown_path,
+    never_trained,
     task_description,
 )
 from approxeq.train.checkpoint import load_checkpoint, load_model
@@ -67,10 +68,12 @@ def _normaliser_path(*candidates: Path) -> Path:
         f"on gridded data ({TASK_NAME}) have one, and --data FILE --var NAME needs it")
 
 
-def _model_runs(run: str | Path, checkpoint: str) -> list[tuple[str, Path, Path | None]]:
+def _model_runs(run: str | Path, checkpoint: str, log: Log = default_log
+                ) -> list[tuple[str, Path, Path | None]]:
     """``(label, checkpoint path, run directory)`` for a checkpoint file, a model run directory
     or an experiment directory. An experiment directory lists every model of its
-    ``config.yaml`` (a missing checkpoint is reported, not dropped); without one, every
+    ``config.yaml`` that it trained (a missing checkpoint is reported, not dropped; a model it
+    never trained, with ``--only``, is left out); without one, every
     sub-directory holding ``checkpoint``."""
     run = Path(run)
     if run.is_file():
@@ -85,8 +88,10 @@ def _model_runs(run: str | Path, checkpoint: str) -> list[tuple[str, Path, Path 
 
         labels = [m.get("label") or m.get("name") for m in (read_yaml(run / CONFIG) or {}).get(
             "models", []) if isinstance(m, dict)]
-        if labels:
-            return [(label, run / label / checkpoint, run / label) for label in labels]
+        skip = never_trained(run, labels, log)
+        if labels and len(skip) < len(labels):
+            return [(label, run / label / checkpoint, run / label) for label in labels
+                    if label not in skip]
     found = [(sub.name, sub / checkpoint, sub) for sub in sorted(run.iterdir())
              if sub.is_dir() and (sub / checkpoint).is_file()]
     if not found:
@@ -161,7 +166,7 @@ def evaluate_on_file(run: str | Path | nn.Module, path: str | Path, var: str, *,
             (getattr(run, "model_name", "model"), run, None)]
         base = None
     else:
-        items = list(_model_runs(run, checkpoint))
+        items = list(_model_runs(run, checkpoint, log))
         base = Path(run) if Path(run).is_dir() else Path(run).parent
     name = eval_name(checkpoint, path, var)
     target = Path(out) if out is not None else (base / EVAL_DIR / name / "metrics.json"

@@ -292,6 +292,7 @@ def evaluate_run(run_dir: str | Path, *, data: str | Path | None = None,
         checkpoint_entry,
         eval_name,
         markdown_path,
+        never_trained,
         task_description,
     )
 
@@ -327,7 +328,8 @@ def evaluate_run(run_dir: str | Path, *, data: str | Path | None = None,
         sets = make_test_sets(config)
     eq = _equivariance_options(config)
     entries: dict[str, Any] = {}
-    for mc in config.models:
+    skip = never_trained(run_dir, [mc.label for mc in config.models], log)
+    for mc in (m for m in config.models if m.label not in skip):
         ckpt = run_dir / mc.label / checkpoint
         failed = checkpoint_entry(ckpt, skip_missing=skip_missing, log=log, label=mc.label)
         if failed is not None:

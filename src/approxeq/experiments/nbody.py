@@ -37,7 +37,9 @@ from approxeq.data.nbody import NBodyConfig, NBodyData, make_nbody_splits
 from approxeq.experiments.base import (
     SettingsExperiment,
     load_named_experiment,
+    locked_settings_run,
     register_experiment,
+    settings_fingerprint,
     settings_of,
 )
 from approxeq.experiments.settings_check import check_settings, check_value
@@ -223,7 +225,11 @@ def run_nbody_experiment(out_dir: str | Path, quick: bool = True,
     """
     cfg = nbody_experiment_config(quick)
     cfg.update(overrides or {})
-    return _run_settings(cfg, out_dir, "quick" if quick else "paper", log)
+    size = "quick" if quick else "paper"
+    return locked_settings_run(
+        Path(out_dir), settings_fingerprint(NBODY_EXPERIMENT.name, size, cfg),
+        lambda: _run_settings(cfg, out_dir, size, log), label="nbody",
+        outputs=NBODY_EXPERIMENT.outputs)
 
 
 def _models(cfg: dict[str, Any]) -> list[tuple[str, str, str]]:

@@ -34,6 +34,7 @@ from approxeq.experiments.base import (
     select_models,
     with_cached_entries,
 )
+from approxeq.experiments.seeds import layout_problem
 from approxeq.np.registry import check_model
 from approxeq.train.checkpoint import (
     CheckpointError,
@@ -64,7 +65,10 @@ from approxeq.train.rundir import (
 CONFIG = "config.yaml"
 #: the training settings a model's checkpoints depend on. ``steps`` is not one (a larger count
 #: extends a finished run), nor is ``val_every`` (``--steps`` clips it; validation does not
-#: change the weights), nor are devices, threads, logging and checkpoint intervals.
+#: change the weights), nor are devices, logging and checkpoint intervals. The torch thread
+#: count is part of the fingerprint too (sums split over another number of threads round
+#: differently, and training grows the difference), as ``num_threads``: the configured count,
+#: or when the YAML leaves it unset the count the run trains on.
 TRAIN_FINGERPRINT_FIELDS = ("batch_size", "lr", "weight_decay", "grad_clip", "seed",
                             "val_tasks", "val_seed", "eval_batch_size")
 
@@ -72,10 +76,11 @@ TRAIN_FINGERPRINT_FIELDS = ("batch_size", "lr", "weight_decay", "grad_clip", "se
 def model_fingerprint(spec: ModelSpec, train_config: TrainConfig,
                       task: Mapping[str, Any] | None) -> dict[str, Any]:
     """The fingerprint of one model's run directory (see :mod:`approxeq.train.rundir`): its
-    build spec, the :data:`TRAIN_FINGERPRINT_FIELDS` of its training (and its precision when it
-    is not float32), the task and the library version."""
+    build spec, the :data:`TRAIN_FINGERPRINT_FIELDS` of its training, its torch thread count
+    (and its precision when it is not float32), the task and the library version."""
     t = train_config.to_dict()
     fields = {k: t[k] for k in TRAIN_FINGERPRINT_FIELDS}
+    fields["num_threads"] = t.get("num_threads") or torch.get_num_threads()
     if t.get("precision", "float32") != "float32":
         # only when set, so that the fingerprints of float32 runs stay those already on disk
         fields["precision"] = t["precision"]
@@ -335,6 +340,8 @@ class NeuralProcessExperiment(Experiment):
 
         def prepare() -> None:
             lock.acquire()
+            if (problem := layout_problem(out_dir, 1)) is not None:
+                raise RunDirError(problem)
             prepare_run_dirs([(out_dir, self.experiment_fingerprint(config), "run")] +
                              [(out_dir / mc.label, fingerprints[mc.label], mc.label)
                               for mc in chosen], restart=restart, log=log)

@@ -122,6 +122,26 @@ def checkpoint_entry(path: Path, *, skip_missing: bool, log: Callable[[str], Non
     return {"failed": problem}
 
 
+def never_trained(run_dir: Path, labels: list[str], log: Callable[[str], None] | None = None
+                  ) -> set[str]:
+    """The labels of a run's ``config.yaml`` that the run never trained (``--only`` trained
+    the others): no folder in ``run_dir`` and no entry in its ``metrics.json``. An evaluation
+    leaves them out rather than call them failed; a model that has a folder or an entry and
+    no checkpoint is still reported missing. ``log`` gets one line naming them."""
+    import json
+
+    try:
+        reported = json.loads((Path(run_dir) / "metrics.json").read_text())
+    except (OSError, ValueError):
+        reported = {}
+    if not isinstance(reported, dict):
+        reported = {}
+    left = [x for x in labels if not (Path(run_dir) / x).is_dir() and x not in reported]
+    if left and log is not None:
+        log(f"left out, never trained in {run_dir} (a run with --only): {', '.join(left)}")
+    return set(left)
+
+
 def task_description(task: Any) -> str:
     """What a run was trained on, in words, from its :class:`TaskConfig`: ``"1-D GP tasks
     (task gibbs)"``, ``"a gridded data file (task era5-uk)"``."""
@@ -148,5 +168,5 @@ def no_space_message(err: OSError, arg: str = "--out") -> str | None:
 
 
 __all__ = ["EVAL_DIR", "TRAINING_RESULTS", "check_output_dir", "check_output_file",
-           "checkpoint_entry", "checkpoint_problem", "eval_name", "markdown_path",
+           "checkpoint_entry", "checkpoint_problem", "eval_name", "markdown_path", "never_trained",
            "no_space_message", "task_description"]

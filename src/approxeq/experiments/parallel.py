@@ -5,23 +5,29 @@ share nothing but read-only task data, so they can train side by side. :func:`ru
 
 1. locks every run directory and checks it (fingerprints, ``restart``) as a sequential run
    would, before any worker starts;
-2. trains and evaluates every unit in ``jobs`` worker processes, each with
-   ``torch.set_num_threads(max(1, cores // jobs))`` (a model's ``train.num_threads`` is
-   capped at that count), and logs one line per finished unit;
+2. trains and evaluates every unit in worker processes and logs one line per finished unit;
 3. then, in this process, runs each directory's ordinary report: every model is found finished
    and every evaluation cached (``eval.json``), so the report is what ``jobs=1`` writes.
 
-Results equal those of ``jobs=1``: model seeds derive from the labels, the training stream and
-the global RNG from ``train.seed``, every evaluation runs under its own seeded RNG and on the
-model's training thread count. The one condition is that thread count: sums split over
-another number of threads round differently, so the numbers are the same when each model
-trains on the same count in both modes, as when the YAML pins ``train.num_threads: 1`` (the
-quick sizes of ``terrain`` and ``smoke`` do). A model whose count is unset or above
-``cores // jobs`` trains on fewer threads in a worker than alone, and may differ in the last
-bits, which training can grow.
+**Thread counts.** A run's torch thread count is part of its identity: sums split over another
+number of threads round differently, training grows the difference, and the count is recorded
+in each model's ``fingerprint.json``. So a model whose YAML sets ``train.num_threads`` keeps
+that count in a worker, and ``--jobs N`` gives the numbers of ``--jobs 1``; to stay within the
+cores, fewer than ``N`` workers run when ``N`` times that count exceeds them (``era5-uk``'s quick
+size sets 2: on 2 cores it trains one model at a time either way). A model whose count is unset
+trains on ``max(1, cores // N)`` threads in a worker, where alone it would take every core: its
+numbers depend on ``N``, and a rerun with another ``--jobs`` is refused by its fingerprint.
+
+Results equal those of ``jobs=1`` otherwise too: model seeds derive from the labels, the
+training stream and the global RNG from ``train.seed``, every evaluation runs under its own
+seeded RNG and on the model's training thread count.
 
 Workers are started with ``spawn`` (a fork of a process whose OpenMP pool is running can hang),
-so each imports the library once and builds its task data once per experiment (memoised).
+so each imports the library once and builds its task data once per experiment (memoised). A
+worker dies with the process that started it (a ``SIGKILL`` of the main process included), so
+no worker trains or writes once the run's locks are gone, and it ignores Ctrl-C, which the
+main process handles by stopping every worker. A worker that dies (killed, out of memory)
+stops the others and the run with one line (:class:`ChildProcessError`).
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -42,8 +49,9 @@ from approxeq.experiments.np_runner import (
     prepare_run_dirs,
     size_models,
 )
+from approxeq.experiments.seeds import layout_problem
 from approxeq.train.config import ConfigError, ExperimentConfig, save_experiment
-from approxeq.train.rundir import RunLock
+from approxeq.train.rundir import RunDirError, RunLock
 from approxeq.train.speed import available_cores
 
 
@@ -61,20 +69,24 @@ def check_jobs(jobs: Any) -> int:
 
 def with_threads(config: ExperimentConfig, threads: int, *,
                  spare_core: bool = True) -> ExperimentConfig:
-    """``config`` with every model's (and the default) ``train.num_threads`` at most
-    ``threads``: a count the YAML pins below it is kept (it makes the numbers the same on
-    every machine), an unset or larger one becomes ``threads``. Without a ``spare_core`` (the
-    workers' threads fill every core) ``prefetch: auto`` becomes 0, since a worker cannot see
-    that the other workers hold the cores it would prefetch on. Neither setting is part of a
-    run's fingerprint nor changes its numbers, so the run directories stay the same."""
-    def capped(t):
+    """``config`` with every model's (and the default) unset ``train.num_threads`` at
+    ``threads``; a count the YAML sets is kept, since the thread count is part of a run's
+    identity (see the module docstring). Without a ``spare_core`` (the workers' threads fill
+    every core) ``prefetch: auto`` becomes 0, since a worker cannot see that the other workers
+    hold the cores it would prefetch on; prefetching does not change the numbers."""
+    def filled(t):
         n = t.num_threads
         prefetch = t.prefetch if spare_core or t.prefetch != "auto" else 0
-        return t.replace(num_threads=threads if n is None else min(n, threads),
-                         prefetch=prefetch)
+        return t.replace(num_threads=threads if n is None else n, prefetch=prefetch)
 
-    models = [replace(m, train=capped(m.train)) for m in config.models]
-    return replace(config, models=models, train=capped(config.train))
+    models = [replace(m, train=filled(m.train)) for m in config.models]
+    return replace(config, models=models, train=filled(config.train))
+
+
+def worker_count(jobs: int, model_threads: Sequence[int], cores: int) -> int:
+    """How many of ``jobs`` workers fit ``cores`` when each model keeps its thread count:
+    ``min(jobs, cores // the largest count)``, at least 1."""
+    return max(1, min(jobs, cores // max(model_threads, default=1)))
 
 
 def _tasks_key(experiment: Experiment, config: ExperimentConfig) -> str:
@@ -104,10 +116,49 @@ def _quiet(_message: str) -> None:
     pass
 
 
-def _init_worker(threads: int) -> None:
+def _init_worker(threads: int, parent: int | None = None) -> None:
+    """Set a worker's torch threads; in a worker process (``parent``: the pid of the process
+    that started it) also make it die with that process and ignore Ctrl-C."""
     import torch
 
     torch.set_num_threads(threads)
+    if parent is not None:
+        import signal
+
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process stops the workers
+        die_with_parent(parent)
+
+
+def die_with_parent(parent: int) -> None:
+    """Kill this process (``SIGKILL``) as soon as the process ``parent`` that started it dies,
+    however it dies: on Linux the kernel does it (``PR_SET_PDEATHSIG``), elsewhere a daemon
+    thread that checks the parent's pid twice a second. An orphaned worker would otherwise
+    train on, writing checkpoints with no lock held on its run directory, and print a
+    ``BrokenPipeError`` traceback when it tries to hand back its result."""
+    import signal
+
+    armed = False
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            pr_set_pdeathsig = 1
+            libc = ctypes.CDLL(None, use_errno=True)
+            armed = libc.prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0) == 0
+        except (OSError, AttributeError):
+            armed = False
+    if os.getppid() != parent:  # the parent died before the above took effect
+        os._exit(1)
+    if armed:
+        return
+    import threading
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)  # the whole process, at once, writing nothing more
+
+    threading.Thread(target=watch, name="approxeq-parent-watch", daemon=True).start()
 
 
 def _work(args: tuple) -> tuple[int, str, str, float]:
@@ -137,7 +188,8 @@ def run_parallel(experiment: Experiment, runs: Sequence[tuple[ExperimentConfig, 
     Args:
         experiment: a :class:`~approxeq.experiments.np_runner.NeuralProcessExperiment`.
         runs: ``(config, out_dir)`` pairs; every directory is locked for the whole call.
-        jobs: worker processes (1: the units run here, one after another).
+        jobs: worker processes at most (1: the units run here, one after another); fewer
+            run when as many workers of the models' thread counts would not fit ``cores``.
         progress: unused (workers show no progress bars; one line per finished unit instead).
         log, figures, device, only, restart: as for
             :meth:`~approxeq.experiments.np_runner.NeuralProcessExperiment.run`.
@@ -150,6 +202,8 @@ def run_parallel(experiment: Experiment, runs: Sequence[tuple[ExperimentConfig, 
         ConfigError: ``jobs`` is not a positive int, the experiment is not a neural-process
             one, or this is a ``torchrun`` process group.
         RunDirError, CheckpointError: as for a sequential run, before any worker starts.
+        ChildProcessError: a worker process died (killed, out of memory); the others are
+            stopped and a rerun resumes.
     """
     del progress
     check_jobs(jobs)
@@ -162,9 +216,12 @@ def run_parallel(experiment: Experiment, runs: Sequence[tuple[ExperimentConfig, 
     log = log or default_log
     cores = cores or available_cores()
     threads = threads_per_job(jobs, cores)
-    spare = jobs * threads < cores
-    runs = [(with_threads(size_models(config), threads, spare_core=spare), Path(out))
-            for config, out in runs]
+    runs = [(with_threads(size_models(config), threads), Path(out)) for config, out in runs]
+    counts = [mc.train.num_threads for config, _ in runs
+              for mc in select_models(config, only, reserved=experiment.reserved)]
+    workers = worker_count(jobs, counts, cores)
+    if workers * max(counts, default=1) >= cores:  # no core left to prefetch on
+        runs = [(with_threads(config, threads, spare_core=False), out) for config, out in runs]
     locks: list[RunLock] = []
     try:
         plans = []
@@ -176,6 +233,8 @@ def run_parallel(experiment: Experiment, runs: Sequence[tuple[ExperimentConfig, 
             lock = RunLock(out)
             lock.acquire()
             locks.append(lock)
+            if (problem := layout_problem(out, 1)) is not None:
+                raise RunDirError(problem)
             prepare_run_dirs([(out, experiment.experiment_fingerprint(config), "run")] +
                              [(out / mc.label, fingerprints[mc.label], mc.label)
                               for mc in chosen], restart=restart, log=log)
@@ -187,9 +246,15 @@ def run_parallel(experiment: Experiment, runs: Sequence[tuple[ExperimentConfig, 
         units = [(k, experiment, config, str(out), mc.label, plans[k][1][mc.label], device)
                  for k, (config, out) in enumerate(runs) for mc in plans[k][0]]
         name = {k: (out.name if len(runs) > 1 else "") for k, (_, out) in enumerate(runs)}
-        log(f"{len(units)} unit(s) on {min(jobs, max(1, len(units)))} worker process(es) of "
-            f"{threads} thread(s) each")
-        _train_units(units, jobs, threads, name, log)
+        workers = min(workers, max(1, len(units)))
+        if workers < min(jobs, len(units)):
+            log(f"jobs: {workers} worker process(es) of the {jobs} asked fit the {cores} "
+                f"core(s), since each model keeps the thread count its YAML sets "
+                f"({max(counts)}): a run's thread count is part of its identity")
+        shown = sorted(set(counts))
+        log(f"{len(units)} unit(s) on {workers} worker process(es), each model on "
+            f"{'/'.join(map(str, shown))} torch thread(s)")
+        _train_units(units, workers, threads, name, log)
         results = []
         for k, (config, out) in enumerate(runs):
             chosen, fingerprints, start = plans[k]
@@ -226,20 +291,44 @@ def _train_units(units: list[tuple], jobs: int, threads: int, name: dict[int, st
         finally:
             torch.set_num_threads(before)
         return
-    context = multiprocessing.get_context("spawn")
-    pool = context.Pool(min(jobs, n), initializer=_init_worker, initargs=(threads,))
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from concurrent.futures.process import BrokenProcessPool
+
+    # an executor, not a multiprocessing.Pool: a Pool silently replaces a worker that dies
+    # (killed, out of memory) and waits forever for its unit
+    pool = ProcessPoolExecutor(min(jobs, n), mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_init_worker, initargs=(threads, os.getpid()))
     try:
-        for done, result in enumerate(pool.imap_unordered(_work, units, chunksize=1), 1):
-            report(done, *result)
-        pool.close()
+        pending, done = {pool.submit(_work, unit) for unit in units}, 0
+        while pending:
+            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for future in finished:
+                done += 1
+                report(done, *future.result())
+    except BrokenProcessPool:
+        _stop(pool)
+        raise ChildProcessError(
+            "jobs: a worker process died (killed, or out of memory) while training a unit; "
+            "the others were stopped. Rerun the same command to resume from the last "
+            "checkpoints (with fewer --jobs if memory ran out)") from None
     except BaseException:
         # a failed unit stops the others at once; their checkpoints are written atomically,
         # so a rerun resumes from the last one
-        pool.terminate()
+        _stop(pool)
         raise
     finally:
-        pool.join()
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _stop(pool: Any) -> None:
+    """Stop every worker of ``pool`` now (``terminate_workers`` from Python 3.14)."""
+    stop = getattr(pool, "terminate_workers", None)
+    if stop is not None:
+        stop()
+        return
+    for process in list((getattr(pool, "_processes", None) or {}).values()):
+        process.terminate()
 
 
 __all__ = ["available_cores", "check_jobs", "run_parallel", "shared_tasks", "threads_per_job",
-           "with_threads"]
+           "with_threads", "worker_count"]

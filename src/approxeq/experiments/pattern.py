@@ -39,7 +39,9 @@ from approxeq.data.pattern import PatternConfig, PatternData, make_pattern, weig
 from approxeq.experiments.base import (
     SettingsExperiment,
     load_named_experiment,
+    locked_settings_run,
     register_experiment,
+    settings_fingerprint,
     settings_of,
 )
 from approxeq.experiments.settings_check import check_settings, check_value, require_extra
@@ -53,6 +55,7 @@ from approxeq.train.checkpoint import write_json_atomic, write_text_atomic
 from approxeq.train.config import ConfigError, ExperimentConfig
 from approxeq.train.config_checks import dataclass_from_mapping
 from approxeq.train.distributed import resolve_device
+from approxeq.train.rundir import fingerprint_changes, make_fingerprint
 
 __all__ = ["PATTERN_SETTINGS", "PatternExperiment", "build_pattern_model",
            "check_pattern_settings", "digits_pretrained_vit",
@@ -142,17 +145,33 @@ def digits_pretrained_vit(config: ViTConfig, path: Path, *, epochs: int, lr: flo
                           seed: int = 0, max_images: int | None = None,
                           log: Callable[[str], None] | None = print) -> Path:
     """Pretrain a ViT of ``config`` (one input channel) to classify scikit-learn's digits and
-    save it to ``path`` (:func:`~approxeq.nn.vit.save_vit`); a file already there is reused.
+    save it to ``path`` (:func:`~approxeq.nn.vit.save_vit`), with what produced it (the ViT's
+    settings, ``epochs``, ``lr``, ``seed``, ``max_images``, the torch thread count and the
+    library version) in the fingerprint file beside it (``<path stem>.json``, written after
+    the weights). A file already there is reused only when its fingerprint matches; otherwise
+    (other settings, or no fingerprint) the ViT is pretrained again, with a log line naming
+    what changed.
 
     A small-scale stand-in for ImageNet weights: it gives the blocks and positional
     embeddings an image prior, nothing more. The first 297 images are held out to report an
     accuracy; ``max_images`` caps the training images (for tests). Raises ``ImportError``
     without scikit-learn.
     """
-    if path.is_file():
-        return path
-    torch.manual_seed(seed)
     cfg = ViTConfig(**{**config.__dict__, "in_channels": 1})
+    fingerprint = make_fingerprint(spec=None, task=None, train={
+        "vit": cfg.__dict__, "epochs": epochs, "lr": lr, "seed": seed, "max_images": max_images,
+        "num_threads": torch.get_num_threads()}, extra={"pretrained": "digits"})
+    meta = path.with_suffix(".json")
+    if path.is_file():
+        stored = _stored_pretraining(meta)
+        changes = fingerprint_changes(stored, fingerprint) if stored is not None else None
+        if changes == []:
+            return path
+        (log or (lambda _msg: None))(
+            f"pattern: {path.name} was pretrained with other settings "
+            f"({'; '.join(changes[:4]) if changes else f'no {meta.name}'}): pretraining again")
+    meta.unlink(missing_ok=True)  # weights being replaced never keep a matching fingerprint
+    torch.manual_seed(seed)
     images, labels = _digit_images(cfg.grid_size * cfg.patch_size)
     vit = VisionTransformer(cfg)
     head = nn.Linear(cfg.embed_dim, 10)
@@ -171,7 +190,22 @@ def digits_pretrained_vit(config: ViTConfig, path: Path, *, epochs: int, lr: flo
         acc = (head(vit(images[:n_test])[:, 0]).argmax(-1) == labels[:n_test]).double().mean()
     (log or (lambda _msg: None))(f"pattern: pretrained the ViT on digits for {epochs} "
                                  f"epochs, held-out accuracy {float(acc):.3f}")
-    return save_vit(vit, path)
+    save_vit(vit, path)
+    write_json_atomic(meta, {**fingerprint, "heldout_accuracy": float(acc)})
+    return path
+
+
+def _stored_pretraining(path: Path) -> dict[str, Any] | None:
+    """The fingerprint stored in ``path`` (without its ``heldout_accuracy`` record), or
+    ``None`` when it is missing or unreadable."""
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(value, dict):
+        return None
+    value.pop("heldout_accuracy", None)
+    return value
 
 
 def _backbone(kind: str, cfg: dict[str, Any], n_max: int, weights: Path | str | None
@@ -280,7 +314,11 @@ def run_pattern_experiment(out_dir: str | Path, quick: bool = True,
     """
     cfg = pattern_experiment_config(quick)
     cfg.update(overrides or {})
-    return _run_settings(cfg, out_dir, "quick" if quick else "paper", log)
+    size = "quick" if quick else "paper"
+    return locked_settings_run(
+        Path(out_dir), settings_fingerprint(PATTERN_EXPERIMENT.name, size, cfg),
+        lambda: _run_settings(cfg, out_dir, size, log), label="pattern",
+        outputs=PATTERN_EXPERIMENT.outputs)
 
 
 def _run_settings(cfg: dict[str, Any], out_dir: str | Path, size: str,
@@ -358,6 +396,7 @@ class PatternExperiment(SettingsExperiment):
 
     name = "pattern"
     task_names = ("pattern",)
+    outputs = ("pretrained-digits.pt", "pretrained-digits.json")
 
     def run_settings(self, config: ExperimentConfig, settings: dict[str, Any], out_dir: Path,
                      log: Callable[[str], None]) -> dict[str, Any]:

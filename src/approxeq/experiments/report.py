@@ -17,12 +17,27 @@ def _settings(metrics: Mapping[str, Any]) -> list[str]:
     return found
 
 
-def _pm(mean: Any, se: Any, digits: int = 3) -> str:
-    if mean is None:
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def cell(block: Mapping[str, Any] | None, key: str, digits: int = 3, *, task_se: bool = True,
+         sign: bool = False) -> str:
+    """``block[key]`` as a table cell: ``"–"`` when absent, ``± <key>_se`` (the per-task
+    standard error, with ``task_se``) and, after a run of several seeds,
+    ``(seeds ± <key>_seeds_se)``: the standard error over seeds that the seeds footnote
+    promises."""
+    value = (block or {}).get(key)
+    if _missing(value):
         return "–"
-    if se is None or (isinstance(se, float) and math.isnan(se)):
-        return f"{mean:.{digits}f}"
-    return f"{mean:.{digits}f} ± {se:.{digits}f}"
+    text = f"{value:+.{digits}f}" if sign else f"{value:.{digits}f}"
+    se = block.get(f"{key}_se") if task_se else None
+    if not _missing(se):
+        text += f" ± {se:.{digits}f}"
+    seeds_se = block.get(f"{key}_seeds_se")
+    if not _missing(seeds_se):
+        text += f" (seeds ± {seeds_se:.{digits}f})"
+    return text
 
 
 def results_table(metrics: Mapping[str, Any]) -> list[list[str]]:
@@ -37,12 +52,9 @@ def results_table(metrics: Mapping[str, Any]) -> list[list[str]]:
     rows = [header]
     for label, entry in metrics.items():
         row = [label]
-        row += [_pm(entry.get(s, {}).get("loglik"), entry.get(s, {}).get("loglik_se"))
-                for s in settings]
-        row += [_pm(entry.get(s, {}).get("component_loglik"),
-                    entry.get(s, {}).get("component_loglik_se")) for s in settings]
-        row += [_pm(entry.get(s, {}).get("delta_equiv"), entry.get(s, {}).get("delta_equiv_se"), 4)
-                for s in settings]
+        row += [cell(entry.get(s), "loglik") for s in settings]
+        row += [cell(entry.get(s), "component_loglik") for s in settings]
+        row += [cell(entry.get(s), "delta_equiv", 4) for s in settings]
         eq = entry.get(settings[0], {}).get("equivariance") if settings else None
         if eq:
             text = f"{eq['equiv_err_max']:.2e}"
@@ -85,4 +97,4 @@ def results_markdown(metrics: Mapping[str, Any], *, title: str = "results",
 
 
 
-__all__ = ["format_table", "results_markdown", "results_table"]
+__all__ = ["cell", "format_table", "results_markdown", "results_table"]

@@ -28,6 +28,7 @@ from approxeq.experiments.outputs import (
     checkpoint_entry,
     eval_name,
     markdown_path,
+    never_trained,
 )
 from approxeq.train.checkpoint import (
     load_checkpoint,
@@ -83,7 +84,8 @@ def _evaluate_one(run_dir: Path, checkpoint: str, device: str | None, skip_missi
     experiment = experiment_for(config)
     tasks = experiment.tasks(config, run_dir, lambda _m: None)
     entries: dict[str, Any] = {}
-    for mc in config.models:
+    skip = never_trained(run_dir, [mc.label for mc in config.models], log)
+    for mc in (m for m in config.models if m.label not in skip):
         model_dir = run_dir / mc.label
         ckpt = model_dir / checkpoint
         failed = checkpoint_entry(ckpt, skip_missing=skip_missing, log=log, label=mc.label)
@@ -101,10 +103,42 @@ def _evaluate_one(run_dir: Path, checkpoint: str, device: str | None, skip_missi
     if all("failed" in e for e in entries.values()):
         raise FileNotFoundError(f"run_dir: no readable model checkpoint ({checkpoint}) under "
                                 f"{run_dir}")
-    scored = {k: v for k, v in entries.items() if "failed" not in v}
-    finished = experiment.finish_entries(config, scored, tasks)
+    # the failed entries go in too: a derived number (smoke's gain over the exact partner)
+    # then has the partner it has in training, and none when that partner failed, instead of
+    # another model of the family in this seed only
+    finished = experiment.finish_entries(config, dict(entries), tasks)
     return {**{k: finished.get(k, v) for k, v in entries.items()},
             **{k: v for k, v in finished.items() if k not in entries}}, config, experiment
+
+
+def _seeds_without_config(run_dir: Path, seeds: list[Path], skip_missing: bool,
+                          log: Log) -> str:
+    """The seed folders of a multi-seed run that have no ``config.yaml`` (damaged, or killed
+    before its first save): an error naming them, or with ``skip_missing`` a log line and
+    the sentence of ``results.md`` that says they are left out."""
+    from approxeq.experiments.seeds import seed_run_dirs
+
+    lost = [p.name for p in seed_run_dirs(run_dir) if p not in seeds]
+    if not lost:
+        return ""
+    if not skip_missing:
+        raise FileNotFoundError(f"run_dir: {', '.join(lost)} of {run_dir} has no {CONFIG}, so "
+                                "its models cannot be rebuilt; nothing was written "
+                                "(--skip-missing evaluates the other seeds and says so)")
+    log(f"{', '.join(lost)}: no {CONFIG}: left out of the mean over seeds")
+    return f" Left out, without a {CONFIG}: {', '.join(lost)}."
+
+
+def failed_note(metrics: dict[str, Any]) -> str:
+    """The sentence of ``results.md`` naming the models that could not be evaluated (and in
+    which seeds), or ``""``."""
+    failed = [(label, e) for label, e in metrics.items() if isinstance(e, dict) and "failed" in e]
+    if not failed:
+        return ""
+    named = ", ".join(f"{label} ({', '.join(e['failed_seeds'])})" if e.get("failed_seeds")
+                      else label for label, e in failed)
+    return (f" Not evaluated (a missing or unreadable checkpoint, --skip-missing): {named}; "
+            "their rows are empty and enter no mean.")
 
 
 def _markdown(experiment: Any, metrics: dict[str, Any], config: ExperimentConfig,
@@ -156,6 +190,8 @@ def evaluate_experiment_run(run_dir: str | Path, *, out: str | Path | None = Non
                                else run_dir / EVAL_DIR / name / METRICS, protect=run_dir)
     md = check_output_file(markdown_path(target), protect=run_dir)
     note = f"Re-evaluated from each model's {checkpoint} by `approxeq eval`."
+    if seeds:
+        note += _seeds_without_config(run_dir, seeds, skip_missing, log)
     if not seeds:
         metrics, config, experiment = _evaluate_one(run_dir, checkpoint, device, skip_missing,
                                                     log)
@@ -169,9 +205,10 @@ def evaluate_experiment_run(run_dir: str | Path, *, out: str | Path | None = Non
             write_text_atomic(target.parent / sd.name / "results.md",
                               _markdown(experiment, m, config, note))
         train_seeds = [_saved_config(sd).train.seed for sd in seeds]
-        metrics = aggregate_seeds(per_seed, train_seeds)
+        metrics = aggregate_seeds(per_seed, train_seeds, names=[sd.name for sd in seeds])
         note += (f" Mean over {len(seeds)} training seeds {train_seeds}; each seed's results "
                  "in seed-*/ beside this file.")
+    note += failed_note(metrics)
     write_json_atomic(target, metrics)
     write_text_atomic(md, _markdown(experiment, metrics, config, note))
     return metrics, target

@@ -20,10 +20,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from approxeq.experiments.base import Experiment, ExperimentResult, model_seed
+from approxeq.experiments.base import Experiment, ExperimentResult, SettingsExperiment, model_seed
 from approxeq.train.checkpoint import write_json_atomic, write_text_atomic
 from approxeq.train.config import ConfigError, ExperimentConfig
 from approxeq.train.distributed import is_main_process
+from approxeq.train.rundir import FINGERPRINT, RunDirError, RunLock
 
 #: the metrics averaged over seeds (wherever they appear in an entry)
 SEED_METRICS = ("loglik", "rmse", "rmse_K", "coverage95", "component_loglik", "delta_equiv",
@@ -58,11 +59,16 @@ def _number(v: Any) -> bool:
 
 def aggregate_block(blocks: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """One block (dict) of an entry from the same block of every seed's entry (see the module
-    docstring); nested blocks are aggregated recursively, other values taken from seed 0."""
+    docstring); nested blocks are aggregated recursively, other values taken from seed 0. A
+    metric or nested block that some seed lacks is left out (with its ``_se``): a mean over
+    fewer seeds than the entry's ``seeds`` would misreport."""
     out = copy.deepcopy(dict(blocks[0]))
     for key, first in blocks[0].items():
-        if isinstance(first, dict) and all(isinstance(b.get(key), dict) for b in blocks):
-            out[key] = aggregate_block([b[key] for b in blocks])
+        if isinstance(first, dict):
+            if all(isinstance(b.get(key), dict) for b in blocks):
+                out[key] = aggregate_block([b[key] for b in blocks])
+            else:
+                del out[key]
         elif key in SEED_METRICS and all(_number(b.get(key)) for b in blocks):
             values = [float(b[key]) for b in blocks]
             mean, se = _mean_se(values)
@@ -71,20 +77,45 @@ def aggregate_block(blocks: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
             out[f"{key}_seeds_mean"], out[f"{key}_seeds_se"] = mean, se
             if all(_number(b.get(f"{key}_se")) for b in blocks):
                 out[f"{key}_se"] = sum(float(b[f"{key}_se"]) for b in blocks) / len(blocks)
+            else:
+                out.pop(f"{key}_se", None)
+        elif key in SEED_METRICS and any(_number(b.get(key)) for b in blocks):
+            del out[key]
+            out.pop(f"{key}_se", None)
     return out
 
 
-def aggregate_seeds(runs: Sequence[Mapping[str, Any]], seeds: Sequence[int]) -> dict[str, Any]:
-    """``metrics.json`` over seeds from the ``metrics.json`` of each seed's run (entries
-    missing from a run are left out); each entry gets ``seeds``."""
+def failed_entry(entries: Sequence[Mapping[str, Any]], names: Sequence[str]
+                 ) -> dict[str, Any] | None:
+    """The aggregate entry of a model that some seed could not evaluate (its entry there is
+    ``{"failed": reason}``): ``failed`` names each such seed and why, and ``failed_seeds``
+    lists them; ``None`` when every seed evaluated it."""
+    bad = [(name, e["failed"]) for name, e in zip(names, entries) if "failed" in e]
+    if not bad:
+        return None
+    entry = {k: entries[0][k] for k in ("name", "options") if k in entries[0]}
+    entry["failed"] = "; ".join(f"{name}: {why}" for name, why in bad)
+    entry["failed_seeds"] = [name for name, _ in bad]
+    return entry
+
+
+def aggregate_seeds(runs: Sequence[Mapping[str, Any]], seeds: Sequence[int],
+                    names: Sequence[str] | None = None) -> dict[str, Any]:
+    """``metrics.json`` over seeds from the ``metrics.json`` of each seed's run; each entry
+    gets ``seeds``. A model that a seed could not evaluate (``{"failed": ...}`` there, e.g.
+    under ``eval --skip-missing``) is reported as failed, naming the seed (``names``: the
+    runs' folders, default ``seed-<i>``), never as a mean over the other seeds; a model
+    missing from some run's metrics (``only``) is left out."""
     if not runs or len(runs) != len(seeds):
         raise ValueError(f"runs, seeds: expected one metrics dict per seed, got {len(runs)} "
                          f"runs and {len(seeds)} seeds")
+    names = list(names) if names is not None else [f"seed-{i}" for i in range(len(runs))]
     out: dict[str, Any] = {}
-    for label, entry in runs[0].items():
-        if not isinstance(entry, dict) or not all(isinstance(r.get(label), dict) for r in runs):
-            continue
-        out[label] = aggregate_block([r[label] for r in runs])
+    for label in runs[0]:
+        entries = [r.get(label) for r in runs]
+        if not all(isinstance(e, dict) for e in entries):
+            continue  # not evaluated in some run at all (``only``): left out
+        out[label] = failed_entry(entries, names) or aggregate_block(entries)
         out[label]["seeds"] = list(seeds)
     return out
 
@@ -105,22 +136,67 @@ def run_seeds(experiment: Experiment, config: ExperimentConfig, out_dir: str | P
     """
     if not isinstance(n_seeds, int) or isinstance(n_seeds, bool) or n_seeds < 1:
         raise ConfigError(f"seeds: expected a positive int, got {n_seeds!r}")
+    if isinstance(experiment, SettingsExperiment) and n_seeds > 1:
+        # their runners ignore train.seed: N copies of one run would pass for N seeds
+        raise ConfigError(f"seeds: experiment {config.name!r} repeats its models by its own "
+                          "task options (n_inits, seeds, folds); set those in the YAML and run "
+                          f"it with --seeds 1 (got {n_seeds})")
     out_dir = Path(out_dir)
     seeds = [seed_of(config.train.seed, i) for i in range(n_seeds)]
     runs = [(with_seed(config, s), out_dir / f"seed-{i}") for i, s in enumerate(seeds)]
-    if jobs != 1:
-        from approxeq.experiments.parallel import run_parallel
+    # one lock on DIR covers every seed: two runs into DIR with different seed counts would
+    # otherwise both proceed (each seed folder has its own lock) and race for DIR/metrics.json
+    from approxeq.experiments.np_runner import _group_info, on_main
 
-        results = run_parallel(experiment, runs, jobs, **kwargs)
-    else:
-        results = [experiment.run(c, out, **kwargs) for c, out in runs]
-    first = results[0]
-    if not is_main_process():  # under DDP the other ranks only train
-        return first
-    metrics = aggregate_seeds([r.metrics for r in results], seeds)
-    write_seed_results(experiment, config, out_dir, metrics, seeds)
+    lock = RunLock(out_dir)
+
+    def prepare() -> None:
+        lock.acquire()
+        if (problem := layout_problem(out_dir, n_seeds)) is not None:
+            raise RunDirError(problem)
+
+    try:
+        on_main(prepare, _group_info(kwargs.get("device")))
+        if jobs != 1:
+            from approxeq.experiments.parallel import run_parallel
+
+            results = run_parallel(experiment, runs, jobs, **kwargs)
+        else:
+            results = [experiment.run(c, out, **kwargs) for c, out in runs]
+        first = results[0]
+        if not is_main_process():  # under DDP the other ranks only train
+            return first
+        metrics = aggregate_seeds([r.metrics for r in results], seeds)
+        write_seed_results(experiment, config, out_dir, metrics, seeds)
+    finally:
+        lock.release()
     return replace(first, out_dir=out_dir, metrics=metrics,
                    seconds=sum(r.seconds for r in results))
+
+
+def seed_run_dirs(out_dir: str | Path) -> list[Path]:
+    """The ``seed-<i>`` folders an earlier multi-seed run left in ``out_dir``, in order."""
+    found = [p for p in Path(out_dir).glob("seed-*") if p.is_dir() and p.name[5:].isdigit()]
+    return sorted(found, key=lambda p: int(p.name[5:]))
+
+
+def layout_problem(out_dir: str | Path, n_seeds: int) -> str | None:
+    """Why a run of ``n_seeds`` seeds cannot write into ``out_dir``, or ``None``: a single run
+    (its ``config.yaml`` or ``fingerprint.json`` at the top) and a run of several seeds
+    (``seed-*/``) never share a directory, as each would overwrite the other's
+    ``metrics.json``. A run of more or fewer seeds than an earlier one is fine (its seeds
+    are reused; ``metrics.json`` says over which)."""
+    out_dir = Path(out_dir)
+    found = seed_run_dirs(out_dir)
+    single = [n for n in ("config.yaml", FINGERPRINT) if (out_dir / n).is_file()]
+    if n_seeds > 1 and single:
+        return (f"out: {out_dir} holds a single-seed run ({single[0]}), not a run of several "
+                f"seeds; rerun without --seeds (or with --seeds 1), or choose another --out")
+    if n_seeds == 1 and found:
+        shown = ", ".join(f"{p.name}/" for p in found[:3]) + (", ..." if len(found) > 3 else "")
+        return (f"out: {out_dir} holds a run of several seeds ({shown}), not a single-seed "
+                f"run; rerun with --seeds {max(2, len(found))}, or choose another --out")
+    return None
 
 
 def write_seed_results(experiment: Experiment, config: ExperimentConfig, out_dir: Path,
@@ -140,5 +216,5 @@ def write_seed_results(experiment: Experiment, config: ExperimentConfig, out_dir
     write_text_atomic(out_dir / "results.md", text)
 
 
-__all__ = ["SEED_METRICS", "aggregate_block", "aggregate_seeds", "run_seeds", "seed_of",
-           "with_seed", "write_seed_results"]
+__all__ = ["SEED_METRICS", "aggregate_block", "aggregate_seeds", "failed_entry", "layout_problem",
+           "run_seeds", "seed_of", "seed_run_dirs", "with_seed", "write_seed_results"]

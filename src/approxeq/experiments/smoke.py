@@ -65,7 +65,7 @@ from approxeq.experiments.np_runner import (
     model_info,
     train_one_model,
 )
-from approxeq.experiments.report import format_table
+from approxeq.experiments.report import cell, format_table
 from approxeq.np.batch import Batch
 from approxeq.np.functional import evaluation_mode
 from approxeq.train.checkpoint import ModelSpec, write_json_atomic, write_text_atomic
@@ -428,25 +428,27 @@ def _fmt(v: Any, se: Any = None, digits: int = 3, sign: bool = False) -> str:
 def smoke_results_table(metrics: Mapping[str, Any]) -> list[list[str]]:
     """Rows (header first): per model the test log-likelihood ± s.e., RMSE, the component's
     log-likelihood, Δequiv, the equivariance error, and per transfer set the log-likelihood with
-    its gain over the component and over the exact model."""
+    its gain over the component and over the exact model; after a run of several seeds each
+    mean also carries its standard error over seeds."""
     kinds = sorted({k for e in metrics.values() for k in e.get("transfer", {})},
                    key=lambda k: TRANSFER_KINDS.index(k) if k in TRANSFER_KINDS else 99)
     rows = [["model", "log-lik", "RMSE", "component log-lik", "Δequiv", "equiv. error (max)"]
             + [f"{k}: log-lik (vs component, vs exact)" for k in kinds]]
     for label, e in metrics.items():
         eq = (e.get("id") or {}).get("equivariance") or {}
-        row = [label, _fmt(e.get("loglik"), e.get("loglik_se")), _fmt(e.get("rmse")),
-               _fmt(e.get("component_loglik")), _fmt(e.get("delta_equiv"), None, 4),
+        row = [label, cell(e, "loglik"), cell(e, "rmse", task_se=False),
+               cell(e, "component_loglik", task_se=False),
+               cell(e, "delta_equiv", 4, task_se=False),
                _fmt(eq.get("equiv_err_max"), None, 4)]
         for k in kinds:
             b = e.get("transfer", {}).get(k)
             if b is None:
                 row.append("–")
                 continue
-            text = _fmt(b.get("loglik"), b.get("loglik_se"))
+            text = cell(b, "loglik")
             if "gain_over_component" in b:
-                text += (f" ({_fmt(b['gain_over_component'], sign=True)}, "
-                         f"{_fmt(b.get('gain_over_exact'), sign=True)})")
+                text += (f" ({cell(b, 'gain_over_component', task_se=False, sign=True)}, "
+                         f"{cell(b, 'gain_over_exact', task_se=False, sign=True)})")
             row.append(text)
         rows.append(row)
     return rows

@@ -119,6 +119,9 @@ def fingerprint_problem(run_dir: str | os.PathLike, fingerprint: Mapping[str, An
         return None
     if stored is None:
         why = "it holds checkpoints but no fingerprint.json (written by an older approxeq)"
+    elif set(stored) == {"unreadable"}:
+        why = (f"its {FINGERPRINT} is damaged (not a JSON object), so what produced its "
+               "checkpoints is unknown")
     else:
         changes = fingerprint_changes(stored, fingerprint)
         shown = "; ".join(changes[:8]) + (f"; and {len(changes) - 8} more" if len(changes) > 8
