@@ -138,3 +138,17 @@ def test_non_checkpoint_file_is_a_checkpoint_error(tmp_path):
     torch.save([1, 2, 3], path)
     with pytest.raises(CheckpointError, match="not an approxeq checkpoint"):
         load_checkpoint(path)
+
+
+def test_a_fingerprint_from_before_thread_counts_is_reused_and_records_them(tmp_path):
+    import json
+
+    old = make_fingerprint(spec={"name": "cnp"}, train={"lr": 1e-3}, task=None)
+    new = make_fingerprint(spec={"name": "cnp"}, train={"lr": 1e-3, "num_threads": 2}, task=None)
+    check_fingerprint(tmp_path, old)
+    (tmp_path / "last.pt").write_bytes(b"x")
+    assert check_fingerprint(tmp_path, new) == "same"  # the old run resumes
+    assert json.loads((tmp_path / FINGERPRINT).read_text())["train"]["num_threads"] == 2
+    with pytest.raises(RunDirError, match="train.num_threads: 2 -> 1"):
+        check_fingerprint(tmp_path, make_fingerprint(
+            spec={"name": "cnp"}, train={"lr": 1e-3, "num_threads": 1}, task=None))

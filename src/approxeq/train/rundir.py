@@ -65,13 +65,21 @@ def _show(value: Any, missing: object) -> str:
     return "(absent)" if value is missing else json.dumps(value, default=str)
 
 
+#: fields that fingerprints gained after runs were already on disk: a stored fingerprint without
+#: one was written before it was recorded, so its absence is no change (the field is added)
+LATER_FIELDS = ("train.num_threads",)
+
+
 def fingerprint_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
-    """One ``field: old -> new`` line per leaf that differs (``'version'`` included)."""
+    """One ``field: old -> new`` line per leaf that differs (``'version'`` included), except a
+    :data:`LATER_FIELDS` entry that ``old`` lacks."""
     a, b = _flatten(dict(old)), _flatten(dict(new))
     missing = object()
     lines = []
     for key in sorted(set(a) | set(b)):
         va, vb = a.get(key, missing), b.get(key, missing)
+        if va is missing and key in LATER_FIELDS:
+            continue
         if va != vb:
             lines.append(f"{key}: {_show(va, missing)} -> {_show(vb, missing)}")
     return lines
@@ -150,6 +158,8 @@ def check_fingerprint(run_dir: str | os.PathLike, fingerprint: Mapping[str, Any]
         return "new"
     problem = fingerprint_problem(run_dir, fingerprint, label=label)
     if problem is None:
+        if stored is not None and _flatten(dict(stored)).keys() != _flatten(dict(fingerprint)).keys():
+            write_json_atomic(run_dir / FINGERPRINT, dict(fingerprint))  # records LATER_FIELDS
         return "same"
     if restart:
         clear_run(run_dir)
