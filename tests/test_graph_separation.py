@@ -1,4 +1,4 @@
-"""Graph separation controls: a graph against permuted copies of itself, and the unsymmetrised base."""
+"""Graph separation controls: a graph against permuted copies of itself; the unsymmetrised base."""
 
 from __future__ import annotations
 
@@ -121,3 +121,16 @@ def test_sr25_randomised_models_fail_the_control_base_passes(tmp_path, strategy)
     assert gin["controls"]["separated"] == 0 and gin["verdict"].startswith("invariant")
     table = (tmp_path / "results.md").read_text()
     assert "own permuted copies separated" in table and "threshold problem" in table
+
+
+def test_control_threshold_count_on_a_sample_when_pairs_are_many():
+    emb = torch.arange(40.0).unsqueeze(-1)
+
+    def embed_fn(seed):
+        return SeparationEmbeddings(emb, emb.clone(), emb.clone())
+
+    index = torch.arange(40)
+    r = judge_separation(embed_fn, 1, n_graphs=40, control_index=index,
+                         identical=torch.zeros(40, dtype=torch.bool), max_calibrated_pairs=100)
+    assert r["pairs"] == 780 and r["calibrated"]["pairs_judged"] == 100
+    assert r["indistinguishable"] == 0 and r["calibrated"]["separated_fraction"] == 1.0
