@@ -222,9 +222,9 @@ def _run_separation(name: str, cfg: dict[str, Any], log: Callable[[str], None],
         data = with_degree(load_exp())
         pairs = data.pairs
     data = data.to(device=device)
-    # as many controls as judged pairs (every graph at least once), at most ``n_controls``
+    # as many controls as judged pairs, at most ``n_controls``
     n_pairs = len(pairs) if pairs is not None else len(data) * (len(data) - 1) // 2
-    n_controls = min(cfg.get("n_controls", 1200), max(len(data), n_pairs))
+    n_controls = min(cfg.get("n_controls", 1200), n_pairs)
     index, calibration, check, identical = _controls(data, n_controls)
     controls = data.subset(index.to(device))
     results = {}
