@@ -158,8 +158,8 @@ def check_fingerprint(run_dir: str | os.PathLike, fingerprint: Mapping[str, Any]
         return "new"
     problem = fingerprint_problem(run_dir, fingerprint, label=label)
     if problem is None:
-        if stored is not None and _flatten(dict(stored)).keys() != _flatten(dict(fingerprint)).keys():
-            write_json_atomic(run_dir / FINGERPRINT, dict(fingerprint))  # records LATER_FIELDS
+        if stored is not None and _flatten(dict(stored)) != _flatten(dict(fingerprint)):
+            write_json_atomic(run_dir / FINGERPRINT, dict(fingerprint))  # adds LATER_FIELDS
         return "same"
     if restart:
         clear_run(run_dir)
