@@ -186,6 +186,7 @@ OPTION_MEANINGS: dict[str, str] = {
     "channels": "channels C of the grid network",
     "kernel_size": "convolution kernel size, in grid points",
     "margin": "room left around the data on the grid, in input units",
+    "banded_setconv": "set convolutions over the grid points near each input only (1-D, opt-in)",
     "max_grid_mb": "memory budget (MiB) of the grid's activations; larger tasks are refused",
     "memory_budget_mb": "memory budget (MiB) of one attention call; larger ones are chunked",
     "chunk_size": "target points per attention chunk (default: from memory_budget_mb)",
