@@ -118,6 +118,7 @@ def _figures_hook(enabled: bool, spec: str = "approxeq.plot:experiment_figures")
 
 def _run(config, args) -> int:
     from approxeq.experiments import experiment_for
+    from approxeq.experiments.seeds import seed_count
     from approxeq.train.distributed import distributed_session
 
     check_device(args.device)
@@ -131,10 +132,7 @@ def _run(config, args) -> int:
                   log=(lambda m: None) if args.quiet else None,
                   restart=getattr(args, "restart", False))
     run = experiment.run
-    seeds = getattr(args, "seeds", None) or config.extra.get("seeds", 1)
-    if not isinstance(seeds, int) or isinstance(seeds, bool) or seeds < 1:
-        raise CLIError(f"extra.seeds: expected a positive int (training seeds per model), got "
-                       f"{seeds!r}")
+    seeds = seed_count(getattr(args, "seeds", None) or config.extra.get("seeds", 1))
     jobs = getattr(args, "jobs", None) or 1
     if seeds > 1:  # the YAML's extra.seeds is the size's default
         from functools import partial
@@ -343,13 +341,11 @@ def _add_steps_option(p: argparse.ArgumentParser) -> None:
                         "experiments), whatever the YAML says; validation and checkpoints "
                         "follow")
     p.add_argument("--jobs", type=_positive_int, default=1, metavar="N",
-                   help="train the independent (model, seed) units of a neural-process "
-                        "experiment in up to N worker processes; one line per finished unit "
-                        "(default 1: one after another, with progress bars). A run's torch "
-                        "thread count is part of its identity: each model keeps the "
-                        "train.num_threads its YAML sets (fewer workers run if they would not "
-                        "fit the cores); an unset count becomes cores/N, which changes the "
-                        "numbers")
+                   help="train a neural-process experiment's (model, seed) units in up to N "
+                        "worker processes, one line per finished unit (default 1: in turn, with "
+                        "progress bars). A run's torch thread count is part of its identity: "
+                        "each model keeps the train.num_threads its YAML sets (fewer workers "
+                        "run if they would not fit the cores); an unset one becomes cores/N")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -479,8 +475,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except (CLIError, ConfigError, FileNotFoundError, ValueError, RunDirError,
             ImportError) as err:
-        # bad configurations, options, files and data (a CheckpointError is a ValueError), a
-        # missing extra (the message names it): a user's mistake or setup, told in one line
+        # bad configurations, options, files, data or a missing extra: told in one line
         if args.traceback:
             raise
         print(f"approxeq {args.command}: error: {_one_line(err)}", file=sys.stderr)

@@ -38,6 +38,14 @@ def seed_of(seed: int, index: int) -> int:
     return int(seed) if index == 0 else model_seed(seed, f"seed-{index}") % (2**31 - 1)
 
 
+def seed_count(value: Any) -> int:
+    """``--seeds`` or the YAML's ``extra.seeds``, checked: a positive int."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ConfigError(f"extra.seeds: expected a positive int (training seeds per model), "
+                          f"got {value!r}")
+    return value
+
+
 def with_seed(config: ExperimentConfig, seed: int) -> ExperimentConfig:
     """``config`` with the experiment's and every model's training seed set to ``seed``."""
     models = [replace(m, train=m.train.replace(seed=seed)) for m in config.models]
