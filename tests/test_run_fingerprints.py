@@ -116,3 +116,13 @@ def test_the_python_entry_points_lock_and_fingerprint_their_runs_too(tmp_path):
     assert json.loads((tmp_path / "fingerprint.json").read_text())["task"]["d_model"] == 8
     with pytest.raises(RunDirError, match=r"task.d_model: 8 -> 16"):
         run_nbody_experiment(tmp_path, overrides={**overrides, "d_model": 16}, log=None)
+
+
+def test_the_graph_entry_point_locks_and_fingerprints_its_runs(tmp_path):
+    from approxeq.experiments.graphs import run_graph_experiment
+
+    overrides = dict(n_inits=1, k_eval=1, device="cpu", models=[["GIN", "gin", "none"]])
+    run_graph_experiment("sr25", tmp_path, overrides=overrides, log=None)
+    assert json.loads((tmp_path / "fingerprint.json").read_text())["task"]["n_inits"] == 1
+    with pytest.raises(RunDirError, match=r"task.n_inits: 1 -> 2"):
+        run_graph_experiment("sr25", tmp_path, overrides={**overrides, "n_inits": 2}, log=None)

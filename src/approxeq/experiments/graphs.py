@@ -41,7 +41,9 @@ from approxeq.data.graphs import GraphData, load_exp, load_graph8c, load_sr25, m
 from approxeq.experiments.base import (
     SettingsExperiment,
     load_named_experiment,
+    locked_settings_run,
     register_experiment,
+    settings_fingerprint,
     settings_of,
 )
 from approxeq.experiments.graph_separation import (
@@ -447,7 +449,11 @@ def run_graph_experiment(name: str, out_dir: str | Path, quick: bool = True,
     """
     cfg = graph_experiment_config(name, quick)
     cfg.update(overrides or {})
-    return _run_settings(name, cfg, out_dir, "quick" if quick else "paper", log)
+    size = "quick" if quick else "paper"
+    return locked_settings_run(
+        Path(out_dir), settings_fingerprint(name, size, cfg),
+        lambda: _run_settings(name, cfg, out_dir, size, log), label=name,
+        outputs=GRAPH_EXPERIMENT.outputs)
 
 
 def _run_settings(name: str, cfg: dict[str, Any], out_dir: str | Path, size: str,
