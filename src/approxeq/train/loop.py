@@ -34,6 +34,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from approxeq.approximate.component import parameter_groups
 from approxeq.data.base import TaskGenerator
 from approxeq.np.batch import Batch
 from approxeq.np.functional import EvalResult, evaluation_mode, np_evaluate
@@ -282,8 +283,9 @@ def _train(model: nn.Module, generator: TaskGenerator, config: TrainConfig, out_
         raise ValueError("val_set: expected at least one batch, got an empty sequence")
 
     task_rng = seed_everything(config.seed + info.rank)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr,
-                                  weight_decay=config.weight_decay)
+    # one group unless a fixed input asks for its own lr multiplier or no decay on its grid
+    optimizer = torch.optim.AdamW(parameter_groups(model, config.lr, config.weight_decay),
+                                  lr=config.lr, weight_decay=config.weight_decay)
     history = _new_history()
     step, best_val, best_step, resumed_from = 0, None, None, None
     window_sum, window_count = 0.0, 0
