@@ -208,3 +208,19 @@ def test_the_correction_is_measured_without_training_dropout():
     in_train = correction_lapse_correlation(model.train(), batches, gen)
     assert math.isfinite(in_eval) and in_train == in_eval
     assert model.training
+
+
+def test_history_tracks_what_the_fixed_inputs_learn(tmp_path):
+    config = experiment_from_dict({**TINY, "models": TINY["models"][:1],
+                                   "train": {**TINY["train"], "steps": 2, "val_every": 1}},
+                                  size="tiny")
+    experiment_for(config).run(config, tmp_path, progress=False, log=lambda m: None,
+                               figures=None)
+    (path,) = tmp_path.rglob("history.json")
+    val = json.loads(path.read_text())["val"]
+    assert val["step"] == [1, 2]
+    for key in ("component_loglik", "fixed_input_gain", "correction_lapse_corr"):
+        assert len(val[key]) == 2 and all(math.isfinite(v) for v in val[key]), key
+    for full, comp, gain in zip(val["loglik"], val["component_loglik"],
+                                val["fixed_input_gain"]):
+        assert gain == pytest.approx(full - comp)

@@ -1,0 +1,123 @@
+"""The terrain experiment's view of what fixed inputs learned: the correction (full model minus
+its equivariant component) against the true break ``β h⁺``, pooled over tasks, tracked over
+training, and drawn whole on one patch for the map figures."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from approxeq.approximate import equivariant_component
+from approxeq.data.terrain import TerrainTaskGenerator
+from approxeq.experiments.evaluation import to_model
+from approxeq.np.batch import Batch
+from approxeq.np.functional import evaluation_mode
+
+
+@torch.no_grad()
+def _means(model: nn.Module, xc: torch.Tensor, yc: torch.Tensor, xt: torch.Tensor,
+           **kwargs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Predictive means of ``model`` and of its equivariant component ``[b, nt, 1]``, in eval
+    mode (in training mode fixed-input and auxiliary dropout would enter the correction)."""
+    with evaluation_mode(model):
+        full = model(xc, yc, xt, **kwargs).mean
+        with equivariant_component(model):
+            comp = model(xc, yc, xt, **kwargs).mean
+    return full, comp
+
+
+def lapse_at(gen: TerrainTaskGenerator, x: torch.Tensor) -> np.ndarray:
+    """``β h⁺`` (K) at normalised inputs ``x [..., 2]`` of ``gen``'s region."""
+    lat, lon = gen.normaliser.unnormalise_x(x.detach().reshape(-1, 2).double().cpu().numpy())
+    i, j = gen.topography.index(lat, lon)
+    return gen.field.lapse_rate * gen.topography.height_km[i, j]
+
+
+def correction_lapse_correlation(model: nn.Module, batches: Sequence[Batch],
+                                 gen: TerrainTaskGenerator) -> float:
+    """Pearson correlation, pooled over the targets of ``batches``, between the learned
+    correction (full minus equivariant-component predictive mean) and ``β h⁺`` (NaN when
+    either is constant)."""
+    corr, lapse = [], []
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        for b in batches:
+            b = to_model(b, model)
+            full, comp = _means(model, b.xc, b.yc, b.xt, **b.model_inputs())
+            corr.append((full - comp).double().reshape(-1).cpu().numpy())
+            lapse.append(lapse_at(gen, b.xt))
+    c, h = np.concatenate(corr), np.concatenate(lapse)
+    if c.size < 2 or c.std() == 0 or h.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(c, h)[0, 1])
+
+
+def fixed_input_progress(gen: TerrainTaskGenerator, seed: int
+                         ) -> Callable[[nn.Module, Sequence[Batch]], dict[str, float]]:
+    """What an approximate model's fixed inputs have learned, for each validation check of its
+    training (``history.json``): ``component_loglik`` (the equivariant component's validation
+    log-likelihood), ``fixed_input_gain`` (the full model's minus the component's) and
+    ``correction_lapse_corr`` (corr(correction, β h⁺) on the validation targets)."""
+
+    def progress(model: nn.Module, batches: Sequence[Batch]) -> dict[str, float]:
+        from approxeq.train.loop import evaluate
+
+        full = evaluate(model, batches, seed=seed).summary()["loglik"]
+        with equivariant_component(model):
+            comp = evaluate(model, batches, seed=seed).summary()["loglik"]
+        return {"component_loglik": comp, "fixed_input_gain": full - comp,
+                "correction_lapse_corr": correction_lapse_correlation(model, batches, gen)}
+
+    return progress
+
+
+def map_panel(model: nn.Module, gen: TerrainTaskGenerator, corner: tuple[int, int], *,
+              context_fraction: float = 0.1, seed: int = 0) -> dict[str, Any]:
+    """One patch drawn whole: a sample of the field on every cell, a random
+    ``context_fraction`` of the cells as context, and the model's predictive means.
+
+    Returns:
+        ``lat [p]``, ``lon [p]`` (degrees) and ``[p, p]`` arrays in K: ``truth``, ``context``
+        (truth at the context cells, NaN elsewhere), ``full``, ``component``,
+        ``correction = full - component`` and ``lapse = β h⁺``; ``region``.
+    """
+    from approxeq.data.oracle import noisy_cholesky
+
+    patch = gen.patch(corner)
+    p = gen.patch_cells
+    g = torch.Generator().manual_seed(seed)
+    x64 = patch.x.double()[None]
+    chol = noisy_cholesky(gen.exact_oracle.kernel, gen.field.noise, x64, gen.field.jitter)
+    eps = torch.randn(1, p * p, 1, generator=g, dtype=torch.float64)
+    y = gen.exact_oracle.mean_at(x64) + chol @ eps
+    n_ctx = max(1, round(context_fraction * p * p))
+    ctx = torch.randperm(p * p, generator=g)[:n_ctx]
+    device_dtype = next(iter(model.parameters()), patch.x)
+    x = patch.x[None].to(device_dtype.device, device_dtype.dtype)
+    yd = y.to(x)
+    kwargs = {}
+    if int(getattr(model, "dim_aux", 0) or 0) and patch.aux is not None:
+        aux = patch.aux[None].to(x)
+        kwargs = {"aux_c": aux[:, ctx], "aux_t": aux}
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        full, comp = _means(model, x[:, ctx], yd[:, ctx], x, **kwargs)
+    scale = gen.field.y_scale
+
+    def grid(v: torch.Tensor) -> np.ndarray:
+        return v.reshape(p, p).double().cpu().numpy() * scale
+
+    truth = grid(y)
+    context = np.full(p * p, np.nan)
+    context[ctx.numpy()] = truth.reshape(-1)[ctx.numpy()]
+    return {"lat": patch.part.lat, "lon": patch.part.lon, "truth": truth,
+            "context": context.reshape(p, p), "full": grid(full), "component": grid(comp),
+            "correction": grid(full - comp), "lapse": patch.part.lapse,
+            "region": gen.topography.name}
+
+
+__all__ = ["lapse_at", "correction_lapse_correlation", "fixed_input_progress", "map_panel"]
