@@ -58,6 +58,7 @@ from approxeq.experiments.np_runner import (
     train_one_model,
 )
 from approxeq.experiments.terrain_maps import (
+    correction_correlations,
     correction_lapse_correlation,
     fixed_input_progress,
     lapse_at,
@@ -72,8 +73,9 @@ ORACLE = "oracle"
 BLIND = "terrain-blind"
 #: bump when the evaluation protocol changes, so cached per-model evaluations are redone
 #: (2: the correction is measured in eval mode; before, evaluation left the model in training
-#: mode and ``correction_lapse_corr`` carried fixed-input and elevation dropout)
-EVAL_VERSION = 2
+#: mode and ``correction_lapse_corr`` carried fixed-input and elevation dropout; 3: adds
+#: ``correction_oracle_corr``)
+EVAL_VERSION = 3
 
 #: task options and their defaults (``task.options`` of the experiment YAML)
 TASK_DEFAULTS: dict[str, Any] = {
@@ -225,15 +227,18 @@ def _cell(block: Mapping[str, Any] | None, key: str, digits: int = 3) -> str:
 def terrain_results_table(metrics: Mapping[str, Any]) -> list[list[str]]:
     """Rows (header first): per model and reference, in and out of region, the log-likelihood
     ± per-task s.e. (and ± s.e. over seeds), the RMSE in K, the component's log-likelihood,
-    Δequiv in K and the correction–β·h⁺ correlation in region."""
+    Δequiv in K, the 95 % coverage out of region and the correction's correlations in region
+    with β·h⁺ and with the oracle's correction."""
     rows = [["model", "log-lik ID", "log-lik OOD", "RMSE ID (K)", "RMSE OOD (K)",
-             "component ID", "component OOD", "Δequiv OOD (K)", "corr(correction, β·h⁺)"]]
+             "component ID", "component OOD", "Δequiv OOD (K)", "coverage OOD",
+             "corr(correction, β·h⁺)", "corr(correction, oracle's)"]]
     for label, e in metrics.items():
         i, o = e.get("id", {}), e.get("ood", {})
         rows.append([label, _cell(i, "loglik"), _cell(o, "loglik"), _cell(i, "rmse_K", 2),
                      _cell(o, "rmse_K", 2), _cell(i.get("component"), "loglik"),
                      _cell(o.get("component"), "loglik"), _cell(o, "delta_equiv_K", 4),
-                     _cell(i, "correction_lapse_corr", 2)])
+                     _cell(o, "coverage95", 3), _cell(i, "correction_lapse_corr", 2),
+                     _cell(i, "correction_oracle_corr", 2)])
     return rows
 
 
@@ -249,9 +254,11 @@ def terrain_results_markdown(metrics: Mapping[str, Any], config: ExperimentConfi
         f"{task_options(config)['field'].y_scale:g} K ± standard error over tasks (and over "
         "training seeds, when there are several); *component*: the model with every fixed "
         "input and auxiliary embedding zero; *Δequiv*: mean |full − component| of the "
-        "predictive mean; *corr*: Pearson correlation, over the ID targets, of that correction "
-        "with β·h⁺. `oracle`: the exact GP posterior knowing the terrain term; "
-        "`terrain-blind`: the same GP without it.", ""])
+        "predictive mean; *coverage*: share of targets inside the central 95 % interval; "
+        "*corr*: Pearson correlation, over the ID targets, of that correction with β·h⁺ and "
+        "with the oracle's correction (exact minus terrain-blind GP mean: what knowing the "
+        "terrain adds to the context, the ideal correction). `oracle`: the exact GP "
+        "posterior knowing the terrain term; `terrain-blind`: the same GP without it.", ""])
 
 
 # --------------------------------------------------------------------------------------------
@@ -339,13 +346,13 @@ class TerrainExperiment(NeuralProcessExperiment):
                                equivariance_elements=int(extra["equivariance_elements"]),
                                equivariance_tasks=int(extra["equivariance_tasks"]))
             if is_approximate(model) and s == "id":  # out of region only aux inputs correct
-                m["correction_lapse_corr"] = correction_lapse_correlation(
-                    model, batches, tasks["generators"][s])
+                m.update(correction_correlations(model, batches, tasks["generators"][s]))
             per_setting[s] = m
         info = model_info(mc, model, finished_step(run_dir), run_dir)
         info["aux_vars"] = list(AUX_CHANNELS) if with_aux else []
-        if "correction_lapse_corr" in per_setting["id"]:
-            info["correction_lapse_corr"] = per_setting["id"]["correction_lapse_corr"]
+        for key in ("correction_lapse_corr", "correction_oracle_corr"):
+            if key in per_setting["id"]:
+                info[key] = per_setting["id"][key]
         return metrics_entry(per_setting, info)
 
     def log_entry(self, label: str, entry: dict[str, Any], log: Log) -> None:

@@ -37,23 +37,54 @@ def lapse_at(gen: TerrainTaskGenerator, x: torch.Tensor) -> np.ndarray:
     return gen.field.lapse_rate * gen.topography.height_km[i, j]
 
 
-def correction_lapse_correlation(model: nn.Module, batches: Sequence[Batch],
-                                 gen: TerrainTaskGenerator) -> float:
-    """Pearson correlation, pooled over the targets of ``batches``, between the learned
-    correction (full minus equivariant-component predictive mean) and ``β h⁺`` (NaN when
-    either is constant)."""
-    corr, lapse = [], []
+def _corrections(model: nn.Module, batches: Sequence[Batch]) -> np.ndarray:
+    """The learned correction (full minus equivariant-component predictive mean) at every
+    target of ``batches``, pooled, float64."""
+    corr = []
     with torch.random.fork_rng():
         torch.manual_seed(0)
         for b in batches:
             b = to_model(b, model)
             full, comp = _means(model, b.xc, b.yc, b.xt, **b.model_inputs())
             corr.append((full - comp).double().reshape(-1).cpu().numpy())
-            lapse.append(lapse_at(gen, b.xt))
-    c, h = np.concatenate(corr), np.concatenate(lapse)
-    if c.size < 2 or c.std() == 0 or h.std() == 0:
+    return np.concatenate(corr)
+
+
+def oracle_correction(gen: TerrainTaskGenerator, batch: Batch) -> np.ndarray:
+    """The ideal correction at ``batch``'s targets: the exact GP oracle's predictive mean minus
+    the terrain-blind GP's, in K. It is what knowing the terrain adds to what the context
+    already tells, so it is *not* ``β h⁺``: the context reveals part of the terrain term."""
+    xc, yc, xt = (v.detach().to("cpu", torch.float64) for v in (batch.xc, batch.yc, batch.xt))
+    full = gen.exact_oracle.posterior(xc, yc, xt).mean
+    blind = gen.blind_oracle.posterior(xc, yc, xt).mean
+    return ((full - blind) * gen.field.y_scale).reshape(-1).numpy()
+
+
+def _pearson(a: np.ndarray, b: np.ndarray) -> float:
+    if a.size < 2 or a.std() == 0 or b.std() == 0:
         return float("nan")
-    return float(np.corrcoef(c, h)[0, 1])
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def correction_lapse_correlation(model: nn.Module, batches: Sequence[Batch],
+                                 gen: TerrainTaskGenerator) -> float:
+    """Pearson correlation, pooled over the targets of ``batches``, between the learned
+    correction (full minus equivariant-component predictive mean) and ``β h⁺`` (NaN when
+    either is constant)."""
+    return correction_correlations(model, batches, gen)["correction_lapse_corr"]
+
+
+def correction_correlations(model: nn.Module, batches: Sequence[Batch],
+                            gen: TerrainTaskGenerator) -> dict[str, float]:
+    """The learned correction's Pearson correlations, pooled over the targets of ``batches``:
+    ``correction_lapse_corr`` with ``β h⁺`` and ``correction_oracle_corr`` with the oracle's
+    correction (:func:`oracle_correction`: what a perfect model's correction would be); NaN
+    where either side is constant."""
+    c = _corrections(model, batches)
+    lapse = np.concatenate([lapse_at(gen, b.xt) for b in batches])
+    ideal = np.concatenate([oracle_correction(gen, b) for b in batches])
+    return {"correction_lapse_corr": _pearson(c, lapse),
+            "correction_oracle_corr": _pearson(c, ideal)}
 
 
 def fixed_input_progress(gen: TerrainTaskGenerator, seed: int
@@ -61,7 +92,8 @@ def fixed_input_progress(gen: TerrainTaskGenerator, seed: int
     """What an approximate model's fixed inputs have learned, for each validation check of its
     training (``history.json``): ``component_loglik`` (the equivariant component's validation
     log-likelihood), ``fixed_input_gain`` (the full model's minus the component's) and
-    ``correction_lapse_corr`` (corr(correction, β h⁺) on the validation targets)."""
+    ``correction_lapse_corr`` and ``correction_oracle_corr`` (:func:`correction_correlations`
+    on the validation targets)."""
 
     def progress(model: nn.Module, batches: Sequence[Batch]) -> dict[str, float]:
         from approxeq.train.loop import evaluate
@@ -70,7 +102,7 @@ def fixed_input_progress(gen: TerrainTaskGenerator, seed: int
         with equivariant_component(model):
             comp = evaluate(model, batches, seed=seed).summary()["loglik"]
         return {"component_loglik": comp, "fixed_input_gain": full - comp,
-                "correction_lapse_corr": correction_lapse_correlation(model, batches, gen)}
+                **correction_correlations(model, batches, gen)}
 
     return progress
 
@@ -120,4 +152,5 @@ def map_panel(model: nn.Module, gen: TerrainTaskGenerator, corner: tuple[int, in
             "region": gen.topography.name}
 
 
-__all__ = ["lapse_at", "correction_lapse_correlation", "fixed_input_progress", "map_panel"]
+__all__ = ["lapse_at", "correction_correlations", "correction_lapse_correlation",
+           "fixed_input_progress", "map_panel", "oracle_correction"]
