@@ -208,3 +208,52 @@ def test_the_correction_is_measured_without_training_dropout():
     in_train = correction_lapse_correlation(model.train(), batches, gen)
     assert math.isfinite(in_eval) and in_train == in_eval
     assert model.training
+
+
+def test_history_tracks_what_the_fixed_inputs_learn(tmp_path):
+    config = experiment_from_dict({**TINY, "models": TINY["models"][:1],
+                                   "train": {**TINY["train"], "steps": 2, "val_every": 1}},
+                                  size="tiny")
+    experiment_for(config).run(config, tmp_path, progress=False, log=lambda m: None,
+                               figures=None)
+    (path,) = tmp_path.rglob("history.json")
+    val = json.loads(path.read_text())["val"]
+    assert val["step"] == [1, 2]
+    for key in ("component_loglik", "fixed_input_gain", "correction_lapse_corr",
+                "correction_oracle_corr"):
+        assert len(val[key]) == 2 and all(math.isfinite(v) for v in val[key]), key
+    for full, comp, gain in zip(val["loglik"], val["component_loglik"],
+                                val["fixed_input_gain"]):
+        assert gain == pytest.approx(full - comp)
+
+
+def test_the_oracle_correction_scores_a_perfect_correction_one_and_is_not_the_lapse_map():
+    """A model whose full prediction is the exact oracle's and whose component is the
+    terrain-blind GP's has the ideal correction: correlation 1 with the oracle's correction.
+    β·h⁺ is not that ideal (the context reveals part of the terrain), so its correlation is
+    lower."""
+    from torch import nn
+    from torch.distributions import Normal
+
+    from approxeq.approximate import SymmetryBreaking
+    from approxeq.experiments.terrain_maps import correction_correlations
+
+    config = load_named_experiment("terrain", size="quick")
+    o = task_options(config)
+    gen = make_generator(o, o["region"], oracle=False)
+
+    class OracleNP(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.switch = SymmetryBreaking()
+            self.anchor = nn.Parameter(torch.zeros((), dtype=torch.float64))
+
+        def forward(self, xc, yc, xt, **aux):
+            oracle = gen.blind_oracle if self.switch.zeroed else gen.exact_oracle
+            mean = oracle.posterior(xc.double(), yc.double(), xt.double()).mean
+            return Normal(mean + self.anchor, torch.ones_like(mean))
+
+    batches = [gen.sample(4, torch.Generator().manual_seed(k)) for k in range(2)]
+    corr = correction_correlations(OracleNP(), batches, gen)
+    assert corr["correction_oracle_corr"] == pytest.approx(1.0)
+    assert corr["correction_lapse_corr"] < 0.9

@@ -36,6 +36,7 @@ from approxeq.experiments.base import (
 )
 from approxeq.experiments.seeds import layout_problem
 from approxeq.np.registry import check_model
+from approxeq.np.batch import Batch
 from approxeq.train.checkpoint import (
     CheckpointError,
     ModelSpec,
@@ -206,8 +207,9 @@ def train_one_model(mc: ModelConfig, spec: ModelSpec, run_dir: Path,
                     generator: Callable[[], TaskGenerator],
                     val_generator: Callable[[], TaskGenerator] | None = None, *,
                     progress: bool, log: Log, device: str | None,
-                    fingerprint: Mapping[str, Any] | None = None, restart: bool = False
-                    ) -> tuple[nn.Module, dict, float]:
+                    fingerprint: Mapping[str, Any] | None = None, restart: bool = False,
+                    val_extra: Callable[[nn.Module, Sequence[Batch]], Mapping[str, float]]
+                    | None = None) -> tuple[nn.Module, dict, float]:
     """Train one neural process of an experiment into ``run_dir``, or load it when an earlier
     run finished it.
 
@@ -224,6 +226,8 @@ def train_one_model(mc: ModelConfig, spec: ModelSpec, run_dir: Path,
         device: overrides ``mc.train.device``.
         fingerprint: what ``run_dir`` must have been produced by (``None``: not checked).
         restart: train from scratch when ``run_dir`` cannot be reused, instead of refusing.
+        val_extra: extra numbers recorded at each validation check (see
+            :func:`~approxeq.train.train`).
 
     Returns:
         ``(model at its best checkpoint in eval mode, history, training seconds)``.
@@ -257,7 +261,7 @@ def train_one_model(mc: ModelConfig, spec: ModelSpec, run_dir: Path,
     log(f"[{mc.label}] {mc.name} {mc.options or ''} ({n_params:,} parameters): "
         f"{tcfg.steps} steps" + (f", resuming from step {done}" if done else ""))
     result = train(model, train_tasks, tcfg, run_dir, val_set=val, resume=True,
-                   progress=progress, log=log, spec=spec)
+                   progress=progress, log=log, spec=spec, val_extra=val_extra)
     return result.load_best().eval(), result.history, result.seconds
 
 

@@ -28,7 +28,8 @@ from approxeq.train.rundir import FINGERPRINT, RunDirError, RunLock
 
 #: the metrics averaged over seeds (wherever they appear in an entry)
 SEED_METRICS = ("loglik", "rmse", "rmse_K", "coverage95", "component_loglik", "delta_equiv",
-                "delta_equiv_K", "correction_lapse_corr", "correction_elevation_corr",
+                "delta_equiv_K", "correction_lapse_corr", "correction_oracle_corr",
+                "correction_elevation_corr",
                 "gain_over_component", "gain_over_exact")
 
 

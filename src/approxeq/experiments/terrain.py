@@ -31,11 +31,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
-from approxeq.approximate import common_draws, equivariant_component, is_approximate
+from approxeq.approximate import is_approximate
 from approxeq.data.base import TaskGenerator
 from approxeq.data.normalise import Normaliser
 from approxeq.data.terrain import (
@@ -51,15 +50,21 @@ from approxeq.experiments.base import (
     task_options_with_defaults,
     with_cached_entries,
 )
-from approxeq.experiments.evaluation import evaluate_model, metrics_entry, oracle_metrics, to_model
+from approxeq.experiments.evaluation import evaluate_model, metrics_entry, oracle_metrics
 from approxeq.experiments.np_runner import (
     NeuralProcessExperiment,
     finished_step,
     model_info,
     train_one_model,
 )
+from approxeq.experiments.terrain_maps import (
+    correction_correlations,
+    correction_lapse_correlation,
+    fixed_input_progress,
+    lapse_at,
+    map_panel,
+)
 from approxeq.np.batch import Batch
-from approxeq.np.functional import evaluation_mode
 from approxeq.train.checkpoint import ModelSpec, write_json_atomic, write_text_atomic
 from approxeq.train.config import ConfigError, ExperimentConfig, ModelConfig
 from approxeq.train.config_checks import dataclass_from_mapping
@@ -69,8 +74,9 @@ ORACLE = "oracle"
 BLIND = "terrain-blind"
 #: bump when the evaluation protocol changes, so cached per-model evaluations are redone
 #: (2: the correction is measured in eval mode; before, evaluation left the model in training
-#: mode and ``correction_lapse_corr`` carried fixed-input and elevation dropout)
-EVAL_VERSION = 2
+#: mode and ``correction_lapse_corr`` carried fixed-input and elevation dropout; 3: adds
+#: ``correction_oracle_corr``)
+EVAL_VERSION = 3
 
 #: task options and their defaults (``task.options`` of the experiment YAML)
 TASK_DEFAULTS: dict[str, Any] = {
@@ -199,96 +205,6 @@ def training_pool(o: Mapping[str, Any], batch_size: int, log: Log) -> list[Batch
 
 
 # --------------------------------------------------------------------------------------------
-# Corrections and maps
-# --------------------------------------------------------------------------------------------
-
-@torch.no_grad()
-def _means(model: nn.Module, xc: torch.Tensor, yc: torch.Tensor, xt: torch.Tensor,
-           **kwargs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Predictive means of ``model`` and of its equivariant component ``[b, nt, 1]``, in eval
-    mode (in training mode fixed-input and auxiliary dropout would enter the correction) and
-    with the same random draws (:func:`~approxeq.approximate.common_draws`), so that for a
-    stochastic model the correction is the fixed inputs', not Monte-Carlo noise."""
-    with evaluation_mode(model):
-        with common_draws(0, xc.device):
-            full = model(xc, yc, xt, **kwargs).mean
-        with common_draws(0, xc.device), equivariant_component(model):
-            comp = model(xc, yc, xt, **kwargs).mean
-    return full, comp
-
-
-def lapse_at(gen: TerrainTaskGenerator, x: torch.Tensor) -> np.ndarray:
-    """``β h⁺`` (K) at normalised inputs ``x [..., 2]`` of ``gen``'s region."""
-    lat, lon = gen.normaliser.unnormalise_x(x.detach().reshape(-1, 2).double().cpu().numpy())
-    i, j = gen.topography.index(lat, lon)
-    return gen.field.lapse_rate * gen.topography.height_km[i, j]
-
-
-def correction_lapse_correlation(model: nn.Module, batches: Sequence[Batch],
-                                 gen: TerrainTaskGenerator) -> float:
-    """Pearson correlation, pooled over the targets of ``batches``, between the learned
-    correction (full minus equivariant-component predictive mean) and ``β h⁺`` (NaN when
-    either is constant)."""
-    corr, lapse = [], []
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        for b in batches:
-            b = to_model(b, model)
-            full, comp = _means(model, b.xc, b.yc, b.xt, **b.model_inputs())
-            corr.append((full - comp).double().reshape(-1).cpu().numpy())
-            lapse.append(lapse_at(gen, b.xt))
-    c, h = np.concatenate(corr), np.concatenate(lapse)
-    if c.size < 2 or c.std() == 0 or h.std() == 0:
-        return float("nan")
-    return float(np.corrcoef(c, h)[0, 1])
-
-
-def map_panel(model: nn.Module, gen: TerrainTaskGenerator, corner: tuple[int, int], *,
-              context_fraction: float = 0.1, seed: int = 0) -> dict[str, Any]:
-    """One patch drawn whole: a sample of the field on every cell, a random
-    ``context_fraction`` of the cells as context, and the model's predictive means.
-
-    Returns:
-        ``lat [p]``, ``lon [p]`` (degrees) and ``[p, p]`` arrays in K: ``truth``, ``context``
-        (truth at the context cells, NaN elsewhere), ``full``, ``component``,
-        ``correction = full - component`` and ``lapse = β h⁺``; ``region``.
-    """
-    from approxeq.data.oracle import noisy_cholesky
-
-    patch = gen.patch(corner)
-    p = gen.patch_cells
-    g = torch.Generator().manual_seed(seed)
-    x64 = patch.x.double()[None]
-    chol = noisy_cholesky(gen.exact_oracle.kernel, gen.field.noise, x64, gen.field.jitter)
-    eps = torch.randn(1, p * p, 1, generator=g, dtype=torch.float64)
-    y = gen.exact_oracle.mean_at(x64) + chol @ eps
-    n_ctx = max(1, round(context_fraction * p * p))
-    ctx = torch.randperm(p * p, generator=g)[:n_ctx]
-    device_dtype = next(iter(model.parameters()), patch.x)
-    x = patch.x[None].to(device_dtype.device, device_dtype.dtype)
-    yd = y.to(x)
-    kwargs = {}
-    if int(getattr(model, "dim_aux", 0) or 0) and patch.aux is not None:
-        aux = patch.aux[None].to(x)
-        kwargs = {"aux_c": aux[:, ctx], "aux_t": aux}
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        full, comp = _means(model, x[:, ctx], yd[:, ctx], x, **kwargs)
-    scale = gen.field.y_scale
-
-    def grid(v: torch.Tensor) -> np.ndarray:
-        return v.reshape(p, p).double().cpu().numpy() * scale
-
-    truth = grid(y)
-    context = np.full(p * p, np.nan)
-    context[ctx.numpy()] = truth.reshape(-1)[ctx.numpy()]
-    return {"lat": patch.part.lat, "lon": patch.part.lon, "truth": truth,
-            "context": context.reshape(p, p), "full": grid(full), "component": grid(comp),
-            "correction": grid(full - comp), "lapse": patch.part.lapse,
-            "region": gen.topography.name}
-
-
-# --------------------------------------------------------------------------------------------
 # Tables
 # --------------------------------------------------------------------------------------------
 
@@ -309,15 +225,18 @@ def _cell(block: Mapping[str, Any] | None, key: str, digits: int = 3) -> str:
 def terrain_results_table(metrics: Mapping[str, Any]) -> list[list[str]]:
     """Rows (header first): per model and reference, in and out of region, the log-likelihood
     ± per-task s.e. (and ± s.e. over seeds), the RMSE in K, the component's log-likelihood,
-    Δequiv in K and the correction–β·h⁺ correlation in region."""
+    Δequiv in K, the 95 % coverage out of region and the correction's correlations in region
+    with β·h⁺ and with the oracle's correction."""
     rows = [["model", "log-lik ID", "log-lik OOD", "RMSE ID (K)", "RMSE OOD (K)",
-             "component ID", "component OOD", "Δequiv OOD (K)", "corr(correction, β·h⁺)"]]
+             "component ID", "component OOD", "Δequiv OOD (K)", "coverage OOD",
+             "corr(correction, β·h⁺)", "corr(correction, oracle's)"]]
     for label, e in metrics.items():
         i, o = e.get("id", {}), e.get("ood", {})
         rows.append([label, _cell(i, "loglik"), _cell(o, "loglik"), _cell(i, "rmse_K", 2),
                      _cell(o, "rmse_K", 2), _cell(i.get("component"), "loglik"),
                      _cell(o.get("component"), "loglik"), _cell(o, "delta_equiv_K", 4),
-                     _cell(i, "correction_lapse_corr", 2)])
+                     _cell(o, "coverage95", 3), _cell(i, "correction_lapse_corr", 2),
+                     _cell(i, "correction_oracle_corr", 2)])
     return rows
 
 
@@ -333,9 +252,11 @@ def terrain_results_markdown(metrics: Mapping[str, Any], config: ExperimentConfi
         f"{task_options(config)['field'].y_scale:g} K ± standard error over tasks (and over "
         "training seeds, when there are several); *component*: the model with every fixed "
         "input and auxiliary embedding zero; *Δequiv*: mean |full − component| of the "
-        "predictive mean; *corr*: Pearson correlation, over the ID targets, of that correction "
-        "with β·h⁺. `oracle`: the exact GP posterior knowing the terrain term; "
-        "`terrain-blind`: the same GP without it.", ""])
+        "predictive mean; *coverage*: share of targets inside the central 95 % interval; "
+        "*corr*: Pearson correlation, over the ID targets, of that correction with β·h⁺ and "
+        "with the oracle's correction (exact minus terrain-blind GP mean: what knowing the "
+        "terrain adds to the context, the ideal correction). `oracle`: the exact GP "
+        "posterior knowing the terrain term; `terrain-blind`: the same GP without it.", ""])
 
 
 # --------------------------------------------------------------------------------------------
@@ -403,8 +324,12 @@ class TerrainExperiment(NeuralProcessExperiment):
             gen = make_generator(o, o["region"], oracle=False, aux=with_aux)
             return gen
 
+        extra = None
+        if mc.options.get("approximate"):
+            extra = fixed_input_progress(make_generator(o, o["region"], oracle=False),
+                                         mc.train.val_seed)
         model, history, _ = train_one_model(mc, spec, run_dir, pool, val, progress=progress,
-                                            log=log, device=device)
+                                            log=log, device=device, val_extra=extra)
         return model, history
 
     def evaluate(self, config: ExperimentConfig, mc: ModelConfig, model: nn.Module, tasks: Any,
@@ -419,13 +344,13 @@ class TerrainExperiment(NeuralProcessExperiment):
                                equivariance_elements=int(extra["equivariance_elements"]),
                                equivariance_tasks=int(extra["equivariance_tasks"]))
             if is_approximate(model) and s == "id":  # out of region only aux inputs correct
-                m["correction_lapse_corr"] = correction_lapse_correlation(
-                    model, batches, tasks["generators"][s])
+                m.update(correction_correlations(model, batches, tasks["generators"][s]))
             per_setting[s] = m
         info = model_info(mc, model, finished_step(run_dir), run_dir)
         info["aux_vars"] = list(AUX_CHANNELS) if with_aux else []
-        if "correction_lapse_corr" in per_setting["id"]:
-            info["correction_lapse_corr"] = per_setting["id"]["correction_lapse_corr"]
+        for key in ("correction_lapse_corr", "correction_oracle_corr"):
+            if key in per_setting["id"]:
+                info[key] = per_setting["id"][key]
         return metrics_entry(per_setting, info)
 
     def log_entry(self, label: str, entry: dict[str, Any], log: Log) -> None:

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 from torch.distributions import Categorical, Distribution, MixtureSameFamily, Normal
 
+from approxeq.approximate.component import regularization_loss
 from approxeq.np.base import NeuralProcess
 from approxeq.np.batch import Batch
 
@@ -36,14 +37,19 @@ def model_inputs(batch: Batch) -> dict:
 
 
 def np_loss(model: torch.nn.Module, batch: Batch) -> Tensor:
-    """Training loss: negative log-likelihood per target point, averaged over tasks.
+    """Training loss: negative log-likelihood per target point, averaged over tasks, plus the
+    regularisers of the model's symmetry-breaking modules
+    (:func:`~approxeq.approximate.regularization_loss`: a fixed input's grid smoothness
+    penalty; none by default).
 
     Returns a scalar tensor (differentiable).
     """
     if batch.yt is None:
         raise ValueError("batch.yt: the loss needs target outputs, got None")
     pred = model(batch.xc, batch.yc, batch.xt, **model_inputs(batch))
-    return -_masked_mean(pred.log_prob(batch.yt), batch.mt).mean()
+    loss = -_masked_mean(pred.log_prob(batch.yt), batch.mt).mean()
+    penalty = regularization_loss(model)
+    return loss if penalty is None else loss + penalty.to(loss.dtype)
 
 
 @dataclass

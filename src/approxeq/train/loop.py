@@ -26,7 +26,7 @@ import math
 import sys
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from approxeq.approximate.component import parameter_groups
 from approxeq.data.base import TaskGenerator
 from approxeq.np.batch import Batch
 from approxeq.np.functional import EvalResult, evaluation_mode, np_evaluate
@@ -202,7 +203,9 @@ def train(model: nn.Module, generator: TaskGenerator, config: TrainConfig,
           out_dir: str | Path, *, val_set: Sequence[Batch] | None = None, resume: bool = True,
           progress: bool = True, log: bool | Callable[[str], None] = True,
           spec: ModelSpec | None = None,
-          callback: Callable[[int, float], None] | None = None) -> TrainResult:
+          callback: Callable[[int, float], None] | None = None,
+          val_extra: Callable[[nn.Module, Sequence[Batch]], Mapping[str, float]] | None = None
+          ) -> TrainResult:
     """Train a neural process by minimising :func:`approxeq.np.np_loss` with AdamW.
 
     Works unchanged in one process and under ``torchrun`` (see
@@ -231,6 +234,11 @@ def train(model: nn.Module, generator: TaskGenerator, config: TrainConfig,
             it; default :func:`~approxeq.train.checkpoint.model_spec_of` ``(model)``.
         callback: called on every rank after each step with ``(step, loss)``; an exception
             it raises stops training (``last.pt`` keeps the last checkpoint).
+        val_extra: called on every rank at each validation check with ``(model, val_set)``;
+            the numbers it returns join the check's entries in ``history.json``
+            (``history["val"][name]``), e.g. an approximate model's component score or what
+            its fixed inputs learned. It must leave the model's mode and the RNG as it found
+            them.
 
     Returns:
         :class:`TrainResult`, with the model in its final state (see
@@ -250,7 +258,7 @@ def train(model: nn.Module, generator: TaskGenerator, config: TrainConfig,
     try:
         return _train(model, generator, config, out_dir, info, val_set=val_set, resume=resume,
                       show_progress=progress, log=log, spec=spec, callback=callback,
-                      start_time=start_time)
+                      val_extra=val_extra, start_time=start_time)
     except BaseException as err:
         if info.is_distributed:
             # The failed run's frames hold the DDP wrapper. Freed later, after the group is
@@ -267,7 +275,7 @@ def train(model: nn.Module, generator: TaskGenerator, config: TrainConfig,
 
 def _train(model: nn.Module, generator: TaskGenerator, config: TrainConfig, out_dir: Path,
            info: DistInfo, *, val_set, resume, show_progress, log, spec, callback,
-           start_time) -> TrainResult:
+           val_extra, start_time) -> TrainResult:
     model = unwrap_model(model)
     spec = spec if spec is not None else model_spec_of(model)
     model.to(info.device)
@@ -282,8 +290,9 @@ def _train(model: nn.Module, generator: TaskGenerator, config: TrainConfig, out_
         raise ValueError("val_set: expected at least one batch, got an empty sequence")
 
     task_rng = seed_everything(config.seed + info.rank)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr,
-                                  weight_decay=config.weight_decay,
+    # one group unless a fixed input asks for its own lr multiplier or no decay on its grid
+    optimizer = torch.optim.AdamW(parameter_groups(model, config.lr, config.weight_decay),
+                                  lr=config.lr, weight_decay=config.weight_decay,
                                   **({"fused": True} if config.fused_optimizer else {}))
     history = _new_history()
     step, best_val, best_step, resumed_from = 0, None, None, None
@@ -402,6 +411,8 @@ def _train(model: nn.Module, generator: TaskGenerator, config: TrainConfig, out_
                 val = history["val"]
                 val["step"].append(step)
                 val["seconds"].append(elapsed())
+                if val_extra is not None:
+                    summary.update(val_extra(model, val_set))
                 for key, value in summary.items():
                     if key != "n_tasks":
                         val.setdefault(key, []).append(value)

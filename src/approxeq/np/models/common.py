@@ -6,12 +6,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 
 from approxeq.approximate.auxiliary import AuxiliaryEmbedding
 from approxeq.approximate.fixed_inputs import FixedInput
+
+#: the ``fixed_input_kind`` option: the fixed input's parameterisation
+FixedInputKind = Literal["mlp", "grid", "grid-linear"]
 
 #: a factory ``f() -> layer`` of one attention layer; encoders call it once per layer
 LayerFactory = Callable[[], nn.Module]
@@ -74,17 +78,19 @@ class FixedInputEmbedding(nn.Module):
         num_fixed_inputs: channels of ``t`` (default ``width``).
         domain: box outside which ``t = 0`` (default ``[(-2, 2)] * dim_x``).
         p: per-task dropout probability of ``t`` in training. fourier_features: see FixedInput.
+        **options: the parameterisation (:func:`fixed_input_options`).
 
     Shapes: ``forward(x [b, n, dim_x])`` returns ``[b, n, width]``.
     """
 
     def __init__(self, dim_x: int, width: int, num_fixed_inputs: int | None = None,
                  domain: Sequence[Sequence[float]] | None = None, p: float = 0.5,
-                 fourier_features: int = 0) -> None:
+                 fourier_features: int = 0, **options: Any) -> None:
         super().__init__()
         channels = num_fixed_inputs or width
         self.fixed_input = FixedInput(dim_x, channels, default_domain(dim_x, domain),
-                                      hidden=width, p=p, fourier_features=fourier_features)
+                                      hidden=width, p=p, fourier_features=fourier_features,
+                                      **options)
         self.projection = None if channels == width else nn.Linear(channels, width, bias=False)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -95,12 +101,26 @@ class FixedInputEmbedding(nn.Module):
 def fixed_input_embedding(dim_x: int, width: int, *, approximate: bool,
                           num_fixed_inputs: int | None = None,
                           domain: Sequence[Sequence[float]] | None = None, p: float = 0.5,
-                          fourier_features: int = 0) -> FixedInputEmbedding | None:
+                          fourier_features: int = 0, **options: Any
+                          ) -> FixedInputEmbedding | None:
     """The fixed-input embedding of an approximately equivariant token model (``None`` if
-    ``approximate`` is false)."""
+    ``approximate`` is false); ``options``: :func:`fixed_input_options`."""
     if not approximate:
         return None
-    return FixedInputEmbedding(dim_x, width, num_fixed_inputs, domain, p, fourier_features)
+    return FixedInputEmbedding(dim_x, width, num_fixed_inputs, domain, p, fourier_features,
+                               **options)
+
+
+def fixed_input_options(kind: str = "mlp", levels: int = 6, coarsest: int = 4,
+                        finest: int = 128, features: int = 4, smoothness: float = 0.0,
+                        lr: float = 1.0) -> dict[str, Any]:
+    """The :class:`~approxeq.approximate.FixedInput` keywords of the builders' options
+    ``fixed_input_kind``, ``grid_levels``, ``grid_coarsest``, ``grid_finest``,
+    ``grid_features``, ``grid_smoothness`` and ``fixed_input_lr`` (every approximate model
+    takes them, with these defaults: the paper's MLP)."""
+    return {"kind": kind, "grid_levels": levels, "grid_coarsest": coarsest,
+            "grid_finest": finest, "grid_features": features, "grid_smoothness": smoothness,
+            "lr_scale": lr}
 
 
 #: default memory budget of a grid model's activations on its grid (MiB)

@@ -50,7 +50,13 @@ from approxeq.nn.mlp import MLP
 from approxeq.nn.setconv import SetConvDecoder, SetConvEncoder, grid_points, lattice_grid
 from approxeq.np.base import NeuralProcess
 from approxeq.np.likelihood import HeteroscedasticGaussian
-from approxeq.np.models.common import DEFAULT_MAX_GRID_MB, check_grid_budget, default_domain
+from approxeq.np.models.common import (
+    DEFAULT_MAX_GRID_MB,
+    FixedInputKind,
+    check_grid_budget,
+    default_domain,
+    fixed_input_options,
+)
 from approxeq.np.registry import register_model
 
 #: (cnn, dim_x) -> default points_per_unit
@@ -320,6 +326,9 @@ def convcnp(dim_x: int, dim_y: int, *, approximate: bool = False,
             fixed_input_dropout: float = 0.5,
             fixed_input_mode: Literal["sum", "concat"] = "sum",
             fixed_input_hidden: int | None = None, fourier_features: int = 0,
+            fixed_input_kind: FixedInputKind = "mlp", grid_levels: int = 6,
+            grid_coarsest: int = 4, grid_finest: int = 128, grid_features: int = 4,
+            grid_smoothness: float = 0.0, fixed_input_lr: float = 1.0,
             dim_aux: int = 0, aux_dropout: float = 0.0,
             max_grid_mb: float = DEFAULT_MAX_GRID_MB,
             layout: Literal["approxeq", "neuralprocesses"] = "approxeq",
@@ -338,6 +347,10 @@ def convcnp(dim_x: int, dim_y: int, *, approximate: bool = False,
         fixed_input_mode: ``"sum"`` into the channels or ``"concat"`` as extra channels.
         fixed_input_hidden: MLP width of the fixed input (default C).
         fourier_features: Fourier features of the location for the fixed input (0 = none).
+        fixed_input_kind: the fixed input's parameterisation, ``"mlp"`` (default),
+            ``"grid"`` or ``"grid-linear"``; grid_levels, grid_coarsest, grid_finest,
+            grid_features, grid_smoothness: its grid; fixed_input_lr: its learning-rate
+            multiplier (see :class:`~approxeq.approximate.FixedInput`).
         dim_aux: channels of known auxiliary fields read at the context and target points
             (``forward(..., aux_c=, aux_t=)``; 0 = none). aux_dropout: per-task dropout
             probability of their embedding in training.
@@ -370,9 +383,13 @@ def convcnp(dim_x: int, dim_y: int, *, approximate: bool = False,
         if not isinstance(b, int) or b < 1:
             raise ValueError(f"num_fixed_inputs: expected an int >= 1 with approximate=True, got "
                              f"{num_fixed_inputs!r}")
+        parameterisation = fixed_input_options(fixed_input_kind, grid_levels, grid_coarsest,
+                                               grid_finest, grid_features, grid_smoothness,
+                                               fixed_input_lr)
         fixed_input = FixedInput(dim_x, b, default_domain(dim_x, fixed_input_domain),
                                  hidden=fixed_input_hidden or channels, p=fixed_input_dropout,
-                                 fourier_features=fourier_features)
+                                 fourier_features=fourier_features,
+                                 **parameterisation)
         extra_channels = b if fixed_input_mode == "concat" else 0
     return assemble_convcnp(dim_x, dim_y, name="convcnp", net_factory=build_cnn, cnn=cnn,
                             points_per_unit=points_per_unit, channels=channels,

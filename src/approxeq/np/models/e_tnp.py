@@ -23,7 +23,12 @@ from torch import Tensor
 
 from approxeq.groups.orthogonal import Euclidean
 from approxeq.nn.te_attention import DEFAULT_MEMORY_BUDGET_MB, TEMultiHeadAttention
-from approxeq.np.models.common import check_heads, fixed_input_embedding
+from approxeq.np.models.common import (
+    FixedInputKind,
+    check_heads,
+    fixed_input_embedding,
+    fixed_input_options,
+)
 from approxeq.np.models.te_tnp import TETNP
 from approxeq.np.registry import register_model
 
@@ -85,6 +90,9 @@ def build_e_tnp(dim_x: int, dim_y: int, *, width: int = 128, num_layers: int = 5
                 approximate: bool = False, num_fixed_inputs: int | None = None,
                 fixed_input_domain: Sequence[Sequence[float]] | None = None,
                 fixed_input_dropout: float = 0.5, fourier_features: int = 0,
+                fixed_input_kind: FixedInputKind = "mlp", grid_levels: int = 6,
+                grid_coarsest: int = 4, grid_finest: int = 128, grid_features: int = 4,
+                grid_smoothness: float = 0.0, fixed_input_lr: float = 1.0,
                 chunk_size: int | None = None,
                 memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB, dim_aux: int = 0,
                 aux_dropout: float = 0.0) -> ETNP:
@@ -92,12 +100,21 @@ def build_e_tnp(dim_x: int, dim_y: int, *, width: int = 128, num_layers: int = 5
     (1e-3), ``chunk_size`` / ``memory_budget_mb`` (see the TE attention), ``dim_aux`` (0),
     ``aux_dropout`` (0.0), and with ``approximate=True``: ``num_fixed_inputs`` (width),
     ``fixed_input_domain`` ([(-2, 2)] * dim_x), ``fixed_input_dropout`` (0.5),
-    ``fourier_features`` (0); ``num_pseudo_tokens`` is accepted and unused."""
+    ``fourier_features`` (0); ``num_pseudo_tokens`` is accepted and unused.
+
+    The fixed input's parameterisation (``approximate=True``): ``fixed_input_kind``
+    (``"mlp"``, ``"grid"`` or ``"grid-linear"``), ``grid_levels`` (6), ``grid_coarsest`` (4),
+    ``grid_finest`` (128), ``grid_features`` (4), ``grid_smoothness`` (0),
+    ``fixed_input_lr`` (1); see :class:`~approxeq.approximate.FixedInput`."""
     check_heads(width, num_heads)
+    parameterisation = fixed_input_options(fixed_input_kind, grid_levels, grid_coarsest,
+                                           grid_finest, grid_features, grid_smoothness,
+                                           fixed_input_lr)
     fixed_input = fixed_input_embedding(dim_x, width, approximate=approximate,
                                         num_fixed_inputs=num_fixed_inputs,
                                         domain=fixed_input_domain, p=fixed_input_dropout,
-                                        fourier_features=fourier_features)
+                                        fourier_features=fourier_features,
+                                        **parameterisation)
     return ETNP(dim_x, dim_y, width=width, num_layers=num_layers, num_heads=num_heads,
                 min_std=min_std, fixed_input=fixed_input, dim_aux=dim_aux,
                 aux_dropout=aux_dropout, chunk_size=chunk_size,

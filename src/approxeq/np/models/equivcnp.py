@@ -58,7 +58,13 @@ from approxeq.nn.setconv import (
 )
 from approxeq.np.base import NeuralProcess
 from approxeq.np.likelihood import HeteroscedasticGaussian
-from approxeq.np.models.common import DEFAULT_MAX_GRID_MB, check_grid_budget, default_domain
+from approxeq.np.models.common import (
+    DEFAULT_MAX_GRID_MB,
+    FixedInputKind,
+    check_grid_budget,
+    default_domain,
+    fixed_input_options,
+)
 from approxeq.np.models.convcnp import GridRepresentation
 from approxeq.np.registry import register_model
 
@@ -275,6 +281,9 @@ def build_equivcnp(dim_x: int, dim_y: int, *, approximate: bool = False, group: 
                    fixed_input_domain: Sequence[Sequence[float]] | None = None,
                    fixed_input_dropout: float = 0.5, fixed_input_hidden: int | None = None,
                    fourier_features: int = 0, dim_aux: int = 0, aux_dropout: float = 0.0,
+                   fixed_input_kind: FixedInputKind = "mlp", grid_levels: int = 6,
+                   grid_coarsest: int = 4, grid_finest: int = 128, grid_features: int = 4,
+                   grid_smoothness: float = 0.0, fixed_input_lr: float = 1.0,
                    max_grid_mb: float = DEFAULT_MAX_GRID_MB) -> EquivCNP:
     """EquivCNP (exactly equivariant to a lattice subgroup of E(2); see the module docstring).
 
@@ -292,6 +301,10 @@ def build_equivcnp(dim_x: int, dim_y: int, *, approximate: bool = False, group: 
         fixed_input_dropout: per-task dropout probability of the fixed input in training.
         fixed_input_hidden: MLP width of the fixed input (default ``4 * channels``).
         fourier_features: Fourier features of the location for the fixed input (0 = none).
+        fixed_input_kind: the fixed input's parameterisation, ``"mlp"`` (default),
+            ``"grid"`` or ``"grid-linear"``; grid_levels, grid_coarsest, grid_finest,
+            grid_features, grid_smoothness: its grid; fixed_input_lr: its learning-rate
+            multiplier (see :class:`~approxeq.approximate.FixedInput`).
         dim_aux: channels ``K`` of auxiliary fields given as ``aux_c``/``aux_t`` (0 = none).
         aux_dropout: per-task dropout probability of the auxiliary embedding in training.
         max_grid_mb: memory budget (MiB) of the activations on the grid; a task whose inputs
@@ -312,8 +325,12 @@ def build_equivcnp(dim_x: int, dim_y: int, *, approximate: bool = False, group: 
             raise ValueError(f"num_fixed_inputs: expected an int >= 1 with approximate=True, "
                              f"got {num_fixed_inputs!r}")
         domain = default_domain(2, fixed_input_domain)
+        parameterisation = fixed_input_options(fixed_input_kind, grid_levels, grid_coarsest,
+                                               grid_finest, grid_features, grid_smoothness,
+                                               fixed_input_lr)
         fixed_input = FixedInput(2, b, domain, hidden=fixed_input_hidden or 4 * channels,
-                                 p=fixed_input_dropout, fourier_features=fourier_features)
+                                 p=fixed_input_dropout, fourier_features=fourier_features,
+                                 **parameterisation)
         extra += b
     aux_embedding = None
     if dim_aux:

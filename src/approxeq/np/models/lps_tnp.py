@@ -46,7 +46,13 @@ from torch.distributions import Categorical, Distribution, MixtureSameFamily, No
 from approxeq.groups.orthogonal import Euclidean
 from approxeq.nn.vector_neurons import VNNetwork
 from approxeq.np.base import NeuralProcess
-from approxeq.np.models.common import FixedInputEmbedding, check_heads, fixed_input_embedding
+from approxeq.np.models.common import (
+    FixedInputEmbedding,
+    FixedInputKind,
+    check_heads,
+    fixed_input_embedding,
+    fixed_input_options,
+)
 from approxeq.np.models.tnp import TNP
 from approxeq.np.registry import register_model
 from approxeq.symmetrize import ProbabilisticSymmetrization, Symmetrized
@@ -308,6 +314,9 @@ def build_lps_tnp(dim_x: int, dim_y: int, *, width: int = 128, num_layers: int =
                   approximate: bool = False, num_fixed_inputs: int | None = None,
                   fixed_input_domain: Sequence[Sequence[float]] | None = None,
                   fixed_input_dropout: float = 0.5, fourier_features: int = 0,
+                  fixed_input_kind: FixedInputKind = "mlp", grid_levels: int = 6,
+                  grid_coarsest: int = 4, grid_finest: int = 128, grid_features: int = 4,
+                  grid_smoothness: float = 0.0, fixed_input_lr: float = 1.0,
                   n_samples_train: int = 2, n_samples_eval: int = 8, noise_scale: float = 1.0,
                   noise_dim: int = 1, frame_hidden: int = 16, frame_layers: int = 2,
                   aggregate: Literal["gaussian", "mixture"] = "gaussian", dim_aux: int = 0,
@@ -318,16 +327,25 @@ def build_lps_tnp(dim_x: int, dim_y: int, *, width: int = 128, num_layers: int =
     channels) and ``frame_layers`` (2); ``aggregate`` (``"gaussian"`` or ``"mixture"``);
     ``dim_aux`` (0), ``aux_dropout`` (0.0); with ``approximate=True``: ``num_fixed_inputs``
     (width), ``fixed_input_domain`` ([(-2, 2)] * dim_x), ``fixed_input_dropout`` (0.5),
-    ``fourier_features`` (0); ``num_pseudo_tokens`` is accepted and unused."""
+    ``fourier_features`` (0); ``num_pseudo_tokens`` is accepted and unused.
+
+    The fixed input's parameterisation (``approximate=True``): ``fixed_input_kind``
+    (``"mlp"``, ``"grid"`` or ``"grid-linear"``), ``grid_levels`` (6), ``grid_coarsest`` (4),
+    ``grid_finest`` (128), ``grid_features`` (4), ``grid_smoothness`` (0),
+    ``fixed_input_lr`` (1); see :class:`~approxeq.approximate.FixedInput`."""
     check_heads(width, num_heads)
     tnp = TNP(dim_x, dim_y, width=width, num_layers=num_layers, num_heads=num_heads,
               min_std=min_std, dim_aux=dim_aux, aux_dropout=aux_dropout)
     network = ContextFrameNetwork(dim_x, dim_y, noise_dim=noise_dim, hidden=frame_hidden,
                                   num_layers=frame_layers)
+    parameterisation = fixed_input_options(fixed_input_kind, grid_levels, grid_coarsest,
+                                           grid_finest, grid_features, grid_smoothness,
+                                           fixed_input_lr)
     fixed_input = fixed_input_embedding(dim_x, width, approximate=approximate,
                                         num_fixed_inputs=num_fixed_inputs,
                                         domain=fixed_input_domain, p=fixed_input_dropout,
-                                        fourier_features=fourier_features)
+                                        fourier_features=fourier_features,
+                                        **parameterisation)
     return LPSTNP(tnp, network, noise_scale=float(noise_scale), noise_dim=noise_dim,
                   n_samples_train=n_samples_train, n_samples_eval=n_samples_eval,
                   aggregate=aggregate, fixed_input=fixed_input)

@@ -27,9 +27,11 @@ from approxeq.np.base import NeuralProcess
 from approxeq.np.likelihood import HeteroscedasticGaussian
 from approxeq.np.models.common import (
     FixedInputEmbedding,
+    FixedInputKind,
     LayerFactory,
     check_heads,
     fixed_input_embedding,
+    fixed_input_options,
     refuse_approximate,
 )
 from approxeq.np.models.te_tnp import RelativeTokens, te_layer_factories
@@ -289,6 +291,9 @@ def build_te_pt_tnp(dim_x: int, dim_y: int, *, width: int = 128, num_layers: int
                     num_fixed_inputs: int | None = None,
                     fixed_input_domain: Sequence[Sequence[float]] | None = None,
                     fixed_input_dropout: float = 0.5, fourier_features: int = 0,
+                    fixed_input_kind: FixedInputKind = "mlp", grid_levels: int = 6,
+                    grid_coarsest: int = 4, grid_finest: int = 128, grid_features: int = 4,
+                    grid_smoothness: float = 0.0, fixed_input_lr: float = 1.0,
                     chunk_size: int | None = None,
                     memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB, dim_aux: int = 0,
                     aux_dropout: float = 0.0, fixed_input_reach: float | None = None) -> TEPTTNP:
@@ -297,12 +302,21 @@ def build_te_pt_tnp(dim_x: int, dim_y: int, *, width: int = 128, num_layers: int
     ``fixed_input_domain`` ([(-2, 2)] * dim_x), ``fixed_input_dropout`` (0.5),
     ``fourier_features`` (0), ``fixed_input_reach`` (how far, in the ∞-norm, from its nearest
     context point a pseudo-token's fixed input is read, and so the model's reach; default a
-    quarter of the domain's shortest side)."""
+    quarter of the domain's shortest side).
+
+    The fixed input's parameterisation (``approximate=True``): ``fixed_input_kind``
+    (``"mlp"``, ``"grid"`` or ``"grid-linear"``), ``grid_levels`` (6), ``grid_coarsest`` (4),
+    ``grid_finest`` (128), ``grid_features`` (4), ``grid_smoothness`` (0),
+    ``fixed_input_lr`` (1); see :class:`~approxeq.approximate.FixedInput`."""
     check_heads(width, num_heads)
+    parameterisation = fixed_input_options(fixed_input_kind, grid_levels, grid_coarsest,
+                                           grid_finest, grid_features, grid_smoothness,
+                                           fixed_input_lr)
     fixed_input = fixed_input_embedding(dim_x, width, approximate=approximate,
                                         num_fixed_inputs=num_fixed_inputs,
                                         domain=fixed_input_domain, p=fixed_input_dropout,
-                                        fourier_features=fourier_features)
+                                        fourier_features=fourier_features,
+                                        **parameterisation)
     if fixed_input is None:
         fixed_input_reach = 0.0
     elif fixed_input_reach is None:
