@@ -35,8 +35,8 @@ from approxeq.experiments.base import (
     with_cached_entries,
 )
 from approxeq.experiments.seeds import layout_problem
-from approxeq.np.registry import check_model
 from approxeq.np.batch import Batch
+from approxeq.np.registry import check_model
 from approxeq.train.checkpoint import (
     CheckpointError,
     ModelSpec,
