@@ -101,8 +101,8 @@ def test_sr25_separation_end_to_end(tmp_path):
     assert saved["GIN"]["indistinguishable"] == 105
     assert saved["MLP-ps"]["indistinguishable"] == 0
     assert (tmp_path / "results.md").read_text().startswith("# sr25")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["experiment.json", "metrics.json",
-                                                          "results.md"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        ".lock", "experiment.json", "fingerprint.json", "metrics.json", "results.md"]
     assert json.loads((tmp_path / "experiment.json").read_text())["size"] == "quick"
 
 
