@@ -156,3 +156,17 @@ def test_multi_seed_tables_of_the_other_experiments_print_it_too():
     assert header[1] == "log-lik ID" and row[1] == "1.500 ± 0.500 (seeds ± 0.500)"
     assert row[3] == "0.500 ± 0.500 (seeds ± 0.500)"  # the component, ID
     assert results_table(entry(1.0))[1][1] == "1.000 ± 0.500"
+
+
+def test_several_seeds_in_worker_processes_report_like_one_process(tmp_path, capsys):
+    """The --jobs path reports each seed without going through ``run`` (where the GP study
+    once kept its start time): every seed's experiment.json gets its wall time."""
+    path = tmp_path / "gp.yaml"
+    path.write_text(yaml.safe_dump(tiny_gp()))
+    out = tmp_path / "run"
+    assert main(["experiment", str(path), "--out", str(out), "--seeds", "2", "--jobs", "2",
+                 "--quiet", "--no-figures"]) == 0
+    assert "Traceback" not in capsys.readouterr().err
+    for seed in sorted(out.glob("seed-*")):
+        assert json.loads((seed / "experiment.json").read_text())["seconds"] > 0
+    assert set(json.loads((out / "metrics.json").read_text())) >= {"CNP", "ConvCNP"}

@@ -209,7 +209,6 @@ class GPExperiment(NeuralProcessExperiment):
 
     def report(self, config: ExperimentConfig, out_dir: Path, entries: dict[str, Any],
                tasks: Any, result: ExperimentResult, figures: Callable | None) -> None:
-        import time
 
         metrics = dict(entries)  # the runner has added the still-valid cached entries
         oracle = {s: m for s, b in tasks.items() if (m := oracle_metrics(b)) is not None}
@@ -228,15 +227,8 @@ class GPExperiment(NeuralProcessExperiment):
             "ood_shift": ood_shift(config), "models": [m.to_dict() for m in chosen],
             "figures": [str(p.relative_to(out_dir)) if p.is_relative_to(out_dir) else str(p)
                         for p in paths],
-            "seconds": time.monotonic() - self._start})
+            "seconds": result.seconds})
         result.metrics, result.figures = metrics, paths
-
-    def run(self, config: ExperimentConfig, out_dir: str | Path, **kwargs: Any
-            ) -> ExperimentResult:
-        import time
-
-        self._start = time.monotonic()
-        return super().run(config, out_dir, **kwargs)
 
 
 GP_EXPERIMENT = register_experiment(GPExperiment())

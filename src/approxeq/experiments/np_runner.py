@@ -382,6 +382,7 @@ class NeuralProcessExperiment(Experiment):
             # the models left out (``only``) keep their evaluations while still valid
             entries = with_cached_entries(config, out_dir, entries, signature,
                                           fingerprints=fingerprints)
+            result.seconds = time.monotonic() - start  # the wall time so far, for report
             self.report(config, out_dir, entries, tasks, result, figures)
         result.seconds = time.monotonic() - start
         return result
