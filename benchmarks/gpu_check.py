@@ -296,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"gpu_check: --device: expected cuda[:i] or cpu, got {args.device!r}",
               file=sys.stderr)
         return 1
-    from approxeq.train.checkpoint import write_json_atomic
+    from approxeq.files import write_json_atomic
 
     modes = {"both": [False, True], "off": [False], "on": [True]}[args.compile]
     try:

@@ -13,11 +13,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from approxeq.train import checkpoint as ckpt_module
-from approxeq.train.checkpoint import atomic_open, save_atomic, write_json_atomic, write_text_atomic
+from approxeq import files as files_module
+from approxeq.files import (
+    atomic_open,
+    atomic_path,
+    save_atomic,
+    write_json_atomic,
+    write_text_atomic,
+)
 
 posix_only = pytest.mark.skipif(os.name != "posix", reason="POSIX permissions and signals")
-SRC = Path(ckpt_module.__file__).resolve().parents[2]
+SRC = Path(files_module.__file__).resolve().parents[1]
 
 
 def _mode(path: Path) -> int:
@@ -52,6 +58,38 @@ def test_every_atomic_write_honours_the_umask(tmp_path, mask, expected):
 
 
 @posix_only
+def test_the_writers_of_every_layer_honour_the_umask(tmp_path):
+    # ViT weights, the smoke cache and a normaliser once had writers of their own that left
+    # files 0600 (mkstemp's mode) or half-written; they all use approxeq.files now.
+    from approxeq.data.normalise import Normaliser
+    from approxeq.nn.vit import VisionTransformer, ViTConfig, save_vit
+
+    def write_all():
+        save_vit(VisionTransformer(ViTConfig(patch_size=4, embed_dim=8, depth=1, num_heads=2,
+                                             grid_size=2)), tmp_path / "vit.pt")
+        Normaliser(var="t2m", y_mean=280.0, y_std=5.0, centre=(54.0, -3.0),
+                   scale=2.0).save(tmp_path / "norm.json")
+        with atomic_path(tmp_path / "cache.nc") as tmp:
+            tmp.write_bytes(b"netcdf")
+
+    _with_umask(0o027, write_all)
+    for name in ("vit.pt", "norm.json", "cache.nc"):
+        assert _mode(tmp_path / name) == 0o640, name
+    assert _tmp_files(tmp_path) == []
+
+
+def test_atomic_path_keeps_the_old_file_when_the_writer_fails(tmp_path):
+    target = tmp_path / "fig.png"
+    target.write_bytes(b"old")
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        assert tmp.suffix == ".tmp" and tmp.name.endswith(".png.tmp")
+        tmp.write_bytes(b"half")
+        raise RuntimeError("writer failed")
+    assert target.read_bytes() == b"old"
+    assert _tmp_files(tmp_path) == []
+
+
+@posix_only
 def test_figures_honour_the_umask(tmp_path):
     pytest.importorskip("matplotlib")
     from approxeq.plot import plot_predictions_1d
@@ -70,7 +108,7 @@ def test_a_killed_write_leaves_an_orphan_that_the_next_write_removes(tmp_path):
     code = textwrap.dedent(f"""
         import os, signal, sys
         sys.path.insert(0, {str(SRC)!r})
-        from approxeq.train.checkpoint import atomic_open
+        from approxeq.files import atomic_open
         with atomic_open({str(tmp_path / "metrics.json")!r}, "w") as f:
             f.write("{{half")
             f.flush()
@@ -91,7 +129,7 @@ def test_a_killed_write_leaves_an_orphan_that_the_next_write_removes(tmp_path):
 
 @posix_only
 def test_writes_in_progress_are_not_taken_for_orphans(tmp_path):
-    host = ckpt_module._HOST
+    host = files_module._HOST
     # a live process (another writer, still running) and one that has exited
     live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
@@ -117,12 +155,12 @@ def test_writes_in_progress_are_not_taken_for_orphans(tmp_path):
 
 @posix_only
 def test_temporary_files_of_another_host_are_removed_only_when_old(tmp_path):
-    other = "0" * 8 if ckpt_module._HOST != "0" * 8 else "1" * 8
+    other = "0" * 8 if files_module._HOST != "0" * 8 else "1" * 8
     fresh = tmp_path / f".a.json.{other}-1-abc.tmp"
     stale = tmp_path / f".b.json.{other}-1-def.tmp"
     fresh.write_text("x")
     stale.write_text("x")
-    old = stale.stat().st_mtime - 2 * ckpt_module._FOREIGN_ORPHAN_AGE_S
+    old = stale.stat().st_mtime - 2 * files_module._FOREIGN_ORPHAN_AGE_S
     os.utime(stale, (old, old))
     write_text_atomic(tmp_path / "c.txt", "c")
     assert fresh.exists() and not stale.exists()

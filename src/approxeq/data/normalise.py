@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from approxeq.files import write_json_atomic
 from approxeq.np.prediction import coordinate_names, require_pandas, require_xarray
 
 NORMALISER_FILE = "normaliser.json"
@@ -252,11 +253,7 @@ class Normaliser:
         path = Path(path)
         if path.is_dir():
             path = path / NORMALISER_FILE
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2))
-        os.replace(tmp, path)
-        return path
+        return write_json_atomic(path, self.to_dict())
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Normaliser:

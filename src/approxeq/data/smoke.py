@@ -26,7 +26,6 @@ import hashlib
 import json
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -47,6 +46,7 @@ from approxeq.data.smoke_sim import (
     turn_point,
     turn_vectors,
 )
+from approxeq.files import atomic_path
 from approxeq.np.batch import Batch
 from approxeq.np.prediction import require_xarray
 
@@ -216,20 +216,9 @@ def generate_smoke(settings: SmokeSettings, *, chunk: int = 64,
 
 
 def _write_atomic(ds: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        enc = {v: {"zlib": True, "complevel": 4} for v in ("density", "velocity")}
-        ds.to_netcdf(tmp, encoding=enc)
-        # mkstemp makes the file private; give it the permissions a plain open() would.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        ds.to_netcdf(tmp, encoding={v: {"zlib": True, "complevel": 4}
+                                    for v in ("density", "velocity")})
 
 
 def _read_cache(path: Path, settings: SmokeSettings) -> SmokeData | None:

@@ -9,8 +9,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from approxeq.files import save_atomic
 from approxeq.np.batch import Batch
-from approxeq.train.checkpoint import save_atomic
 
 BATCHES_FORMAT = "approxeq-batches"
 

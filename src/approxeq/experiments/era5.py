@@ -51,14 +51,10 @@ from approxeq.experiments.evaluation import evaluate_model
 from approxeq.experiments.np_runner import NeuralProcessExperiment, finished_step, train_one_model
 from approxeq.experiments.report import format_table
 from approxeq.experiments.terrain import model_options
+from approxeq.files import write_json_atomic, write_text_atomic
 from approxeq.np.batch import Batch
 from approxeq.np.prediction import coordinate_names, predict, require_xarray
-from approxeq.train.checkpoint import (
-    ModelSpec,
-    load_checkpoint,
-    write_json_atomic,
-    write_text_atomic,
-)
+from approxeq.train.checkpoint import ModelSpec, load_checkpoint
 from approxeq.train.config import ConfigError, ExperimentConfig, ModelConfig, closest_key
 
 TASK_NAME = "era5-uk"

@@ -216,7 +216,7 @@ def evaluate_on_file(run: str | Path | nn.Module, path: str | Path, var: str, *,
     if entries and all("failed" in e for e in entries.values()):
         raise FileNotFoundError(f"run: no readable model checkpoint ({checkpoint}) in {run}")
     if target is not None:
-        from approxeq.train.checkpoint import write_json_atomic, write_text_atomic
+        from approxeq.files import write_json_atomic, write_text_atomic
 
         write_json_atomic(target, entries)
         write_text_atomic(markdown_path(target), era5_results_markdown(entries))

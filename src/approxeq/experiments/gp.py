@@ -56,14 +56,9 @@ from approxeq.experiments.np_runner import (
     train_one_model,
 )
 from approxeq.experiments.report import results_markdown
+from approxeq.files import write_json_atomic, write_text_atomic
 from approxeq.np.batch import Batch
-from approxeq.train.checkpoint import (
-    ModelSpec,
-    load_checkpoint,
-    load_model,
-    write_json_atomic,
-    write_text_atomic,
-)
+from approxeq.train.checkpoint import ModelSpec, load_checkpoint, load_model
 from approxeq.train.config import (
     ConfigError,
     ExperimentConfig,

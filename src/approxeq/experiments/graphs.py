@@ -55,8 +55,8 @@ from approxeq.experiments.graph_separation import (
     separation_table,
 )
 from approxeq.experiments.settings_check import check_graph_settings
+from approxeq.files import write_json_atomic, write_text_atomic
 from approxeq.nn.graph_models import GraphGIN, GraphMLP
-from approxeq.train.checkpoint import write_json_atomic, write_text_atomic
 from approxeq.train.config import ExperimentConfig
 from approxeq.train.distributed import resolve_device
 

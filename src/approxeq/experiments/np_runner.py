@@ -35,15 +35,10 @@ from approxeq.experiments.base import (
     with_cached_entries,
 )
 from approxeq.experiments.seeds import layout_problem
+from approxeq.files import write_json_atomic
 from approxeq.np.batch import Batch
 from approxeq.np.registry import check_model
-from approxeq.train.checkpoint import (
-    CheckpointError,
-    ModelSpec,
-    load_checkpoint,
-    load_model,
-    write_json_atomic,
-)
+from approxeq.train.checkpoint import CheckpointError, ModelSpec, load_checkpoint, load_model
 from approxeq.train.config import (
     ConfigError,
     ExperimentConfig,

@@ -45,13 +45,13 @@ from approxeq.experiments.base import (
     settings_of,
 )
 from approxeq.experiments.settings_check import check_settings, check_value, require_extra
+from approxeq.files import write_json_atomic, write_text_atomic
 from approxeq.nn.vit import VisionTransformer, ViTConfig, load_vit, save_vit, vit_param_groups
 from approxeq.symmetrize.graph_image import (
     GraphImageNet,
     graph_image_channels,
     symmetrized_graph_image_model,
 )
-from approxeq.train.checkpoint import write_json_atomic, write_text_atomic
 from approxeq.train.config import ConfigError, ExperimentConfig
 from approxeq.train.config_checks import dataclass_from_mapping
 from approxeq.train.distributed import resolve_device

@@ -30,12 +30,8 @@ from approxeq.experiments.outputs import (
     markdown_path,
     never_trained,
 )
-from approxeq.train.checkpoint import (
-    load_checkpoint,
-    load_model,
-    write_json_atomic,
-    write_text_atomic,
-)
+from approxeq.files import write_json_atomic, write_text_atomic
+from approxeq.train.checkpoint import load_checkpoint, load_model
 from approxeq.train.config import ExperimentConfig, load_experiment, read_yaml
 
 CONFIG = "config.yaml"

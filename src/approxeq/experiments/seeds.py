@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from approxeq.experiments.base import Experiment, ExperimentResult, SettingsExperiment, model_seed
-from approxeq.train.checkpoint import write_json_atomic, write_text_atomic
+from approxeq.files import write_json_atomic, write_text_atomic
 from approxeq.train.config import ConfigError, ExperimentConfig
 from approxeq.train.distributed import is_main_process
 from approxeq.train.rundir import FINGERPRINT, RunDirError, RunLock

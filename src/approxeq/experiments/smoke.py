@@ -66,9 +66,10 @@ from approxeq.experiments.np_runner import (
     train_one_model,
 )
 from approxeq.experiments.report import cell, format_table
+from approxeq.files import write_json_atomic, write_text_atomic
 from approxeq.np.batch import Batch
 from approxeq.np.functional import evaluation_mode
-from approxeq.train.checkpoint import ModelSpec, write_json_atomic, write_text_atomic
+from approxeq.train.checkpoint import ModelSpec
 from approxeq.train.config import ConfigError, ExperimentConfig, ModelConfig
 from approxeq.train.config_checks import dataclass_from_mapping
 

@@ -64,8 +64,9 @@ from approxeq.experiments.terrain_maps import (
     lapse_at,
     map_panel,
 )
+from approxeq.files import write_json_atomic, write_text_atomic
 from approxeq.np.batch import Batch
-from approxeq.train.checkpoint import ModelSpec, write_json_atomic, write_text_atomic
+from approxeq.train.checkpoint import ModelSpec
 from approxeq.train.config import ConfigError, ExperimentConfig, ModelConfig
 from approxeq.train.config_checks import dataclass_from_mapping
 

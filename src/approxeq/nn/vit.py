@@ -17,7 +17,6 @@ from __future__ import annotations
 import math
 import os
 import pickle
-import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -25,6 +24,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from approxeq.files import save_atomic
 
 __all__ = [
     "ViTConfig",
@@ -252,19 +253,9 @@ def resample_position_embedding(patches: Tensor, old: tuple[int, int],
 
 
 def save_vit(model: VisionTransformer, path: str | os.PathLike) -> Path:
-    """Write ``{"config": ..., "state_dict": ...}`` to ``path`` atomically (a temporary file in
-    the same folder, then renamed), so a crash never leaves half a checkpoint."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save({"config": asdict(model.config), "state_dict": model.state_dict()}, f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """Write ``{"config": ..., "state_dict": ...}`` to ``path`` atomically
+    (:func:`~approxeq.files.save_atomic`), so a crash never leaves half a checkpoint."""
+    return save_atomic({"config": asdict(model.config), "state_dict": model.state_dict()}, path)
 
 
 def _unreadable(path: Path, err: BaseException) -> ValueError:

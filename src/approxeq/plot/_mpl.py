@@ -37,7 +37,7 @@ def finish(fig: Any, path: str | os.PathLike | None, dpi: int = 120) -> Any:
     """Save ``fig`` as PNG to ``path`` (parents created; written atomically) if given."""
     if path is not None:
         # The same atomic write as every result file: the user's umask, no litter on a kill.
-        from approxeq.train.checkpoint import atomic_open
+        from approxeq.files import atomic_open
 
         path = Path(path)
         with atomic_open(path, "wb") as f:

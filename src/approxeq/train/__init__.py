@@ -7,18 +7,15 @@ Typical use::
     model = load_model(result.best_path)
 """
 
+from approxeq.files import atomic_open, save_atomic, write_json_atomic, write_text_atomic
 from approxeq.train.checkpoint import (
     Checkpoint,
     ModelSpec,
-    atomic_open,
     build_model_with_spec,
     load_checkpoint,
     load_model,
     model_spec_of,
-    save_atomic,
     save_checkpoint,
-    write_json_atomic,
-    write_text_atomic,
 )
 from approxeq.train.config import (
     ConfigError,

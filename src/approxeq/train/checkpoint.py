@@ -1,8 +1,5 @@
-"""Checkpoints and result files that are never left half-written.
-
-Every write goes to a temporary file in the target's own directory, is flushed and fsynced, and
-only then renamed over the target with :func:`os.replace` (atomic on POSIX and Windows). A crash
-or an exception during the write leaves the previous file untouched and no partial file behind.
+"""Checkpoints that are never left half-written (they are written with
+:mod:`approxeq.files`, the library's one atomic writer).
 
 A checkpoint is a plain dict saved with :func:`torch.save`; it holds only tensors, numbers,
 strings, lists and dicts, so it loads with ``weights_only=True``. It records the model's *build
@@ -12,190 +9,23 @@ model from the file alone.
 
 from __future__ import annotations
 
-import contextlib
-import json
-import math
 import os
-import re
-import socket
-import tempfile
-import time
-import zlib
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import torch
 from torch import nn
 
+from approxeq.files import (  # noqa: F401  (the writers checkpoints use, re-exported)
+    atomic_open,
+    save_atomic,
+    write_json_atomic,
+    write_text_atomic,
+)
+
 CHECKPOINT_FORMAT = "approxeq-checkpoint"
 CHECKPOINT_VERSION = 1
-
-
-# --------------------------------------------------------------------------------------------
-# Atomic writes
-# --------------------------------------------------------------------------------------------
-
-# Temporary files are named ``.<target>.<host>-<pid>-<random>.tmp``: the host and the process id
-# tell an orphan (its writer was killed) from a write that is still in progress elsewhere.
-_TMP_NAME = re.compile(r"^\..+\.(?P<host>[0-9a-f]{8})-(?P<pid>\d+)-[^.]+\.tmp$")
-# A temporary file written from another machine (a shared file system) is only taken for an
-# orphan once it is this old, since whether its writer still runs cannot be checked from here.
-_FOREIGN_ORPHAN_AGE_S = 24 * 3600.0
-_HOST = f"{zlib.crc32(socket.gethostname().encode()):08x}"
-# Names (not paths, which may be spelled differently) of this process's writes in progress:
-# threads may write into one directory at once.
-_active_tmp: set[str] = set()
-
-
-def _fsync_directory(directory: Path) -> None:
-    # Makes the rename itself durable; not possible (nor needed) on every platform.
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _umask() -> int:
-    """The process's umask. Reading it with :func:`os.umask` means setting it for a moment, so
-    Linux's ``/proc`` is asked first."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def _pid_alive(pid: int) -> bool:
-    if os.name != "posix":
-        return True  # no cheap, side-effect-free check: leave it to the age rule
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True  # exists, owned by someone else
-    return True
-
-
-def _remove_orphaned_tmp(directory: Path) -> None:
-    """Remove temporary files that interrupted atomic writes (a kill, a power cut) left in
-    ``directory``; those of writes still in progress, here or in another process, are kept."""
-    try:
-        entries = list(os.scandir(directory))
-    except OSError:
-        return
-    now = time.time()
-    for entry in entries:
-        match = _TMP_NAME.match(entry.name)
-        if match is None or entry.name in _active_tmp:
-            continue
-        pid = int(match["pid"])
-        try:
-            if match["host"] == _HOST:
-                orphan = pid == os.getpid() or not _pid_alive(pid)
-            else:
-                orphan = now - entry.stat(follow_symlinks=False).st_mtime > _FOREIGN_ORPHAN_AGE_S
-            if orphan and entry.is_file(follow_symlinks=False):
-                os.unlink(entry.path)
-        except OSError:
-            pass  # another process removed or replaced it meanwhile
-
-
-@contextlib.contextmanager
-def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[BinaryIO]:
-    """Open a temporary file next to ``path``; on a clean exit it replaces ``path`` atomically.
-
-    If the body raises, the temporary file is removed and ``path`` keeps its previous content.
-    The file gets the permissions of any newly created file (``0o666`` less the umask, so
-    ``0644`` by default), not the private mode of the temporary file. Temporary files that
-    earlier, interrupted writes left in the same directory are removed first.
-
-    Args:
-        path: the final file; its directory is created if missing.
-        mode: ``"wb"`` (binary) or ``"w"`` (text, UTF-8).
-    """
-    if mode not in ("wb", "w"):
-        raise ValueError(f"mode: expected 'wb' or 'w', got {mode!r}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _remove_orphaned_tmp(path.parent)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, suffix=".tmp",
-                                    prefix=f".{path.name}.{_HOST}-{os.getpid()}-")
-    tmp = Path(tmp_name)
-    _active_tmp.add(tmp.name)
-    try:
-        with os.fdopen(fd, mode, **({} if mode == "wb" else {"encoding": "utf-8"})) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        # mkstemp creates the file 0600; results are meant to be read like any other file.
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
-    finally:
-        _active_tmp.discard(tmp.name)
-    _fsync_directory(path.parent)
-
-
-def _json_ready(obj: Any) -> Any:
-    """Tensors, numpy values and paths to plain JSON values; non-finite floats to ``None``."""
-    if isinstance(obj, dict):
-        return {str(k): _json_ready(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_ready(v) for v in obj]
-    if isinstance(obj, torch.Tensor):
-        return _json_ready(obj.detach().cpu().tolist())
-    if isinstance(obj, Path):
-        return str(obj)
-    if hasattr(obj, "item") and callable(obj.item) and getattr(obj, "ndim", 1) == 0:
-        obj = obj.item()  # numpy scalar
-    if hasattr(obj, "tolist") and callable(obj.tolist):
-        return _json_ready(obj.tolist())  # numpy array
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None  # strict JSON has no NaN/inf
-    return obj
-
-
-def write_json_atomic(path: str | os.PathLike, obj: Any, *, indent: int = 2) -> Path:
-    """Write ``obj`` as JSON to ``path`` atomically and return the path.
-
-    Tensors, numpy arrays and scalars become lists and numbers; NaN and infinities become
-    ``null`` so the file is strict JSON.
-    """
-    text = json.dumps(_json_ready(obj), indent=indent, allow_nan=False)
-    with atomic_open(path, "w") as f:
-        f.write(text + "\n")
-    return Path(path)
-
-
-def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` (UTF-8) to ``path`` atomically and return the path."""
-    with atomic_open(path, "w") as f:
-        f.write(text)
-    return Path(path)
-
-
-def save_atomic(obj: Any, path: str | os.PathLike) -> Path:
-    """``torch.save(obj, path)``, atomically."""
-    with atomic_open(path, "wb") as f:
-        torch.save(obj, f)
-    return Path(path)
 
 
 # --------------------------------------------------------------------------------------------

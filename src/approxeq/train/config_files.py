@@ -63,7 +63,7 @@ def load_train_config(path: str | os.PathLike) -> TrainConfig:
 def save_experiment(config: ExperimentConfig, path: str | os.PathLike) -> Path:
     """Write the resolved ``config`` as YAML, atomically; :func:`load_experiment` with
     ``size=config.size`` reads back an equal config (apart from ``source``)."""
-    from approxeq.train.checkpoint import write_text_atomic
+    from approxeq.files import write_text_atomic
 
     yaml = _require_yaml()
     return write_text_atomic(path, yaml.safe_dump(config.to_dict(), sort_keys=False))

@@ -36,15 +36,10 @@ from torch import nn
 
 from approxeq.approximate.component import parameter_groups
 from approxeq.data.base import TaskGenerator
+from approxeq.files import write_json_atomic
 from approxeq.np.batch import Batch
 from approxeq.np.functional import EvalResult, evaluation_mode, np_evaluate
-from approxeq.train.checkpoint import (
-    ModelSpec,
-    load_checkpoint,
-    model_spec_of,
-    save_checkpoint,
-    write_json_atomic,
-)
+from approxeq.train.checkpoint import ModelSpec, load_checkpoint, model_spec_of, save_checkpoint
 from approxeq.train.config import TrainConfig
 from approxeq.train.distributed import (
     DistInfo,

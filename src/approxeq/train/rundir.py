@@ -23,7 +23,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from approxeq.train.checkpoint import write_json_atomic
+from approxeq.files import write_json_atomic
 
 FINGERPRINT = "fingerprint.json"
 LOCK = ".lock"
