@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from approxeq.approximate.fixed_inputs import FixedInput
+from approxeq.nn.placement import model_dtype  # noqa: F401  (re-exported: models import it here)
 
 
 def fixed_inputs(model: nn.Module) -> list[FixedInput]:
@@ -37,12 +38,6 @@ def fixed_input_domain(model: nn.Module) -> Tensor | None:
         return None
     stacked = torch.stack(boxes)  # [k, dim_x, 2]
     return torch.stack([stacked[..., 0].amin(0), stacked[..., 1].amax(0)], -1)
-
-
-def model_dtype(model: nn.Module) -> torch.dtype:
-    """The dtype of ``model``'s first floating parameter (the default dtype without one)."""
-    return next((p.dtype for p in model.parameters() if p.is_floating_point()),
-                torch.get_default_dtype())
 
 
 def reach(model: nn.Module, dtype: torch.dtype | None = None) -> float:

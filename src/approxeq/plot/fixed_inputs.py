@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from approxeq.nn.placement import model_dtype
 from approxeq.plot._mpl import PALETTE, add_caption, finish, pyplot, shade_window, to_numpy
 
 
@@ -53,7 +54,7 @@ def plot_fixed_inputs(
         if getattr(mod, "dim_x", 1) != 1:
             raise ValueError(f"model_or_module: plot_fixed_inputs draws 1-D fixed inputs; "
                              f"module {k} has dim_x = {mod.dim_x}")
-        dtype = next(mod.parameters()).dtype
+        dtype = model_dtype(mod)
         x = torch.linspace(lo, hi, n, dtype=dtype).reshape(1, n, 1)
         was_training = mod.training
         mod.eval()

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from approxeq.nn.placement import model_dtype
 from approxeq.plot._mpl import (
     BLACK,
     BLUE,
@@ -135,7 +136,7 @@ def predict_1d(model: torch.nn.Module, xc: Tensor, yc: Tensor, x: Tensor) -> Pre
     was_training = model.training
     model.eval()
     try:
-        dtype = next(model.parameters()).dtype
+        dtype = model_dtype(model)
         xq = x.reshape(1, -1, 1).to(dtype)
         pred = model(xc.reshape(1, -1, 1).to(dtype), yc.reshape(1, xc.numel(), -1).to(dtype), xq)
         return pred.mean[0, :, 0], pred.stddev[0, :, 0]

@@ -37,6 +37,7 @@ from torch import nn
 from approxeq.approximate.component import parameter_groups
 from approxeq.data.base import TaskGenerator
 from approxeq.files import write_json_atomic
+from approxeq.nn.placement import model_dtype_device
 from approxeq.np.batch import Batch
 from approxeq.np.functional import EvalResult, evaluation_mode, np_evaluate
 from approxeq.train.checkpoint import ModelSpec, load_checkpoint, model_spec_of, save_checkpoint
@@ -103,19 +104,13 @@ class TrainResult:
     def load_best(self) -> nn.Module:
         """Load ``best.pt``'s weights into :attr:`model` and return it."""
         load_checkpoint(self.best_path, self.model,
-                        map_location=next(self.model.parameters()).device)
+                        map_location=model_dtype_device(self.model)[1])
         return self.model
 
 
 # --------------------------------------------------------------------------------------------
 # Evaluation
 # --------------------------------------------------------------------------------------------
-
-def _param_dtype_device(model: nn.Module) -> tuple[torch.dtype, torch.device]:
-    for p in model.parameters():
-        return p.dtype, p.device
-    return torch.get_default_dtype(), torch.device("cpu")
-
 
 def _to_model(batch: Batch, dtype: torch.dtype, device: torch.device) -> Batch:
     if batch.xc.dtype == dtype and batch.xc.device == device:
@@ -137,7 +132,7 @@ def evaluate(model: nn.Module, batches: Sequence[Batch], *, seed: int | None = 0
     if len(batches) == 0:
         raise ValueError("batches: expected at least one batch, got an empty sequence")
     model = unwrap_model(model)
-    dtype, device = _param_dtype_device(model)
+    dtype, device = model_dtype_device(model)
     with evaluation_mode(model):
         if seed is None:
             results = [np_evaluate(model, _to_model(b, dtype, device)) for b in batches]
@@ -340,7 +335,7 @@ def _train(model: nn.Module, generator: TaskGenerator, config: TrainConfig, out_
     if resumed_from is not None:
         say(f"resumed from {last_path} at step {resumed_from}")
 
-    dtype, _ = _param_dtype_device(model)
+    dtype, _ = model_dtype_device(model)
     interval = config.checkpoint_interval
 
     def elapsed() -> float:
