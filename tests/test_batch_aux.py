@@ -79,3 +79,17 @@ def test_saved_batches_keep_aux_inputs_and_metadata_apart(tmp_path):
     torch.save(legacy, tmp_path / "old.pt")
     (old,) = load_batches(tmp_path / "old.pt")
     assert torch.equal(old.aux_t, batch.aux_t) and set(old.meta) == {"gt_loglik"}
+
+
+@pytest.mark.parametrize("bad, match", [
+    (dict(aux_t=None), r"aux_t: model was built with dim_aux = 2, so aux_t \[batch, n, 2\]"),
+    (dict(aux_c=torch.zeros(3, 4, 2)), r"aux_c: expected \[3, 5, 2\] to match xc \[3, 5, 2\]"),
+    (dict(aux_t=torch.zeros(3, 7, 3)), r"aux_t: expected \[3, 7, 2\] to match xt"),
+    (dict(aux_c=torch.zeros(3, 5, 2, dtype=torch.float64)), "aux_c: expected dtype"),
+    (dict(aux_t=torch.full((3, 7, 2), float("nan"))), "aux_t: contains NaN"),
+])
+def test_a_model_checks_aux_inputs_as_a_batch_does(bad, match):
+    model = build_model("te-tnp", 2, 1, width=8, num_layers=1, num_heads=2, dim_aux=2)
+    b = aux_batch()
+    with pytest.raises((ValueError, TypeError), match=match):
+        model(b.xc, b.yc, b.xt, **{**b.model_inputs(), **bad})

@@ -1,7 +1,7 @@
 """Approximate equivariance: fixed inputs, auxiliary fields, relaxed convolutions, the
 equivariant component, and equivariance metrics."""
 
-from approxeq.approximate.auxiliary import AuxiliaryEmbedding, check_aux
+from approxeq.approximate.auxiliary import AuxiliaryEmbedding, check_aux, check_aux_inputs
 from approxeq.approximate.component import (
                                             equivariant_component,
                                             is_approximate,
@@ -27,7 +27,8 @@ from approxeq.approximate.reach import distance_to_box, fixed_input_domain, fixe
 from approxeq.approximate.relaxed import RelaxedCNN, RelaxedConvBlock
 
 __all__ = [
-    "AuxiliaryEmbedding", "check_aux", "equivariant_component", "is_approximate",
+    "AuxiliaryEmbedding", "check_aux", "check_aux_inputs", "equivariant_component",
+    "is_approximate",
     "symmetry_breaking_modules", "parameter_groups", "regularization_loss", "FIXED_INPUT_KINDS",
     "FixedInput", "GridEncoding", "SymmetryBreaking", "task_dropout_mask",
     "EquivarianceReport", "common_draws", "context_permutation_error", "delta_equiv",

@@ -10,6 +10,7 @@ exact.
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from approxeq.approximate.fixed_inputs import SymmetryBreaking, task_dropout_mask
@@ -43,18 +44,51 @@ class AuxiliaryEmbedding(SymmetryBreaking):
         return out
 
 
-def check_aux(dim_aux: int, aux_c: Tensor | None, aux_t: Tensor | None, xc: Tensor,
-              xt: Tensor) -> None:
-    """Validate auxiliary inputs against a model built with ``dim_aux`` channels."""
+def check_aux_inputs(xc: Tensor, xt: Tensor, aux_c: Tensor | None, aux_t: Tensor | None,
+                     dim_aux: int | None = None) -> None:
+    """Validate auxiliary inputs ``aux_c [batch, n_context, dim_aux]`` and ``aux_t [batch,
+    n_target, dim_aux]`` against the locations ``xc`` and ``xt``: tensors of the dtype of ``xc``,
+    finite, with as many channels as each other.
+
+    ``dim_aux=None`` (a batch): both or neither. ``dim_aux=K`` (a model built with ``K``
+    auxiliary channels): neither for ``K = 0``, both with ``K`` channels otherwise. Raises a
+    one-line ``ValueError``/``TypeError`` naming the argument, what was expected and what was
+    given.
+    """
     if dim_aux == 0:
         if aux_c is not None or aux_t is not None:
             raise ValueError("aux_c/aux_t: this model was built with dim_aux = 0; rebuild it with "
                              "dim_aux=K to use auxiliary fields")
         return
-    for name, a, x in (("aux_c", aux_c, xc), ("aux_t", aux_t, xt)):
-        if a is None:
-            raise ValueError(f"{name}: model was built with dim_aux = {dim_aux}, so {name} "
+    if aux_c is None or aux_t is None:
+        missing = "aux_c" if aux_c is None else "aux_t"
+        if dim_aux is not None:
+            raise ValueError(f"{missing}: model was built with dim_aux = {dim_aux}, so {missing} "
                              f"[batch, n, {dim_aux}] is required")
-        if a.dim() != 3 or a.shape[:2] != x.shape[:2] or a.shape[-1] != dim_aux:
-            raise ValueError(f"{name}: expected [{x.shape[0]}, {x.shape[1]}, {dim_aux}], "
+        if aux_c is None and aux_t is None:
+            return
+        raise ValueError(f"{missing}: expected a tensor when the other auxiliary input is given "
+                         "(auxiliary values are needed at context and target points), got None")
+    channels = "dim_aux" if dim_aux is None else dim_aux
+    for name, a, x in (("aux_c", aux_c, xc), ("aux_t", aux_t, xt)):
+        if not isinstance(a, Tensor):
+            raise TypeError(f"{name}: expected a torch.Tensor, got {type(a).__name__}")
+        if a.dim() != 3 or a.shape[:2] != x.shape[:2] \
+                or (dim_aux is not None and a.shape[-1] != dim_aux):
+            raise ValueError(f"{name}: expected [{x.shape[0]}, {x.shape[1]}, {channels}] to match "
+                             f"{'xc' if name == 'aux_c' else 'xt'} {list(x.shape)}, "
                              f"got {list(a.shape)}")
+        if not a.is_floating_point() or a.dtype != xc.dtype:
+            raise TypeError(f"{name}: expected dtype {xc.dtype} (as xc), got {a.dtype}")
+        if a.numel() and not torch.isfinite(a).all():
+            raise ValueError(f"{name}: contains NaN or inf values")
+    if aux_c.shape[-1] != aux_t.shape[-1]:
+        raise ValueError(f"aux_t: expected dim_aux = {aux_c.shape[-1]} (as aux_c "
+                         f"{list(aux_c.shape)}), got {list(aux_t.shape)}")
+
+
+def check_aux(dim_aux: int, aux_c: Tensor | None, aux_t: Tensor | None, xc: Tensor,
+              xt: Tensor) -> None:
+    """Validate auxiliary inputs against a model built with ``dim_aux`` channels (see
+    :func:`check_aux_inputs`)."""
+    check_aux_inputs(xc, xt, aux_c, aux_t, dim_aux)

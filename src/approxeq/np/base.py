@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Distribution
 
-from approxeq.approximate.auxiliary import check_aux
+from approxeq.approximate.auxiliary import check_aux_inputs
 from approxeq.approximate.reach import fixed_inputs
 from approxeq.groups.base import Group
 from approxeq.np.batch import check_model_dims, check_np_inputs
@@ -105,7 +105,7 @@ class NeuralProcess(nn.Module):
         if param is not None and param.dtype != xc.dtype:
             raise TypeError(f"xc, yc, xt: dtype {xc.dtype} does not match the model's parameters "
                             f"({param.dtype}); convert the model with .to({xc.dtype}) or the data")
-        check_aux(self.dim_aux, aux_c, aux_t, xc, xt)
+        check_aux_inputs(xc, xt, aux_c, aux_t, self.dim_aux)
 
     def encode(self, xc: Tensor, yc: Tensor, xt: Tensor, aux_c: Tensor | None = None,
                aux_t: Tensor | None = None) -> Any:

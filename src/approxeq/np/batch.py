@@ -8,6 +8,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from approxeq.approximate.auxiliary import check_aux_inputs
+
 
 @dataclass
 class Batch:
@@ -133,32 +135,6 @@ def check_np_inputs(xc: Tensor, yc: Tensor, xt: Tensor, yt: Tensor | None = None
     for name, t in named.items():
         if t.numel() and not torch.isfinite(t).all():
             raise ValueError(f"{name}: contains NaN or inf values")
-
-
-def check_aux_inputs(xc: Tensor, xt: Tensor, aux_c: Tensor | None, aux_t: Tensor | None
-                     ) -> None:
-    """Validate the auxiliary inputs of a batch: both or neither, ``aux_c`` ``[batch,
-    n_context, dim_aux]`` and ``aux_t`` ``[batch, n_target, dim_aux]``, floating, finite and of
-    the dtype of ``xc``."""
-    if aux_c is None and aux_t is None:
-        return
-    if aux_c is None or aux_t is None:
-        missing = "aux_c" if aux_c is None else "aux_t"
-        raise ValueError(f"{missing}: expected a tensor when the other auxiliary input is given "
-                         "(auxiliary values are needed at context and target points), got None")
-    for name, a, x in (("aux_c", aux_c, xc), ("aux_t", aux_t, xt)):
-        if not isinstance(a, Tensor):
-            raise TypeError(f"{name}: expected a torch.Tensor, got {type(a).__name__}")
-        if a.dim() != 3 or a.shape[:2] != x.shape[:2]:
-            raise ValueError(f"{name}: expected [{x.shape[0]}, {x.shape[1]}, dim_aux] to match "
-                             f"{'xc' if name == 'aux_c' else 'xt'} {_shape(x)}, got {_shape(a)}")
-        if not a.is_floating_point() or a.dtype != xc.dtype:
-            raise TypeError(f"{name}: expected dtype {xc.dtype} (as xc), got {a.dtype}")
-        if a.numel() and not torch.isfinite(a).all():
-            raise ValueError(f"{name}: contains NaN or inf values")
-    if aux_c.shape[-1] != aux_t.shape[-1]:
-        raise ValueError(f"aux_t: expected dim_aux = {aux_c.shape[-1]} (as aux_c {_shape(aux_c)}), "
-                         f"got {_shape(aux_t)}")
 
 
 def check_model_dims(model_name: str, dim_x: int, dim_y: int, xc: Tensor, yc: Tensor) -> None:
