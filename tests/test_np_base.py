@@ -1,5 +1,5 @@
 """The shape every neural process shares: NeuralProcess(encoder, decoder, likelihood), the build
-spec, weights of the earlier module layout, and the package's import structure."""
+spec, checkpoints of the earlier module layout, and the package's import structure."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import approxeq
 import approxeq.np
 from approxeq.np import NeuralProcess, available_models, build_model, model_options
 from approxeq.testing import random_task
+from approxeq.train.checkpoint import load_checkpoint, load_model, save_checkpoint
 
 # Parameter counts recorded before the models were recomposed as NeuralProcess: a checkpoint's
 # build spec must rebuild a model of the same size.
@@ -120,7 +121,7 @@ OLD_LAYOUT = {
 
 
 @pytest.mark.parametrize("name", sorted(OLD_LAYOUT))
-def test_weights_of_the_earlier_layout_load(gen, name):
+def test_checkpoints_of_the_earlier_layout_load(gen, tmp_path, name):
     dim_x = 2
     options = {"approximate": True} if name in ("te-pt-tnp", "lps-tnp") else {}
     model = build_model(name, dim_x, 1, width=16, num_layers=2, num_heads=4,
@@ -133,9 +134,16 @@ def test_weights_of_the_earlier_layout_load(gen, name):
                 break
         old[key] = value
     assert set(old) != set(model.state_dict())
+    path = save_checkpoint(tmp_path / "old.pt", model)
+    raw = torch.load(path, weights_only=True)
+    torch.save({**raw, "model": old}, path)
     fresh = build_model(name, dim_x, 1, width=16, num_layers=2, num_heads=4,
                         num_pseudo_tokens=4, **options).eval()
-    fresh.load_state_dict(old, strict=True)
+    with pytest.raises(RuntimeError, match="Missing key"):  # the model knows only its layout
+        fresh.load_state_dict(old, strict=True)
+    load_checkpoint(path, fresh, strict=True)  # the checkpoint layer upgrades the old keys
+    rebuilt = load_model(path)
+    assert all(torch.equal(v, rebuilt.state_dict()[k]) for k, v in fresh.state_dict().items())
     task = random_task(2, 5, 3, dim_x, 1, generator=gen)
     torch.manual_seed(0)
     expected = model(*task).mean

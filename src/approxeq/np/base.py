@@ -44,8 +44,9 @@ class NeuralProcess(nn.Module):
         dim_aux: auxiliary channels read at the context and target locations (0 = none).
         approximate: whether the model has learned symmetry-breaking fixed inputs.
         name: how error messages name the model (default: the class name).
-        legacy_keys: ``{old prefix: new prefix}`` of ``state_dict`` keys, so that weights
-            saved by an earlier layout of the same model still load.
+        legacy_keys: ignored (kept so that existing constructors still run): weights saved
+            by an earlier layout are upgraded by the checkpoint layer
+            (:func:`approxeq.train.checkpoint.upgrade_state_dict`).
 
     Attributes: ``model_name`` and ``build_options``: the registered name and the options it
     was built with (``None`` and ``{}`` until :meth:`set_build_spec`; set by
@@ -71,9 +72,7 @@ class NeuralProcess(nn.Module):
         self.name = name or type(self).__name__
         self.model_name: str | None = None
         self.build_options: dict[str, Any] = {}
-        self._legacy_keys = dict(legacy_keys or {})
-        if self._legacy_keys:
-            self._register_load_state_dict_pre_hook(self._rename_legacy_keys)
+        del legacy_keys  # checkpoint compatibility lives in approxeq.train.checkpoint
 
     @property
     def approximate(self) -> bool:
@@ -118,18 +117,3 @@ class NeuralProcess(nn.Module):
                 aux_t: Tensor | None = None) -> Distribution:
         self.check_inputs(xc, yc, xt, aux_c, aux_t)
         return self.likelihood(self.decoder(self.encode(xc, yc, xt, aux_c, aux_t)))
-
-    def _rename_legacy_keys(self, state_dict: dict, prefix: str, *args: Any) -> None:
-        # Only keys this layout does not have are renamed, and only to keys it does have, so
-        # a current state dict passes through untouched.
-        expected = set(self.state_dict(keep_vars=True))
-        for key in list(state_dict):
-            rest = key[len(prefix):]
-            if not key.startswith(prefix) or rest in expected:
-                continue
-            for old, new in self._legacy_keys.items():
-                renamed = new + rest[len(old):]
-                if rest.startswith(old) and renamed in expected \
-                        and prefix + renamed not in state_dict:
-                    state_dict[prefix + renamed] = state_dict.pop(key)
-                    break

@@ -92,6 +92,65 @@ def model_spec_of(model: nn.Module) -> ModelSpec | None:
 
 
 # --------------------------------------------------------------------------------------------
+# Weights saved by earlier module layouts
+# --------------------------------------------------------------------------------------------
+
+_TOKEN_LAYOUT = {"token_embedding.": "encoder.token_embedding.",
+                 "aux_embedding.": "encoder.aux_embedding.",
+                 "fixed_input.": "encoder.fixed_input.",
+                 "pseudo_tokens": "encoder.pseudo_tokens",
+                 "pseudo_offsets": "encoder.pseudo_offsets"}
+
+#: ``{model class: {old prefix: new prefix}}`` of ``state_dict`` keys: the layouts the models
+#: had before their parts moved into a :class:`~approxeq.np.NeuralProcess`'s encoder. A class
+#: also covers its subclasses (the E-TNP is a TE-TNP).
+LEGACY_LAYOUTS: dict[str, dict[str, str]] = {
+    "CNP": {"encoder.": "encoder.mlp."},
+    "TNP": _TOKEN_LAYOUT,
+    "PTTNP": _TOKEN_LAYOUT,
+    "TETNP": _TOKEN_LAYOUT,
+    "TEPTTNP": {**_TOKEN_LAYOUT, "fixed_input.": "encoder.pseudo_fixed_input."},
+    "LPSTNP": {
+        "symmetrized.base.tnp.token_embedding.":
+            "encoder.symmetrized.base.tnp.encoder.token_embedding.",
+        "symmetrized.base.tnp.aux_embedding.":
+            "encoder.symmetrized.base.tnp.encoder.aux_embedding.",
+        "symmetrized.": "encoder.symmetrized.",
+        "fixed_input.": "encoder.fixed_input.",
+    },
+}
+
+
+def _legacy_layout(module: nn.Module) -> dict[str, str]:
+    for cls in type(module).__mro__:
+        if cls.__module__.startswith("approxeq.") and cls.__name__ in LEGACY_LAYOUTS:
+            return LEGACY_LAYOUTS[cls.__name__]
+    return {}
+
+
+def upgrade_state_dict(model: nn.Module, state: dict[str, Any]) -> dict[str, Any]:
+    """``state`` with the keys of an earlier layout of ``model`` (and of its submodels) renamed
+    to the current ones (see :data:`LEGACY_LAYOUTS`); a current state dict comes back as it is.
+
+    Only keys the model does not have are renamed, and only to keys it has that ``state`` lacks,
+    so nothing current is ever overwritten. Models are visited outermost first.
+    """
+    expected = set(model.state_dict(keep_vars=True))
+    state = dict(state)
+    for prefix, module in model.named_modules(remove_duplicate=False):
+        layout = _legacy_layout(module)
+        prefix = prefix + "." if prefix else ""
+        for key in [k for k in state if layout and k.startswith(prefix) and k not in expected]:
+            rest = key[len(prefix):]
+            for old, new in layout.items():
+                renamed = prefix + new + rest[len(old):]
+                if rest.startswith(old) and renamed in expected and renamed not in state:
+                    state[renamed] = state.pop(key)
+                    break
+    return state
+
+
+# --------------------------------------------------------------------------------------------
 # Checkpoints
 # --------------------------------------------------------------------------------------------
 
@@ -209,7 +268,8 @@ def load_checkpoint(path: str | os.PathLike, model: nn.Module | None = None, *,
         spec=ModelSpec.from_dict(raw["spec"]) if raw.get("spec") else None,
         config=raw.get("config"), history=raw.get("history"), extra=raw.get("extra") or {})
     if model is not None:
-        _unwrap(model).load_state_dict(ckpt.model_state, strict=strict)
+        model = _unwrap(model)
+        model.load_state_dict(upgrade_state_dict(model, ckpt.model_state), strict=strict)
     if optimizer is not None:
         if ckpt.optimizer_state is None:
             raise ValueError(f"optimizer: {path} holds no optimiser state (a best.pt?); "
@@ -232,7 +292,7 @@ def load_model(path: str | os.PathLike, *, map_location: str | torch.device | No
         raise ValueError(f"path: {path} records no model build spec; build the model yourself "
                          "and call load_checkpoint(path, model)")
     model = ckpt.spec.build()
-    model.load_state_dict(ckpt.model_state)
+    model.load_state_dict(upgrade_state_dict(model, ckpt.model_state))
     if map_location is not None:
         model.to(map_location)
     return model.eval() if eval_mode else model
@@ -241,6 +301,6 @@ def load_model(path: str | os.PathLike, *, map_location: str | torch.device | No
 __all__ = [
     "Checkpoint", "CheckpointError", "ModelSpec", "atomic_open", "build_model_with_spec",
     "load_checkpoint",
-    "load_model", "model_spec_of", "save_atomic", "save_checkpoint", "write_json_atomic",
-    "write_text_atomic",
+    "load_model", "model_spec_of", "save_atomic", "save_checkpoint", "upgrade_state_dict",
+    "write_json_atomic", "write_text_atomic",
 ]
