@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from approxeq.data.fields import AuxiliaryFields
 from approxeq.files import write_json_atomic
 from approxeq.np.prediction import coordinate_names, require_pandas, require_xarray
 
@@ -152,8 +153,6 @@ class Normaliser:
                 ) -> Normaliser:
         """A copy with the z-scoring of auxiliary fields fitted on ``aux`` (a ``Dataset``),
         over the region ``lat`` × ``lon`` when given (interpolated there)."""
-        from approxeq.data.xarray_tasks import AuxiliaryFields
-
         fields = AuxiliaryFields(aux, aux_vars)
         if lat is not None and lon is not None:
             la, lo = np.meshgrid(np.asarray(lat, float), np.asarray(lon, float), indexing="ij")

@@ -46,7 +46,7 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Distribution
 
-from approxeq.approximate.component import equivariant_component, symmetry_breaking_modules
+from approxeq.approximate.component import equivariant_component
 from approxeq.groups.base import Group
 from approxeq.testing.equivariance import (
     assert_context_permutation_invariant,
@@ -55,6 +55,7 @@ from approxeq.testing.equivariance import (
     random_task,
 )
 from approxeq.testing.fallback import check_fallback
+from approxeq.testing.perturb import perturb_symmetry_breaking
 from approxeq.testing.precision import precision
 from approxeq.testing.specs import (
     CHECKS,
@@ -107,22 +108,6 @@ def _aux_field(x: Tensor, dim_aux: int) -> Tensor:
 def _aux_kwargs(case: ContractCase, xc: Tensor, xt: Tensor) -> dict[str, Tensor]:
     k = case.spec.dim_aux
     return {"aux_c": _aux_field(xc, k), "aux_t": _aux_field(xt, k)}
-
-
-def perturb_symmetry_breaking(model: nn.Module, *, scale: float = 0.5,
-                              generator: torch.Generator | None = None) -> int:
-    """Add ``N(0, scale²)`` noise to every parameter of the model's symmetry-breaking parts
-    (fixed inputs, relaxed weights, auxiliary embeddings), so that they are non-zero even if
-    they are initialised at zero. Returns the number of tensors changed."""
-    gen = generator or torch.Generator().manual_seed(11)
-    n = 0
-    with torch.no_grad():
-        for module in symmetry_breaking_modules(model):
-            for p in module.parameters():
-                noise = torch.randn(p.shape, generator=gen, dtype=p.dtype)
-                p.add_(scale * noise.to(p.device))
-                n += 1
-    return n
 
 
 def _predict(model: nn.Module, task: tuple[Tensor, Tensor, Tensor], seed: int,

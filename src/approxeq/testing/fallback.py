@@ -19,6 +19,9 @@ from torch import Tensor, nn
 from approxeq.approximate.component import equivariant_component
 from approxeq.approximate.metrics import common_draws
 from approxeq.approximate.reach import distance_to_box, fixed_input_domain, reach
+from approxeq.testing.equivariance import random_task
+from approxeq.testing.perturb import perturb_symmetry_breaking
+from approxeq.testing.precision import precision
 
 Task = tuple[Tensor, Tensor, Tensor]
 
@@ -104,11 +107,6 @@ def check_fallback(case: Any, device: torch.device | None) -> None:
     """The contract check: float64, fixed inputs made non-zero; every task of
     :func:`tasks_beyond_reach` is predicted exactly as by the equivariant component, and a
     task inside the domain is not (so the check is not vacuous)."""
-    # imported here: the contract module registers this check, so it imports this module
-    from approxeq.testing.contract import perturb_symmetry_breaking
-    from approxeq.testing.equivariance import random_task
-    from approxeq.testing.precision import precision
-
     with precision(torch.float64, seed=case.spec.seed) as gen:
         model = case.build().eval()
         perturb_symmetry_breaking(model, generator=gen)
