@@ -39,8 +39,13 @@ from approxeq.data.base import TaskGenerator
 from approxeq.files import write_json_atomic
 from approxeq.nn.placement import model_dtype_device
 from approxeq.np.batch import Batch
-from approxeq.np.functional import EvalResult, evaluation_mode, np_evaluate
-from approxeq.train.checkpoint import ModelSpec, load_checkpoint, model_spec_of, save_checkpoint
+from approxeq.train.checkpoint import (
+    Checkpoint,
+    ModelSpec,
+    load_checkpoint,
+    model_spec_of,
+    save_checkpoint,
+)
 from approxeq.train.config import TrainConfig
 from approxeq.train.distributed import (
     DistInfo,
@@ -51,6 +56,13 @@ from approxeq.train.distributed import (
     init_distributed,
     unwrap_model,
     wrap_model,
+)
+from approxeq.train.evaluation import (  # noqa: F401  (evaluate, make_*_set: public here)
+    batch_to,
+    evaluate,
+    evaluate_sharded,
+    make_test_set,
+    make_val_set,
 )
 from approxeq.train.progress import Progress
 from approxeq.train.rng import capture_rng_state, restore_rng_state, seed_everything
@@ -106,68 +118,6 @@ class TrainResult:
         load_checkpoint(self.best_path, self.model,
                         map_location=model_dtype_device(self.model)[1])
         return self.model
-
-
-# --------------------------------------------------------------------------------------------
-# Evaluation
-# --------------------------------------------------------------------------------------------
-
-def _to_model(batch: Batch, dtype: torch.dtype, device: torch.device) -> Batch:
-    if batch.xc.dtype == dtype and batch.xc.device == device:
-        return batch
-    return batch.to(device=device, dtype=dtype)
-
-
-def evaluate(model: nn.Module, batches: Sequence[Batch], *, seed: int | None = 0) -> EvalResult:
-    """Per-task metrics of ``model`` on fixed ``batches`` (see :func:`approxeq.np.np_evaluate`).
-
-    Runs in eval mode and under a forked RNG seeded with ``seed``, so stochastic models give
-    repeatable scores and the caller's random stream is untouched (``seed=None``: no fork).
-    Batches are moved to the model's device and floating dtype.
-
-    Returns:
-        :class:`~approxeq.np.EvalResult` over all tasks, in order; ``.summary()`` gives
-        ``loglik``, ``loglik_se``, ``rmse``, ... .
-    """
-    if len(batches) == 0:
-        raise ValueError("batches: expected at least one batch, got an empty sequence")
-    model = unwrap_model(model)
-    dtype, device = model_dtype_device(model)
-    with evaluation_mode(model):
-        if seed is None:
-            results = [np_evaluate(model, _to_model(b, dtype, device)) for b in batches]
-        else:
-            devices = [device] if device.type == "cuda" else []
-            with torch.random.fork_rng(devices=devices):
-                torch.manual_seed(seed)
-                results = [np_evaluate(model, _to_model(b, dtype, device)) for b in batches]
-    return EvalResult.cat([_cpu(r) for r in results])
-
-
-def _cpu(result: EvalResult) -> EvalResult:
-    return EvalResult(result.loglik.cpu(), result.rmse.cpu(), result.coverage.cpu())
-
-
-def _evaluate_sharded(model: nn.Module, batches: Sequence[Batch], info: DistInfo, seed: int
-                      ) -> EvalResult:
-    # Each rank scores every world_size-th batch; reassembled in the original order, so the
-    # result equals a single-process evaluation.
-    mine = list(range(info.rank, len(batches), info.world_size))
-    local = {i: evaluate(model, [batches[i]], seed=seed + i) for i in mine}
-    gathered: dict[int, EvalResult] = {}
-    for part in all_gather_objects(local, info):
-        gathered.update(part)
-    return EvalResult.cat([gathered[i] for i in range(len(batches))])
-
-
-def make_val_set(generator: TaskGenerator, config: TrainConfig) -> list[Batch]:
-    """The fixed validation set: ``config.val_tasks`` tasks from ``config.val_seed``."""
-    return generator.fixed_set(config.val_tasks, config.eval_batch_size, config.val_seed)
-
-
-def make_test_set(generator: TaskGenerator, config: TrainConfig) -> list[Batch]:
-    """The fixed test set: ``config.test_tasks`` tasks from ``config.test_seed``."""
-    return generator.fixed_set(config.test_tasks, config.eval_batch_size, config.test_seed)
 
 
 # --------------------------------------------------------------------------------------------
@@ -263,185 +213,249 @@ def train(model: nn.Module, generator: TaskGenerator, config: TrainConfig,
         cleanup_distributed(info)
 
 
-def _train(model: nn.Module, generator: TaskGenerator, config: TrainConfig, out_dir: Path,
-           info: DistInfo, *, val_set, resume, show_progress, log, spec, callback,
-           val_extra, start_time) -> TrainResult:
-    model = unwrap_model(model)
-    spec = spec if spec is not None else model_spec_of(model)
-    model.to(info.device)
-    if info.is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    config_dict = config.to_dict()
+class _Run:
+    """One training run (see :func:`train`) as its steps: set-up (:meth:`__init__`),
+    :meth:`resume`, :meth:`start`, :meth:`one_step`, :meth:`log_loss`, :meth:`validate`,
+    :meth:`checkpoint`, :meth:`finish`. It holds what a step changes and ``last.pt`` restores:
+    the step, the best score, the curves and the running loss window."""
 
-    validate = config.val_every > 0 and (val_set is not None or config.val_tasks > 0)
-    if validate and val_set is None:
-        val_set = make_val_set(generator, config)
-    if validate and len(val_set) == 0:
-        raise ValueError("val_set: expected at least one batch, got an empty sequence")
+    def __init__(self, model: nn.Module, generator: TaskGenerator, config: TrainConfig,
+                 out_dir: Path, info: DistInfo, *, val_set: Sequence[Batch] | None,
+                 spec: ModelSpec | None, callback: Callable[[int, float], None] | None,
+                 val_extra: Callable[[nn.Module, Sequence[Batch]], Mapping[str, float]] | None,
+                 start_time: float) -> None:
+        self.model = unwrap_model(model)
+        self.spec = spec if spec is not None else model_spec_of(self.model)
+        self.model.to(info.device)
+        if info.is_main:
+            out_dir.mkdir(parents=True, exist_ok=True)
+        self.generator, self.config, self.out_dir, self.info = generator, config, out_dir, info
+        self.config_dict = config.to_dict()
+        self.callback, self.val_extra, self.start_time = callback, val_extra, start_time
 
-    task_rng = seed_everything(config.seed + info.rank)
-    # one group unless a fixed input asks for its own lr multiplier or no decay on its grid
-    optimizer = torch.optim.AdamW(parameter_groups(model, config.lr, config.weight_decay),
-                                  lr=config.lr, weight_decay=config.weight_decay,
-                                  **({"fused": True} if config.fused_optimizer else {}))
-    history = _new_history()
-    step, best_val, best_step, resumed_from = 0, None, None, None
-    window_sum, window_count = 0.0, 0
-    seconds_before = 0.0
+        self.validating = config.val_every > 0 and (val_set is not None or config.val_tasks > 0)
+        if self.validating and val_set is None:
+            val_set = make_val_set(generator, config)
+        if self.validating and len(val_set) == 0:
+            raise ValueError("val_set: expected at least one batch, got an empty sequence")
+        self.val_set = val_set
 
-    last_path = out_dir / LAST
-    messages: list[str] = []
-    if resume and last_path.is_file():
+        self.task_rng = seed_everything(config.seed + info.rank)
+        # one group unless a fixed input asks for its own lr multiplier or no decay on its grid
+        self.optimizer = torch.optim.AdamW(
+            parameter_groups(self.model, config.lr, config.weight_decay), lr=config.lr,
+            weight_decay=config.weight_decay,
+            **({"fused": True} if config.fused_optimizer else {}))
+        self.history = _new_history()
+        self.step, self.best_val, self.best_step, self.resumed_from = 0, None, None, None
+        self.window_sum, self.window_count = 0.0, 0
+        self.seconds_before = 0.0
+        self.last_path = out_dir / LAST
+
+    def resume(self) -> tuple[Checkpoint | None, list[str]]:
+        """Continue from ``last.pt`` if there is one: weights, optimiser, step, scores, curves
+        and every rank's random streams. Returns the checkpoint and the messages to log."""
+        config, info = self.config, self.info
+        if not self.last_path.is_file():
+            return None, []
         try:
-            ckpt = load_checkpoint(last_path, model, optimizer=optimizer,
+            ckpt = load_checkpoint(self.last_path, self.model, optimizer=self.optimizer,
                                    map_location=info.device)
         except RuntimeError as err:
-            raise RuntimeError(f"out_dir: {last_path} holds a different model than the one "
+            raise RuntimeError(f"out_dir: {self.last_path} holds a different model than the one "
                                "given; use another out_dir or resume=False") from err
-        step, best_val, best_step = ckpt.step, ckpt.best_val, ckpt.best_step
-        resumed_from = ckpt.step
-        history = ckpt.history or _new_history()
-        seconds_before = float(ckpt.extra.get("seconds", 0.0))
+        self.step, self.best_val, self.best_step = ckpt.step, ckpt.best_val, ckpt.best_step
+        self.resumed_from = ckpt.step
+        self.history = ckpt.history or _new_history()
+        self.seconds_before = float(ckpt.extra.get("seconds", 0.0))
+        messages = []
         if len(ckpt.rng_states) == info.world_size:
             state = ckpt.rng_states[info.rank]
-            restore_rng_state(state, task_rng, info.device)
-            window_sum, window_count = state.get("loss_window", (0.0, 0))
+            restore_rng_state(state, self.task_rng, info.device)
+            self.window_sum, self.window_count = state.get("loss_window", (0.0, 0))
         else:
             # A different number of processes cannot replay the same task streams.
-            task_rng = seed_everything(config.seed + info.rank + 7919 * step)
+            self.task_rng = seed_everything(config.seed + info.rank + 7919 * self.step)
             messages.append(f"resuming with {info.world_size} process(es) from a checkpoint "
                             f"written by {len(ckpt.rng_states)}: training continues, but not "
                             "bit-identically")
         defaults = TrainConfig().to_dict()  # for fields older checkpoints do not hold
         changed = [k for k in _TRAJECTORY_FIELDS
                    if ckpt.config is not None and ckpt.config.get(k, defaults[k])
-                   != config_dict[k]]
+                   != self.config_dict[k]]
         if changed:
             messages.append(f"resuming with changed {', '.join(changed)}: the run is no longer "
                             "equivalent to an uninterrupted one")
+        return ckpt, messages
 
-    ddp_model = wrap_model(model, info, find_unused_parameters=config.find_unused_parameters)
-    runner = StepRunner(ddp_model, info.device, precision=config.precision,
-                        compile=config.compile)
-    if resumed_from is not None:
-        runner.load_state_dict(ckpt.extra)
-    model.train()
+    def start(self, ckpt: Checkpoint | None, messages: Sequence[str], *, show_progress: bool,
+              log: bool | Callable[[str], None]) -> None:
+        """Wrap the model for DDP, set up the step runner, the progress bar, the log and the
+        stream of training batches."""
+        config, info = self.config, self.info
+        ddp_model = wrap_model(self.model, info,
+                               find_unused_parameters=config.find_unused_parameters)
+        self.runner = StepRunner(ddp_model, info.device, precision=config.precision,
+                                 compile=config.compile)
+        if ckpt is not None:
+            self.runner.load_state_dict(ckpt.extra)
+        self.model.train()
+        self.bar = Progress(config.steps, min(self.step, config.steps),
+                            enabled=show_progress and info.is_main,
+                            desc=self.out_dir.name or "train")
+        self.say = _make_logger(log, info, self.bar)
+        for message in messages:
+            self.say(message)
+        if self.resumed_from is not None:
+            self.say(f"resumed from {self.last_path} at step {self.resumed_from}")
+        self.dtype, _ = model_dtype_device(self.model)
+        self.stream = BatchStream(self.generator, config.batch_size, self.task_rng,
+                                  prefetch=prefetch_depth(config.prefetch, info.device),
+                                  num_batches=max(config.steps - self.step, 0))
 
-    bar = Progress(config.steps, min(step, config.steps),
-                   enabled=show_progress and info.is_main, desc=out_dir.name or "train")
-    say = _make_logger(log, info, bar)
-    for message in messages:
-        say(message)
-    if resumed_from is not None:
-        say(f"resumed from {last_path} at step {resumed_from}")
+    def elapsed(self) -> float:
+        """Seconds of training, the interrupted runs before this one included."""
+        return self.seconds_before + time.monotonic() - self.start_time
 
-    dtype, _ = model_dtype_device(model)
-    interval = config.checkpoint_interval
+    def due(self, every: int) -> bool:
+        """Whether the current step is one of every ``every`` steps, or the last."""
+        return self.step % every == 0 or self.step == self.config.steps
 
-    def elapsed() -> float:
-        return seconds_before + time.monotonic() - start_time
+    def one_step(self) -> None:
+        """Draw a batch, take one optimiser step, and add its loss to the running window."""
+        self.step += 1
+        batch = batch_to(self.stream.next(), self.dtype, self.info.device)
+        try:
+            loss = self.runner.loss(batch)
+        except ValueError as err:
+            # torch.distributions rejects NaN parameters with an obscure message.
+            if all(torch.isfinite(p).all() for p in self.model.parameters()):
+                raise
+            raise FloatingPointError(
+                f"model parameters are NaN or infinite at step {self.step}; the last checkpoint "
+                "is kept (try a lower lr or grad_clip)") from err
+        self.optimizer.zero_grad(set_to_none=True)
+        self.runner.update(loss, self.optimizer, self.model.parameters(), self.config.grad_clip)
+        loss_value = float(loss.detach())
+        self.window_sum += loss_value
+        self.window_count += 1
+        if self.callback is not None:
+            self.callback(self.step, loss_value)
 
-    def write_last(at_step: int) -> None:
+    def window_mean(self) -> float:
+        """The mean loss of the running window over every rank (an error if not finite)."""
+        mean = all_reduce_mean(torch.tensor([self.window_sum / self.window_count],
+                                            dtype=torch.float64), self.info).item()
+        _check_finite(mean, self.step, self.window_count)
+        return mean
+
+    def log_loss(self) -> None:
+        """Every ``log_every`` steps, record the window's mean loss; move the progress bar."""
+        if not self.due(self.config.log_every):
+            self.bar.update(self.step)
+            return
+        mean = self.window_mean()
+        self.history["train"]["step"].append(self.step)
+        self.history["train"]["loss"].append(mean)
+        self.window_sum, self.window_count = 0.0, 0
+        self.bar.update(self.step, loss=mean)
+
+    def validate(self) -> None:
+        """Score the validation set, record the scores, and write ``best.pt`` on a new best."""
+        summary = evaluate_sharded(self.model, self.val_set, self.info,
+                                    self.config.val_seed).summary()
+        val = self.history["val"]
+        val["step"].append(self.step)
+        val["seconds"].append(self.elapsed())
+        if self.val_extra is not None:
+            summary.update(self.val_extra(self.model, self.val_set))
+        for key, value in summary.items():
+            if key != "n_tasks":
+                val.setdefault(key, []).append(value)
+        improved = math.isfinite(summary["loglik"]) and (
+            self.best_val is None or summary["loglik"] > self.best_val)
+        if improved:
+            self.best_val, self.best_step = summary["loglik"], self.step
+            if self.info.is_main:
+                save_checkpoint(self.out_dir / BEST, self.model, step=self.step,
+                                best_val=self.best_val, best_step=self.best_step,
+                                spec=self.spec, config=self.config_dict)
+                fault_point("best")
+        self.bar.update(self.step, val=summary["loglik"])
+
+    def checkpoint(self) -> None:
+        """Write ``last.pt`` (and, at the end of a run without scores, ``best.pt``)."""
+        if self.window_count:  # never checkpoint a diverged model
+            self.window_mean()
+        if self.step == self.config.steps and self.best_val is None:
+            # Without (finite) validation scores the final model is the best we know.
+            self.best_step = self.step
+            if self.info.is_main:
+                save_checkpoint(self.out_dir / BEST, self.model, step=self.step, spec=self.spec,
+                                config=self.config_dict)
+        self.write_last()
+
+    def write_last(self) -> None:
+        info = self.info
         states = all_gather_objects(
-            {**capture_rng_state(task_rng, info.device, task_state=stream.rng_state()),
-             "loss_window": (window_sum, window_count)}, info)
+            {**capture_rng_state(self.task_rng, info.device, task_state=self.stream.rng_state()),
+             "loss_window": (self.window_sum, self.window_count)}, info)
         if info.is_main:
             # history.json first: a kill between the two leaves it ahead of last.pt, and the
             # resumed run, replaying from last.pt, rewrites it; the other order could leave a
             # finished run with a stale history.json that nothing rewrites
-            write_json_atomic(out_dir / HISTORY, _history_file(history, config_dict, spec,
-                                                               best_val, best_step, at_step,
-                                                               info))
+            write_json_atomic(self.out_dir / HISTORY, self.history_file())
             fault_point("history")
-            save_checkpoint(last_path, model, optimizer=optimizer, step=at_step,
-                            rng_states=states, best_val=best_val, best_step=best_step,
-                            spec=spec, config=config_dict, history=history,
-                            extra={"seconds": elapsed(), "world_size": info.world_size,
-                                   **runner.state_dict()})
+            save_checkpoint(self.last_path, self.model, optimizer=self.optimizer, step=self.step,
+                            rng_states=states, best_val=self.best_val, best_step=self.best_step,
+                            spec=self.spec, config=self.config_dict, history=self.history,
+                            extra={"seconds": self.elapsed(), "world_size": info.world_size,
+                                   **self.runner.state_dict()})
             fault_point("checkpoint")
 
-    stream = BatchStream(generator, config.batch_size, task_rng,
-                         prefetch=prefetch_depth(config.prefetch, info.device),
-                         num_batches=max(config.steps - step, 0))
+    def history_file(self) -> dict[str, Any]:
+        """The content of ``history.json``."""
+        return _history_file(self.history, self.config_dict, self.spec, self.best_val,
+                             self.best_step, self.step, self.info)
+
+    def close(self) -> None:
+        self.stream.close()
+        self.bar.close()
+
+    def finish(self) -> TrainResult:
+        """Say how the run ended, wait for every rank, and return the result."""
+        history_out = self.history_file()
+        if self.resumed_from is not None and self.resumed_from >= self.config.steps:
+            self.say(f"{self.last_path} already holds {self.resumed_from} >= "
+                     f"{self.config.steps} steps; nothing to do")
+        elif self.best_val is not None:
+            self.say(f"done: {self.step} steps, best validation log-likelihood "
+                     f"{self.best_val:.4f} at step {self.best_step}")
+        barrier(self.info)
+        return TrainResult(model=self.model, out_dir=self.out_dir, step=self.step,
+                           best_val=self.best_val, best_step=self.best_step,
+                           history=history_out, resumed_from=self.resumed_from,
+                           seconds=time.monotonic() - self.start_time)
+
+
+def _train(model: nn.Module, generator: TaskGenerator, config: TrainConfig, out_dir: Path,
+           info: DistInfo, *, val_set, resume, show_progress, log, spec, callback,
+           val_extra, start_time) -> TrainResult:
+    run = _Run(model, generator, config, out_dir, info, val_set=val_set, spec=spec,
+               callback=callback, val_extra=val_extra, start_time=start_time)
+    ckpt, messages = run.resume() if resume else (None, [])
+    run.start(ckpt, messages, show_progress=show_progress, log=log)
     try:
-        while step < config.steps:
-            step += 1
-            batch = _to_model(stream.next(), dtype, info.device)
-            try:
-                loss = runner.loss(batch)
-            except ValueError as err:
-                # torch.distributions rejects NaN parameters with an obscure message.
-                if all(torch.isfinite(p).all() for p in model.parameters()):
-                    raise
-                raise FloatingPointError(
-                    f"model parameters are NaN or infinite at step {step}; the last checkpoint "
-                    "is kept (try a lower lr or grad_clip)") from err
-            optimizer.zero_grad(set_to_none=True)
-            runner.update(loss, optimizer, model.parameters(), config.grad_clip)
-
-            loss_value = float(loss.detach())
-            window_sum += loss_value
-            window_count += 1
-            if callback is not None:
-                callback(step, loss_value)
-
-            if step % config.log_every == 0 or step == config.steps:
-                mean = all_reduce_mean(torch.tensor([window_sum / window_count],
-                                                    dtype=torch.float64), info).item()
-                _check_finite(mean, step, window_count)
-                history["train"]["step"].append(step)
-                history["train"]["loss"].append(mean)
-                window_sum, window_count = 0.0, 0
-                bar.update(step, loss=mean)
-            else:
-                bar.update(step)
-
-            if validate and (step % config.val_every == 0 or step == config.steps):
-                summary = _evaluate_sharded(model, val_set, info, config.val_seed).summary()
-                val = history["val"]
-                val["step"].append(step)
-                val["seconds"].append(elapsed())
-                if val_extra is not None:
-                    summary.update(val_extra(model, val_set))
-                for key, value in summary.items():
-                    if key != "n_tasks":
-                        val.setdefault(key, []).append(value)
-                improved = math.isfinite(summary["loglik"]) and (
-                    best_val is None or summary["loglik"] > best_val)
-                if improved:
-                    best_val, best_step = summary["loglik"], step
-                    if info.is_main:
-                        save_checkpoint(out_dir / BEST, model, step=step, best_val=best_val,
-                                        best_step=best_step, spec=spec, config=config_dict)
-                        fault_point("best")
-                bar.update(step, val=summary["loglik"])
-
-            if step % interval == 0 or step == config.steps:
-                if window_count:  # never checkpoint a diverged model
-                    partial = all_reduce_mean(torch.tensor([window_sum / window_count],
-                                                           dtype=torch.float64), info).item()
-                    _check_finite(partial, step, window_count)
-                if step == config.steps and best_val is None:
-                    # Without (finite) validation scores the final model is the best we know.
-                    best_step = step
-                    if info.is_main:
-                        save_checkpoint(out_dir / BEST, model, step=step, spec=spec,
-                                        config=config_dict)
-                write_last(step)
+        while run.step < config.steps:
+            run.one_step()
+            run.log_loss()
+            if run.validating and run.due(config.val_every):
+                run.validate()
+            if run.due(config.checkpoint_interval):
+                run.checkpoint()
     finally:
-        stream.close()
-        bar.close()
-
-    history_out = _history_file(history, config_dict, spec, best_val, best_step, step, info)
-    if resumed_from is not None and resumed_from >= config.steps:
-        say(f"{last_path} already holds {resumed_from} >= {config.steps} steps; nothing to do")
-    elif best_val is not None:
-        say(f"done: {step} steps, best validation log-likelihood {best_val:.4f} at step "
-            f"{best_step}")
-    barrier(info)
-    return TrainResult(model=model, out_dir=out_dir, step=step, best_val=best_val,
-                       best_step=best_step, history=history_out, resumed_from=resumed_from,
-                       seconds=time.monotonic() - start_time)
+        run.close()
+    return run.finish()
 
 
 def _check_finite(value: float, step: int, n: int) -> None:
