@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from approxeq.nn.placement import model_dtype_device
 from approxeq.np.functional import DEFAULT_MAX_MEMORY_MB, evaluation_mode, forward_in_chunks
 
 LAT_NAMES = ("latitude", "lat", "y")
@@ -84,12 +85,6 @@ def _as_frame(df: Any) -> Any:
     if not isinstance(df, pd.DataFrame):
         raise TypeError(f"context: expected a pandas DataFrame, got {type(df).__name__}")
     return df if isinstance(df.index, pd.RangeIndex) else df.reset_index()
-
-
-def _device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
-    for p in model.parameters():
-        return p.device, p.dtype
-    return torch.device("cpu"), torch.get_default_dtype()
 
 
 def _context_sets(context: Any, var: str) -> tuple[list[Any], list[tuple[np.ndarray, ...]], str]:
@@ -253,55 +248,20 @@ def predict(model: nn.Module, context: Any, target_grid: Any, normaliser: Any, *
             :func:`check_context`: none valid, other units, all far off the target grid), and
             for a target grid without coordinate values or without points.
     """
-    from approxeq.approximate import equivariant_component
-
     xr = require_xarray()
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model: expected a trained neural process (an nn.Module, e.g. "
-                        f"approxeq.train.checkpoint.load_model(path)), got {type(model).__name__}")
-    if not all(hasattr(normaliser, a) for a in ("var", "normalise_x", "unnormalise_y")):
-        raise TypeError(f"normaliser: expected the Normaliser the model was trained with (e.g. "
-                        f"Normaliser.load(run_dir)), got {type(normaliser).__name__}")
-    if batch_targets is not None and (not isinstance(batch_targets, int) or batch_targets < 1):
-        raise ValueError(f"batch_targets: expected an int >= 1 or None, got {batch_targets!r}")
-    dim_aux = int(getattr(model, "dim_aux", 0) or 0)
-    if dim_aux and aux is None:
-        raise ValueError(f"aux: the model reads {dim_aux} auxiliary field(s) "
-                         f"{list(getattr(normaliser, 'aux_vars', []))}; pass aux=... (e.g. "
-                         "AuxiliaryFields(dataset, names).raw_at)")
+    dim_aux = _check_predict_arguments(model, normaliser, aux, batch_targets)
     var = normaliser.var
     times, sets, time_name = _context_sets(context, var)
     lat_n, lat, lon_n, lon = _target_axes(target_grid)
     check_context(sets, normaliser, lat, lon, units=_context_units(context, var))
     la, lo = np.meshgrid(lat, lon, indexing="ij")
-    xt_all = normaliser.normalise_x(la.ravel(), lo.ravel())
-    at_all = normaliser.normalise_aux(aux(la.ravel(), lo.ravel())) if dim_aux else None
-    device, dtype = _device_dtype(model)
-
-    def tensor(a: np.ndarray, last: int) -> torch.Tensor:
-        return torch.as_tensor(np.asarray(a, dtype=np.float64).reshape(1, -1, last),
-                               dtype=dtype, device=device)
-
-    means, stds = [], []
-    with evaluation_mode(model), (equivariant_component(model) if component else nullcontext()):
-        for c_lat, c_lon, c_val in sets:
-            xc = tensor(normaliser.normalise_x(c_lat, c_lon), 2)
-            yc = tensor(normaliser.normalise_y(c_val), 1)
-            kwargs = {}
-            if dim_aux:
-                kwargs["aux_c"] = tensor(normaliser.normalise_aux(aux(c_lat, c_lon)), dim_aux)
-                kwargs["aux_t"] = tensor(at_all, dim_aux)
-            pred = forward_in_chunks(model, xc, yc, tensor(xt_all, 2), **kwargs,
-                                     max_memory_mb=max_memory_mb,
-                                     chunk_targets=batch_targets)
-            mean = pred.mean[0, :, 0].double().cpu().numpy()
-            std = pred.stddev[0, :, 0].double().cpu().numpy()
-            del pred
-            means.append(normaliser.unnormalise_y(mean).reshape(la.shape))
-            stds.append(normaliser.unnormalise_std(std).reshape(la.shape))
+    means, stds = _predict_sets(model, sets, la.ravel(), lo.ravel(), normaliser, aux, dim_aux,
+                                batch_targets=batch_targets, max_memory_mb=max_memory_mb,
+                                component=component)
     coords = {lat_n: lat, lon_n: lon}
     dims: tuple[str, ...] = (lat_n, lon_n)
-    mean, std = np.stack(means), np.stack(stds)
+    mean = np.stack([m.reshape(la.shape) for m in means])
+    std = np.stack([s.reshape(la.shape) for s in stds])
     if times == [None]:
         mean, std = mean[0], std[0]
     else:
@@ -323,6 +283,60 @@ def predict(model: nn.Module, context: Any, target_grid: Any, normaliser: Any, *
                      "equivariant_component": int(component)})
     return ds
 
+
+def _check_predict_arguments(model: Any, normaliser: Any, aux: AuxFunction | None,
+                             batch_targets: int | None) -> int:
+    """The checks of :func:`predict`'s arguments; returns the model's ``dim_aux``."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model: expected a trained neural process (an nn.Module, e.g. "
+                        f"approxeq.train.checkpoint.load_model(path)), got {type(model).__name__}")
+    if not all(hasattr(normaliser, a) for a in ("var", "normalise_x", "unnormalise_y")):
+        raise TypeError(f"normaliser: expected the Normaliser the model was trained with (e.g. "
+                        f"Normaliser.load(run_dir)), got {type(normaliser).__name__}")
+    if batch_targets is not None and (not isinstance(batch_targets, int) or batch_targets < 1):
+        raise ValueError(f"batch_targets: expected an int >= 1 or None, got {batch_targets!r}")
+    dim_aux = int(getattr(model, "dim_aux", 0) or 0)
+    if dim_aux and aux is None:
+        raise ValueError(f"aux: the model reads {dim_aux} auxiliary field(s) "
+                         f"{list(getattr(normaliser, 'aux_vars', []))}; pass aux=... (e.g. "
+                         "AuxiliaryFields(dataset, names).raw_at)")
+    return dim_aux
+
+
+def _predict_sets(model: nn.Module, sets: list[tuple[np.ndarray, ...]], t_lat: np.ndarray,
+                  t_lon: np.ndarray, normaliser: Any, aux: AuxFunction | None, dim_aux: int, *,
+                  batch_targets: int | None, max_memory_mb: float, component: bool
+                  ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Predictive means and stds ``[n_targets]`` (in the variable's units) at the targets
+    ``(t_lat, t_lon)``, one per context set ``(lat, lon, value)``."""
+    from approxeq.approximate import equivariant_component
+
+    xt_all = normaliser.normalise_x(t_lat, t_lon)
+    at_all = normaliser.normalise_aux(aux(t_lat, t_lon)) if dim_aux else None
+    dtype, device = model_dtype_device(model)
+
+    def tensor(a: np.ndarray, last: int) -> torch.Tensor:
+        return torch.as_tensor(np.asarray(a, dtype=np.float64).reshape(1, -1, last),
+                               dtype=dtype, device=device)
+
+    means, stds = [], []
+    with evaluation_mode(model), (equivariant_component(model) if component else nullcontext()):
+        for c_lat, c_lon, c_val in sets:
+            xc = tensor(normaliser.normalise_x(c_lat, c_lon), 2)
+            yc = tensor(normaliser.normalise_y(c_val), 1)
+            kwargs = {}
+            if dim_aux:
+                kwargs["aux_c"] = tensor(normaliser.normalise_aux(aux(c_lat, c_lon)), dim_aux)
+                kwargs["aux_t"] = tensor(at_all, dim_aux)
+            pred = forward_in_chunks(model, xc, yc, tensor(xt_all, 2), **kwargs,
+                                     max_memory_mb=max_memory_mb,
+                                     chunk_targets=batch_targets)
+            mean = pred.mean[0, :, 0].double().cpu().numpy()
+            std = pred.stddev[0, :, 0].double().cpu().numpy()
+            del pred
+            means.append(normaliser.unnormalise_y(mean))
+            stds.append(normaliser.unnormalise_std(std))
+    return means, stds
 
 __all__ = ["AuxFunction", "LAT_NAMES", "LON_NAMES", "TIME_NAMES", "check_context",
            "coordinate_names", "points_outside", "predict", "require_pandas", "require_xarray",
