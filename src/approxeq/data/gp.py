@@ -416,16 +416,25 @@ def gp_task(name: str, dim_x: int = 1, *, ood: bool = False, shift: float | Sequ
     """
     if name not in TASK_NAMES:
         raise ValueError(f"name: expected one of {TASK_NAMES}, got {name!r}")
-    if name == "mixture":
-        preset_keys = set().union(*_PRESET_KEYS.values())
-        parts = []
-        for part in ("eq", "matern52", "weakly-periodic", "sawtooth"):
-            mine = {k: v for k, v in overrides.items()
-                    if k in _PRESET_KEYS[part] or k not in preset_keys}
-            parts.append(gp_task(part, dim_x, **mine))
-        task: TaskGenerator = MixtureGenerator(parts, name="mixture")
-        return _ood(task, shift) if ood else task
+    task = _mixture_task(dim_x, overrides) if name == "mixture" else \
+        _preset_task(name, dim_x, overrides)
+    return _ood(task, shift) if ood else task
 
+
+def _mixture_task(dim_x: int, overrides: dict[str, Any]) -> TaskGenerator:
+    """The ``mixture`` task: each part gets the overrides that apply to it."""
+    preset_keys = set().union(*_PRESET_KEYS.values())
+    parts = []
+    for part in ("eq", "matern52", "weakly-periodic", "sawtooth"):
+        mine = {k: v for k, v in overrides.items()
+                if k in _PRESET_KEYS[part] or k not in preset_keys}
+        parts.append(gp_task(part, dim_x, **mine))
+    return MixtureGenerator(parts, name="mixture")
+
+
+def _preset_task(name: str, dim_x: int, overrides: dict[str, Any]) -> TaskGenerator:
+    """Every task but the mixture: the preset keys of ``name`` shape its prior, the other
+    overrides go to its generator."""
     allowed = _PRESET_KEYS[name]
     unknown = {k for s in _PRESET_KEYS.values() for k in s if k in overrides} - allowed
     if unknown:
@@ -436,29 +445,26 @@ def gp_task(name: str, dim_x: int = 1, *, ood: bool = False, shift: float | Sequ
     common = dict(dim_x=dim_x, num_context=(1, 64), num_target=128, context_range=(-2.0, 2.0),
                   target_range=(-4.0, 4.0), name=name)
     common.update(opts)
-
     if name == "sawtooth":
         for k in _GP_ONLY_KEYS:  # accepted so that callers can treat every task alike
             common.pop(k, None)
         common.setdefault("noise_std", 0.0)
         lo, hi = preset.get("freq_range", (2.0, 4.0))
-        task = SawtoothGenerator(freq_range=(lo / factor, hi / factor), **common)
-    else:
-        common.setdefault("noise_std", 0.1)
-        if name == "gibbs":
-            prior: KernelPrior = KernelMixture(gibbs_kernels(
-                preset.get("changepoints", (-1.0, 0.0, 1.0)),
-                preset.get("lengthscales", (4.0, 0.1))))
-        else:
-            lo, hi = preset.get("lengthscale_range", (0.25, 1.0))
-            build = {"eq": _eq, "matern52": _matern52, "weakly-periodic": _weakly_periodic,
-                     "periodic": functools.partial(
-                         _periodic, period=preset.get("period", 2.0) * factor)}[name]
-            prior = LogUniformKernelPrior(build, lo * factor, hi * factor,
-                                          preset.get("per_task", False))
-        task = GPGenerator(prior, **common)
-    return _ood(task, shift) if ood else task
+        return SawtoothGenerator(freq_range=(lo / factor, hi / factor), **common)
+    common.setdefault("noise_std", 0.1)
+    return GPGenerator(_kernel_prior(name, preset, factor), **common)
 
+
+def _kernel_prior(name: str, preset: dict[str, Any], factor: float) -> KernelPrior:
+    """The kernel prior of a GP task; stationary length-like parameters times ``factor``."""
+    if name == "gibbs":
+        return KernelMixture(gibbs_kernels(preset.get("changepoints", (-1.0, 0.0, 1.0)),
+                                           preset.get("lengthscales", (4.0, 0.1))))
+    lo, hi = preset.get("lengthscale_range", (0.25, 1.0))
+    build = {"eq": _eq, "matern52": _matern52, "weakly-periodic": _weakly_periodic,
+             "periodic": functools.partial(
+                 _periodic, period=preset.get("period", 2.0) * factor)}[name]
+    return LogUniformKernelPrior(build, lo * factor, hi * factor, preset.get("per_task", False))
 
 __all__ = ["KernelPrior", "FixedKernel", "SampledKernel", "LogUniformKernelPrior", "KernelMixture",
            "SyntheticGenerator", "GPGenerator", "SawtoothGenerator", "MixtureGenerator", "ood",

@@ -99,7 +99,36 @@ class XarrayTaskGenerator(TaskGenerator):
                  dtype: torch.dtype | None = None, cache_mb: float = 256.0,
                  chunks: dict[str, int] | str | None = "auto", check_range: bool = True
                  ) -> None:
-        ds = open_field(data, chunks=chunks)
+        self.da = self._select(open_field(data, chunks=chunks), var, days=days,
+                               time_range=time_range, region=region, cache_mb=cache_mb)
+        self.lat = np.asarray(self.da[self.lat_name].values, dtype=np.float64)
+        self.lon = np.asarray(self.da[self.lon_name].values, dtype=np.float64)
+        self.n_times = self.da.sizes[self.time_name] if self.time_name in self.da.dims else 1
+        self._set_sizes(context_fraction, patch_size, max_targets)
+        self.min_context, self.min_valid = min_context, min_valid
+        self.dtype = dtype or torch.get_default_dtype()
+        self.stations = stations
+        self.aux = None if aux is None else AuxiliaryFields(aux, aux_vars)
+        normaliser = self._checked_normaliser(
+            normaliser, check_range, f"days={days}, time_range={time_range}, region={region}")
+        if self.aux is not None:
+            self._check_aux_coverage()
+            normaliser = self._with_aux(normaliser)
+        self.normaliser = normaliser
+        # Auxiliary values of every grid cell, computed once.
+        self._aux_grid = None
+        if self.aux is not None:
+            la, lo_ = np.meshgrid(self.lat, self.lon, indexing="ij")
+            self._aux_grid = normaliser.normalise_aux(
+                self.aux.raw_at(la.ravel(), lo_.ravel())).reshape(self.lat.size, self.lon.size,
+                                                                  -1)
+        self._x_lat = (self.lat - normaliser.centre[0]) / normaliser.scale
+        self._x_lon = (self.lon - normaliser.centre[1]) / normaliser.scale
+
+    def _select(self, ds: Any, var: str | None, *, days: Any, time_range: Any, region: Any,
+                cache_mb: float) -> Any:
+        """The variable as a ``(time,) lat, lon`` field over the selected times and region
+        (loaded when smaller than ``cache_mb``); sets the variable's and coordinates' names."""
         da = select_variable(ds, var)
         self.var = str(var or da.name)
         try:
@@ -117,12 +146,11 @@ class XarrayTaskGenerator(TaskGenerator):
                              "select one level first (e.g. ds.sel(level=1000))")
         order = [d for d in (self.time_name, self.lat_name, self.lon_name) if d in da.dims]
         da = da.transpose(*order)
-        if da.nbytes / 2 ** 20 <= cache_mb:
-            da = da.load()
-        self.da = da
-        self.lat = np.asarray(da[self.lat_name].values, dtype=np.float64)
-        self.lon = np.asarray(da[self.lon_name].values, dtype=np.float64)
-        self.n_times = da.sizes[self.time_name] if self.time_name in da.dims else 1
+        return da.load() if da.nbytes / 2 ** 20 <= cache_mb else da
+
+    def _set_sizes(self, context_fraction: tuple[float, float],
+                   patch_size: Sequence[int] | int | None, max_targets: int | None) -> None:
+        """Check and set the context fraction, the patch size and the target cap."""
         lo, hi = (float(context_fraction[0]), float(context_fraction[1]))
         if not 0 < lo <= hi < 1:
             raise ValueError(f"context_fraction: expected 0 < lo <= hi < 1, got "
@@ -137,37 +165,34 @@ class XarrayTaskGenerator(TaskGenerator):
         self.patch_size = patch_size
         if max_targets is not None and max_targets < 1:
             raise ValueError(f"max_targets: expected None or >= 1, got {max_targets}")
-        self.max_targets, self.min_context, self.min_valid = max_targets, min_context, min_valid
-        self.dtype = dtype or torch.get_default_dtype()
-        self.stations = stations
-        self.aux = None if aux is None else AuxiliaryFields(aux, aux_vars)
+        self.max_targets = max_targets
+
+    def _checked_normaliser(self, normaliser: Normaliser | None, check_range: bool,
+                            selection: str) -> Normaliser:
+        """Refuse a selection without valid values; fit a normaliser to it, or check the
+        given one against it (``check_range``)."""
         sample = self._sample_values()
-        if np.isfinite(sample).sum() < min_valid:
+        if np.isfinite(sample).sum() < self.min_valid:
             raise ValueError(f"{self.var}: the selection has no valid values (every value "
                              f"{'read' if self.n_times <= 8 else 'of 8 sampled time steps'} "
-                             f"is NaN; days={days}, time_range={time_range}, region={region})")
+                             f"is NaN; {selection})")
         if normaliser is None:
-            normaliser = Normaliser.fit(da, self.var)
-        elif check_range:
-            normaliser.check_values(sample, units=str(da.attrs.get("units", normaliser.units)))
-        if self.aux is not None:
-            self._check_aux_coverage()
-        if self.aux is not None and normaliser.dim_aux == 0:
+            return Normaliser.fit(self.da, self.var)
+        if check_range:
+            normaliser.check_values(sample,
+                                    units=str(self.da.attrs.get("units", normaliser.units)))
+        return normaliser
+
+    def _with_aux(self, normaliser: Normaliser) -> Normaliser:
+        """``normaliser`` fitted to the auxiliary fields if it is not yet; refuse one fitted to
+        other fields."""
+        if normaliser.dim_aux == 0:
             normaliser = normaliser.fit_aux(self.aux.ds, self.aux.names, lat=self.lat,
                                             lon=self.lon)
-        if self.aux is not None and list(normaliser.aux_vars) != list(self.aux.names):
+        if list(normaliser.aux_vars) != list(self.aux.names):
             raise ValueError(f"aux_vars: the normaliser was fitted to {normaliser.aux_vars}, "
                              f"the generator reads {self.aux.names}")
-        self.normaliser = normaliser
-        # Auxiliary values of every grid cell, computed once.
-        self._aux_grid = None
-        if self.aux is not None:
-            la, lo_ = np.meshgrid(self.lat, self.lon, indexing="ij")
-            self._aux_grid = normaliser.normalise_aux(
-                self.aux.raw_at(la.ravel(), lo_.ravel())).reshape(self.lat.size, self.lon.size,
-                                                                  -1)
-        self._x_lat = (self.lat - normaliser.centre[0]) / normaliser.scale
-        self._x_lon = (self.lon - normaliser.centre[1]) / normaliser.scale
+        return normaliser
 
     def _sample_values(self, max_times: int = 8) -> np.ndarray:
         """The values of up to ``max_times`` evenly spaced time steps (all when loaded), for
