@@ -129,70 +129,101 @@ def experiment_figures(out_dir: str | Path, config: Any, models: Mapping[str, nn
     """
     import matplotlib
 
-    from approxeq.experiments.gp import context_region, ood_shift
-
-    plt = pyplot()
+    pyplot()  # the backend is chosen before any figure
     fig_dir = Path(out_dir) / "figures"
-    paths: list[Path] = []
     extra = getattr(config, "extra", {}) or {}
-    base_range = extra.get("plot_range")
-    one_d = config.task.dim_x == 1 and config.task.dim_y == 1
-    if one_d and models:
-        for setting, batches in test_sets.items():
-            batch = batches[0]
-            if base_range is not None:
-                lo, hi = (float(v) for v in base_range)
-            else:
-                lo, hi = float(batch.xt[..., 0].min()), float(batch.xt[..., 0].max())
-            if setting == "ood" and base_range is not None:
-                shift = ood_shift(config)
-                s = float(shift if not isinstance(shift, (list, tuple)) else shift[0])
-                lo, hi = lo + s, hi + s
-            path = fig_dir / f"predictions_{setting}.png"
-            setting_name = _SETTING_NAMES.get(setting, setting)
-            fig = plot_task_comparison(models, batch, task_index=task_index, x_range=(lo, hi),
-                                       context_region=context_region(config, setting),
-                                       title=f"{config.name}: {setting_name}",
-                                       path=path)
-            plt.close(fig)
-            paths.append(path)
-        for label, model in models.items():
-            if any(isinstance(m, FixedInput) for m in symmetry_breaking_modules(model)):
-                lo, hi = (float(v) for v in (base_range or (-4.0, 4.0)))
-                path = fig_dir / f"fixed_inputs_{_safe(label)}.png"
-                fig = plot_fixed_inputs(model, (lo, hi), path=path,
-                                        title=f"{label}: learned fixed inputs t(x)")
-                plt.close(fig)
-                paths.append(path)
+    paths: list[Path] = []
+    if config.task.dim_x == 1 and config.task.dim_y == 1 and models:
+        paths += _prediction_figures(fig_dir, config, models, test_sets, task_index)
+        paths += _fixed_input_figures(fig_dir, models, extra.get("plot_range"))
     ablation = extra.get("ablation")
     metrics_path = Path(out_dir) / "metrics.json"
     if ablation and metrics_path.is_file():
-        import json
-
-        metrics = json.loads(metrics_path.read_text())
-        groups = {s["name"]: [tuple(p) for p in s["points"]] for s in ablation.get("series", [])}
-        for setting in test_sets:
-            path = fig_dir / f"ablation_{setting}.png"
-            fig = plot_ablation(metrics, groups, setting=setting,
-                                xlabel=ablation.get("parameter", "ablated value"), path=path,
-                                title=f"{config.name}: {setting.upper()} log-likelihood "
-                                      f"against {ablation.get('parameter', 'ablated value')}")
-            plt.close(fig)
-            paths.append(path)
+        paths += _ablation_figures(fig_dir, config, ablation, metrics_path, test_sets)
     runs = {label: h for label, h in histories.items() if h}
     if runs:
-        path = fig_dir / "training_curves.png"
-        try:
-            fig = plot_training_curves(runs, keys=["train_loss", "val_loglik"],
-                                       title=f"{config.name}: training curves",
-                                       path=path)
-        except ValueError:
-            pass
-        else:
-            plt.close(fig)
-            paths.append(path)
+        paths += _training_curves_figure(fig_dir, config, runs)
     matplotlib.pyplot.close("all")
     return paths
+
+
+def _prediction_figures(fig_dir: Path, config: Any, models: Mapping[str, nn.Module],
+                        test_sets: Mapping[str, Sequence[Batch]], task_index: int) -> list[Path]:
+    """``predictions_<setting>.png``: every model on the same task of each test setting."""
+    from approxeq.experiments.gp import context_region, ood_shift
+
+    plt = pyplot()
+    base_range = (getattr(config, "extra", {}) or {}).get("plot_range")
+    paths = []
+    for setting, batches in test_sets.items():
+        batch = batches[0]
+        if base_range is not None:
+            lo, hi = (float(v) for v in base_range)
+        else:
+            lo, hi = float(batch.xt[..., 0].min()), float(batch.xt[..., 0].max())
+        if setting == "ood" and base_range is not None:
+            shift = ood_shift(config)
+            s = float(shift if not isinstance(shift, (list, tuple)) else shift[0])
+            lo, hi = lo + s, hi + s
+        path = fig_dir / f"predictions_{setting}.png"
+        setting_name = _SETTING_NAMES.get(setting, setting)
+        fig = plot_task_comparison(models, batch, task_index=task_index, x_range=(lo, hi),
+                                   context_region=context_region(config, setting),
+                                   title=f"{config.name}: {setting_name}",
+                                   path=path)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def _fixed_input_figures(fig_dir: Path, models: Mapping[str, nn.Module],
+                         base_range: Sequence[float] | None) -> list[Path]:
+    """``fixed_inputs_<label>.png``: the learned ``t(x)`` of every model with fixed inputs."""
+    plt = pyplot()
+    paths = []
+    for label, model in models.items():
+        if any(isinstance(m, FixedInput) for m in symmetry_breaking_modules(model)):
+            lo, hi = (float(v) for v in (base_range or (-4.0, 4.0)))
+            path = fig_dir / f"fixed_inputs_{_safe(label)}.png"
+            fig = plot_fixed_inputs(model, (lo, hi), path=path,
+                                    title=f"{label}: learned fixed inputs t(x)")
+            plt.close(fig)
+            paths.append(path)
+    return paths
+
+
+def _ablation_figures(fig_dir: Path, config: Any, ablation: Mapping[str, Any],
+                      metrics_path: Path, test_sets: Mapping[str, Sequence[Batch]]
+                      ) -> list[Path]:
+    """``ablation_<setting>.png``: log-likelihood against the ablated value, per series."""
+    import json
+
+    plt = pyplot()
+    metrics = json.loads(metrics_path.read_text())
+    groups = {s["name"]: [tuple(p) for p in s["points"]] for s in ablation.get("series", [])}
+    paths = []
+    for setting in test_sets:
+        path = fig_dir / f"ablation_{setting}.png"
+        fig = plot_ablation(metrics, groups, setting=setting,
+                            xlabel=ablation.get("parameter", "ablated value"), path=path,
+                            title=f"{config.name}: {setting.upper()} log-likelihood "
+                                  f"against {ablation.get('parameter', 'ablated value')}")
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def _training_curves_figure(fig_dir: Path, config: Any, runs: Mapping[str, dict]
+                            ) -> list[Path]:
+    """``training_curves.png`` (none when the histories hold nothing to draw)."""
+    path = fig_dir / "training_curves.png"
+    try:
+        fig = plot_training_curves(runs, keys=["train_loss", "val_loglik"],
+                                   title=f"{config.name}: training curves", path=path)
+    except ValueError:
+        return []
+    pyplot().close(fig)
+    return [path]
 
 
 def plot_ablation(metrics: Mapping[str, Mapping[str, Any]], groups: Mapping[str, Sequence[tuple]],

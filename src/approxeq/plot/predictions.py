@@ -77,38 +77,10 @@ def plot_predictions_1d(
     order = xs.argsort()
     if context_region is not None:
         shade_window(ax, context_region)
-    for i, (label, (mean, std)) in enumerate(predictions.items()):
-        m, s = to_numpy(mean).reshape(-1), to_numpy(std).reshape(-1)
-        if m.shape != xs.shape or s.shape != xs.shape:
-            raise ValueError(f"predictions[{label!r}]: expected mean and std of shape {xs.shape} "
-                             f"(as x), got {m.shape} and {s.shape}")
-        c = colors[i % len(colors)]
-        lo, hi = (m - 1.96 * s)[order], (m + 1.96 * s)[order]
-        if i == 0:
-            ax.plot(xs[order], m[order], color=c, lw=2.2, label=f"{label} mean", zorder=2)
-            ax.fill_between(xs[order], lo, hi, color=c, alpha=0.18, lw=0,
-                            label=f"{label} 95% interval", zorder=1)
-        else:
-            # Dashed and on top: where it equals the first prediction both stay visible.
-            ax.plot(xs[order], m[order], color=c, lw=1.5, ls=(0, (4, 2.5)),
-                    label=f"{label} mean", zorder=3 + i)
-            ax.plot(xs[order], lo, color=c, lw=1.0, ls=(0, (1, 1.5)),
-                    label=f"{label} 95% interval", zorder=3 + i)
-            ax.plot(xs[order], hi, color=c, lw=1.0, ls=(0, (1, 1.5)), zorder=3 + i)
+    for i, (label, prediction) in enumerate(predictions.items()):
+        _draw_prediction(ax, i, label, prediction, xs, order, colors[i % len(colors)])
     if truth is not None:
-        tx, tf = to_numpy(truth[0]).reshape(-1), to_numpy(truth[1]).reshape(-1)
-        o = tx.argsort()
-        ax.plot(tx[o], tf[o], color=BLACK, lw=1.1, ls=(0, (1, 1.2)), label=truth_label,
-                zorder=6)
-        if truth_std is not None:
-            ts = to_numpy(truth_std).reshape(-1)
-            if ts.shape != tx.shape:
-                raise ValueError(f"truth_std: expected shape {tx.shape} (as truth's x), got "
-                                 f"{ts.shape}")
-            style = {"color": "#555555", "lw": 0.8, "ls": (0, (6, 2, 1, 2)), "zorder": 6}
-            ax.plot(tx[o], (tf - 1.96 * ts)[o],
-                    label=f"{truth_label.removesuffix(' mean')} 95% interval", **style)
-            ax.plot(tx[o], (tf + 1.96 * ts)[o], **style)
+        _draw_truth(ax, truth, truth_std, truth_label)
     if xt is not None and yt is not None:
         ax.scatter(to_numpy(xt).reshape(-1), to_numpy(yt).reshape(-1), marker="x", s=12,
                    color=GREY, lw=0.8, label="targets", zorder=7)
@@ -124,6 +96,46 @@ def plot_predictions_1d(
     if new_figure:
         add_caption(fig, caption)
     return finish(fig, path)
+
+
+def _draw_prediction(ax: Any, i: int, label: str, prediction: Prediction, xs: Any, order: Any,
+                     c: str) -> None:
+    """The ``i``-th prediction: the first solid over a shaded band, later ones dashed."""
+    mean, std = prediction
+    m, s = to_numpy(mean).reshape(-1), to_numpy(std).reshape(-1)
+    if m.shape != xs.shape or s.shape != xs.shape:
+        raise ValueError(f"predictions[{label!r}]: expected mean and std of shape {xs.shape} "
+                         f"(as x), got {m.shape} and {s.shape}")
+    lo, hi = (m - 1.96 * s)[order], (m + 1.96 * s)[order]
+    if i == 0:
+        ax.plot(xs[order], m[order], color=c, lw=2.2, label=f"{label} mean", zorder=2)
+        ax.fill_between(xs[order], lo, hi, color=c, alpha=0.18, lw=0,
+                        label=f"{label} 95% interval", zorder=1)
+        return
+    # Dashed and on top: where it equals the first prediction both stay visible.
+    ax.plot(xs[order], m[order], color=c, lw=1.5, ls=(0, (4, 2.5)),
+            label=f"{label} mean", zorder=3 + i)
+    ax.plot(xs[order], lo, color=c, lw=1.0, ls=(0, (1, 1.5)),
+            label=f"{label} 95% interval", zorder=3 + i)
+    ax.plot(xs[order], hi, color=c, lw=1.0, ls=(0, (1, 1.5)), zorder=3 + i)
+
+
+def _draw_truth(ax: Any, truth: Prediction, truth_std: Tensor | None, truth_label: str) -> None:
+    """The truth's curve, dotted black, with its 95% interval when ``truth_std`` is given."""
+    tx, tf = to_numpy(truth[0]).reshape(-1), to_numpy(truth[1]).reshape(-1)
+    o = tx.argsort()
+    ax.plot(tx[o], tf[o], color=BLACK, lw=1.1, ls=(0, (1, 1.2)), label=truth_label,
+            zorder=6)
+    if truth_std is None:
+        return
+    ts = to_numpy(truth_std).reshape(-1)
+    if ts.shape != tx.shape:
+        raise ValueError(f"truth_std: expected shape {tx.shape} (as truth's x), got "
+                         f"{ts.shape}")
+    style = {"color": "#555555", "lw": 0.8, "ls": (0, (6, 2, 1, 2)), "zorder": 6}
+    ax.plot(tx[o], (tf - 1.96 * ts)[o],
+            label=f"{truth_label.removesuffix(' mean')} 95% interval", **style)
+    ax.plot(tx[o], (tf + 1.96 * ts)[o], **style)
 
 
 @torch.no_grad()

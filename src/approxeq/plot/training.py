@@ -106,50 +106,19 @@ def plot_training_curves(
         The matplotlib ``Figure``.
     """
     plt = pyplot()
-    if isinstance(runs, (str, os.PathLike)) or not isinstance(runs, Mapping):
-        runs = {"run": runs}
-    if isinstance(runs, Mapping) and ("train" in runs or "val" in runs) and \
-            isinstance(runs.get("train", runs.get("val")), Mapping):
-        runs = {"run": runs}  # a single history.json given directly
-    raw = {label: load_history(h) if isinstance(h, (str, os.PathLike)) else h
-           for label, h in runs.items()}
+    raw = _raw_histories(runs)
     histories = {label: history_records(h) for label, h in raw.items()}
     best = {label: _best_step(raw[label], h) for label, h in histories.items()}
     if best_steps is not None:
         best.update(best_steps)
-    if keys is None:
-        skip = {"step", "time", "epoch", "lr", "elapsed", "wall_time", "val_n_tasks"}
-        found: list[str] = []
-        for h in histories.values():
-            for rec in h:
-                for k, v in rec.items():
-                    if (k not in skip and not k.endswith("_se") and k not in found
-                            and isinstance(v, (int, float))
-                            and not isinstance(v, bool)):
-                        found.append(k)
-        keys = found
-    keys = list(keys)
+    keys = list(_numeric_keys(histories) if keys is None else keys)
     if not keys:
         raise ValueError("runs: no numeric quantities to plot (expected records like "
                          "{'step': 10, 'train_loss': 1.2})")
     fig, axes = plt.subplots(1, len(keys), figsize=(4.4 * len(keys), 3.2), squeeze=False)
     marked = False
     for ax, key in zip(axes[0], keys):
-        for i, (label, h) in enumerate(histories.items()):
-            steps, values = _series(h, key)
-            if not steps:
-                continue
-            color = PALETTE[i % len(PALETTE)]
-            ax.plot(steps, values, color=color, lw=1.3,
-                    marker="o" if len(steps) < 30 else None, ms=3, label=label)
-            at = best.get(label)
-            if at is not None:
-                # the value logged at (or, for a coarser log, nearest to) the chosen step
-                j = min(range(len(steps)), key=lambda j: abs(steps[j] - at))
-                star = ax.scatter([steps[j]], [values[j]], marker="*", s=170, color=color,
-                                  edgecolors="black", linewidths=0.8, zorder=5)
-                star.set_gid(f"checkpoint:{label}")
-                marked = True
+        marked = _draw_curves(ax, key, histories, best) or marked
         if marked:
             ax.scatter([], [], marker="*", s=120, facecolors="white", edgecolors="black",
                        label="checkpoint used\n(best validation)")
@@ -170,3 +139,52 @@ def plot_training_curves(
                         f"validation log-likelihood ({used}).")
     add_caption(fig, caption)
     return finish(fig, path)
+
+
+def _raw_histories(runs: Any) -> dict[str, Any]:
+    """``{label: history}`` of :func:`plot_training_curves`'s ``runs``, log files read."""
+    if isinstance(runs, (str, os.PathLike)) or not isinstance(runs, Mapping):
+        runs = {"run": runs}
+    if isinstance(runs, Mapping) and ("train" in runs or "val" in runs) and \
+            isinstance(runs.get("train", runs.get("val")), Mapping):
+        runs = {"run": runs}  # a single history.json given directly
+    return {label: load_history(h) if isinstance(h, (str, os.PathLike)) else h
+            for label, h in runs.items()}
+
+
+def _numeric_keys(histories: Mapping[str, list[dict[str, Any]]]) -> list[str]:
+    """Every numeric quantity the records hold, in order of appearance (no steps, times,
+    learning rates or standard errors)."""
+    skip = {"step", "time", "epoch", "lr", "elapsed", "wall_time", "val_n_tasks"}
+    found: list[str] = []
+    for h in histories.values():
+        for rec in h:
+            for k, v in rec.items():
+                if (k not in skip and not k.endswith("_se") and k not in found
+                        and isinstance(v, (int, float))
+                        and not isinstance(v, bool)):
+                    found.append(k)
+    return found
+
+
+def _draw_curves(ax: Any, key: str, histories: Mapping[str, list[dict[str, Any]]],
+                 best: Mapping[str, int | None]) -> bool:
+    """One line per run of ``key``, with a star at each run's chosen step; whether any star
+    was drawn."""
+    marked = False
+    for i, (label, h) in enumerate(histories.items()):
+        steps, values = _series(h, key)
+        if not steps:
+            continue
+        color = PALETTE[i % len(PALETTE)]
+        ax.plot(steps, values, color=color, lw=1.3,
+                marker="o" if len(steps) < 30 else None, ms=3, label=label)
+        at = best.get(label)
+        if at is not None:
+            # the value logged at (or, for a coarser log, nearest to) the chosen step
+            j = min(range(len(steps)), key=lambda j: abs(steps[j] - at))
+            star = ax.scatter([steps[j]], [values[j]], marker="*", s=170, color=color,
+                              edgecolors="black", linewidths=0.8, zorder=5)
+            star.set_gid(f"checkpoint:{label}")
+            marked = True
+    return marked
