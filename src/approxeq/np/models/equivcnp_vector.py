@@ -107,8 +107,9 @@ class VectorEquivCNPEncoder(EquivCNPEncoder):
 class VectorEquivCNPDecoder(EquivCNPDecoder):
     """Invariant and vector grid fields → the decoder output of a
     :class:`~approxeq.np.likelihood.RepresentationGaussian` at the targets: the isotropic set
-    convolution carries both (a vector field stays one); the invariant features (plus the
-    target auxiliary embedding) give the scalar means and raw spreads through an MLP.
+    convolution carries both (a vector field stays one; vectors are interpolated, i.e. divided
+    by the total weight at the target); the invariant features (plus the target auxiliary
+    embedding) give the scalar means and raw spreads through an MLP.
 
     Shapes: ``forward(rep)`` with ``z [b, N, N, C + 2 J]`` returns
     ``[b, m, 2 dim_y (+ 2 num_vectors)]``.
@@ -121,8 +122,13 @@ class VectorEquivCNPDecoder(EquivCNPDecoder):
         self.mlp = MLP(channels, rep.num_scalars + rep.dim, hidden=channels, num_layers=1)
 
     def forward(self, grid: GridRepresentation) -> Tensor:
-        h = self.setconv(grid.axes, grid.z, grid.xt)
-        inv, vec = h[..., :self.channels], h[..., self.channels:].unflatten(-1, (-1, 2))
+        ones = torch.ones_like(grid.z[..., :1])
+        h = self.setconv(grid.axes, torch.cat([grid.z, ones], -1), grid.xt)
+        # the vectors are interpolated (divided by the weights' total, an invariant), so their
+        # scale does not grow with the grid density
+        weight = h[..., -1:].unsqueeze(-1)
+        inv = h[..., :self.channels]
+        vec = h[..., self.channels:-1].unflatten(-1, (-1, 2)) / weight
         if grid.aux_t is not None:
             inv = inv + grid.aux_t
         out = self.mlp(inv)
