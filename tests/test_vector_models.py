@@ -9,7 +9,7 @@ import torch
 
 from approxeq.approximate import equivariant_component
 from approxeq.groups import E, LatticeEuclidean, OutputRep, Translation
-from approxeq.np import build_model, np_loss
+from approxeq.np import build_model, np_evaluate, np_loss
 from approxeq.np.batch import Batch
 from approxeq.testing import (
     assert_vector_equivariant,
@@ -94,6 +94,21 @@ def test_vector_models_train(name, covariance, gen):
     loss = np_loss(model, Batch(xc, yc, xt, torch.randn(2, 5, 2, generator=gen)))
     loss.backward()
     assert torch.isfinite(loss)
+
+
+def test_full_covariance_loss_and_evaluation(float64, gen):
+    """The loss of a full covariance is per output value, like a factorised one, masks work,
+    and evaluation in target chunks joins the chunks' predictions."""
+    model = small("e-tnp", 2, y_rep="vector", vector_covariance="full")
+    xc, yc, xt = task_for(2, gen)
+    yt = torch.randn(2, 5, 2, generator=gen)
+    mask = torch.tensor([[True] * 5, [True, True, False, False, False]])
+    pred = model(xc, yc, xt)
+    expected = -(pred.log_prob(yt) * mask).sum(-1) / mask.sum(-1) / 2
+    torch.testing.assert_close(np_loss(model, Batch(xc, yc, xt, yt, mt=mask)), expected.mean())
+    whole = np_evaluate(model, Batch(xc, yc, xt, yt))
+    chunked = np_evaluate(model, Batch(xc, yc, xt, yt), max_memory_mb=1e-6)
+    torch.testing.assert_close(chunked.loglik, whole.loglik)
 
 
 @pytest.mark.parametrize("name, options, named", [
