@@ -101,6 +101,12 @@ def test_build_model_refuses_inconsistent_y_rep(name, dim_x, dim_y, named):
         build_model(name, dim_x, dim_y, y_rep=y_rep)
 
 
-def test_models_without_the_option_refuse_it():
-    with pytest.raises(ValueError, match="unknown option"):
-        build_model("cnp", 2, 2, y_rep="vector")
+@pytest.mark.parametrize("name", ["cnp", "tnp", "pt-tnp", "relaxed-convcnp"])
+def test_other_models_record_y_rep(name):
+    """Models equivariant to nothing (or to translations only) take the option, so that one
+    experiment config gives every model the same y_rep."""
+    small = {"cnp": {"width": 8, "num_layers": 1}, "tnp": {"width": 8, "num_layers": 1},
+             "pt-tnp": {"width": 8, "num_layers": 1, "num_pseudo_tokens": 4},
+             "relaxed-convcnp": {"channels": 4, "num_layers": 1, "points_per_unit": 4.0}}[name]
+    model = build_model(name, 2, 2, y_rep="vector", **small)
+    assert model.y_rep == OutputRep(("vector",))

@@ -121,7 +121,8 @@ class VectorEquivCNPDecoder(EquivCNPDecoder):
         self.rep, self.channels = rep, channels
         self.mlp = MLP(channels, rep.num_scalars + rep.dim, hidden=channels, num_layers=1)
 
-    def forward(self, grid: GridRepresentation) -> Tensor:
+    def forward(self, rep: GridRepresentation) -> Tensor:
+        grid = rep
         ones = torch.ones_like(grid.z[..., :1])
         h = self.setconv(grid.axes, torch.cat([grid.z, ones], -1), grid.xt)
         # the vectors are interpolated (divided by the weights' total, an invariant), so their

@@ -46,8 +46,9 @@ def vector_kinds(rep: OutputRep) -> tuple[tuple[str, ...], tuple[str, ...]]:
             ("vectors",) * k + ("invariant",))
 
 
-class VectorCanonicalTNP(CanonicalTNP):
-    """:class:`~approxeq.np.models.lps_tnp.CanonicalTNP` on inputs split by representation.
+class VectorCanonicalTNP(nn.Module):
+    """:class:`~approxeq.np.models.lps_tnp.CanonicalTNP` on inputs split by representation
+    (not a subclass: its inputs differ).
 
     Shapes: ``forward(anchor, xc, v_1 [b, nc, 2], ..., v_K, scalars [b, nc, S], xt, ...)``
     returns ``(mean v_1 [b, nt, 2], ..., mean v_K, rest [b, nt, S + dim_y])`` (``rest``: the
@@ -55,15 +56,15 @@ class VectorCanonicalTNP(CanonicalTNP):
     """
 
     def __init__(self, tnp: TNP, rep: OutputRep) -> None:
-        super().__init__(tnp)
-        self.rep = rep
+        super().__init__()
+        self.tnp, self.rep = tnp, rep
 
     def forward(self, anchor: Tensor, xc: Tensor, *values_and_xt: Tensor,
                 context_extra: Tensor | None = None,
                 target_extra: Tensor | None = None) -> tuple[Tensor, ...]:
         *values, xt = values_and_xt
         yc = self.rep.merge(values[:-1], values[-1])
-        out = super().forward(anchor, xc, yc, xt, context_extra, target_extra)
+        out = CanonicalTNP.forward(self, anchor, xc, yc, xt, context_extra, target_extra)
         d = self.rep.dim
         vectors, scalars = self.rep.split(out[..., :d])
         return (*vectors, torch.cat([scalars, out[..., d:]], -1))

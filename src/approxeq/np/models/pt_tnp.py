@@ -272,16 +272,19 @@ class TEPTTNP(NeuralProcess):
 def build_pt_tnp(dim_x: int, dim_y: int, *, width: int = 128, num_layers: int = 5,
                  num_heads: int = 8, num_pseudo_tokens: int = 32, min_std: float = 1e-3,
                  approximate: bool = False, variant: Variant = "perceiver", dim_aux: int = 0,
-                 aux_dropout: float = 0.0) -> PTTNP:
+                 aux_dropout: float = 0.0, y_rep: YRep = "scalar") -> PTTNP:
     """PT-TNP. Options: ``width`` (128), ``num_layers`` (5), ``num_heads`` (8),
     ``num_pseudo_tokens`` (32), ``min_std`` (1e-3), ``variant`` (``"perceiver"`` or
     ``"ist"``), ``dim_aux`` (0: no auxiliary fields), ``aux_dropout`` (0.0); ``approximate``
-    must be false."""
+    must be false; ``y_rep`` (``"scalar"``) is recorded (the model is equivariant to
+    nothing)."""
     refuse_approximate("pt-tnp", approximate)
     check_heads(width, num_heads)
-    return PTTNP(dim_x, dim_y, width=width, num_layers=num_layers, num_heads=num_heads,
-                 num_pseudo_tokens=num_pseudo_tokens, min_std=min_std,
-                 variant=_check_variant(variant), dim_aux=dim_aux, aux_dropout=aux_dropout)
+    model = PTTNP(dim_x, dim_y, width=width, num_layers=num_layers, num_heads=num_heads,
+                  num_pseudo_tokens=num_pseudo_tokens, min_std=min_std,
+                  variant=_check_variant(variant), dim_aux=dim_aux, aux_dropout=aux_dropout)
+    # the model is the same for every y_rep (recorded for the experiments and checks)
+    return with_output_rep(model, y_rep, dim_x, dim_y)
 
 
 @register_model("te-pt-tnp",
