@@ -1,12 +1,12 @@
 """GP vector fields in the plane with exact oracles: rotation-equivariant matrix kernels, a
 task generator, and an approximately equivariant variant with a fixed flow.
 
-**Matrix kernels** (``K(x, x') [2, 2]``, stationary in ``r = x − x'``, with ``c(r) = σ²/ℓ²
-exp(−‖r‖²/2ℓ²)``):
+**Matrix kernels** (``K(x, x') [2, 2]``, stationary in ``r = x − x'``, with ``c(r) = σ²
+exp(−‖r‖²/2ℓ²)``, so that ``K(x, x) = σ² I``: each component has variance ``σ²``):
 
 * :class:`RBFIdentityKernel` ``σ² exp(−‖r‖²/2ℓ²) I``: two independent components;
 * :class:`CurlFreeKernel` ``c(r) (I − r rᵀ/ℓ²)``: the gradient ``∇ψ`` of a GP potential with the
-  RBF kernel ``σ² exp(−‖r‖²/2ℓ²)`` (no curl);
+  RBF kernel ``σ² ℓ² exp(−‖r‖²/2ℓ²)`` (no curl);
 * :class:`DivergenceFreeKernel` ``c(r) ((1 − ‖r‖²/ℓ²) I + r rᵀ/ℓ²)``: the rotated gradient
   ``J∇ψ`` of the same potential (no divergence).
 
@@ -92,17 +92,17 @@ class RBFIdentityKernel(MatrixKernel):
 
 
 class CurlFreeKernel(MatrixKernel):
-    """``σ²/ℓ² exp(−‖r‖²/2ℓ²) (I − r rᵀ/ℓ²)``: gradients of an RBF potential (curl-free)."""
+    """``σ² exp(−‖r‖²/2ℓ²) (I − r rᵀ/ℓ²)``: gradients of an RBF potential (curl-free)."""
 
     name = "curl-free"
 
     def matrix(self, r: Tensor) -> Tensor:
         eye = torch.eye(2, dtype=r.dtype, device=r.device)
-        return self.variance / self.lengthscale ** 2 * self._rbf(r) * (eye - self._outer(r))
+        return self.variance * self._rbf(r) * (eye - self._outer(r))
 
 
 class DivergenceFreeKernel(MatrixKernel):
-    """``σ²/ℓ² exp(−‖r‖²/2ℓ²) ((1 − ‖r‖²/ℓ²) I + r rᵀ/ℓ²)``: rotated gradients of an RBF
+    """``σ² exp(−‖r‖²/2ℓ²) ((1 − ‖r‖²/ℓ²) I + r rᵀ/ℓ²)``: rotated gradients of an RBF
     potential (divergence-free)."""
 
     name = "divergence-free"
@@ -111,7 +111,7 @@ class DivergenceFreeKernel(MatrixKernel):
         eye = torch.eye(2, dtype=r.dtype, device=r.device)
         outer = self._outer(r)
         sq = outer.diagonal(dim1=-2, dim2=-1).sum(-1)[..., None, None]
-        return self.variance / self.lengthscale ** 2 * self._rbf(r) * ((1 - sq) * eye + outer)
+        return self.variance * self._rbf(r) * ((1 - sq) * eye + outer)
 
 
 #: the matrix kernels by name
