@@ -30,7 +30,7 @@ def test_kernels_are_rotation_equivariant(name, float64, gen):
     torch.testing.assert_close(moved, r[:, None, None] @ kernel(x, x2) @ r.mT[:, None, None])
     assert torch.linalg.cholesky(kernel.gram(x, x) + 1e-9 * torch.eye(10)).isfinite().all()
     zero = torch.zeros(1, 1, 2)
-    torch.testing.assert_close(kernel(zero, zero)[0, 0], 1.3 * torch.eye(2))  # K(x, x) = σ² I
+    torch.testing.assert_close(kernel(zero, zero)[0, 0, 0], 1.3 * torch.eye(2))  # K(x, x) = σ² I
 
 
 def _divergence_and_curl(kernel, gen):
