@@ -47,8 +47,11 @@ class DisplacementReadout(nn.Module):
         v_j(x_n) = Σ_m α_nmj (a_nmj y_m^(k) + c_nmj (x_m − x_n)),
 
     where ``y_m^(k)`` is the context value of the vector field ``k`` the output belongs to and
-    ``[logit, a, c]_nm = Linear(relu(Q z_n + K z_m + D ‖x_m − x_n‖))``, ``α = softmax_m(logit)``:
-    invariant weights times vectors that turn with the scene. Scalar means and every raw
+    ``[logit, a, c]_nm = Linear(relu(Q z_n + K z_m + D p_nm))``, ``α = softmax_m(logit)``, with
+    the pair invariants ``p_nm = [‖x_m − x_n‖, (x_m − x_n)·y_m^(k) for every vector field k]``
+    (the dot products let a coefficient depend on a context vector's direction relative to
+    the target, as a matrix kernel's ``r rᵀ`` term does): invariant weights times vectors that
+    turn with the scene. Scalar means and every raw
     spread come from an MLP of the target token (invariant). An empty context gives zero
     vectors.
 
@@ -61,7 +64,7 @@ class DisplacementReadout(nn.Module):
         self.num_out = rep.num_vectors * (2 if full else 1)
         self.query = nn.Linear(width, width)
         self.key = nn.Linear(width, width, bias=False)
-        self.distance = nn.Linear(1, width, bias=False)
+        self.distance = nn.Linear(1 + rep.num_vectors, width, bias=False)
         self.pair = nn.Linear(width, 3 * self.num_out)
         self.invariant = nn.Sequential(nn.Linear(width, width), nn.ReLU(),
                                        nn.Linear(width, rep.num_scalars + rep.dim))
@@ -73,10 +76,13 @@ class DisplacementReadout(nn.Module):
         positive = sq > 0  # a zero (not NaN) gradient at distance 0
         dist = torch.where(positive, torch.where(positive, sq, torch.ones_like(sq)).sqrt(),
                            torch.zeros_like(sq))
-        h = torch.relu(self.query(zt)[:, :, None] + self.key(zc)[:, None] + self.distance(dist))
+        vectors, _ = self.rep.split(tokens.yc)  # each [b, nc, 2]
+        dots = [(disp * v[:, None]).sum(-1, keepdim=True) for v in vectors]
+        invariants = torch.cat([dist, *dots], -1)  # [b, nt, nc, 1 + K]
+        h = torch.relu(self.query(zt)[:, :, None] + self.key(zc)[:, None]
+                       + self.distance(invariants))
         pair = self.pair(h).unflatten(-1, (self.num_out, 3))  # [b, nt, nc, J, 3]
         alpha = torch.softmax(pair[..., 0], dim=2)
-        vectors, _ = self.rep.split(tokens.yc)  # each [b, nc, 2]
         outs = []
         for j in range(self.num_out):
             y = vectors[j % self.rep.num_vectors][:, None]  # [b, 1, nc, 2]
