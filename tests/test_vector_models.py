@@ -119,3 +119,20 @@ def test_full_covariance_loss_and_evaluation(float64, gen):
 def test_vector_options_refused_in_one_line(name, options, named):
     with pytest.raises(ValueError, match=f"^{named}"):
         build_model(name, 2, 2, **{**SMALL[name], **options})
+
+
+@pytest.mark.parametrize("name", sorted(SMALL))
+def test_vector_models_round_trip_a_checkpoint(name, tmp_path, gen):
+    from approxeq.train.checkpoint import load_model, save_checkpoint
+
+    model = small(name, 3, y_rep=OutputRep(("vector", "scalar")))
+    assert model.build_options["y_rep"] == ["vector", "scalar"]  # as a config writes it
+    save_checkpoint(tmp_path / "model.pt", model)
+    loaded = load_model(tmp_path / "model.pt")
+    assert loaded.y_rep == model.y_rep
+    model.eval(), loaded.eval()
+    task = task_for(3, gen)
+    torch.manual_seed(0)
+    before = model(*task).mean
+    torch.manual_seed(0)
+    torch.testing.assert_close(loaded(*task).mean, before)

@@ -102,6 +102,8 @@ def build_model(name: str, dim_x: int, dim_y: int, **options) -> NeuralProcess |
     check_options(name, _REGISTRY[name], options)
     # the output representation is checked here, once, for every builder that takes it
     rep = OutputRep.parse(options.get("y_rep", "scalar"), dim_x, dim_y)
+    if isinstance(options.get("y_rep"), OutputRep):  # recorded as the option a config writes
+        options = {**options, "y_rep": list(rep.kinds)}
     model = _REGISTRY[name](dim_x, dim_y, **options)
     if isinstance(model, nn.Module) and not isinstance(getattr(model, "y_rep", None), OutputRep):
         model.y_rep = rep
