@@ -53,8 +53,32 @@ class EquivarianceReport:
 
 def _predict(model: nn.Module, xc: Tensor, yc: Tensor, xt: Tensor,
              model_kwargs: dict | None = None) -> tuple[Tensor, Tensor]:
+    """The predictive mean and its spread: the std of a factorised prediction, the
+    ``[b, nt, dy, dy]`` covariance of one with an event shape (a full covariance)."""
     pred = model(xc, yc, xt, **(model_kwargs or {}))
+    if len(pred.event_shape):
+        return pred.mean, pred.covariance_matrix
     return pred.mean, pred.stddev
+
+
+def _act_covariance(act_y: OutputAction, g: Tensor, cov: Tensor) -> Tensor:
+    """``ρ(g) Σ ρ(g)ᵀ`` for ``cov [b, n, d, d]``: ρ on every column, then on every row."""
+    b, n, d, _ = cov.shape
+    cols = act_y(g, cov.transpose(-1, -2).reshape(b, n * d, d))
+    left = cols.reshape(b, n, d, d).transpose(-1, -2)
+    return act_y(g, left.reshape(b, n * d, d)).reshape(b, n, d, d)
+
+
+def _act_spread(act_y: OutputAction | None, g: Tensor, spread: Tensor) -> Tensor:
+    """The spread a prediction on the moved task should have: a covariance ``[b, n, d, d]``
+    moves to ``ρ(g) Σ ρ(g)ᵀ``; a factorised std ``[b, n, d]`` to the marginal stds of
+    ``ρ(g) diag(σ²) ρ(g)ᵀ`` (unchanged, without an output action)."""
+    if act_y is None:
+        return spread
+    if spread.dim() == 4:
+        return _act_covariance(act_y, g, spread)
+    moved = _act_covariance(act_y, g, torch.diag_embed(spread ** 2))
+    return moved.diagonal(dim1=-2, dim2=-1).sqrt()
 
 
 @torch.no_grad()
@@ -70,6 +94,9 @@ def equivariance_error(model: nn.Module, group: Group, xc: Tensor, yc: Tensor, x
     else ``n_elements`` random draws), compares the prediction on the transformed task
     ``(g·xc, ρ(g) yc, g·xt)`` with the transformed prediction ``ρ(g) Φ(xc, yc)(xt)``.
     Outputs are treated as scalar fields (ρ trivial) unless ``output_action(g, y)`` is given.
+    With an ``output_action``, the std is compared with the marginal stds of
+    ``ρ(g) diag(σ²) ρ(g)ᵀ``, and a prediction with a full covariance (event shape ``[dy]``) has
+    its covariance compared with ``ρ(g) Σ ρ(g)ᵀ`` in place of the std.
     ``model_kwargs`` (e.g. auxiliary values ``aux_c``/``aux_t``) are passed unchanged: they are
     attached to the points and move with them.
     The same ``g`` acts on every task of the batch. Dropout-like randomness is removed by
@@ -97,7 +124,7 @@ def equivariance_error(model: nn.Module, group: Group, xc: Tensor, yc: Tensor, x
                                 group.act_points(gb, xt),
                                 model_kwargs)
             mean_errs.append((m_g - act_y(gb, mean)).abs().max())
-            std_errs.append((s_g - std).abs().max())
+            std_errs.append((s_g - _act_spread(output_action, gb, std)).abs().max())
     finally:
         model.train(was_training)
     return EquivarianceReport(group=repr(group), elements=elements.detach().cpu(),

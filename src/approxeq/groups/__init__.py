@@ -26,3 +26,6 @@ __all__ += [
 from approxeq.groups.lattice import LatticeEuclidean, point_group_matrices  # noqa: E402
 
 __all__ += ["LatticeEuclidean", "point_group_matrices"]
+from approxeq.groups.representation import OutputRep, output_rep  # noqa: E402
+
+__all__ += ["OutputRep", "output_rep"]

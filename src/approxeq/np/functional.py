@@ -11,7 +11,13 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
-from torch.distributions import Categorical, Distribution, MixtureSameFamily, Normal
+from torch.distributions import (
+    Categorical,
+    Distribution,
+    MixtureSameFamily,
+    MultivariateNormal,
+    Normal,
+)
 
 from approxeq.approximate.component import regularization_loss
 from approxeq.np.base import NeuralProcess
@@ -47,7 +53,10 @@ def np_loss(model: torch.nn.Module, batch: Batch) -> Tensor:
     if batch.yt is None:
         raise ValueError("batch.yt: the loss needs target outputs, got None")
     pred = model(batch.xc, batch.yc, batch.xt, **model_inputs(batch))
-    loss = -_masked_mean(pred.log_prob(batch.yt), batch.mt).mean()
+    logp = pred.log_prob(batch.yt)
+    if len(pred.event_shape):  # a full covariance: per target point, made per output value
+        logp = (logp / pred.event_shape.numel()).unsqueeze(-1)
+    loss = -_masked_mean(logp, batch.mt).mean()
     penalty = regularization_loss(model)
     return loss if penalty is None else loss + penalty.to(loss.dtype)
 
@@ -153,13 +162,18 @@ def target_chunk_size(model: torch.nn.Module, batch: int, n_context: int, n_targ
 
 def cat_distributions(parts: Sequence[Distribution]) -> Distribution:
     """Join predictions for consecutive chunks of targets along the target dimension (dim 1 of
-    batch shape ``[batch, n_target, dim_y]``). Supports the factorised ``Normal`` and the
-    ``MixtureSameFamily`` of ``Normal`` components that the models here return."""
+    batch shape ``[batch, n_target, dim_y]``). Supports the factorised ``Normal``, the
+    ``MultivariateNormal`` of vector outputs with a full covariance (batch shape
+    ``[batch, n_target]``) and the ``MixtureSameFamily`` of ``Normal`` components that the
+    models here return."""
     if len(parts) == 1:
         return parts[0]
     first = parts[0]
     if all(type(p) is Normal for p in parts):
         return Normal(torch.cat([p.loc for p in parts], 1), torch.cat([p.scale for p in parts], 1))
+    if all(type(p) is MultivariateNormal for p in parts):  # vector outputs, full covariance
+        return MultivariateNormal(torch.cat([p.loc for p in parts], 1),
+                                  scale_tril=torch.cat([p.scale_tril for p in parts], 1))
     if all(isinstance(p, MixtureSameFamily) and type(p.component_distribution) is Normal
            for p in parts):
         logits = torch.cat([p.mixture_distribution.logits for p in parts], 1)

@@ -220,6 +220,10 @@ OPTION_MEANINGS: dict[str, str] = {
     "noise_scale": "std of the frame network's noise (0: a deterministic canonicaliser)",
     "frame_hidden": "hidden width of the frame network",
     "frame_layers": "layers of the frame network",
+    "y_rep": "the outputs' representation: 'scalar', 'vector' (dim_y = 2, turns with the scene) "
+             "or a list such as ['vector', 'scalar']",
+    "vector_covariance": "covariance of each vector output: 'isotropic' (s² I) or 'full' "
+                         "(s² I + u uᵀ, predicted equivariantly)",
 }
 
 

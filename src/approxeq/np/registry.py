@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from torch import nn
 
+from approxeq.groups.representation import OutputRep
 from approxeq.np.options import accepted_options, check_options
 
 if TYPE_CHECKING:
@@ -78,12 +79,16 @@ def build_model(name: str, dim_x: int, dim_y: int, **options) -> NeuralProcess |
         dim_x: input dimension. dim_y: output dimension.
         **options: model options (see :func:`model_options`), checked for names, types and
             ranges; ``approximate=True`` builds the approximately equivariant version of an
-            equivariant model.
+            equivariant model; ``y_rep`` (``"scalar"``, ``"vector"`` or a list such as
+            ``["vector", "scalar"]``) the representation of the outputs, for the models that
+            take it.
 
     Returns:
         A :class:`~approxeq.np.base.NeuralProcess` whose ``forward(xc, yc, xt)`` returns a
         distribution with batch shape ``[batch, n_target, dim_y]``, with attributes ``symmetry``
-        (a :class:`~approxeq.groups.Group` or ``None``), ``dim_x``, ``dim_y`` and its build
+        (a :class:`~approxeq.groups.Group` or ``None``), ``y_rep`` (an
+        :class:`~approxeq.groups.OutputRep`: with ``symmetry``, the action ``ρ(g)`` on the
+        outputs, ``model.y_rep.action(model.symmetry)``), ``dim_x``, ``dim_y`` and its build
         spec ``model_name``, ``build_options``.
     """
     from approxeq.np.base import NeuralProcess
@@ -95,7 +100,13 @@ def build_model(name: str, dim_x: int, dim_y: int, **options) -> NeuralProcess |
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ValueError(f"{arg}: expected a positive int, got {value!r}")
     check_options(name, _REGISTRY[name], options)
+    # the output representation is checked here, once, for every builder that takes it
+    rep = OutputRep.parse(options.get("y_rep", "scalar"), dim_x, dim_y)
+    if isinstance(options.get("y_rep"), OutputRep):  # recorded as the option a config writes
+        options = {**options, "y_rep": list(rep.kinds)}
     model = _REGISTRY[name](dim_x, dim_y, **options)
+    if isinstance(model, nn.Module) and not isinstance(getattr(model, "y_rep", None), OutputRep):
+        model.y_rep = rep
     # recorded so that a checkpoint can rebuild the model without its config
     if isinstance(model, NeuralProcess):
         model.set_build_spec(name, options)

@@ -48,6 +48,7 @@ from approxeq.testing.specs import (
     contract_spec,
     register_contract_spec,
 )
+from approxeq.testing.vector import assert_vector_equivariant, vector_equivariance_error
 
 __all__ = [
     "CHECKS", "CONTRACT_CHECKS", "CONTRACT_SPECS", "TOLERANCES", "ContractCase", "ContractFailure",
@@ -58,5 +59,6 @@ __all__ = [
     "check_model_contract", "contract_cases", "contract_spec", "default_atol", "elements_to_check",
     "equivariance_error", "finite_order", "float32", "float64", "module_equivariance_gap",
     "perturb_symmetry_breaking", "precision", "random_task", "register_contract_spec",
-    "run_contract_check", "tasks_beyond_reach",
+    "run_contract_check", "tasks_beyond_reach", "assert_vector_equivariant",
+    "vector_equivariance_error",
 ]

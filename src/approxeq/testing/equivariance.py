@@ -22,6 +22,7 @@ from approxeq.approximate.metrics import (
     equivariance_error,
 )
 from approxeq.groups.base import Group
+from approxeq.groups.representation import OutputRep
 from approxeq.testing.precision import default_atol
 
 Task = tuple[Tensor, Tensor, Tensor]
@@ -103,6 +104,24 @@ def _float32_hint(task: Task, atol: float) -> str:
     return ""
 
 
+#: what ``output_action`` may be: ``ρ`` as a function ``(g, y) -> ρ(g) y``, an
+#: :class:`~approxeq.groups.OutputRep`, or a ``y_rep`` value (``"vector"``, ``["vector",
+#: "scalar"]``, ...) that names one
+OutputActionLike = OutputAction | OutputRep | str | Sequence[str]
+
+
+def output_action_for(output_action: OutputActionLike | None, group: Group,
+                      task: Task) -> OutputAction | None:
+    """The function ``(g, y) -> ρ(g) y`` that ``output_action`` stands for (``None``, scalar
+    outputs, stays ``None``); a representation is checked against the task's ``dim_x`` and
+    ``dim_y``."""
+    if output_action is None or callable(output_action) and not isinstance(output_action,
+                                                                           OutputRep):
+        return output_action
+    rep = OutputRep.parse(output_action, task[0].shape[-1], task[1].shape[-1])
+    return None if rep.is_scalar else rep.action(group)
+
+
 def _check_task(task: Any) -> Task:
     if not isinstance(task, (tuple, list)) or len(task) != 3:
         raise ValueError(f"task: expected a tuple (xc, yc, xt), got {type(task).__name__}"
@@ -112,7 +131,7 @@ def _check_task(task: Any) -> Task:
 
 def assert_equivariant(model: nn.Module, group: Group, task: Task, *, atol: float | None = None,
                        n_elements: int = 6, generator: torch.Generator | None = None,
-                       output_action: OutputAction | None = None,
+                       output_action: OutputActionLike | None = None,
                        elements: Tensor | None = None, model_kwargs: dict | None = None,
                        **sample_kwargs: Any) -> EquivarianceReport:
     """Assert that the neural process ``model`` is equivariant to ``group`` on ``task``.
@@ -131,7 +150,12 @@ def assert_equivariant(model: nn.Module, group: Group, task: Task, *, atol: floa
             (1e-8 in float64).
         n_elements, generator, sample_kwargs: how random elements are drawn (a fixed seed
             without a generator).
-        output_action: ``ρ(g, y)`` on outputs; scalar outputs (``ρ`` trivial) by default.
+        output_action: the action ``ρ`` on outputs (and context values): a function
+            ``(g, y [b, n, dim_y]) -> ρ(g) y``, an :class:`~approxeq.groups.OutputRep`, or a
+            ``y_rep`` value such as ``"vector"`` or ``["vector", "scalar"]`` (for a model,
+            ``model.y_rep``). Default: scalar outputs (``ρ`` trivial). With an action, the
+            predictive std is compared with the marginal stds of ``ρ(g) diag(σ²) ρ(g)ᵀ``, and a
+            full covariance with ``ρ(g) Σ ρ(g)ᵀ``.
         elements: ``[k, *group.element_shape]`` elements to test instead.
         model_kwargs: extra forward arguments passed unchanged (e.g. ``aux_c``/``aux_t``).
 
@@ -149,7 +173,8 @@ def assert_equivariant(model: nn.Module, group: Group, task: Task, *, atol: floa
                                      dtype=task[0].dtype, device=task[0].device,
                                      **sample_kwargs)
     report = equivariance_error(model, group, *task, elements=elements,
-                                output_action=output_action, model_kwargs=model_kwargs)
+                                output_action=output_action_for(output_action, group, task),
+                                model_kwargs=model_kwargs)
     if not report.max_error <= atol:
         raise AssertionError(f"not equivariant: {_describe(model, group, task)}: largest error "
                              f"{report.max_error:.3e} > atol {atol:.1e}\n{report.table()}"
@@ -159,7 +184,7 @@ def assert_equivariant(model: nn.Module, group: Group, task: Task, *, atol: floa
 
 def assert_not_equivariant(model: nn.Module, group: Group, task: Task, *, margin: float = 1e-3,
                            n_elements: int = 6, generator: torch.Generator | None = None,
-                           output_action: OutputAction | None = None,
+                           output_action: OutputActionLike | None = None,
                            elements: Tensor | None = None, model_kwargs: dict | None = None,
                            **sample_kwargs: Any) -> EquivarianceReport:
     """Assert that ``model`` is measurably *not* equivariant to ``group`` on ``task``: the
@@ -177,7 +202,8 @@ def assert_not_equivariant(model: nn.Module, group: Group, task: Task, *, margin
                                      dtype=task[0].dtype, device=task[0].device,
                                      **sample_kwargs)
     report = equivariance_error(model, group, *task, elements=elements,
-                                output_action=output_action, model_kwargs=model_kwargs)
+                                output_action=output_action_for(output_action, group, task),
+                                model_kwargs=model_kwargs)
     if not report.max_error > margin:
         raise AssertionError(f"unexpectedly equivariant: {_describe(model, group, task)}: "
                              f"largest error {report.max_error:.3e} <= margin {margin:.1e}\n"
@@ -230,5 +256,6 @@ __all__ = [
     "elements_to_check",
     "finite_order",
     "module_equivariance_gap",
+    "output_action_for",
     "random_task",
 ]

@@ -8,7 +8,7 @@ from torch import Tensor, nn
 from approxeq.nn.mlp import MLP
 from approxeq.np.base import NeuralProcess
 from approxeq.np.likelihood import HeteroscedasticGaussian
-from approxeq.np.models.common import check_heads, refuse_approximate
+from approxeq.np.models.common import YRep, check_heads, refuse_approximate, with_output_rep
 from approxeq.np.registry import register_model
 
 
@@ -57,10 +57,13 @@ class CNP(NeuralProcess):
 @register_model("cnp", "Conditional NP: mean-pooled MLP encoder, MLP decoder (not equivariant)")
 def build_cnp(dim_x: int, dim_y: int, *, width: int = 128, num_layers: int = 5,
               num_heads: int = 8, num_pseudo_tokens: int = 32, min_std: float = 1e-3,
-              approximate: bool = False) -> CNP:
+              approximate: bool = False, y_rep: YRep = "scalar") -> CNP:
     """CNP. Options: ``width`` (128), ``num_layers`` (5), ``min_std`` (1e-3); ``num_heads`` and
     ``num_pseudo_tokens`` are accepted and unused (so that one config can switch between the
-    MLP and transformer NPs); ``approximate`` must be false."""
+    MLP and transformer NPs); ``approximate`` must be false; ``y_rep`` (``"scalar"``) is
+    recorded (the model is equivariant to nothing, so it does not change it)."""
     refuse_approximate("cnp", approximate)
     check_heads(width, num_heads)
-    return CNP(dim_x, dim_y, width=width, num_layers=num_layers, min_std=min_std)
+    model = CNP(dim_x, dim_y, width=width, num_layers=num_layers, min_std=min_std)
+    # the model is the same for every y_rep (recorded for the experiments and checks)
+    return with_output_rep(model, y_rep, dim_x, dim_y)

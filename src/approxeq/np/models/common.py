@@ -13,9 +13,25 @@ from torch import Tensor, nn
 
 from approxeq.approximate.auxiliary import AuxiliaryEmbedding
 from approxeq.approximate.fixed_inputs import FixedInput
+from approxeq.groups.representation import OutputRep
 
 #: the ``fixed_input_kind`` option: the fixed input's parameterisation
 FixedInputKind = Literal["mlp", "grid", "grid-linear"]
+
+#: the ``y_rep`` option: ``"scalar"``, ``"vector"`` or a list of them (checked by
+#: :meth:`~approxeq.groups.OutputRep.parse`)
+YRep = str | list[str]
+
+#: the ``vector_covariance`` option: each vector output's covariance
+VectorCovariance = Literal["isotropic", "full"]
+
+
+def with_output_rep(model: nn.Module, y_rep: YRep | OutputRep, dim_x: int,
+                    dim_y: int) -> nn.Module:
+    """``model`` with its ``y_rep`` attribute set to the checked representation; returns it."""
+    model.y_rep = OutputRep.parse(y_rep, dim_x, dim_y)
+    return model
+
 
 #: a factory ``f() -> layer`` of one attention layer; encoders call it once per layer
 LayerFactory = Callable[[], nn.Module]

@@ -53,9 +53,11 @@ from approxeq.np.likelihood import HeteroscedasticGaussian
 from approxeq.np.models.common import (
     DEFAULT_MAX_GRID_MB,
     FixedInputKind,
+    YRep,
     check_grid_budget,
     default_domain,
     fixed_input_options,
+    with_output_rep,
 )
 from approxeq.np.registry import register_model
 
@@ -332,7 +334,7 @@ def convcnp(dim_x: int, dim_y: int, *, approximate: bool = False,
             dim_aux: int = 0, aux_dropout: float = 0.0,
             max_grid_mb: float = DEFAULT_MAX_GRID_MB,
             layout: Literal["approxeq", "neuralprocesses"] = "approxeq",
-            banded_setconv: bool = False) -> ConvCNP:
+            banded_setconv: bool = False, y_rep: YRep = "scalar") -> ConvCNP:
     """ConvCNP (translation equivariant on the grid lattice); approximate=True adds fixed inputs.
 
     Args:
@@ -367,6 +369,8 @@ def convcnp(dim_x: int, dim_y: int, *, approximate: bool = False,
             grid cells where its RBF weight is not flushed to 0
             (:mod:`approxeq.nn.setconv_banded`); the same model up to float rounding, cheaper
             on a wide grid. Off by default: the published tables were made with the dense ones.
+        y_rep: the outputs' representation (``"scalar"``); translations leave vectors
+            unchanged, so the model is the same for every ``y_rep``.
 
     Returns:
         A :class:`ConvCNP` with ``symmetry = Translation(dim_x, spacing=1 / points_per_unit)``.
@@ -391,12 +395,14 @@ def convcnp(dim_x: int, dim_y: int, *, approximate: bool = False,
                                  fourier_features=fourier_features,
                                  **parameterisation)
         extra_channels = b if fixed_input_mode == "concat" else 0
-    return assemble_convcnp(dim_x, dim_y, name="convcnp", net_factory=build_cnn, cnn=cnn,
-                            points_per_unit=points_per_unit, channels=channels,
-                            num_layers=num_layers, kernel_size=kernel_size, margin=margin,
-                            min_std=min_std, fixed_input=fixed_input,
-                            fixed_input_mode=fixed_input_mode,
-                            fixed_input_channels=extra_channels, dim_aux=dim_aux,
-                            aux_dropout=aux_dropout, approximate=approximate,
-                            max_grid_mb=max_grid_mb, layout=layout,
-                            banded_setconv=banded_setconv)
+    model = assemble_convcnp(dim_x, dim_y, name="convcnp", net_factory=build_cnn, cnn=cnn,
+                             points_per_unit=points_per_unit, channels=channels,
+                             num_layers=num_layers, kernel_size=kernel_size, margin=margin,
+                             min_std=min_std, fixed_input=fixed_input,
+                             fixed_input_mode=fixed_input_mode,
+                             fixed_input_channels=extra_channels, dim_aux=dim_aux,
+                             aux_dropout=aux_dropout, approximate=approximate,
+                             max_grid_mb=max_grid_mb, layout=layout,
+                             banded_setconv=banded_setconv)
+    # translations leave vectors unchanged: the model is the same for every y_rep
+    return with_output_rep(model, y_rep, dim_x, dim_y)

@@ -22,14 +22,23 @@ import torch
 from torch import Tensor
 
 from approxeq.groups.orthogonal import Euclidean
+from approxeq.groups.representation import OutputRep
 from approxeq.nn.te_attention import DEFAULT_MEMORY_BUDGET_MB, TEMultiHeadAttention
+from approxeq.np.base import NeuralProcess
+from approxeq.np.likelihood import output_likelihood
 from approxeq.np.models.common import (
+    FixedInputEmbedding,
     FixedInputKind,
+    VectorCovariance,
+    YRep,
     check_heads,
     fixed_input_embedding,
     fixed_input_options,
+    with_output_rep,
 )
-from approxeq.np.models.te_tnp import TETNP
+from approxeq.np.models.te_tnp import TETNP, TETNPEncoder, te_layer_factories
+from approxeq.np.models.tnp import TOKEN_LEGACY_KEYS
+from approxeq.np.models.vector_readout import DisplacementReadout, VectorTokens
 from approxeq.np.registry import register_model
 
 
@@ -83,6 +92,69 @@ class ETNP(TETNP):
                          symmetry=Euclidean(dim_x), **kwargs)
 
 
+class VectorETNPEncoder(TETNPEncoder):
+    """The E-TNP's encoder for outputs with vectors: tokens of the context values' invariants
+    (:meth:`~approxeq.groups.OutputRep.invariants`: each scalar, each vector's length), the
+    same distance attention, and the final tokens handed on with the locations and values
+    (:class:`~approxeq.np.models.vector_readout.VectorTokens`).
+
+    Shapes: ``forward(xc [b, nc, 2], yc [b, nc, dim_y], xt [b, nt, 2], aux_c=None,
+    aux_t=None)`` returns :class:`~approxeq.np.models.vector_readout.VectorTokens`.
+    """
+
+    def __init__(self, rep: OutputRep, width: int, num_layers: int, **kwargs: Any) -> None:
+        super().__init__(rep.num_invariants, width, num_layers, **kwargs)
+        self.rep = rep
+
+    def forward(self, xc: Tensor, yc: Tensor, xt: Tensor, aux_c: Tensor | None = None,
+                aux_t: Tensor | None = None) -> VectorTokens:
+        zc, zt = self.tokens(xc, self.rep.invariants(yc), xt, aux_c, aux_t)
+        for context_layer, target_layer in zip(self.context_layers, self.target_layers):
+            zc = context_layer(zc, xc)
+            zt = target_layer(zt, zc, xt, xc)
+        return VectorTokens(zc, zt, xc, xt, yc)
+
+
+class VectorETNP(NeuralProcess):
+    """The E-TNP for vector fields (``y_rep`` with vectors): a :class:`VectorETNPEncoder`, the
+    :class:`~approxeq.np.models.vector_readout.DisplacementReadout` and a
+    :class:`~approxeq.np.likelihood.RepresentationGaussian`. Exactly E(2)-equivariant with
+    ``ρ(g)`` turning the vectors: ``symmetry = Euclidean(2)``, ``y_rep`` the representation.
+    Arguments as :class:`ETNP`, plus ``rep`` and ``covariance`` (``"isotropic"`` or
+    ``"full"``).
+
+    Shapes: ``forward(xc [b, nc, 2], yc [b, nc, dim_y], xt [b, nt, 2], aux_c=None,
+    aux_t=None)`` returns a distribution with batch shape ``[b, nt, dim_y]`` (``[b, nt]`` and
+    event shape ``[dim_y]`` with ``covariance="full"``).
+    """
+
+    def __init__(self, rep: OutputRep, width: int = 128, num_layers: int = 5,
+                 num_heads: int = 8, min_std: float = 1e-3,
+                 fixed_input: FixedInputEmbedding | None = None, dim_aux: int = 0,
+                 aux_dropout: float = 0.0, *, covariance: str = "isotropic",
+                 chunk_size: int | None = None,
+                 memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB) -> None:
+        self_attention, cross_attention = te_layer_factories(
+            width, num_heads, 2, attention=DistanceMultiHeadAttention, chunk_size=chunk_size,
+            memory_budget_mb=memory_budget_mb)
+        encoder = VectorETNPEncoder(rep, width, num_layers, self_attention=self_attention,
+                                    cross_attention=cross_attention, fixed_input=fixed_input,
+                                    dim_aux=dim_aux, aux_dropout=aux_dropout)
+        likelihood = output_likelihood(rep, min_std, covariance)
+        super().__init__(encoder, DisplacementReadout(rep, width, likelihood.full), likelihood,
+                         dim_x=2, dim_y=rep.dim, symmetry=Euclidean(2), dim_aux=dim_aux,
+                         approximate=fixed_input is not None, legacy_keys=TOKEN_LEGACY_KEYS)
+        self.y_rep = rep
+
+    @property
+    def fixed_input(self) -> FixedInputEmbedding | None:
+        return self.encoder.fixed_input
+
+    def fixed_input_reach(self, dtype: torch.dtype | None = None) -> float:
+        """0: the fixed input is evaluated at the context locations only."""
+        return 0.0
+
+
 @register_model("e-tnp", "E(d)-invariant TNP: attention logits of distances "
                 "(approximate=True: approximately invariant)")
 def build_e_tnp(dim_x: int, dim_y: int, *, width: int = 128, num_layers: int = 5,
@@ -95,7 +167,8 @@ def build_e_tnp(dim_x: int, dim_y: int, *, width: int = 128, num_layers: int = 5
                 grid_smoothness: float = 0.0, fixed_input_lr: float = 1.0,
                 chunk_size: int | None = None,
                 memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB, dim_aux: int = 0,
-                aux_dropout: float = 0.0) -> ETNP:
+                aux_dropout: float = 0.0, y_rep: YRep = "scalar",
+                vector_covariance: VectorCovariance = "isotropic") -> ETNP | VectorETNP:
     """E-TNP. Options: ``width`` (128), ``num_layers`` (5), ``num_heads`` (8), ``min_std``
     (1e-3), ``chunk_size`` / ``memory_budget_mb`` (see the TE attention), ``dim_aux`` (0),
     ``aux_dropout`` (0.0), and with ``approximate=True``: ``num_fixed_inputs`` (width),
@@ -105,8 +178,13 @@ def build_e_tnp(dim_x: int, dim_y: int, *, width: int = 128, num_layers: int = 5
     The fixed input's parameterisation (``approximate=True``): ``fixed_input_kind``
     (``"mlp"``, ``"grid"`` or ``"grid-linear"``), ``grid_levels`` (6), ``grid_coarsest`` (4),
     ``grid_finest`` (128), ``grid_features`` (4), ``grid_smoothness`` (0),
-    ``fixed_input_lr`` (1); see :class:`~approxeq.approximate.FixedInput`."""
+    ``fixed_input_lr`` (1); see :class:`~approxeq.approximate.FixedInput`.
+
+    ``y_rep`` (``"scalar"``): ``"vector"`` or a list with vectors (``dim_x = 2``) builds the
+    :class:`VectorETNP`, whose vectors turn with the scene; ``vector_covariance``
+    (``"isotropic"`` or ``"full"``) is then each vector's predictive covariance."""
     check_heads(width, num_heads)
+    rep = OutputRep.parse(y_rep, dim_x, dim_y)
     parameterisation = fixed_input_options(fixed_input_kind, grid_levels, grid_coarsest,
                                            grid_finest, grid_features, grid_smoothness,
                                            fixed_input_lr)
@@ -115,7 +193,14 @@ def build_e_tnp(dim_x: int, dim_y: int, *, width: int = 128, num_layers: int = 5
                                         domain=fixed_input_domain, p=fixed_input_dropout,
                                         fourier_features=fourier_features,
                                         **parameterisation)
-    return ETNP(dim_x, dim_y, width=width, num_layers=num_layers, num_heads=num_heads,
-                min_std=min_std, fixed_input=fixed_input, dim_aux=dim_aux,
-                aux_dropout=aux_dropout, chunk_size=chunk_size,
-                memory_budget_mb=memory_budget_mb)
+    if not rep.is_scalar:
+        return VectorETNP(rep, width=width, num_layers=num_layers, num_heads=num_heads,
+                          min_std=min_std, fixed_input=fixed_input, dim_aux=dim_aux,
+                          aux_dropout=aux_dropout, covariance=vector_covariance,
+                          chunk_size=chunk_size, memory_budget_mb=memory_budget_mb)
+    output_likelihood(rep, min_std, vector_covariance)  # refuses 'full' for scalars
+    model = ETNP(dim_x, dim_y, width=width, num_layers=num_layers, num_heads=num_heads,
+                 min_std=min_std, fixed_input=fixed_input, dim_aux=dim_aux,
+                 aux_dropout=aux_dropout, chunk_size=chunk_size,
+                 memory_budget_mb=memory_budget_mb)
+    return with_output_rep(model, rep, dim_x, dim_y)

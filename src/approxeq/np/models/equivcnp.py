@@ -47,6 +47,7 @@ from approxeq.approximate.fixed_inputs import FixedInput
 from approxeq.approximate.reach import fixed_inputs, model_dtype
 from approxeq.groups.finite import Dihedral, point_group
 from approxeq.groups.lattice import LatticeEuclidean
+from approxeq.groups.representation import OutputRep
 from approxeq.nn.group_conv import GroupCNN
 from approxeq.nn.mlp import MLP
 from approxeq.nn.setconv import (
@@ -57,10 +58,12 @@ from approxeq.nn.setconv import (
     rbf_weights,
 )
 from approxeq.np.base import NeuralProcess
-from approxeq.np.likelihood import HeteroscedasticGaussian
+from approxeq.np.likelihood import HeteroscedasticGaussian, output_likelihood
 from approxeq.np.models.common import (
     DEFAULT_MAX_GRID_MB,
     FixedInputKind,
+    VectorCovariance,
+    YRep,
     check_grid_budget,
     default_domain,
     fixed_input_options,
@@ -284,7 +287,8 @@ def build_equivcnp(dim_x: int, dim_y: int, *, approximate: bool = False, group: 
                    fixed_input_kind: FixedInputKind = "mlp", grid_levels: int = 6,
                    grid_coarsest: int = 4, grid_finest: int = 128, grid_features: int = 4,
                    grid_smoothness: float = 0.0, fixed_input_lr: float = 1.0,
-                   max_grid_mb: float = DEFAULT_MAX_GRID_MB) -> EquivCNP:
+                   max_grid_mb: float = DEFAULT_MAX_GRID_MB, y_rep: YRep = "scalar",
+                   vector_covariance: VectorCovariance = "isotropic") -> EquivCNP:
     """EquivCNP (exactly equivariant to a lattice subgroup of E(2); see the module docstring).
 
     Args:
@@ -309,6 +313,10 @@ def build_equivcnp(dim_x: int, dim_y: int, *, approximate: bool = False, group: 
         aux_dropout: per-task dropout probability of the auxiliary embedding in training.
         max_grid_mb: memory budget (MiB) of the activations on the grid; a task whose inputs
             span a grid larger than that is refused before anything is allocated.
+        y_rep: ``"scalar"`` (default), ``"vector"`` or a list: vectors are lifted into regular
+            fields and read out through the standard representation, so they turn with the
+            scene (:mod:`~approxeq.np.models.equivcnp_vector`).
+        vector_covariance: ``"isotropic"`` or ``"full"`` (vector outputs only).
     """
     if dim_x != 2:
         raise ValueError(f"dim_x: equivcnp is equivariant to rotations of the plane and supports "
@@ -337,8 +345,21 @@ def build_equivcnp(dim_x: int, dim_y: int, *, approximate: bool = False, group: 
         aux_embedding = AuxiliaryEmbedding(dim_aux, channels, hidden=channels, p=aux_dropout)
         extra += channels
     net = GroupCNN(channels + extra, channels, num_layers, kernel_size, point_group_, pool)
+    rep = OutputRep.parse(y_rep, dim_x, dim_y)
+    likelihood = output_likelihood(rep, min_std, vector_covariance)
+    if not rep.is_scalar:
+        from approxeq.np.models.equivcnp_vector import vector_parts
+
+        encoder, decoder = vector_parts(rep, points_per_unit, channels, net, margin,
+                                        full=likelihood.full, fixed_input=fixed_input,
+                                        aux_embedding=aux_embedding, max_grid_mb=max_grid_mb)
+        model = EquivCNP(dim_y, encoder, decoder, likelihood)
+        model.y_rep = rep
+        return model
     encoder = EquivCNPEncoder(dim_y, points_per_unit, channels, net, margin,
                               fixed_input=fixed_input, aux_embedding=aux_embedding,
                               max_grid_mb=max_grid_mb)
     decoder = EquivCNPDecoder(dim_y, points_per_unit, channels)
-    return EquivCNP(dim_y, encoder, decoder, HeteroscedasticGaussian(min_std))
+    model = EquivCNP(dim_y, encoder, decoder, HeteroscedasticGaussian(min_std))
+    model.y_rep = rep
+    return model

@@ -29,10 +29,12 @@ from approxeq.np.models.common import (
     FixedInputEmbedding,
     FixedInputKind,
     LayerFactory,
+    YRep,
     check_heads,
     fixed_input_embedding,
     fixed_input_options,
     refuse_approximate,
+    with_output_rep,
 )
 from approxeq.np.models.te_tnp import RelativeTokens, te_layer_factories
 from approxeq.np.models.tnp import TOKEN_LEGACY_KEYS, AbsoluteTokens
@@ -270,16 +272,19 @@ class TEPTTNP(NeuralProcess):
 def build_pt_tnp(dim_x: int, dim_y: int, *, width: int = 128, num_layers: int = 5,
                  num_heads: int = 8, num_pseudo_tokens: int = 32, min_std: float = 1e-3,
                  approximate: bool = False, variant: Variant = "perceiver", dim_aux: int = 0,
-                 aux_dropout: float = 0.0) -> PTTNP:
+                 aux_dropout: float = 0.0, y_rep: YRep = "scalar") -> PTTNP:
     """PT-TNP. Options: ``width`` (128), ``num_layers`` (5), ``num_heads`` (8),
     ``num_pseudo_tokens`` (32), ``min_std`` (1e-3), ``variant`` (``"perceiver"`` or
     ``"ist"``), ``dim_aux`` (0: no auxiliary fields), ``aux_dropout`` (0.0); ``approximate``
-    must be false."""
+    must be false; ``y_rep`` (``"scalar"``) is recorded (the model is equivariant to
+    nothing)."""
     refuse_approximate("pt-tnp", approximate)
     check_heads(width, num_heads)
-    return PTTNP(dim_x, dim_y, width=width, num_layers=num_layers, num_heads=num_heads,
-                 num_pseudo_tokens=num_pseudo_tokens, min_std=min_std,
-                 variant=_check_variant(variant), dim_aux=dim_aux, aux_dropout=aux_dropout)
+    model = PTTNP(dim_x, dim_y, width=width, num_layers=num_layers, num_heads=num_heads,
+                  num_pseudo_tokens=num_pseudo_tokens, min_std=min_std,
+                  variant=_check_variant(variant), dim_aux=dim_aux, aux_dropout=aux_dropout)
+    # the model is the same for every y_rep (recorded for the experiments and checks)
+    return with_output_rep(model, y_rep, dim_x, dim_y)
 
 
 @register_model("te-pt-tnp",
@@ -296,7 +301,8 @@ def build_te_pt_tnp(dim_x: int, dim_y: int, *, width: int = 128, num_layers: int
                     grid_smoothness: float = 0.0, fixed_input_lr: float = 1.0,
                     chunk_size: int | None = None,
                     memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB, dim_aux: int = 0,
-                    aux_dropout: float = 0.0, fixed_input_reach: float | None = None) -> TEPTTNP:
+                    aux_dropout: float = 0.0, fixed_input_reach: float | None = None,
+                    y_rep: YRep = "scalar") -> TEPTTNP:
     """TE-PT-TNP. Options: those of ``pt-tnp``, ``chunk_size`` and ``memory_budget_mb`` (TE
     attention), and with ``approximate=True``: ``num_fixed_inputs`` (width),
     ``fixed_input_domain`` ([(-2, 2)] * dim_x), ``fixed_input_dropout`` (0.5),
@@ -322,9 +328,11 @@ def build_te_pt_tnp(dim_x: int, dim_y: int, *, width: int = 128, num_layers: int
     elif fixed_input_reach is None:
         box = fixed_input.fixed_input.domain
         fixed_input_reach = DEFAULT_REACH_FRACTION * float((box[:, 1] - box[:, 0]).min())
-    return TEPTTNP(dim_x, dim_y, width=width, num_layers=num_layers, num_heads=num_heads,
-                   num_pseudo_tokens=num_pseudo_tokens, min_std=min_std,
-                   variant=_check_variant(variant), fixed_input=fixed_input, dim_aux=dim_aux,
-                   aux_dropout=aux_dropout, chunk_size=chunk_size,
-                   memory_budget_mb=memory_budget_mb,
-                   fixed_input_reach=fixed_input_reach)
+    model = TEPTTNP(dim_x, dim_y, width=width, num_layers=num_layers, num_heads=num_heads,
+                    num_pseudo_tokens=num_pseudo_tokens, min_std=min_std,
+                    variant=_check_variant(variant), fixed_input=fixed_input, dim_aux=dim_aux,
+                    aux_dropout=aux_dropout, chunk_size=chunk_size,
+                    memory_budget_mb=memory_budget_mb,
+                    fixed_input_reach=fixed_input_reach)
+    # translations leave vectors unchanged: the model is the same for every y_rep
+    return with_output_rep(model, y_rep, dim_x, dim_y)

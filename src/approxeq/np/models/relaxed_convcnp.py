@@ -14,7 +14,7 @@ from functools import partial
 from typing import Literal
 
 from approxeq.approximate.relaxed import RelaxedCNN
-from approxeq.np.models.common import DEFAULT_MAX_GRID_MB, default_domain
+from approxeq.np.models.common import DEFAULT_MAX_GRID_MB, YRep, default_domain, with_output_rep
 from approxeq.np.models.convcnp import ConvCNP, assemble_convcnp, check_grid_dim_x
 from approxeq.np.registry import register_model
 
@@ -28,7 +28,7 @@ def relaxed_convcnp(dim_x: int, dim_y: int, *, approximate: bool = True,
                     fixed_input_domain: Sequence[Sequence[float]] | None = None,
                     fixed_input_dropout: float = 0.5, fixed_input_hidden: int | None = None,
                     fourier_features: int = 0,
-                    max_grid_mb: float = DEFAULT_MAX_GRID_MB) -> ConvCNP:
+                    max_grid_mb: float = DEFAULT_MAX_GRID_MB, y_rep: YRep = "scalar") -> ConvCNP:
     """ConvCNP with relaxed (approximately translation-equivariant) convolutions.
 
     Args:
@@ -43,6 +43,8 @@ def relaxed_convcnp(dim_x: int, dim_y: int, *, approximate: bool = True,
         fixed_input_hidden: MLP width of the relaxed weights (default C).
         fourier_features: Fourier features of the location for the relaxed weights.
         max_grid_mb: memory budget (MiB) of the activations on the grid (see ``convcnp``).
+        y_rep: the outputs' representation (``"scalar"``); translations leave vectors
+            unchanged, so the model is the same for every ``y_rep``.
 
     Returns:
         A :class:`~approxeq.np.models.convcnp.ConvCNP` whose ``symmetry`` (that of its
@@ -56,7 +58,8 @@ def relaxed_convcnp(dim_x: int, dim_y: int, *, approximate: bool = True,
                           domain=default_domain(dim_x, fixed_input_domain),
                           hidden=fixed_input_hidden or channels, p=fixed_input_dropout,
                           fourier_features=fourier_features)
-    return assemble_convcnp(dim_x, dim_y, name="relaxed-convcnp", net_factory=net_factory,
-                            cnn=cnn, points_per_unit=points_per_unit, channels=channels,
-                            num_layers=num_layers, kernel_size=kernel_size, margin=margin,
-                            min_std=min_std, approximate=True, max_grid_mb=max_grid_mb)
+    model = assemble_convcnp(dim_x, dim_y, name="relaxed-convcnp", net_factory=net_factory,
+                             cnn=cnn, points_per_unit=points_per_unit, channels=channels,
+                             num_layers=num_layers, kernel_size=kernel_size, margin=margin,
+                             min_std=min_std, approximate=True, max_grid_mb=max_grid_mb)
+    return with_output_rep(model, y_rep, dim_x, dim_y)

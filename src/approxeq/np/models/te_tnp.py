@@ -24,6 +24,7 @@ from approxeq.np.models.common import (
     FixedInputEmbedding,
     FixedInputKind,
     LayerFactory,
+    YRep,
     aux_embedding,
     check_heads,
     context_tokens_input,
@@ -31,6 +32,7 @@ from approxeq.np.models.common import (
     fixed_input_options,
     target_tokens_input,
     with_aux,
+    with_output_rep,
 )
 from approxeq.np.models.tnp import TOKEN_LEGACY_KEYS
 from approxeq.np.registry import register_model
@@ -165,7 +167,7 @@ def build_te_tnp(dim_x: int, dim_y: int, *, width: int = 128, num_layers: int = 
                  grid_smoothness: float = 0.0, fixed_input_lr: float = 1.0,
                  chunk_size: int | None = None,
                  memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB, dim_aux: int = 0,
-                 aux_dropout: float = 0.0) -> TETNP:
+                 aux_dropout: float = 0.0, y_rep: YRep = "scalar") -> TETNP:
     """TE-TNP. Options: ``width`` (128), ``num_layers`` (5), ``num_heads`` (8), ``min_std``
     (1e-3), ``chunk_size`` (None = from ``memory_budget_mb``, 256), and with
     ``approximate=True``: ``num_fixed_inputs`` (width), ``fixed_input_domain``
@@ -176,7 +178,8 @@ def build_te_tnp(dim_x: int, dim_y: int, *, width: int = 128, num_layers: int = 
     The fixed input's parameterisation (``approximate=True``): ``fixed_input_kind``
     (``"mlp"``, ``"grid"`` or ``"grid-linear"``), ``grid_levels`` (6), ``grid_coarsest`` (4),
     ``grid_finest`` (128), ``grid_features`` (4), ``grid_smoothness`` (0),
-    ``fixed_input_lr`` (1); see :class:`~approxeq.approximate.FixedInput`."""
+    ``fixed_input_lr`` (1); see :class:`~approxeq.approximate.FixedInput`. ``y_rep``
+    (``"scalar"``): the outputs' representation; translations leave vectors unchanged."""
     check_heads(width, num_heads)
     parameterisation = fixed_input_options(fixed_input_kind, grid_levels, grid_coarsest,
                                            grid_finest, grid_features, grid_smoothness,
@@ -186,7 +189,9 @@ def build_te_tnp(dim_x: int, dim_y: int, *, width: int = 128, num_layers: int = 
                                         domain=fixed_input_domain, p=fixed_input_dropout,
                                         fourier_features=fourier_features,
                                         **parameterisation)
-    return TETNP(dim_x, dim_y, width=width, num_layers=num_layers, num_heads=num_heads,
-                 min_std=min_std, fixed_input=fixed_input, dim_aux=dim_aux,
-                 aux_dropout=aux_dropout, chunk_size=chunk_size,
-                 memory_budget_mb=memory_budget_mb)
+    model = TETNP(dim_x, dim_y, width=width, num_layers=num_layers, num_heads=num_heads,
+                  min_std=min_std, fixed_input=fixed_input, dim_aux=dim_aux,
+                  aux_dropout=aux_dropout, chunk_size=chunk_size,
+                  memory_budget_mb=memory_budget_mb)
+    # translations leave vectors unchanged: the model is the same for every y_rep
+    return with_output_rep(model, y_rep, dim_x, dim_y)

@@ -13,12 +13,14 @@ from approxeq.np.base import NeuralProcess
 from approxeq.np.likelihood import HeteroscedasticGaussian
 from approxeq.np.models.common import (
     LayerFactory,
+    YRep,
     aux_embedding,
     check_heads,
     context_tokens_input,
     refuse_approximate,
     target_tokens_input,
     with_aux,
+    with_output_rep,
 )
 from approxeq.np.registry import register_model
 
@@ -117,11 +119,15 @@ class TNP(NeuralProcess):
 @register_model("tnp", "Transformer NP (not equivariant)")
 def build_tnp(dim_x: int, dim_y: int, *, width: int = 128, num_layers: int = 5,
               num_heads: int = 8, num_pseudo_tokens: int = 32, min_std: float = 1e-3,
-              approximate: bool = False, dim_aux: int = 0, aux_dropout: float = 0.0) -> TNP:
+              approximate: bool = False, dim_aux: int = 0, aux_dropout: float = 0.0,
+              y_rep: YRep = "scalar") -> TNP:
     """TNP. Options: ``width`` (128), ``num_layers`` (5), ``num_heads`` (8), ``min_std``
     (1e-3), ``dim_aux`` (0: no auxiliary fields), ``aux_dropout`` (0.0);
-    ``num_pseudo_tokens`` is accepted and unused; ``approximate`` must be false."""
+    ``num_pseudo_tokens`` is accepted and unused; ``approximate`` must be false; ``y_rep``
+    (``"scalar"``) is recorded (the model is equivariant to nothing)."""
     refuse_approximate("tnp", approximate)
     check_heads(width, num_heads)
-    return TNP(dim_x, dim_y, width=width, num_layers=num_layers, num_heads=num_heads,
-               min_std=min_std, dim_aux=dim_aux, aux_dropout=aux_dropout)
+    model = TNP(dim_x, dim_y, width=width, num_layers=num_layers, num_heads=num_heads,
+                min_std=min_std, dim_aux=dim_aux, aux_dropout=aux_dropout)
+    # the model is the same for every y_rep (recorded for the experiments and checks)
+    return with_output_rep(model, y_rep, dim_x, dim_y)
