@@ -41,6 +41,7 @@ from approxeq.testing import (
 from approxeq.testing import specs as contract_specs
 
 CASES = contract_cases()
+VECTOR_CASES = contract_specs.vector_contract_cases()
 
 
 def test_every_registered_model_has_small_contract_settings():
@@ -52,8 +53,8 @@ def test_every_registered_model_has_small_contract_settings():
     assert "relaxed-convcnp-approximate" not in ids  # approximate already by default
 
 
-@pytest.mark.parametrize("case, check", [(case, check) for case in CASES for check in case.checks],
-                         ids=lambda v: str(v))
+@pytest.mark.parametrize("case, check", [(case, check) for case in CASES + VECTOR_CASES
+                                         for check in case.checks], ids=lambda v: str(v))
 def test_model_contract(case, check):
     try:
         run_contract_check(case, check)
@@ -290,3 +291,20 @@ def test_random_task_shapes_and_validation():
     assert xt.dtype == torch.float64 and torch.equal(random_task()[0], random_task()[0])
     with pytest.raises(ValueError, match="nc: expected an int >= 0, got -1"):
         random_task(nc=-1)
+
+
+@pytest.mark.parametrize("name", contract_specs.VECTOR_MODELS)
+def test_a_scalar_treatment_of_a_vector_field_fails_the_contract(name):
+    # the model is built for two scalar outputs but declares them a vector: its prediction for
+    # a rotated scene is not the rotated prediction, and the suite must say so
+    from approxeq.groups.representation import OutputRep
+
+    def declare_vector(model):
+        base_prepare(model)
+        model.y_rep = OutputRep.parse("vector", 2, 2)
+
+    spec = contract_specs.contract_spec(name)
+    base_prepare = spec.prepare or (lambda model: None)
+    report = check_model_contract(name, checks=["equivariance"], raise_on_failure=False,
+                                  dim_y=2, prepare=declare_vector)
+    assert "equivariance" in report.failed, report.summary()

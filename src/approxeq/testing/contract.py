@@ -48,6 +48,7 @@ from torch.distributions import Distribution
 
 from approxeq.approximate.component import equivariant_component
 from approxeq.groups.base import Group
+from approxeq.groups.representation import output_rep
 from approxeq.testing.equivariance import (
     assert_context_permutation_invariant,
     assert_equivariant,
@@ -151,10 +152,11 @@ def _equivariance_checks(case: ContractCase, model: nn.Module, gen: torch.Genera
     for task in (_task(case, gen, nc=8, nt=6), _task(case, gen, nc=0, nt=6)):
         kwargs = _aux_kwargs(case, task[0], task[2]) if with_aux else None
         assert_equivariant(model, group, task, atol=case.spec.atol,
-                           n_elements=case.spec.n_elements, generator=gen, model_kwargs=kwargs)
+                           n_elements=case.spec.n_elements, generator=gen, model_kwargs=kwargs,
+                           output_action=output_rep(model))
         if elements is not None:
             assert_equivariant(model, group, task, atol=case.spec.atol, elements=elements,
-                               model_kwargs=kwargs)
+                               model_kwargs=kwargs, output_action=output_rep(model))
 
 
 def check_attributes(case: ContractCase, device: torch.device | None) -> None:
@@ -229,13 +231,14 @@ def check_approximate(case: ContractCase, device: torch.device | None) -> None:
         elements = _elements(case, model.symmetry)
         with equivariant_component(model):
             assert_equivariant(model, model.symmetry, task, atol=case.spec.atol,
-                               n_elements=case.spec.n_elements, generator=gen)
+                               n_elements=case.spec.n_elements, generator=gen,
+                               output_action=output_rep(model))
             if elements is not None:
                 assert_equivariant(model, model.symmetry, task, atol=case.spec.atol,
-                                   elements=elements)
+                                   elements=elements, output_action=output_rep(model))
         assert_not_equivariant(model, model.symmetry, task, margin=case.spec.margin,
                                n_elements=case.spec.n_elements, generator=gen,
-                               elements=elements)
+                               elements=elements, output_action=output_rep(model))
 
 
 def check_permutation(case: ContractCase, device: torch.device | None) -> None:

@@ -153,7 +153,9 @@ class ContractCase:
 
     @property
     def id(self) -> str:
-        return f"{self.name}-approximate" if self.approximate else self.name
+        base = f"{self.name}-approximate" if self.approximate else self.name
+        y_rep = self.spec.options.get("y_rep", "scalar")
+        return base if y_rep == "scalar" else f"{base}-{_rep_id(y_rep)}"
 
     def __str__(self) -> str:
         return self.id
@@ -228,7 +230,35 @@ def contract_cases(names: Iterable[str] | None = None, *,
     return cases
 
 
+def _rep_id(y_rep: Any) -> str:
+    return y_rep if isinstance(y_rep, str) else "+".join(map(str, y_rep))
+
+
+#: the models whose outputs can be a vector field that turns with the scene, and the output
+#: representations the suite checks them with (one vector; a vector beside a scalar)
+VECTOR_MODELS = ("e-tnp", "equivcnp", "lps-tnp")
+VECTOR_REPS: tuple[Any, ...] = ("vector", ["vector", "scalar"])
+
+
+def vector_contract_cases(names: Iterable[str] = VECTOR_MODELS, *,
+                          reps: Iterable[Any] = VECTOR_REPS) -> list[ContractCase]:
+    """The suite's cases of vector-valued models: each model of ``names`` with each output
+    representation of ``reps`` (``y_rep``, with ``dim_y`` to match), exact and approximate.
+    Their equivariance checks act on the outputs with ``ρ(g)``, so a model that treated the
+    components as scalars would fail them."""
+    cases: list[ContractCase] = []
+    for name in names:
+        base = contract_spec(name)
+        for y_rep in reps:
+            dim_y = 2 if y_rep == "vector" else sum(2 if r == "vector" else 1 for r in y_rep)
+            spec = replace(base, options={**base.options, "y_rep": y_rep}, dim_y=dim_y)
+            specs = {name: spec}
+            cases += contract_cases([name], specs=specs)
+    return cases
+
+
 __all__ = [
-    "CHECKS", "CONTRACT_SPECS", "ContractCase", "ContractSpec", "applicable_checks",
-    "contract_cases", "contract_spec", "register_contract_spec",
+    "CHECKS", "CONTRACT_SPECS", "ContractCase", "ContractSpec", "VECTOR_MODELS",
+    "applicable_checks", "contract_cases", "contract_spec", "register_contract_spec",
+    "vector_contract_cases",
 ]
