@@ -44,9 +44,9 @@ class NeuralProcess(nn.Module):
         dim_aux: auxiliary channels read at the context and target locations (0 = none).
         approximate: whether the model has learned symmetry-breaking fixed inputs.
         name: how error messages name the model (default: the class name).
-        legacy_keys: ignored (kept so that existing constructors still run): weights saved
-            by an earlier layout are upgraded by the checkpoint layer
-            (:func:`approxeq.train.checkpoint.upgrade_state_dict`).
+
+    Weights saved by an earlier module layout are upgraded by the checkpoint layer
+    (:func:`approxeq.train.checkpoint.upgrade_state_dict`), not here.
 
     Attributes: ``model_name`` and ``build_options``: the registered name and the options it
     was built with (``None`` and ``{}`` until :meth:`set_build_spec`; set by
@@ -59,8 +59,7 @@ class NeuralProcess(nn.Module):
 
     def __init__(self, encoder: nn.Module, decoder: nn.Module, likelihood: nn.Module, *,
                  dim_x: int, dim_y: int, symmetry: Group | None = None, dim_aux: int = 0,
-                 approximate: bool = False, name: str | None = None,
-                 legacy_keys: Mapping[str, str] | None = None) -> None:
+                 approximate: bool = False, name: str | None = None) -> None:
         super().__init__()
         for arg, value, low in (("dim_x", dim_x, 1), ("dim_y", dim_y, 1), ("dim_aux", dim_aux, 0)):
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
@@ -72,7 +71,6 @@ class NeuralProcess(nn.Module):
         self.name = name or type(self).__name__
         self.model_name: str | None = None
         self.build_options: dict[str, Any] = {}
-        del legacy_keys  # checkpoint compatibility lives in approxeq.train.checkpoint
 
     @property
     def approximate(self) -> bool:

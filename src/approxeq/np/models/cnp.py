@@ -50,8 +50,7 @@ class CNP(NeuralProcess):
                  min_std: float = 1e-3) -> None:
         super().__init__(CNPEncoder(dim_x, dim_y, width, num_layers),
                          MLP(width + dim_x, 2 * dim_y, width, num_layers),
-                         HeteroscedasticGaussian(min_std), dim_x=dim_x, dim_y=dim_y,
-                         legacy_keys={"encoder.": "encoder.mlp."})
+                         HeteroscedasticGaussian(min_std), dim_x=dim_x, dim_y=dim_y)
 
 
 @register_model("cnp", "Conditional NP: mean-pooled MLP encoder, MLP decoder (not equivariant)")

@@ -37,7 +37,6 @@ from approxeq.np.models.common import (
     with_output_rep,
 )
 from approxeq.np.models.te_tnp import TETNP, TETNPEncoder, te_layer_factories
-from approxeq.np.models.tnp import TOKEN_LEGACY_KEYS
 from approxeq.np.models.vector_readout import DisplacementReadout, VectorTokens
 from approxeq.np.registry import register_model
 
@@ -143,7 +142,7 @@ class VectorETNP(NeuralProcess):
         likelihood = output_likelihood(rep, min_std, covariance)
         super().__init__(encoder, DisplacementReadout(rep, width, likelihood.full), likelihood,
                          dim_x=2, dim_y=rep.dim, symmetry=Euclidean(2), dim_aux=dim_aux,
-                         approximate=fixed_input is not None, legacy_keys=TOKEN_LEGACY_KEYS)
+                         approximate=fixed_input is not None)
         self.y_rep = rep
 
     @property

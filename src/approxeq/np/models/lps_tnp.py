@@ -256,8 +256,7 @@ class LPSTNP(NeuralProcess):
                                   n_samples_eval=n_samples_eval)
         super().__init__(LPSEncoder(symmetrized, fixed_input), nn.Identity(), likelihood,
                          dim_x=tnp.dim_x, dim_y=tnp.dim_y, symmetry=symmetry,
-                         dim_aux=tnp.dim_aux, approximate=fixed_input is not None,
-                         legacy_keys=LPS_LEGACY_KEYS)
+                         dim_aux=tnp.dim_aux, approximate=fixed_input is not None)
 
     @property
     def symmetrized(self) -> Symmetrized:
@@ -299,16 +298,6 @@ class LPSTNP(NeuralProcess):
         E(d) elements ``g [b, d + 1, d + 1]``: with it, the prediction for the task moved by
         ``g`` equals the prediction for the original task exactly (outputs are invariant)."""
         return self.symmetrized.transform_noise(g, noise)
-
-
-#: ``state_dict`` prefixes of the layout before the LPS-TNP was an encoder of a NeuralProcess
-LPS_LEGACY_KEYS = {
-    "symmetrized.base.tnp.token_embedding.":
-        "encoder.symmetrized.base.tnp.encoder.token_embedding.",
-    "symmetrized.base.tnp.aux_embedding.": "encoder.symmetrized.base.tnp.encoder.aux_embedding.",
-    "symmetrized.": "encoder.symmetrized.",
-    "fixed_input.": "encoder.fixed_input.",
-}
 
 
 @register_model("lps-tnp", "TNP made E(d)-equivariant by learned probabilistic symmetrisation "

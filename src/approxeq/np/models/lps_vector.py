@@ -27,7 +27,6 @@ from approxeq.np.base import NeuralProcess
 from approxeq.np.likelihood import RepresentationGaussian
 from approxeq.np.models.common import FixedInputEmbedding
 from approxeq.np.models.lps_tnp import (
-    LPS_LEGACY_KEYS,
     LPSTNP,
     CanonicalTNP,
     DrawAggregate,
@@ -175,6 +174,5 @@ class VectorLPSTNP(LPSTNP):
         NeuralProcess.__init__(self, VectorLPSEncoder(symmetrized, fixed_input), nn.Identity(),
                                VectorDrawAggregate(tnp.likelihood), dim_x=2, dim_y=rep.dim,
                                symmetry=symmetry, dim_aux=tnp.dim_aux,
-                               approximate=fixed_input is not None,
-                               legacy_keys=LPS_LEGACY_KEYS)
+                               approximate=fixed_input is not None)
         self.y_rep = rep

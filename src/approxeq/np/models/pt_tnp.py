@@ -37,7 +37,7 @@ from approxeq.np.models.common import (
     with_output_rep,
 )
 from approxeq.np.models.te_tnp import RelativeTokens, te_layer_factories
-from approxeq.np.models.tnp import TOKEN_LEGACY_KEYS, AbsoluteTokens
+from approxeq.np.models.tnp import AbsoluteTokens
 from approxeq.np.registry import register_model
 
 #: ``perceiver``: per layer context → pseudo, pseudo self-attention, targets → pseudo;
@@ -125,7 +125,7 @@ class PTTNP(NeuralProcess):
             dim_aux=dim_aux, aux_dropout=aux_dropout)
         super().__init__(encoder, MLP(width, 2 * dim_y, width, 2),
                          HeteroscedasticGaussian(min_std), dim_x=dim_x, dim_y=dim_y,
-                         dim_aux=dim_aux, legacy_keys=TOKEN_LEGACY_KEYS)
+                         dim_aux=dim_aux)
 
 
 class TEPseudoTokenEncoder(RelativeTokens):
@@ -250,9 +250,7 @@ class TEPTTNP(NeuralProcess):
         super().__init__(encoder, MLP(width, 2 * dim_y, width, 2),
                          HeteroscedasticGaussian(min_std), dim_x=dim_x, dim_y=dim_y,
                          symmetry=Translation(dim_x), dim_aux=dim_aux,
-                         approximate=fixed_input is not None,
-                         legacy_keys={**TOKEN_LEGACY_KEYS,
-                                      "fixed_input.": "encoder.pseudo_fixed_input."})
+                         approximate=fixed_input is not None)
 
     @property
     def fixed_input(self) -> FixedInputEmbedding | None:

@@ -34,7 +34,6 @@ from approxeq.np.models.common import (
     with_aux,
     with_output_rep,
 )
-from approxeq.np.models.tnp import TOKEN_LEGACY_KEYS
 from approxeq.np.registry import register_model
 
 
@@ -143,7 +142,7 @@ class TETNP(NeuralProcess):
         super().__init__(encoder, MLP(width, 2 * dim_y, width, 2),
                          HeteroscedasticGaussian(min_std), dim_x=dim_x, dim_y=dim_y,
                          symmetry=symmetry or Translation(dim_x), dim_aux=dim_aux,
-                         approximate=fixed_input is not None, legacy_keys=TOKEN_LEGACY_KEYS)
+                         approximate=fixed_input is not None)
 
     @property
     def fixed_input(self) -> FixedInputEmbedding | None:

@@ -24,13 +24,6 @@ from approxeq.np.models.common import (
 )
 from approxeq.np.registry import register_model
 
-#: ``state_dict`` prefixes of the token models before the embeddings moved into the encoder
-TOKEN_LEGACY_KEYS = {"token_embedding.": "encoder.token_embedding.",
-                     "aux_embedding.": "encoder.aux_embedding.",
-                     "fixed_input.": "encoder.fixed_input.",
-                     "pseudo_tokens": "encoder.pseudo_tokens",
-                     "pseudo_offsets": "encoder.pseudo_offsets"}
-
 
 class AbsoluteTokens(nn.Module):
     """Tokens ``MLP(x, y, flag)`` (context ``[x, y, 0]``, targets ``[x, 0, 1]``), plus the
@@ -113,7 +106,7 @@ class TNP(NeuralProcess):
                              dim_aux=dim_aux, aux_dropout=aux_dropout)
         super().__init__(encoder, MLP(width, 2 * dim_y, width, 2),
                          HeteroscedasticGaussian(min_std), dim_x=dim_x, dim_y=dim_y,
-                         dim_aux=dim_aux, legacy_keys=TOKEN_LEGACY_KEYS)
+                         dim_aux=dim_aux)
 
 
 @register_model("tnp", "Transformer NP (not equivariant)")
