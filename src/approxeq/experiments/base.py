@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import json
 import sys
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
@@ -24,9 +23,9 @@ from typing import Any, ClassVar
 from torch import nn
 
 from approxeq.train.config import ConfigError, ExperimentConfig, ModelConfig, unknown_keys_error
+from approxeq.train.rundir import EXPERIMENT, METRICS, RESULTS
 
 Log = Callable[[str], None]
-MODEL_EVAL = "eval.json"
 CONFIGS_DIR = Path(__file__).resolve().parent / "configs"
 
 
@@ -68,7 +67,7 @@ class Experiment(ABC):
     def summary(self, result: ExperimentResult) -> str:
         """A plain-text summary of a finished run for the terminal (default: its
         ``results.md``)."""
-        path = result.out_dir / "results.md"
+        path = result.out_dir / RESULTS
         return path.read_text() if path.is_file() else ""
 
     def handles(self, config: ExperimentConfig) -> bool:
@@ -197,7 +196,7 @@ def locked_settings_run(out_dir: Path, fingerprint: Mapping[str, Any], run: Call
     with RunLock(out_dir):
         done = check_fingerprint(out_dir, fingerprint, restart=restart, label=label)
         if done == "restarted":
-            for name in (*outputs, "metrics.json", "results.md", "experiment.json"):
+            for name in (*outputs, METRICS, RESULTS, EXPERIMENT):
                 (out_dir / name).unlink(missing_ok=True)
         return run()
 
@@ -308,14 +307,6 @@ def default_log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def read_json(path: Path) -> Any:
-    """The JSON content of ``path``, or ``None`` if it is missing or unreadable."""
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return None
-
-
 def model_seed(seed: int, label: str) -> int:
     """The seed a model is built from: a stable hash (SHA-256, not Python's salted ``hash``)
     of the experiment seed and the model's label, so that a model's initial weights depend on
@@ -364,26 +355,9 @@ def select_models(config: ExperimentConfig, only: Sequence[str] | None,
     return chosen
 
 
-def with_cached_entries(config: ExperimentConfig, out_dir: Path, entries: dict[str, Any],
-                        signature: Any, *, fingerprints: dict[str, Any] | None = None
-                        ) -> dict[str, Any]:
-    """``entries`` completed, in config order, with the still-valid cached evaluations of the
-    models not run this time (``only``): same test protocol (``signature``) and, when
-    ``fingerprints`` (by label) is given, produced by the same configuration."""
-    merged = dict(entries)
-    for mc in config.models:
-        cached = read_json(out_dir / mc.label / MODEL_EVAL)
-        if mc.label not in merged and isinstance(cached, dict) and \
-                cached.get("signature") == signature and (
-                    fingerprints is None
-                    or cached.get("fingerprint") == fingerprints.get(mc.label)):
-            merged[mc.label] = cached["entry"]
-    return {m.label: merged[m.label] for m in config.models if m.label in merged}
-
-
 __all__ = [
     "CONFIGS_DIR", "Experiment", "ExperimentResult", "Log", "SettingsExperiment", "default_log",
     "experiment_for",
-    "experiment_names", "find_experiment", "load_named_experiment", "model_seed", "read_json",
-    "register_experiment", "select_models", "settings_of", "with_cached_entries", "with_steps",
+    "experiment_names", "find_experiment", "load_named_experiment", "model_seed",
+    "register_experiment", "select_models", "settings_of", "with_steps",
 ]

@@ -48,7 +48,7 @@ from approxeq.experiments.base import (
     task_options_with_defaults,
 )
 from approxeq.experiments.evaluation import evaluate_model
-from approxeq.experiments.np_runner import NeuralProcessExperiment, finished_step, train_one_model
+from approxeq.experiments.np_runner import NeuralProcessExperiment, train_one_model
 from approxeq.experiments.report import format_table
 from approxeq.experiments.terrain import model_options
 from approxeq.files import write_json_atomic, write_text_atomic
@@ -56,12 +56,12 @@ from approxeq.np.batch import Batch
 from approxeq.np.prediction import coordinate_names, predict, require_xarray
 from approxeq.train.checkpoint import ModelSpec, load_checkpoint
 from approxeq.train.config import ConfigError, ExperimentConfig, ModelConfig, closest_key
+from approxeq.train.rundir import EXPERIMENT, LAST, METRICS, RESULTS, finished_step
 
 TASK_NAME = "era5-uk"
 DATA_FILE = "era5_t2m_uk_2019-03.nc"
 AUX_FILE = "uk_elevation_on_era5_grid.nc"
 ATTRIBUTION = "Contains modified Copernicus Climate Change Service information 2019"
-MODEL_EVAL = "eval.json"
 EVAL_VERSION = 1  # the shared evaluation path is the one this experiment always used
 
 #: task options and their defaults (``task.options`` of the experiment YAML)
@@ -330,7 +330,7 @@ class ERA5Experiment(NeuralProcessExperiment):
             entry["correction_std_K"] = float(np.nanstd(
                 np.concatenate([p["correction"].values.ravel() for p in maps])))
             maps[0].to_netcdf(run_dir / "map.nc")
-        ckpt = load_checkpoint(run_dir / "last.pt")
+        ckpt = load_checkpoint(run_dir / LAST)
         entry.update({"name": mc.name, "options": mc.options, "steps": finished_step(run_dir),
                       "aux_vars": list(o["aux_vars"]) if with_aux else [],
                       "parameters": sum(p.numel() for p in model.parameters()),
@@ -361,13 +361,13 @@ class ERA5Experiment(NeuralProcessExperiment):
             if (out_dir / label / "map.nc").is_file():
                 panels[label] = require_xarray().load_dataset(out_dir / label / "map.nc")
         # the runner has already added the still-valid cached entries of models left out
-        write_json_atomic(out_dir / "metrics.json", entries)
-        write_text_atomic(out_dir / "results.md", era5_results_markdown(entries, config))
+        write_json_atomic(out_dir / METRICS, entries)
+        write_text_atomic(out_dir / RESULTS, era5_results_markdown(entries, config))
         paths: list[Path] = []
         if figures is not None and extra.get("figures", True) and panels:
             paths = list(figures(out_dir, panels, entries))
         chosen = [m for m in config.models if m.label in result.models]
-        write_json_atomic(out_dir / "experiment.json", {
+        write_json_atomic(out_dir / EXPERIMENT, {
             "name": config.name, "size": config.size, "description": config.description,
             "data": Path(o["data"]).name, "aux": Path(o["aux"]).name, "var": o["var"],
             "split_days": {s: o[f"{s}_days"] for s in ("train", "val", "test")},

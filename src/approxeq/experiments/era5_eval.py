@@ -31,8 +31,8 @@ from approxeq.experiments.outputs import (
     task_description,
 )
 from approxeq.train.checkpoint import load_checkpoint, load_model
+from approxeq.train.rundir import BEST, CONFIG, LAST, METRICS
 
-CONFIG = "config.yaml"
 _HEADLINE = ("loglik", "loglik_se", "rmse_K", "rmse_K_se", "coverage95", "component_loglik",
              "component_loglik_se", "delta_equiv", "delta_equiv_K")
 
@@ -108,7 +108,7 @@ def _model_info(model: nn.Module, ckpt: Path, model_dir: Path | None, checkpoint
         "parameters": sum(p.numel() for p in model.parameters()),
         "symmetry": repr(getattr(model, "symmetry", None)),
         "approximate": is_approximate(model)}
-    last = model_dir / "last.pt" if model_dir is not None else None
+    last = model_dir / LAST if model_dir is not None else None
     if last is not None and last.is_file():
         trained = load_checkpoint(last)
         info.update(steps=trained.step, train_seconds=trained.extra.get("seconds"))
@@ -126,7 +126,7 @@ def evaluate_on_file(run: str | Path | nn.Module, path: str | Path, var: str, *,
                      context_fraction: tuple[float, float] = (0.01, 0.3),
                      max_targets: int | None = 256, n_tasks: int = 256, batch_size: int = 32,
                      seed: int = 2_000_003, out: str | Path | None = None,
-                     checkpoint: str = "best.pt", log: Log | None = None,
+                     checkpoint: str = BEST, log: Log | None = None,
                      skip_missing: bool = False) -> tuple[dict[str, Any], Path | None]:
     """Evaluate trained model(s) on another file, region, resolution or period, without
     retraining: the training normaliser is reused (coordinates outside the training region
@@ -169,7 +169,7 @@ def evaluate_on_file(run: str | Path | nn.Module, path: str | Path, var: str, *,
         items = list(_model_runs(run, checkpoint, log))
         base = Path(run) if Path(run).is_dir() else Path(run).parent
     name = eval_name(checkpoint, path, var)
-    target = Path(out) if out is not None else (base / EVAL_DIR / name / "metrics.json"
+    target = Path(out) if out is not None else (base / EVAL_DIR / name / METRICS
                                                 if base is not None else None)
     if target is not None:
         target = check_output_file(target, protect=base)

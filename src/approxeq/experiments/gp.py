@@ -43,15 +43,12 @@ from approxeq.experiments.base import (
     ExperimentResult,
     Log,
     default_log,
-    read_json,
     register_experiment,
 )
 from approxeq.experiments.batches import load_batches
 from approxeq.experiments.evaluation import evaluate_model, metrics_entry, oracle_metrics
 from approxeq.experiments.np_runner import (
-    CONFIG,
     NeuralProcessExperiment,
-    finished_step,
     model_info,
     train_one_model,
 )
@@ -67,10 +64,16 @@ from approxeq.train.config import (
     load_experiment,
 )
 from approxeq.train.distributed import resolve_device
+from approxeq.train.rundir import (
+    BEST,
+    CONFIG,
+    EXPERIMENT,
+    METRICS,
+    RESULTS,
+    finished_step,
+    read_json,
+)
 
-METRICS = "metrics.json"
-RESULTS = "results.md"
-EXPERIMENT = "experiment.json"
 ORACLE = "oracle"
 #: bump when the evaluation protocol changes, so cached per-model evaluations are redone
 EVAL_VERSION = 2
@@ -248,7 +251,7 @@ def run_experiment(config: ExperimentConfig, out_dir: str | Path, *, progress: b
 
 def evaluate_run(run_dir: str | Path, *, data: str | Path | None = None,
                  out: str | Path | None = None, log: Log | None = None,
-                 checkpoint: str = "best.pt", device: str | None = None,
+                 checkpoint: str = BEST, device: str | None = None,
                  skip_missing: bool = False) -> tuple[dict[str, Any], Path]:
     """Re-evaluate a finished run from its checkpoints, without touching its training results.
 
@@ -288,7 +291,7 @@ def evaluate_run(run_dir: str | Path, *, data: str | Path | None = None,
     if not run_dir.is_dir():
         raise FileNotFoundError(f"run_dir: no directory {run_dir}")
     config_path = run_dir / CONFIG
-    info = read_json(run_dir / "experiment.json")
+    info = read_json(run_dir / EXPERIMENT)
     kind = info.get("experiment") if isinstance(info, dict) else None
     if not config_path.is_file() and isinstance(kind, str):  # a settings experiment's run
         raise ValueError(f"run_dir: {run_dir} is a {kind} run, which keeps no checkpoints to "

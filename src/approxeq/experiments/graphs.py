@@ -59,6 +59,7 @@ from approxeq.files import write_json_atomic, write_text_atomic
 from approxeq.nn.graph_models import GraphGIN, GraphMLP
 from approxeq.train.config import ExperimentConfig
 from approxeq.train.distributed import resolve_device
+from approxeq.train.rundir import EXPERIMENT, METRICS, RESULTS
 
 __all__ = [
     "GraphMLP",
@@ -473,9 +474,9 @@ def _run_settings(name: str, cfg: dict[str, Any], out_dir: str | Path, size: str
            "device": str(device), "seconds": round(seconds, 1)}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out / "experiment.json", run)
-    write_json_atomic(out / "metrics.json", results)
-    write_text_atomic(out / "results.md", _results_table(name, size, cfg, results, seconds))
+    write_json_atomic(out / EXPERIMENT, run)
+    write_json_atomic(out / METRICS, results)
+    write_text_atomic(out / RESULTS, _results_table(name, size, cfg, results, seconds))
     return results
 
 

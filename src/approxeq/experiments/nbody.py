@@ -48,6 +48,7 @@ from approxeq.nn.graph_models import NBodyGNN, NBodyTransformer
 from approxeq.train.config import ConfigError, ExperimentConfig
 from approxeq.train.config_checks import dataclass_from_mapping
 from approxeq.train.distributed import resolve_device
+from approxeq.train.rundir import EXPERIMENT, METRICS, RESULTS
 
 __all__ = [
     "NBodyGNN",
@@ -274,9 +275,9 @@ def _run_settings(cfg: dict[str, Any], out_dir: str | Path, size: str,
            "data_seconds": round(data_seconds, 1)}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out / "experiment.json", run)
-    write_json_atomic(out / "metrics.json", results)
-    write_text_atomic(out / "results.md", _results_table(quick, cfg, results, seconds))
+    write_json_atomic(out / EXPERIMENT, run)
+    write_json_atomic(out / METRICS, results)
+    write_text_atomic(out / RESULTS, _results_table(quick, cfg, results, seconds))
     return results
 
 

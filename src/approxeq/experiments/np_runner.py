@@ -24,18 +24,14 @@ from torch import nn
 
 from approxeq.data.base import TaskGenerator
 from approxeq.experiments.base import (
-    MODEL_EVAL,
     Experiment,
     ExperimentResult,
     Log,
     default_log,
     model_seed,
-    read_json,
     select_models,
-    with_cached_entries,
 )
 from approxeq.experiments.seeds import layout_problem
-from approxeq.files import write_json_atomic
 from approxeq.np.batch import Batch
 from approxeq.np.registry import check_model
 from approxeq.train.checkpoint import CheckpointError, ModelSpec, load_checkpoint, load_model
@@ -49,16 +45,22 @@ from approxeq.train.config import (
 from approxeq.train.distributed import DistInfo, broadcast_object, init_distributed, resolve_device
 from approxeq.train.loop import train
 from approxeq.train.rundir import (
-    FINGERPRINT,
+    BEST,
+    CONFIG,
+    HISTORY,
+    LAST,
     RunDirError,
     RunLock,
-    clear_run,
+    cache_evaluation,
+    cached_evaluation,
     fault_point,
-    fingerprint_problem,
+    finished_step,
     make_fingerprint,
+    prepare_run_dirs,
+    read_json,
+    with_cached_entries,
 )
 
-CONFIG = "config.yaml"
 #: the training settings a model's checkpoints depend on. ``steps`` is not one (a larger count
 #: extends a finished run), nor is ``val_every`` (``--steps`` clips it; validation does not
 #: change the weights), nor are devices, logging and checkpoint intervals. The torch thread
@@ -106,61 +108,6 @@ def on_main(fn: Callable[[], Any], info: DistInfo) -> Any:
     if shared is not None:
         raise (CheckpointError if shared[0] == "CheckpointError" else RunDirError)(shared[1])
     return value
-
-
-def checkpoint_problem(run_dir: Path, label: str) -> str | None:
-    """Why a checkpoint of ``run_dir`` cannot be read, naming the model and the file, or
-    ``None`` when every one there is readable."""
-    for name in ("last.pt", "best.pt"):
-        path = run_dir / name
-        if path.is_file():
-            try:
-                load_checkpoint(path)
-            except CheckpointError as err:
-                how = "" if "--restart" in str(err) else (
-                    "; delete it or rerun with --restart to train the model again")
-                return f"model {label!r}: {err}{how}"
-    return None
-
-
-def prepare_run_dirs(dirs: Sequence[tuple[Path, Mapping[str, Any] | None, str]], *,
-                     restart: bool = False, log: Log | None = None) -> None:
-    """Make each ``(run_dir, fingerprint, label)`` safe to train into: nothing there, or
-    checkpoints produced by the same configuration (``fingerprint``; ``None``: not compared)
-    that are all readable. Nothing is changed unless every directory passes, or ``restart``
-    clears those that do not (they train again from scratch).
-
-    Raises:
-        RunDirError: a changed configuration, naming the directories and what changed.
-        CheckpointError: an unreadable checkpoint, naming the model and the file.
-    """
-    problems: list[tuple[type[Exception], str, int]] = []
-    for k, (run_dir, fp, label) in enumerate(dirs):
-        problem = None if fp is None else fingerprint_problem(run_dir, fp, label=label)
-        if problem is not None:
-            problems.append((RunDirError, problem, k))
-        elif (problem := checkpoint_problem(run_dir, label)) is not None:
-            problems.append((CheckpointError, problem, k))
-    if problems and not restart:
-        kind = problems[0][0]
-        raise kind(" | ".join(msg for _, msg, _ in problems))
-    redo = {k for _, _, k in problems}
-    for k, (run_dir, fp, label) in enumerate(dirs):
-        if k in redo:
-            (log or default_log)(f"[{label}] --restart: removing its earlier checkpoints")
-            clear_run(run_dir, keep_fingerprint=fp is None)
-        if fp is not None and (k in redo or not (run_dir / FINGERPRINT).is_file()):
-            write_json_atomic(run_dir / FINGERPRINT, dict(fp))
-
-
-def finished_step(run_dir: Path) -> int:
-    """The step of ``run_dir/last.pt`` (0 when there is none).
-
-    Raises:
-        CheckpointError: ``last.pt`` is unreadable (naming it).
-    """
-    last = run_dir / "last.pt"
-    return load_checkpoint(last).step if last.is_file() else 0
 
 
 def size_models(config: ExperimentConfig) -> ExperimentConfig:
@@ -236,10 +183,10 @@ def train_one_model(mc: ModelConfig, spec: ModelSpec, run_dir: Path,
                                      log=log), _group_info(device))
     try:
         done = finished_step(run_dir)
-        if done >= tcfg.steps and (run_dir / "best.pt").is_file():
+        if done >= tcfg.steps and (run_dir / BEST).is_file():
             log(f"[{mc.label}] finished earlier ({done} steps): skipping training")
-            model = load_model(run_dir / "best.pt", map_location=resolve_device(tcfg.device))
-            return model.eval(), read_json(run_dir / "history.json") or {}, 0.0
+            model = load_model(run_dir / BEST, map_location=resolve_device(tcfg.device))
+            return model.eval(), read_json(run_dir / HISTORY) or {}, 0.0
     except CheckpointError as err:
         raise CheckpointError(f"model {mc.label!r}: {err}") from None
     try:
@@ -375,7 +322,8 @@ class NeuralProcessExperiment(Experiment):
         if main:
             fault_point("report")
             # the models left out (``only``) keep their evaluations while still valid
-            entries = with_cached_entries(config, out_dir, entries, signature,
+            entries = with_cached_entries([m.label for m in config.models], out_dir, entries,
+                                          signature,
                                           fingerprints=fingerprints)
             result.seconds = time.monotonic() - start  # the wall time so far, for report
             self.report(config, out_dir, entries, tasks, result, figures)
@@ -400,10 +348,9 @@ class NeuralProcessExperiment(Experiment):
             return model, history, None
         fault_point("trained")
         step = finished_step(run_dir)
-        cached = read_json(run_dir / MODEL_EVAL)
-        if (isinstance(cached, dict) and cached.get("signature") == signature
-                and cached.get("step") == step and cached.get("fingerprint") == fingerprint):
-            return model, history, cached["entry"]
+        cached = cached_evaluation(run_dir, signature, step, fingerprint)
+        if cached is not None:
+            return model, history, cached
         # evaluated on the thread count it trained with: sums split over another count can
         # round differently, and a unit must score the same in a worker as here
         before = torch.get_num_threads()
@@ -414,8 +361,7 @@ class NeuralProcessExperiment(Experiment):
         finally:
             torch.set_num_threads(before)
         fault_point("evaluated")
-        write_json_atomic(run_dir / MODEL_EVAL, {
-            "signature": signature, "fingerprint": fingerprint, "step": step, "entry": entry})
+        cache_evaluation(run_dir, signature, step, fingerprint, entry)
         fault_point("cached")
         return model, history, entry
 
@@ -435,12 +381,11 @@ def model_info(mc: ModelConfig, model: nn.Module, step: int, run_dir: Path) -> d
             "parameters": sum(p.numel() for p in model.parameters()),
             "symmetry": repr(getattr(model, "symmetry", None)),
             "approximate": is_approximate(model)}
-    seconds = load_checkpoint(run_dir / "last.pt").extra.get("seconds")
+    seconds = load_checkpoint(run_dir / LAST).extra.get("seconds")
     if seconds is not None:
         info["train_seconds"] = seconds
     return info
 
 
 __all__ = ["NeuralProcessExperiment", "TRAIN_FINGERPRINT_FIELDS", "build_seeded",
-           "checkpoint_problem", "finished_step", "model_fingerprint", "model_info", "on_main",
-           "prepare_run_dirs", "size_models", "train_one_model"]
+           "model_fingerprint", "model_info", "on_main", "size_models", "train_one_model"]

@@ -44,14 +44,12 @@ from typing import Any
 
 from approxeq.experiments.base import Experiment, ExperimentResult, Log, default_log, select_models
 from approxeq.experiments.np_runner import (
-    CONFIG,
     NeuralProcessExperiment,
-    prepare_run_dirs,
     size_models,
 )
 from approxeq.experiments.seeds import layout_problem
 from approxeq.train.config import ConfigError, ExperimentConfig, save_experiment
-from approxeq.train.rundir import RunDirError, RunLock
+from approxeq.train.rundir import CONFIG, RunDirError, RunLock, prepare_run_dirs
 from approxeq.train.speed import available_cores
 
 

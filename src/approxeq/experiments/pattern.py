@@ -55,7 +55,13 @@ from approxeq.symmetrize.graph_image import (
 from approxeq.train.config import ConfigError, ExperimentConfig
 from approxeq.train.config_checks import dataclass_from_mapping
 from approxeq.train.distributed import resolve_device
-from approxeq.train.rundir import fingerprint_changes, make_fingerprint
+from approxeq.train.rundir import (
+    EXPERIMENT,
+    METRICS,
+    RESULTS,
+    fingerprint_changes,
+    make_fingerprint,
+)
 
 __all__ = ["PATTERN_SETTINGS", "PatternExperiment", "build_pattern_model",
            "check_pattern_settings", "digits_pretrained_vit",
@@ -370,9 +376,9 @@ def _run_settings(cfg: dict[str, Any], out_dir: str | Path, size: str,
     seconds = time.perf_counter() - start
     run_info = {"experiment": "pattern", "size": size, "config": cfg, "device": str(device),
                 "seconds": round(seconds, 1), "pretrained": note}
-    write_json_atomic(out / "experiment.json", run_info)
-    write_json_atomic(out / "metrics.json", results)
-    write_text_atomic(out / "results.md", _results_table(size, cfg, results, seconds, note))
+    write_json_atomic(out / EXPERIMENT, run_info)
+    write_json_atomic(out / METRICS, results)
+    write_text_atomic(out / RESULTS, _results_table(size, cfg, results, seconds, note))
     return results
 
 

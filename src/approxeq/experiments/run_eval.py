@@ -33,9 +33,8 @@ from approxeq.experiments.outputs import (
 from approxeq.files import write_json_atomic, write_text_atomic
 from approxeq.train.checkpoint import load_checkpoint, load_model
 from approxeq.train.config import ExperimentConfig, load_experiment, read_yaml
+from approxeq.train.rundir import BEST, CONFIG, METRICS, RESULTS
 
-CONFIG = "config.yaml"
-METRICS = "metrics.json"
 #: the task names whose runs :func:`evaluate_experiment_run` re-evaluates
 REEVALUATED = ("terrain", "smoke")
 
@@ -143,7 +142,7 @@ def _markdown(experiment: Any, metrics: dict[str, Any], config: ExperimentConfig
 
 
 def evaluate_experiment_run(run_dir: str | Path, *, out: str | Path | None = None,
-                            checkpoint: str = "best.pt", device: str | None = None,
+                            checkpoint: str = BEST, device: str | None = None,
                             skip_missing: bool = False, log: Log | None = None
                             ) -> tuple[dict[str, Any], Path]:
     """Re-evaluate a terrain or smoke run (one directory, or ``seed-*`` directories) from its
@@ -198,7 +197,7 @@ def evaluate_experiment_run(run_dir: str | Path, *, out: str | Path | None = Non
             m, config, experiment = _evaluate_one(sd, checkpoint, device, skip_missing, log)
             per_seed.append(m)
             write_json_atomic(target.parent / sd.name / METRICS, m)
-            write_text_atomic(target.parent / sd.name / "results.md",
+            write_text_atomic(target.parent / sd.name / RESULTS,
                               _markdown(experiment, m, config, note))
         train_seeds = [_saved_config(sd).train.seed for sd in seeds]
         metrics = aggregate_seeds(per_seed, train_seeds, names=[sd.name for sd in seeds])
@@ -211,7 +210,7 @@ def evaluate_experiment_run(run_dir: str | Path, *, out: str | Path | None = Non
 
 
 def evaluate_saved_run(run_dir: str | Path, *, data: str | Path | None = None,
-                       out: str | Path | None = None, checkpoint: str = "best.pt",
+                       out: str | Path | None = None, checkpoint: str = BEST,
                        device: str | None = None, skip_missing: bool = False,
                        log: Log | None = None) -> tuple[dict[str, Any], Path]:
     """``approxeq eval RUN [--data FILE]`` without ``--var``: a terrain or smoke run

@@ -24,7 +24,7 @@ from approxeq.experiments.base import Experiment, ExperimentResult, SettingsExpe
 from approxeq.files import write_json_atomic, write_text_atomic
 from approxeq.train.config import ConfigError, ExperimentConfig
 from approxeq.train.distributed import is_main_process
-from approxeq.train.rundir import FINGERPRINT, RunDirError, RunLock
+from approxeq.train.rundir import CONFIG, FINGERPRINT, METRICS, RESULTS, RunDirError, RunLock
 
 #: the metrics averaged over seeds (wherever they appear in an entry)
 SEED_METRICS = ("loglik", "rmse", "rmse_K", "coverage95", "component_loglik", "delta_equiv",
@@ -197,7 +197,7 @@ def layout_problem(out_dir: str | Path, n_seeds: int) -> str | None:
     are reused; ``metrics.json`` says over which)."""
     out_dir = Path(out_dir)
     found = seed_run_dirs(out_dir)
-    single = [n for n in ("config.yaml", FINGERPRINT) if (out_dir / n).is_file()]
+    single = [n for n in (CONFIG, FINGERPRINT) if (out_dir / n).is_file()]
     if n_seeds > 1 and single:
         return (f"out: {out_dir} holds a single-seed run ({single[0]}), not a run of several "
                 f"seeds; rerun without --seeds (or with --seeds 1), or choose another --out")
@@ -212,7 +212,7 @@ def write_seed_results(experiment: Experiment, config: ExperimentConfig, out_dir
                        metrics: Mapping[str, Any], seeds: Sequence[int]) -> None:
     """Write the aggregate over seeds: ``out_dir/metrics.json`` and ``results.md`` (the
     experiment's own ``results_markdown`` when it has one)."""
-    write_json_atomic(out_dir / "metrics.json", metrics)
+    write_json_atomic(out_dir / METRICS, metrics)
     from approxeq.experiments.report import results_markdown
 
     n_seeds = len(seeds)
@@ -222,7 +222,7 @@ def write_seed_results(experiment: Experiment, config: ExperimentConfig, out_dir
     text = (own(metrics, config) + "\n" + note + "\n" if own is not None else results_markdown(
         metrics, title=f"{config.name} ({n_seeds} seeds)",
         description=f"{config.description}\n\n{note}"))
-    write_text_atomic(out_dir / "results.md", text)
+    write_text_atomic(out_dir / RESULTS, text)
 
 
 __all__ = ["SEED_METRICS", "aggregate_block", "aggregate_seeds", "failed_entry", "layout_problem",

@@ -56,12 +56,10 @@ from approxeq.experiments.base import (
     Log,
     register_experiment,
     task_options_with_defaults,
-    with_cached_entries,
 )
 from approxeq.experiments.evaluation import evaluate_model, metrics_entry, to_model
 from approxeq.experiments.np_runner import (
     NeuralProcessExperiment,
-    finished_step,
     model_info,
     train_one_model,
 )
@@ -72,6 +70,7 @@ from approxeq.np.functional import evaluation_mode
 from approxeq.train.checkpoint import ModelSpec
 from approxeq.train.config import ConfigError, ExperimentConfig, ModelConfig
 from approxeq.train.config_checks import dataclass_from_mapping
+from approxeq.train.rundir import EXPERIMENT, METRICS, RESULTS, finished_step, with_cached_entries
 
 TASK_NAME = "smoke"
 PANELS = "panels.npz"
@@ -361,10 +360,11 @@ class SmokeExperiment(NeuralProcessExperiment):
     def report(self, config: ExperimentConfig, out_dir: Path, entries: dict[str, Any],
                tasks: Any, result: ExperimentResult, figures: Callable | None) -> None:
         extra = {**EXTRA_DEFAULTS, **config.extra}
-        entries = with_cached_entries(config, out_dir, entries, self.signature(config, tasks))
+        entries = with_cached_entries([m.label for m in config.models], out_dir, entries,
+                                      self.signature(config, tasks))
         entries = self.finish_entries(config, entries, tasks)
-        write_json_atomic(out_dir / "metrics.json", entries)
-        write_text_atomic(out_dir / "results.md", smoke_results_markdown(entries, config))
+        write_json_atomic(out_dir / METRICS, entries)
+        write_text_atomic(out_dir / RESULTS, smoke_results_markdown(entries, config))
         panels = {label: dict(np.load(out_dir / label / PANELS))
                   for label in entries if (out_dir / label / PANELS).is_file()}
         paths: list[Path] = []
@@ -372,7 +372,7 @@ class SmokeExperiment(NeuralProcessExperiment):
             paths = list(figures(out_dir, panels, entries))
         chosen = [m for m in config.models if m.label in result.models]
         o = tasks["options"]
-        write_json_atomic(out_dir / "experiment.json", {
+        write_json_atomic(out_dir / EXPERIMENT, {
             "name": config.name, "size": config.size, "description": config.description,
             "settings": o["settings"].to_dict(),
             "transfer": {k: transfer_settings(o, k).to_dict() for k in o["transfer"] or []},

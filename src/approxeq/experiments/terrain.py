@@ -48,12 +48,10 @@ from approxeq.experiments.base import (
     Log,
     register_experiment,
     task_options_with_defaults,
-    with_cached_entries,
 )
 from approxeq.experiments.evaluation import evaluate_model, metrics_entry, oracle_metrics
 from approxeq.experiments.np_runner import (
     NeuralProcessExperiment,
-    finished_step,
     model_info,
     train_one_model,
 )
@@ -69,6 +67,7 @@ from approxeq.np.batch import Batch
 from approxeq.train.checkpoint import ModelSpec
 from approxeq.train.config import ConfigError, ExperimentConfig, ModelConfig
 from approxeq.train.config_checks import dataclass_from_mapping
+from approxeq.train.rundir import EXPERIMENT, METRICS, RESULTS, finished_step, with_cached_entries
 
 TASK_NAME = "terrain"
 ORACLE = "oracle"
@@ -363,10 +362,11 @@ class TerrainExperiment(NeuralProcessExperiment):
     def report(self, config: ExperimentConfig, out_dir: Path, entries: dict[str, Any],
                tasks: Any, result: ExperimentResult, figures: Callable | None) -> None:
         extra = {**EXTRA_DEFAULTS, **config.extra}
-        metrics = with_cached_entries(config, out_dir, entries, self.signature(config, tasks))
+        metrics = with_cached_entries([m.label for m in config.models], out_dir, entries,
+                                      self.signature(config, tasks))
         metrics = self.finish_entries(config, metrics, tasks)
-        write_json_atomic(out_dir / "metrics.json", metrics)
-        write_text_atomic(out_dir / "results.md", terrain_results_markdown(metrics, config))
+        write_json_atomic(out_dir / METRICS, metrics)
+        write_text_atomic(out_dir / RESULTS, terrain_results_markdown(metrics, config))
         paths: list[Path] = []
         if figures is not None and extra.get("figures", True):
             panels = self.map_panels(config, tasks, result.models)
@@ -375,7 +375,7 @@ class TerrainExperiment(NeuralProcessExperiment):
         chosen = [m for m in config.models if m.label in result.models]
         o = {k: (v.__dict__ if isinstance(v, TerrainField) else v)
              for k, v in tasks["options"].items()}
-        write_json_atomic(out_dir / "experiment.json", {
+        write_json_atomic(out_dir / EXPERIMENT, {
             "name": config.name, "size": config.size, "description": config.description,
             "task": o, "settings": list(tasks["test"]),
             "fixed_input_domain": [list(d) for d in tasks["domain"]],
