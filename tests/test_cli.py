@@ -131,7 +131,7 @@ def test_train_then_eval_end_to_end(tmp_path, capsys):
     (["--quick"], "quick", 2), ([], "quick", 2), (["--size", "paper"], "paper", 3)])
 def test_settings_experiment_dispatches_by_task_name(tmp_path, monkeypatch, capsys, flags, size,
                                                      n_inits):
-    import approxeq.experiments.graphs as graphs
+    import approxeq.experiments.studies.graphs.study as graphs
 
     calls = []
 

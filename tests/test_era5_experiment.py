@@ -8,7 +8,12 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from approxeq.experiments.era5 import evaluate_on_file, map_panels, run_era5_experiment, weather_dir
+from approxeq.experiments.studies.era5 import (
+    evaluate_on_file,
+    map_panels,
+    run_era5_experiment,
+    weather_dir,
+)
 from approxeq.train.config import experiment_from_dict
 
 TINY_TNP = {"width": 8, "num_layers": 1, "num_heads": 2, "num_pseudo_tokens": 2}

@@ -13,7 +13,7 @@ pytest.importorskip("xarray")
 
 from approxeq.approximate import FixedInput
 from approxeq.experiments import load_named_experiment
-from approxeq.experiments.era5 import ERA5_EXPERIMENT, run_era5_experiment
+from approxeq.experiments.studies.era5.study import ERA5_EXPERIMENT, run_era5_experiment
 from approxeq.train.config import experiment_from_dict
 
 WEST = {"lat": [50.0, 58.0], "lon": [-10.0, -4.25]}

@@ -10,13 +10,13 @@ import torch
 from approxeq.data.graphs import load_sr25
 from approxeq.data.nbody import make_nbody
 from approxeq.experiments import CONFIGS_DIR as EXPERIMENTS
-from approxeq.experiments.graphs import (
+from approxeq.experiments.studies.graphs import (
     close_pairs,
     count_indistinguishable,
     graph_experiment_config,
     run_graph_experiment,
 )
-from approxeq.experiments.nbody import (
+from approxeq.experiments.studies.nbody import (
     build_nbody_model,
     nbody_experiment_config,
     run_nbody_experiment,

@@ -232,7 +232,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     import torch
 
-    from approxeq.experiments.gp import DEMO_STEPS, demo_config, estimate_seconds
+    from approxeq.experiments.studies.gp import DEMO_STEPS, demo_config, estimate_seconds
 
     steps = args.steps or DEMO_STEPS
     check_device(args.device)
@@ -288,7 +288,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         if args.data is None or args.var is None:
             raise CLIError("--var and --aux evaluate on a gridded data file: give --data FILE "
                            "and --var NAME (e.g. --data era5.nc --var t2m)")
-        from approxeq.experiments.era5 import evaluate_on_file
+        from approxeq.experiments.studies.era5 import evaluate_on_file
 
         metrics, path = evaluate_on_file(args.run_dir, args.data, args.var, aux=args.aux,
                                          out=args.out, checkpoint=args.checkpoint,
@@ -299,9 +299,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
                                            skip_missing=args.skip_missing)
     kind = run_task_name(args.run_dir)
     if kind == "terrain":
-        from approxeq.experiments.terrain import terrain_results_table as table
+        from approxeq.experiments.studies.terrain import terrain_results_table as table
     elif kind == "smoke":
-        from approxeq.experiments.smoke import smoke_results_table as table
+        from approxeq.experiments.studies.smoke import smoke_results_table as table
     else:
         table = results_table
     print(format_table(table(metrics), markdown=False))

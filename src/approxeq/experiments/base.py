@@ -26,7 +26,6 @@ from approxeq.train.config import ConfigError, ExperimentConfig, ModelConfig, un
 from approxeq.train.rundir import EXPERIMENT, METRICS, RESULTS
 
 Log = Callable[[str], None]
-CONFIGS_DIR = Path(__file__).resolve().parent / "configs"
 
 
 @dataclass
@@ -218,9 +217,6 @@ def settings_of(config: ExperimentConfig, only: Sequence[str] | None = None) -> 
     return cfg
 
 
-_REGISTRY: dict[str, Experiment] = {}
-
-
 def task_options_with_defaults(config: ExperimentConfig, task_name: str,
                                defaults: Mapping[str, Any]) -> dict[str, Any]:
     """The YAML's ``task.options`` over ``defaults``, for an experiment of task ``task_name``.
@@ -235,67 +231,6 @@ def task_options_with_defaults(config: ExperimentConfig, task_name: str,
     if unknown:
         raise unknown_keys_error(unknown, defaults, "task.options")
     return {**defaults, **config.task.options}
-
-
-def register_experiment(experiment: Experiment) -> Experiment:
-    """Add a runner to the registry (by its ``name``); returns it."""
-    _REGISTRY[experiment.name] = experiment
-    return experiment
-
-
-def experiment_for(config: ExperimentConfig) -> Experiment:
-    """The registered runner of ``config`` (chosen by its ``task.name``)."""
-    _load_builtin()
-    for runner in _REGISTRY.values():
-        if runner.handles(config):
-            return runner
-    known = sorted(n for r in _REGISTRY.values() for n in r.task_names)
-    raise ConfigError(f"task.name: no experiment runs task {config.task.name!r}; known tasks: "
-                      f"{', '.join(known)}")
-
-
-def _load_builtin() -> None:
-    # the runners register themselves on import
-    import approxeq.experiments.era5  # noqa: F401
-    import approxeq.experiments.gp  # noqa: F401
-    import approxeq.experiments.graphs  # noqa: F401
-    import approxeq.experiments.nbody  # noqa: F401
-    import approxeq.experiments.pattern  # noqa: F401
-    import approxeq.experiments.smoke  # noqa: F401
-    import approxeq.experiments.terrain  # noqa: F401
-
-
-def experiment_names() -> list[str]:
-    """The names of the shipped experiments (``approxeq experiment NAME``)."""
-    return sorted(p.stem for p in CONFIGS_DIR.glob("*.yaml"))
-
-
-def find_experiment(name: str | Path) -> Path:
-    """The YAML file of an experiment: ``name`` itself when it is a file (a user's own
-    experiment), else the shipped ``configs/<name>.yaml``.
-
-    Raises:
-        FileNotFoundError: naming the argument and the shipped experiments.
-    """
-    direct = Path(name).expanduser()
-    if direct.is_file():
-        return direct
-    stem = direct.name
-    for suffix in (".yaml", ".yml"):
-        if stem.endswith(suffix):
-            stem = stem[: -len(suffix)]
-    shipped = CONFIGS_DIR / f"{stem}.yaml"
-    if shipped.is_file():
-        return shipped
-    raise FileNotFoundError(f"experiment {str(name)!r}: not a YAML file and not a shipped "
-                            f"experiment; shipped: {', '.join(experiment_names())}")
-
-
-def load_named_experiment(name: str | Path, size: str = "quick") -> ExperimentConfig:
-    """:func:`~approxeq.train.config.load_experiment` of :func:`find_experiment` ``(name)``."""
-    from approxeq.train.config import load_experiment
-
-    return load_experiment(find_experiment(name), size=size)
 
 
 # --------------------------------------------------------------------------------------------
@@ -356,8 +291,6 @@ def select_models(config: ExperimentConfig, only: Sequence[str] | None,
 
 
 __all__ = [
-    "CONFIGS_DIR", "Experiment", "ExperimentResult", "Log", "SettingsExperiment", "default_log",
-    "experiment_for",
-    "experiment_names", "find_experiment", "load_named_experiment", "model_seed",
-    "register_experiment", "select_models", "settings_of", "with_steps",
+    "Experiment", "ExperimentResult", "Log", "SettingsExperiment", "default_log", "model_seed",
+    "select_models", "settings_of", "with_steps",
 ]

@@ -31,7 +31,6 @@ from approxeq.experiments.base import (
     model_seed,
     select_models,
 )
-from approxeq.experiments.seeds import layout_problem
 from approxeq.np.batch import Batch
 from approxeq.np.registry import check_model
 from approxeq.train.checkpoint import CheckpointError, ModelSpec, load_checkpoint, load_model
@@ -55,6 +54,7 @@ from approxeq.train.rundir import (
     cached_evaluation,
     fault_point,
     finished_step,
+    layout_problem,
     make_fingerprint,
     prepare_run_dirs,
     read_json,
@@ -205,6 +205,16 @@ def train_one_model(mc: ModelConfig, spec: ModelSpec, run_dir: Path,
     result = train(model, train_tasks, tcfg, run_dir, val_set=val, resume=True,
                    progress=progress, log=log, spec=spec, val_extra=val_extra)
     return result.load_best().eval(), result.history, result.seconds
+
+
+def model_options(mc: ModelConfig, domain: Sequence[Sequence[float]] | None) -> dict[str, Any]:
+    """``mc.options`` with the fixed inputs' domain set to ``domain`` (the training region's
+    box in normalised inputs, ``[(lo, hi)] * 2``) unless the YAML sets one, for approximate
+    models and RelaxedConvCNP; ``domain=None``: unchanged."""
+    options = dict(mc.options)
+    if domain is not None and (options.get("approximate") or mc.name == "relaxed-convcnp"):
+        options.setdefault("fixed_input_domain", [list(d) for d in domain])
+    return options
 
 
 class NeuralProcessExperiment(Experiment):
@@ -388,4 +398,5 @@ def model_info(mc: ModelConfig, model: nn.Module, step: int, run_dir: Path) -> d
 
 
 __all__ = ["NeuralProcessExperiment", "TRAIN_FINGERPRINT_FIELDS", "build_seeded",
-           "model_fingerprint", "model_info", "on_main", "size_models", "train_one_model"]
+           "model_fingerprint", "model_info", "model_options", "on_main", "size_models",
+           "train_one_model"]

@@ -47,9 +47,8 @@ from approxeq.experiments.np_runner import (
     NeuralProcessExperiment,
     size_models,
 )
-from approxeq.experiments.seeds import layout_problem
 from approxeq.train.config import ConfigError, ExperimentConfig, save_experiment
-from approxeq.train.rundir import CONFIG, RunDirError, RunLock, prepare_run_dirs
+from approxeq.train.rundir import CONFIG, RunDirError, RunLock, layout_problem, prepare_run_dirs
 from approxeq.train.speed import available_cores
 
 

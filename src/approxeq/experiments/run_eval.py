@@ -1,7 +1,7 @@
 """``approxeq eval RUN``: re-evaluation of a finished run from its checkpoints, for every kind of
 run the command knows, without touching the run's training results.
 
-- GP runs (``gp1d``, the demo, any GP task): :func:`approxeq.experiments.gp.evaluate_run`.
+- GP runs (``gp1d``, the demo, any GP task): :func:`approxeq.experiments.studies.gp.evaluate_run`.
 - Terrain and smoke runs (:data:`REEVALUATED`): :func:`evaluate_experiment_run`, on the
   experiment's own test sets rebuilt from the saved ``config.yaml`` (the same tasks, so the
   best checkpoint scores what the run's ``metrics.json`` says), with the references
@@ -9,7 +9,7 @@ run the command knows, without touching the run's training results.
   model) of the run itself. A multi-seed run (``RUN/seed-*/``) is evaluated seed by seed and
   aggregated as :mod:`approxeq.experiments.seeds` does.
 - Gridded-data runs (``era5-uk``): with ``--data FILE --var NAME``
-  (:mod:`approxeq.experiments.era5_eval`).
+  (:mod:`approxeq.experiments.studies.era5.file_eval`).
 
 Everything is written under ``RUN/eval/<name>/`` (``<name>`` from
 :func:`~approxeq.experiments.outputs.eval_name`), or to ``out``: ``metrics.json``, its
@@ -21,7 +21,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from approxeq.experiments.base import Log, default_log, experiment_for
+from approxeq.experiments.base import Log, default_log
 from approxeq.experiments.outputs import (
     EVAL_DIR,
     check_output_file,
@@ -30,10 +30,11 @@ from approxeq.experiments.outputs import (
     markdown_path,
     never_trained,
 )
+from approxeq.experiments.registry import experiment_for
 from approxeq.files import write_json_atomic, write_text_atomic
 from approxeq.train.checkpoint import load_checkpoint, load_model
 from approxeq.train.config import ExperimentConfig, load_experiment, read_yaml
-from approxeq.train.rundir import BEST, CONFIG, METRICS, RESULTS
+from approxeq.train.rundir import BEST, CONFIG, METRICS, RESULTS, seed_run_dirs
 
 #: the task names whose runs :func:`evaluate_experiment_run` re-evaluates
 REEVALUATED = ("terrain", "smoke")
@@ -111,7 +112,6 @@ def _seeds_without_config(run_dir: Path, seeds: list[Path], skip_missing: bool,
     """The seed folders of a multi-seed run that have no ``config.yaml`` (damaged, or killed
     before its first save): an error naming them, or with ``skip_missing`` a log line and
     the sentence of ``results.md`` that says they are left out."""
-    from approxeq.experiments.seeds import seed_run_dirs
 
     lost = [p.name for p in seed_run_dirs(run_dir) if p not in seeds]
     if not lost:
@@ -215,7 +215,7 @@ def evaluate_saved_run(run_dir: str | Path, *, data: str | Path | None = None,
                        log: Log | None = None) -> tuple[dict[str, Any], Path]:
     """``approxeq eval RUN [--data FILE]`` without ``--var``: a terrain or smoke run
     (:func:`evaluate_experiment_run`), else a GP run
-    (:func:`approxeq.experiments.gp.evaluate_run`, which names what other runs need).
+    (:func:`approxeq.experiments.studies.gp.evaluate_run`, which names what other runs need).
 
     Raises:
         ValueError: ``data`` for a terrain or smoke run (they have their own test sets), or a
@@ -240,7 +240,7 @@ def evaluate_saved_run(run_dir: str | Path, *, data: str | Path | None = None,
             f"re-evaluate from its checkpoints; it re-evaluates GP runs, "
             f"{' and '.join(REEVALUATED)} runs, and gridded-data runs (era5-uk) with --data "
             "FILE --var NAME")
-    from approxeq.experiments.gp import evaluate_run
+    from approxeq.experiments.studies.gp.study import evaluate_run
 
     return evaluate_run(run_dir, data=data, out=out, checkpoint=checkpoint, device=device,
                         skip_missing=skip_missing, log=log)

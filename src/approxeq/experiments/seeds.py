@@ -24,7 +24,13 @@ from approxeq.experiments.base import Experiment, ExperimentResult, SettingsExpe
 from approxeq.files import write_json_atomic, write_text_atomic
 from approxeq.train.config import ConfigError, ExperimentConfig
 from approxeq.train.distributed import is_main_process
-from approxeq.train.rundir import CONFIG, FINGERPRINT, METRICS, RESULTS, RunDirError, RunLock
+from approxeq.train.rundir import (
+    METRICS,
+    RESULTS,
+    RunDirError,
+    RunLock,
+    layout_problem,
+)
 
 #: the metrics averaged over seeds (wherever they appear in an entry)
 SEED_METRICS = ("loglik", "rmse", "rmse_K", "coverage95", "component_loglik", "delta_equiv",
@@ -183,31 +189,6 @@ def run_seeds(experiment: Experiment, config: ExperimentConfig, out_dir: str | P
                    seconds=sum(r.seconds for r in results))
 
 
-def seed_run_dirs(out_dir: str | Path) -> list[Path]:
-    """The ``seed-<i>`` folders an earlier multi-seed run left in ``out_dir``, in order."""
-    found = [p for p in Path(out_dir).glob("seed-*") if p.is_dir() and p.name[5:].isdigit()]
-    return sorted(found, key=lambda p: int(p.name[5:]))
-
-
-def layout_problem(out_dir: str | Path, n_seeds: int) -> str | None:
-    """Why a run of ``n_seeds`` seeds cannot write into ``out_dir``, or ``None``: a single run
-    (its ``config.yaml`` or ``fingerprint.json`` at the top) and a run of several seeds
-    (``seed-*/``) never share a directory, as each would overwrite the other's
-    ``metrics.json``. A run of more or fewer seeds than an earlier one is fine (its seeds
-    are reused; ``metrics.json`` says over which)."""
-    out_dir = Path(out_dir)
-    found = seed_run_dirs(out_dir)
-    single = [n for n in (CONFIG, FINGERPRINT) if (out_dir / n).is_file()]
-    if n_seeds > 1 and single:
-        return (f"out: {out_dir} holds a single-seed run ({single[0]}), not a run of several "
-                f"seeds; rerun without --seeds (or with --seeds 1), or choose another --out")
-    if n_seeds == 1 and found:
-        shown = ", ".join(f"{p.name}/" for p in found[:3]) + (", ..." if len(found) > 3 else "")
-        return (f"out: {out_dir} holds a run of several seeds ({shown}), not a single-seed "
-                f"run; rerun with --seeds {max(2, len(found))}, or choose another --out")
-    return None
-
-
 def write_seed_results(experiment: Experiment, config: ExperimentConfig, out_dir: Path,
                        metrics: Mapping[str, Any], seeds: Sequence[int]) -> None:
     """Write the aggregate over seeds: ``out_dir/metrics.json`` and ``results.md`` (the
@@ -225,5 +206,5 @@ def write_seed_results(experiment: Experiment, config: ExperimentConfig, out_dir
     write_text_atomic(out_dir / RESULTS, text)
 
 
-__all__ = ["SEED_METRICS", "aggregate_block", "aggregate_seeds", "failed_entry", "layout_problem",
-           "run_seeds", "seed_of", "seed_run_dirs", "with_seed", "write_seed_results"]
+__all__ = ["SEED_METRICS", "aggregate_block", "aggregate_seeds", "failed_entry", "run_seeds",
+           "seed_of", "with_seed", "write_seed_results"]

@@ -4,6 +4,7 @@ An experiment file looks like this (every key but ``name``, ``task`` and ``model
 
     name: translation-1d
     description: TE-TNP vs its approximately equivariant version on a 1-D GP task
+    study: mypackage.my_study  # optional: the module that defines and registers its runner
     task:
       name: eq                 # a task-generator name, resolved by the caller
       dim_x: 1
@@ -239,6 +240,8 @@ class ExperimentConfig:
         sizes: every size the file defines.
         extra: the file's free-form ``extra`` section.
         source: the file it came from (``None`` for a dict).
+        study: the module to import for the experiment's runner (a user's own study, which
+            registers itself on import); ``None`` for the shipped studies.
     """
 
     name: str
@@ -250,6 +253,7 @@ class ExperimentConfig:
     description: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
     source: str | None = None
+    study: str | None = None
 
     def model(self, label: str) -> ModelConfig:
         """The model with this label."""
@@ -262,7 +266,7 @@ class ExperimentConfig:
     def to_dict(self) -> dict[str, Any]:
         """A plain dict that :func:`experiment_from_dict` (with ``size=self.size``) turns back
         into an equal config: every override is already applied."""
-        return {
+        data = {
             "name": self.name,
             "description": self.description,
             "task": self.task.to_dict(),
@@ -271,9 +275,12 @@ class ExperimentConfig:
             "sizes": {self.size: {}},
             "extra": copy.deepcopy(self.extra),
         }
+        if self.study is not None:
+            data["study"] = self.study
+        return data
 
 
-_TOP_KEYS = {"name", "description", "task", "models", "train", "sizes", "extra"}
+_TOP_KEYS = {"name", "description", "task", "models", "train", "sizes", "extra", "study"}
 _TASK_KEYS = {"name", "dim_x", "dim_y", "options"}
 _MODEL_KEYS = {"label", "name", "options", "train"}
 _SIZE_RESERVED = {"model_options", "models", "task"}
@@ -396,10 +403,14 @@ def experiment_from_dict(data: Mapping[str, Any], size: str = "quick",
     if not isinstance(description, str):
         raise ConfigError(f"{source}: description: expected a string, got {description!r}")
     extra = dict(_check_mapping(data.get("extra"), "extra", source))
+    study = data.get("study")
+    if study is not None and (not isinstance(study, str) or not study.strip()):
+        raise ConfigError(f"{source}: study: expected a module name such as "
+                          f"'mypackage.my_study', got {study!r}")
     return ExperimentConfig(name=name, task=task, models=models, train=train, size=size,
                             sizes=tuple(sizes) or (size,), description=description,
                             extra=copy.deepcopy(extra), source=None if source == "<dict>"
-                            else source)
+                            else source, study=study)
 
 
 # the file readers and writers live in config_files.py; their names stay importable from here

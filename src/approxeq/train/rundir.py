@@ -386,10 +386,36 @@ def with_cached_entries(labels: Sequence[str], out_dir: Path, entries: dict[str,
     return {label: merged[label] for label in labels if label in merged}
 
 
+def seed_run_dirs(out_dir: str | Path) -> list[Path]:
+    """The ``seed-<i>`` folders an earlier multi-seed run left in ``out_dir``, in order."""
+    found = [p for p in Path(out_dir).glob("seed-*") if p.is_dir() and p.name[5:].isdigit()]
+    return sorted(found, key=lambda p: int(p.name[5:]))
+
+
+def layout_problem(out_dir: str | Path, n_seeds: int) -> str | None:
+    """Why a run of ``n_seeds`` seeds cannot write into ``out_dir``, or ``None``: a single run
+    (its ``config.yaml`` or ``fingerprint.json`` at the top) and a run of several seeds
+    (``seed-*/``) never share a directory, as each would overwrite the other's
+    ``metrics.json``. A run of more or fewer seeds than an earlier one is fine (its seeds
+    are reused; ``metrics.json`` says over which)."""
+    out_dir = Path(out_dir)
+    found = seed_run_dirs(out_dir)
+    single = [n for n in (CONFIG, FINGERPRINT) if (out_dir / n).is_file()]
+    if n_seeds > 1 and single:
+        return (f"out: {out_dir} holds a single-seed run ({single[0]}), not a run of several "
+                f"seeds; rerun without --seeds (or with --seeds 1), or choose another --out")
+    if n_seeds == 1 and found:
+        shown = ", ".join(f"{p.name}/" for p in found[:3]) + (", ..." if len(found) > 3 else "")
+        return (f"out: {out_dir} holds a run of several seeds ({shown}), not a single-seed "
+                f"run; rerun with --seeds {max(2, len(found))}, or choose another --out")
+    return None
+
+
 __all__ = [
     "BEST", "CONFIG", "EXPERIMENT", "FINGERPRINT", "HISTORY", "LAST", "LOCK", "METRICS",
     "MODEL_EVAL", "RESULTS", "RunDirError", "cache_evaluation", "cached_evaluation",
-    "checkpoint_problem", "finished_step", "prepare_run_dirs", "read_json",
+    "checkpoint_problem", "finished_step", "layout_problem", "prepare_run_dirs", "read_json",
+    "seed_run_dirs",
     "with_cached_entries", "RunLock", "check_fingerprint", "clear_run", "fault_point",
     "fingerprint_changes", "fingerprint_problem", "has_run_files", "locked_run", "make_fingerprint",
     "read_fingerprint",

@@ -46,16 +46,17 @@ from approxeq.data.terrain import (
 from approxeq.experiments.base import (
     ExperimentResult,
     Log,
-    register_experiment,
     task_options_with_defaults,
 )
 from approxeq.experiments.evaluation import evaluate_model, metrics_entry, oracle_metrics
 from approxeq.experiments.np_runner import (
     NeuralProcessExperiment,
     model_info,
+    model_options,
     train_one_model,
 )
-from approxeq.experiments.terrain_maps import (
+from approxeq.experiments.registry import register_experiment
+from approxeq.experiments.studies.terrain.maps import (
     correction_correlations,
     correction_lapse_correlation,
     fixed_input_progress,
@@ -151,16 +152,6 @@ def uses_aux(options: Mapping[str, Any]) -> bool:
 def strip_aux(batches: Sequence[Batch]) -> list[Batch]:
     """``batches`` without their auxiliary inputs (for models that read none)."""
     return [replace(b, aux_c=None, aux_t=None) for b in batches]
-
-
-def model_options(mc: ModelConfig, domain: Sequence[Sequence[float]] | None) -> dict[str, Any]:
-    """``mc.options`` with the fixed inputs' domain set to ``domain`` (the training region's
-    box in normalised inputs, ``[(lo, hi)] * 2``) unless the YAML sets one, for approximate
-    models and RelaxedConvCNP; ``domain=None``: unchanged."""
-    options = dict(mc.options)
-    if domain is not None and (options.get("approximate") or mc.name == "relaxed-convcnp"):
-        options.setdefault("fixed_input_domain", [list(d) for d in domain])
-    return options
 
 
 class TaskPool(TaskGenerator):

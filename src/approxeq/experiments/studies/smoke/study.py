@@ -54,7 +54,6 @@ from approxeq.data.smoke import (
 from approxeq.experiments.base import (
     ExperimentResult,
     Log,
-    register_experiment,
     task_options_with_defaults,
 )
 from approxeq.experiments.evaluation import evaluate_model, metrics_entry, to_model
@@ -63,6 +62,7 @@ from approxeq.experiments.np_runner import (
     model_info,
     train_one_model,
 )
+from approxeq.experiments.registry import register_experiment
 from approxeq.experiments.report import cell, format_table
 from approxeq.files import write_json_atomic, write_text_atomic
 from approxeq.np.batch import Batch

@@ -44,13 +44,16 @@ from approxeq.data.xarray_tasks import (
 from approxeq.experiments.base import (
     ExperimentResult,
     Log,
-    register_experiment,
     task_options_with_defaults,
 )
 from approxeq.experiments.evaluation import evaluate_model
-from approxeq.experiments.np_runner import NeuralProcessExperiment, train_one_model
+from approxeq.experiments.np_runner import (
+    NeuralProcessExperiment,
+    model_options,
+    train_one_model,
+)
+from approxeq.experiments.registry import register_experiment
 from approxeq.experiments.report import format_table
-from approxeq.experiments.terrain import model_options
 from approxeq.files import write_json_atomic, write_text_atomic
 from approxeq.np.batch import Batch
 from approxeq.np.prediction import coordinate_names, predict, require_xarray
@@ -465,7 +468,6 @@ __all__ = [
     "era5_results_markdown",
     "era5_results_table",
     "evaluate_era5_model",
-    "evaluate_on_file",
     "fit_normaliser",
     "is_era5_experiment",
     "map_panels",
@@ -473,6 +475,3 @@ __all__ = [
     "task_options",
     "weather_dir",
 ]
-
-# on any other file, region, resolution or period: its own module, re-exported here
-from approxeq.experiments.era5_eval import evaluate_on_file  # noqa: E402  (it imports this module)

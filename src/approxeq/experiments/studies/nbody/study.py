@@ -36,12 +36,11 @@ from torch import Tensor, nn
 from approxeq.data.nbody import NBodyConfig, NBodyData, make_nbody_splits
 from approxeq.experiments.base import (
     SettingsExperiment,
-    load_named_experiment,
     locked_settings_run,
-    register_experiment,
     settings_fingerprint,
     settings_of,
 )
+from approxeq.experiments.registry import load_named_experiment, register_experiment
 from approxeq.experiments.settings_check import check_settings, check_value
 from approxeq.files import write_json_atomic, write_text_atomic
 from approxeq.nn.graph_models import NBodyGNN, NBodyTransformer

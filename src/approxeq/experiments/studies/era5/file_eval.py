@@ -20,7 +20,6 @@ from approxeq.approximate import is_approximate
 from approxeq.data.normalise import NORMALISER_FILE, Normaliser
 from approxeq.data.xarray_tasks import XarrayTaskGenerator
 from approxeq.experiments.base import Log, default_log
-from approxeq.experiments.era5 import TASK_NAME, era5_results_markdown, evaluate_era5_model
 from approxeq.experiments.outputs import (
     EVAL_DIR,
     check_output_file,
@@ -29,6 +28,11 @@ from approxeq.experiments.outputs import (
     markdown_path,
     never_trained,
     task_description,
+)
+from approxeq.experiments.studies.era5.study import (
+    TASK_NAME,
+    era5_results_markdown,
+    evaluate_era5_model,
 )
 from approxeq.train.checkpoint import load_checkpoint, load_model
 from approxeq.train.rundir import BEST, CONFIG, LAST, METRICS

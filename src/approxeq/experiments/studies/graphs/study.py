@@ -4,8 +4,9 @@
   initialisations; a pair of non-isomorphic graphs is *indistinguishable* if the L1 distance
   between its embeddings is ``<= 1e-3`` under **every** initialisation. We count such pairs,
   with controls (a graph against permuted copies of itself; see
-  :mod:`approxeq.experiments.graph_separation`): a model with random outputs separates its own
-  permuted copies at 1e-3 and is judged at a threshold calibrated on them instead.
+  :mod:`~approxeq.experiments.studies.graphs.separation`): a model with random outputs
+  separates its own permuted copies at 1e-3 and is judged at a threshold calibrated on them
+  instead.
 * ``exp-classify`` — SAT/UNSAT classification of EXP graphs (val ``[0:200]``, test ``[200:400]``,
   train ``[400:1200]``; BCE, Adam, warm-up, gradient clipping; test accuracy at the best
   validation loss).
@@ -40,13 +41,13 @@ from torch import Tensor, nn
 from approxeq.data.graphs import GraphData, load_exp, load_graph8c, load_sr25, make_csl, with_degree
 from approxeq.experiments.base import (
     SettingsExperiment,
-    load_named_experiment,
     locked_settings_run,
-    register_experiment,
     settings_fingerprint,
     settings_of,
 )
-from approxeq.experiments.graph_separation import (
+from approxeq.experiments.registry import load_named_experiment, register_experiment
+from approxeq.experiments.settings_check import check_graph_settings
+from approxeq.experiments.studies.graphs.separation import (
     SeparationEmbeddings,
     close_pairs,
     count_indistinguishable,
@@ -54,7 +55,6 @@ from approxeq.experiments.graph_separation import (
     permuted_copy,
     separation_table,
 )
-from approxeq.experiments.settings_check import check_graph_settings
 from approxeq.files import write_json_atomic, write_text_atomic
 from approxeq.nn.graph_models import GraphGIN, GraphMLP
 from approxeq.train.config import ExperimentConfig

@@ -38,12 +38,11 @@ from torch import Tensor, nn
 from approxeq.data.pattern import PatternConfig, PatternData, make_pattern, weighted_accuracy
 from approxeq.experiments.base import (
     SettingsExperiment,
-    load_named_experiment,
     locked_settings_run,
-    register_experiment,
     settings_fingerprint,
     settings_of,
 )
+from approxeq.experiments.registry import load_named_experiment, register_experiment
 from approxeq.experiments.settings_check import check_settings, check_value, require_extra
 from approxeq.files import write_json_atomic, write_text_atomic
 from approxeq.nn.vit import VisionTransformer, ViTConfig, load_vit, save_vit, vit_param_groups
