@@ -46,8 +46,8 @@ from approxeq.experiments.registry import (
 from approxeq.experiments.report import format_table, results_markdown, results_table
 
 #: the GP study's public names, importable from here as before (loaded on first use)
-_GP_NAMES = ("DEMO_STEPS", "GPExperiment", "demo_config", "evaluate_run", "make_task",
-             "make_test_sets", "run_experiment")
+_GP_NAMES = ("DEMO_STEPS", "GPExperiment", "demo_config", "estimate_seconds", "evaluate_run",
+             "make_task", "make_test_sets", "run_experiment")
 
 
 def __getattr__(name: str) -> Any:
@@ -60,7 +60,8 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "CONFIGS_DIR", "DEMO_STEPS", "Experiment", "ExperimentResult", "GPExperiment",
-    "NeuralProcessExperiment", "SettingsExperiment", "demo_config", "evaluate_model",
+    "NeuralProcessExperiment", "SettingsExperiment", "demo_config", "estimate_seconds",
+    "evaluate_model",
     "evaluate_run", "experiment_for", "experiment_names", "find_experiment", "format_table",
     "load_batches", "load_named_experiment", "make_task", "make_test_sets", "model_seed",
     "oracle_metrics", "register_experiment", "results_markdown", "results_table",

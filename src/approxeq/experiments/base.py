@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 from torch import nn
 
 from approxeq.train.config import ConfigError, ExperimentConfig, ModelConfig, unknown_keys_error
-from approxeq.train.rundir import EXPERIMENT, METRICS, RESULTS
+from approxeq.train.rundir import BEST, EXPERIMENT, METRICS, RESULTS
 
 Log = Callable[[str], None]
 
@@ -47,21 +47,38 @@ class ExperimentResult:
     seconds: float = 0.0
 
 
+class UnsupportedStage(ValueError):
+    """A stage that an experiment does not implement (e.g. re-evaluating a run that keeps no
+    checkpoints); its message is one line naming the experiment and the stage."""
+
+
 class Experiment(ABC):
     """An experiment runner: ``tasks → train → evaluate → report``.
 
     :meth:`run` is the whole job: it resolves the task data once (:meth:`tasks`), then trains
     (:meth:`train`) and evaluates (:meth:`evaluate`) each chosen model, and writes the results
     (:meth:`report`). Subclasses implement the four stages, or :meth:`run` itself when their
-    stages do not split per model. ``task_names`` are the ``task.name`` values it runs.
+    stages do not split per model. Around a run: :meth:`summary` and :meth:`results_table`
+    show its results, :meth:`figures` names the function that draws its figures, and
+    :meth:`reevaluate` scores a finished run again from its checkpoints. A stage a subclass
+    does not implement raises :class:`UnsupportedStage` naming the experiment and the stage.
+    ``task_names`` are the ``task.name`` values it runs.
     """
 
     name: ClassVar[str]
     task_names: ClassVar[tuple[str, ...]] = ()
-    #: ``"module:function"`` of the figure hook the command line passes to :meth:`run`
-    figure_hook: ClassVar[str | None] = None
     #: whether the runner trains under ``torchrun`` (one process group for all its models)
     distributed: ClassVar[bool] = False
+    #: whether :meth:`reevaluate` scores runs on a gridded data file (``--data FILE --var
+    #: NAME``): such an evaluation goes to this runner whatever the run (it refuses others)
+    evaluates_fields: ClassVar[bool] = False
+    #: what :meth:`reevaluate` re-evaluates, for the message that lists them (``""``: nothing)
+    reevaluates: ClassVar[str] = ""
+
+    def unsupported(self, stage: str, why: str = "") -> UnsupportedStage:
+        """The error for a ``stage`` this experiment does not implement."""
+        return UnsupportedStage(f"experiment {self.name!r} does not implement the stage "
+                                f"{stage!r}" + (f": {why}" if why else ""))
 
     def summary(self, result: ExperimentResult) -> str:
         """A plain-text summary of a finished run for the terminal (default: its
@@ -69,29 +86,61 @@ class Experiment(ABC):
         path = result.out_dir / RESULTS
         return path.read_text() if path.is_file() else ""
 
+    def results_table(self, metrics: Mapping[str, Any]) -> list[list[str]]:
+        """The rows of the results table of ``metrics`` (a ``metrics.json``, or what
+        ``approxeq eval`` wrote), header first, for
+        :func:`~approxeq.experiments.report.format_table`."""
+        from approxeq.experiments.report import results_table
+
+        return results_table(dict(metrics))
+
+    def figures(self) -> Callable | None:
+        """The function that draws this experiment's figures, as :meth:`run` takes it
+        (``figures=``), or ``None`` when it draws none. Imports ``approxeq.plot`` (and so
+        matplotlib) only when called."""
+        return None
+
     def handles(self, config: ExperimentConfig) -> bool:
         """Whether this runner runs ``config`` (by default: its ``task.name``)."""
         return config.task.name in self.task_names
 
     def tasks(self, config: ExperimentConfig, out_dir: Path, log: Log) -> Any:
         """The fixed data of the run (test sets, normalisers, loaded graphs ...)."""
-        raise NotImplementedError
+        raise self.unsupported("tasks")
 
     def train(self, config: ExperimentConfig, mc: ModelConfig, tasks: Any, run_dir: Path, *,
               progress: bool, log: Log, device: str | None) -> tuple[nn.Module, dict]:
         """Train one model (resuming from ``run_dir``); return it and its history."""
-        raise NotImplementedError
+        raise self.unsupported("train")
 
     def evaluate(self, config: ExperimentConfig, mc: ModelConfig, model: nn.Module, tasks: Any,
                  run_dir: Path) -> dict[str, Any]:
         """The ``metrics.json`` entry of one trained model."""
-        raise NotImplementedError
+        raise self.unsupported("evaluate")
 
     def report(self, config: ExperimentConfig, out_dir: Path, entries: dict[str, Any],
                tasks: Any, result: ExperimentResult, figures: Callable | None) -> None:
         """Write ``metrics.json``, ``results.md``, ``experiment.json`` and figures; fill
         ``result.metrics`` and ``result.figures``."""
-        raise NotImplementedError
+        raise self.unsupported("report")
+
+    def reevaluate(self, run_dir: Path, config: ExperimentConfig | None, *,
+                   data: str | Path | None = None, var: str | None = None,
+                   aux: str | Path | None = None, out: str | Path | None = None,
+                   checkpoint: str = BEST, device: str | None = None,
+                   skip_missing: bool = False, log: Log | None = None
+                   ) -> tuple[dict[str, Any], Path | None]:
+        """Score the finished run ``run_dir`` (trained with ``config``; ``None`` when it holds
+        no ``config.yaml``: a model directory, or a run of several seeds) again from its
+        checkpoints, without touching its training results (``approxeq eval``): on its own
+        test sets, on a saved task file (``data``) or on a gridded field (``data`` and
+        ``var``, with auxiliary fields ``aux``). Returns ``(metrics, path written)``."""
+        from approxeq.experiments.registry import reevaluable
+
+        kind = config.task.name if config is not None else self.name
+        raise self.unsupported("reevaluate", f"this run was trained on task {kind!r}, which "
+                               "approxeq eval cannot re-evaluate from its checkpoints; it "
+                               f"re-evaluates {reevaluable()}")
 
     def override_steps(self, config: ExperimentConfig, steps: int | None) -> ExperimentConfig:
         """``config`` with every model trained for ``steps`` steps (``None``: unchanged)."""
@@ -291,6 +340,6 @@ def select_models(config: ExperimentConfig, only: Sequence[str] | None,
 
 
 __all__ = [
-    "Experiment", "ExperimentResult", "Log", "SettingsExperiment", "default_log", "model_seed",
-    "select_models", "settings_of", "with_steps",
+    "Experiment", "ExperimentResult", "Log", "SettingsExperiment", "UnsupportedStage",
+    "default_log", "model_seed", "select_models", "settings_of", "with_steps",
 ]

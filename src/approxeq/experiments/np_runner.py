@@ -16,7 +16,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.distributed as dist
@@ -225,10 +225,39 @@ class NeuralProcessExperiment(Experiment):
     reserved: tuple[str, ...] = ()
     distributed = True
 
-    def summary(self, result: ExperimentResult) -> str:
-        from approxeq.experiments.report import format_table, results_table
+    #: whether :meth:`reevaluate` scores a finished run on the experiment's own test sets,
+    #: rebuilt from its ``config.yaml`` (see :mod:`approxeq.experiments.run_eval`), and the
+    #: keyword arguments :meth:`evaluate` then takes
+    reevaluates_own_tests: ClassVar[bool] = False
+    reevaluate_options: ClassVar[Mapping[str, Any]] = {}
 
-        return format_table(results_table(result.metrics), markdown=False)
+    def summary(self, result: ExperimentResult) -> str:
+        from approxeq.experiments.report import format_table
+
+        return format_table(self.results_table(result.metrics), markdown=False)
+
+    def reevaluate(self, run_dir: Path, config: ExperimentConfig | None, *,
+                   data: str | Path | None = None, var: str | None = None,
+                   aux: str | Path | None = None, out: str | Path | None = None,
+                   checkpoint: str = BEST, device: str | None = None,
+                   skip_missing: bool = False, log: Log | None = None
+                   ) -> tuple[dict[str, Any], Path | None]:
+        """With :attr:`reevaluates_own_tests`: the run (one directory, or ``seed-*``
+        directories) scored again on its own test sets
+        (:func:`~approxeq.experiments.run_eval.evaluate_experiment_run`); ``data`` is refused.
+        Otherwise: not supported."""
+        if not self.reevaluates_own_tests:
+            return super().reevaluate(run_dir, config, data=data, var=var, aux=aux, out=out,
+                                      checkpoint=checkpoint, device=device,
+                                      skip_missing=skip_missing, log=log)
+        if data is not None:
+            kind = config.task.name if config is not None else self.name
+            raise ValueError(f"data: a {kind} run is evaluated on its own test sets, rebuilt "
+                             f"from its {CONFIG}; drop --data")
+        from approxeq.experiments.run_eval import evaluate_experiment_run
+
+        return evaluate_experiment_run(run_dir, out=out, checkpoint=checkpoint, device=device,
+                                       skip_missing=skip_missing, log=log)
 
     def check_models(self, chosen: list[ModelConfig]) -> list[ModelConfig]:
         """``chosen``, once every model's name and options are known to build: a misspelt
@@ -242,7 +271,7 @@ class NeuralProcessExperiment(Experiment):
 
     def signature(self, config: ExperimentConfig, tasks: Any) -> Any:
         """What a cached evaluation must match to be reused (the test protocol)."""
-        raise NotImplementedError
+        raise self.unsupported("signature")
 
     def model_spec(self, config: ExperimentConfig, mc: ModelConfig) -> ModelSpec:
         """The build spec of a model of ``config``."""

@@ -89,6 +89,31 @@ def experiment_for(config: ExperimentConfig) -> Experiment:
                       f"{', '.join(known)}")
 
 
+def reevaluable() -> str:
+    """What ``approxeq eval`` re-evaluates, in words: the ``reevaluates`` of every registered
+    runner that has one (e.g. ``"GP runs, terrain runs and ..."``)."""
+    discover_studies()
+    runners = sorted((r for r in _REGISTRY.values() if r.reevaluates),
+                     key=lambda r: (r.evaluates_fields, r.name))
+    kinds = [r.reevaluates for r in runners]
+    return ", ".join(kinds[:-1]) + (" and " if len(kinds) > 1 else "") + (kinds[-1] if kinds
+                                                                           else "nothing")
+
+
+def field_evaluator() -> Experiment:
+    """The runner that scores runs on a gridded data file (``approxeq eval RUN --data FILE
+    --var NAME``).
+
+    Raises:
+        ConfigError: none is registered.
+    """
+    discover_studies()
+    for runner in _REGISTRY.values():
+        if runner.evaluates_fields:
+            return runner
+    raise ConfigError("var: no experiment evaluates runs on a gridded data file")
+
+
 def experiment_names() -> list[str]:
     """The names of the shipped experiments (``approxeq experiment NAME``)."""
     return sorted(p.stem for p in CONFIGS_DIR.glob("*.yaml"))
@@ -123,5 +148,5 @@ def load_named_experiment(name: str | Path, size: str = "quick") -> ExperimentCo
 
 
 __all__ = ["CONFIGS_DIR", "STUDIES_PACKAGE", "discover_studies", "experiment_for",
-           "experiment_names", "find_experiment", "import_study", "load_named_experiment",
-           "register_experiment"]
+           "experiment_names", "field_evaluator", "find_experiment", "import_study",
+           "load_named_experiment", "reevaluable", "register_experiment"]

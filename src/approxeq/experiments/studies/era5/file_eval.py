@@ -29,7 +29,7 @@ from approxeq.experiments.outputs import (
     never_trained,
     task_description,
 )
-from approxeq.experiments.studies.era5.study import (
+from approxeq.experiments.studies.era5.scores import (
     TASK_NAME,
     era5_results_markdown,
     evaluate_era5_model,

@@ -154,7 +154,27 @@ class GPExperiment(NeuralProcessExperiment):
 
     name = "gp"
     reserved = (ORACLE,)
-    figure_hook = "approxeq.plot:experiment_figures"
+    reevaluates = "GP runs"
+
+    def figures(self) -> Callable | None:
+        from approxeq.plot import experiment_figures
+
+        return experiment_figures
+
+    def reevaluate(self, run_dir: Path, config: ExperimentConfig | None, *,
+                   data: str | Path | None = None, var: str | None = None,
+                   aux: str | Path | None = None, out: str | Path | None = None,
+                   checkpoint: str = BEST, device: str | None = None,
+                   skip_missing: bool = False, log: Log | None = None
+                   ) -> tuple[dict[str, Any], Path | None]:
+        """:func:`evaluate_run` of a single run (a run of several seeds is evaluated seed by
+        seed)."""
+        if not (Path(run_dir) / CONFIG).is_file() and config is not None:
+            raise ValueError(f"run_dir: {run_dir} holds one run per training seed (seed-*/) of "
+                             f"task {config.task.name!r}; evaluate each seed's directory, e.g. "
+                             f"{Path(run_dir) / 'seed-0'}")
+        return evaluate_run(run_dir, data=data, out=out, checkpoint=checkpoint, device=device,
+                            skip_missing=skip_missing, log=log)
 
     def handles(self, config: ExperimentConfig) -> bool:
         from approxeq.data.gp import TASK_NAMES

@@ -277,7 +277,17 @@ class SmokeExperiment(NeuralProcessExperiment):
 
     name = TASK_NAME
     task_names = (TASK_NAME,)
-    figure_hook = "approxeq.plot.smoke:smoke_figures"
+    reevaluates = "smoke runs"
+    reevaluates_own_tests = True
+    reevaluate_options = {"panels": False}
+
+    def results_table(self, metrics: Mapping[str, Any]) -> list[list[str]]:
+        return smoke_results_table(metrics)
+
+    def figures(self) -> Callable | None:
+        from approxeq.plot.smoke import smoke_figures
+
+        return smoke_figures
 
     def train_tasks_only(self, config: ExperimentConfig) -> dict[str, Any]:
         o = task_options(config)
@@ -393,9 +403,6 @@ class SmokeExperiment(NeuralProcessExperiment):
     def results_markdown(self, metrics: Mapping[str, Any], config: ExperimentConfig) -> str:
         """``results.md`` of ``metrics`` (also of the aggregate over seeds)."""
         return smoke_results_markdown(metrics, config)
-
-    def summary(self, result: ExperimentResult) -> str:
-        return format_table(smoke_results_table(result.metrics), markdown=False)
 
 
 SMOKE_EXPERIMENT = register_experiment(SmokeExperiment())

@@ -260,12 +260,16 @@ class TerrainExperiment(NeuralProcessExperiment):
     name = TASK_NAME
     task_names = (TASK_NAME,)
     reserved = (ORACLE, BLIND)
-    figure_hook = "approxeq.plot.terrain:terrain_figures"
+    reevaluates = "terrain runs"
+    reevaluates_own_tests = True
 
-    def summary(self, result: ExperimentResult) -> str:
-        from approxeq.experiments.report import format_table
+    def results_table(self, metrics: Mapping[str, Any]) -> list[list[str]]:
+        return terrain_results_table(metrics)
 
-        return format_table(terrain_results_table(result.metrics), markdown=False)
+    def figures(self) -> Callable | None:
+        from approxeq.plot.terrain import terrain_figures
+
+        return terrain_figures
 
     def results_markdown(self, metrics: Mapping[str, Any], config: ExperimentConfig) -> str:
         """``results.md`` of ``metrics`` (also of the aggregate over seeds)."""
