@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from approxeq.experiments.base import SettingsExperiment
-from approxeq.train.config import experiment_from_dict
+from approxeq.experiments.schema import experiment_from_dict
 from approxeq.train.rundir import RunDirError
 
 

@@ -11,8 +11,8 @@ import yaml
 
 from approxeq.cli import main
 from approxeq.experiments import experiment_for
+from approxeq.experiments.schema import experiment_from_dict
 from approxeq.experiments.seeds import aggregate_seeds, run_seeds
-from approxeq.train.config import experiment_from_dict
 from approxeq.train.rundir import RunDirError, RunLock
 
 

@@ -18,10 +18,11 @@ from tiny_terrain import tiny_terrain  # noqa: E402
 from approxeq.approximate import FixedInput, equivariant_component
 from approxeq.experiments import experiment_for, load_named_experiment
 from approxeq.experiments.np_runner import model_options
+from approxeq.experiments.schema import experiment_from_dict
 from approxeq.experiments.seeds import aggregate_seeds, seed_of, with_seed
 from approxeq.experiments.studies.terrain import make_generator, task_options
 from approxeq.train.checkpoint import ModelSpec
-from approxeq.train.config import ConfigError, experiment_from_dict
+from approxeq.train.config import ConfigError
 
 TINY = tiny_terrain("terrain-tiny")
 

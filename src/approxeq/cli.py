@@ -235,7 +235,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from approxeq.train.config import load_experiment
+    from approxeq.experiments.schema import load_experiment
 
     path = Path(args.config)
     if not path.is_file():
@@ -245,7 +245,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_experiment(args: argparse.Namespace) -> int:
-    from approxeq.train.config import load_experiment
+    from approxeq.experiments.schema import load_experiment
 
     if args.quick and args.size not in (None, "quick"):
         raise CLIError(f"--quick and --size {args.size} contradict each other")

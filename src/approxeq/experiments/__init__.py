@@ -8,7 +8,7 @@ reports. The studies are plug-ins, one subpackage each under
 ``nbody``, ``pattern``); they register themselves and never import each other.
 
 Every experiment is a YAML file (the shipped ones are package data, ``configs/*.yaml``) read
-by :func:`~approxeq.train.config.load_experiment`; its ``task.name`` picks the
+by :func:`~approxeq.experiments.schema.load_experiment`; its ``task.name`` picks the
 :class:`Experiment` that runs it (:func:`experiment_for`)::
 
     from approxeq.experiments import experiment_for, load_named_experiment
@@ -44,6 +44,14 @@ from approxeq.experiments.registry import (
     register_experiment,
 )
 from approxeq.experiments.report import format_table, results_markdown, results_table
+from approxeq.experiments.schema import (
+    ExperimentConfig,
+    ModelConfig,
+    TaskConfig,
+    experiment_from_dict,
+    load_experiment,
+    save_experiment,
+)
 
 #: the GP study's public names, importable from here as before (loaded on first use)
 _GP_NAMES = ("DEMO_STEPS", "GPExperiment", "demo_config", "estimate_seconds", "evaluate_run",
@@ -59,11 +67,12 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
-    "CONFIGS_DIR", "DEMO_STEPS", "Experiment", "ExperimentResult", "GPExperiment",
-    "NeuralProcessExperiment", "SettingsExperiment", "demo_config", "estimate_seconds",
-    "evaluate_model",
-    "evaluate_run", "experiment_for", "experiment_names", "find_experiment", "format_table",
-    "load_batches", "load_named_experiment", "make_task", "make_test_sets", "model_seed",
-    "oracle_metrics", "register_experiment", "results_markdown", "results_table",
-    "run_experiment", "save_batches", "select_models", "train_one_model", "with_steps",
+    "CONFIGS_DIR", "DEMO_STEPS", "Experiment", "ExperimentConfig", "ExperimentResult",
+    "GPExperiment", "ModelConfig", "NeuralProcessExperiment", "SettingsExperiment",
+    "TaskConfig", "demo_config", "estimate_seconds", "evaluate_model", "evaluate_run",
+    "experiment_for", "experiment_from_dict", "experiment_names", "find_experiment",
+    "format_table", "load_batches", "load_experiment", "load_named_experiment", "make_task",
+    "make_test_sets", "model_seed", "oracle_metrics", "register_experiment",
+    "results_markdown", "results_table", "run_experiment", "save_batches", "save_experiment",
+    "select_models", "train_one_model", "with_steps",
 ]

@@ -1,12 +1,11 @@
-"""One interface for every experiment, a registry of experiments by task name, the shipped
-configurations, and the parts every runner shares (model selection, per-model seeding, the
-training of one neural process, cached evaluations).
+"""One interface for every experiment (:class:`Experiment`, and the template of the
+experiments that train by one function of their settings, :class:`SettingsExperiment`) and the
+parts every runner shares (model selection, per-model seeding, ``--steps``).
 
-An experiment is a YAML file in one schema (:mod:`approxeq.train.config`): ``name``,
+An experiment is a YAML file in one schema (:mod:`approxeq.experiments.schema`): ``name``,
 ``description``, ``task`` (``name`` picks the runner, ``options`` its settings), ``models``,
-``train``, ``sizes`` and ``extra``. The shipped ones are package data
-(``approxeq/experiments/configs/*.yaml``); :func:`find_experiment` turns a name or a path into
-the file, and :func:`experiment_for` a resolved configuration into its :class:`Experiment`.
+``train``, ``sizes`` and ``extra``. :mod:`approxeq.experiments.registry` finds the file of a
+name and the :class:`Experiment` of a resolved configuration.
 """
 
 from __future__ import annotations
@@ -22,7 +21,8 @@ from typing import Any, ClassVar
 
 from torch import nn
 
-from approxeq.train.config import ConfigError, ExperimentConfig, ModelConfig, unknown_keys_error
+from approxeq.experiments.schema import ExperimentConfig, ModelConfig
+from approxeq.train.config import ConfigError, unknown_keys_error
 from approxeq.train.rundir import BEST, EXPERIMENT, METRICS, RESULTS
 
 Log = Callable[[str], None]

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from approxeq.experiments.base import Experiment, ExperimentResult, Log
-from approxeq.train.config import ExperimentConfig
+from approxeq.experiments.schema import ExperimentConfig
 
 
 def launch(experiment: Experiment, config: ExperimentConfig, out_dir: str | Path, *,

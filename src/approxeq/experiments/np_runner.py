@@ -31,16 +31,11 @@ from approxeq.experiments.base import (
     model_seed,
     select_models,
 )
+from approxeq.experiments.schema import ExperimentConfig, ModelConfig, save_experiment
 from approxeq.np.batch import Batch
 from approxeq.np.registry import check_model
 from approxeq.train.checkpoint import CheckpointError, ModelSpec, load_checkpoint, load_model
-from approxeq.train.config import (
-    ConfigError,
-    ExperimentConfig,
-    ModelConfig,
-    TrainConfig,
-    save_experiment,
-)
+from approxeq.train.config import ConfigError, TrainConfig
 from approxeq.train.distributed import DistInfo, broadcast_object, init_distributed, resolve_device
 from approxeq.train.loop import train
 from approxeq.train.rundir import (

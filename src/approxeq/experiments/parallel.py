@@ -47,7 +47,8 @@ from approxeq.experiments.np_runner import (
     NeuralProcessExperiment,
     size_models,
 )
-from approxeq.train.config import ConfigError, ExperimentConfig, save_experiment
+from approxeq.experiments.schema import ExperimentConfig, save_experiment
+from approxeq.train.config import ConfigError
 from approxeq.train.rundir import CONFIG, RunDirError, RunLock, layout_problem, prepare_run_dirs
 from approxeq.train.speed import available_cores
 

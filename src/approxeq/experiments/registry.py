@@ -16,7 +16,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from approxeq.train.config import ConfigError, ExperimentConfig
+from approxeq.experiments.schema import ExperimentConfig
+from approxeq.train.config import ConfigError
 
 if TYPE_CHECKING:
     from approxeq.experiments.base import Experiment
@@ -141,8 +142,9 @@ def find_experiment(name: str | Path) -> Path:
 
 
 def load_named_experiment(name: str | Path, size: str = "quick") -> ExperimentConfig:
-    """:func:`~approxeq.train.config.load_experiment` of :func:`find_experiment` ``(name)``."""
-    from approxeq.train.config import load_experiment
+    """:func:`~approxeq.experiments.schema.load_experiment` of :func:`find_experiment`
+    ``(name)``."""
+    from approxeq.experiments.schema import load_experiment
 
     return load_experiment(find_experiment(name), size=size)
 

@@ -31,9 +31,10 @@ from approxeq.experiments.outputs import (
     never_trained,
 )
 from approxeq.experiments.registry import experiment_for, field_evaluator
+from approxeq.experiments.schema import ExperimentConfig, load_experiment
 from approxeq.files import write_json_atomic, write_text_atomic
 from approxeq.train.checkpoint import load_checkpoint, load_model
-from approxeq.train.config import ExperimentConfig, load_experiment, read_yaml
+from approxeq.train.config_files import read_yaml
 from approxeq.train.rundir import (
     BEST,
     CONFIG,

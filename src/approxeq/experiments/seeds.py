@@ -25,8 +25,9 @@ from approxeq.experiments.aggregate import (  # noqa: F401  (importable from her
     failed_entry,
 )
 from approxeq.experiments.base import Experiment, ExperimentResult, SettingsExperiment, model_seed
+from approxeq.experiments.schema import ExperimentConfig
 from approxeq.files import write_json_atomic, write_text_atomic
-from approxeq.train.config import ConfigError, ExperimentConfig
+from approxeq.train.config import ConfigError
 from approxeq.train.distributed import is_main_process
 from approxeq.train.rundir import (
     METRICS,

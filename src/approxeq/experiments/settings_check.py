@@ -42,7 +42,7 @@ COMMON: dict[str, Spec] = {"device": _device, "dtype": "dtype", "models": "any"}
 def shipped_keys(experiment: str) -> frozenset[str]:
     """Every task option that any size of the shipped YAML of ``experiment`` sets."""
     from approxeq.experiments.registry import CONFIGS_DIR
-    from approxeq.train.config import read_yaml
+    from approxeq.train.config_files import read_yaml
 
     path = CONFIGS_DIR / f"{experiment}.yaml"
     raw = read_yaml(path) if path.is_file() else {}

@@ -46,7 +46,7 @@ def _check_run_kind(run_dir: Path) -> None:
     config = run_dir / CONFIG
     if not config.is_file():
         return
-    from approxeq.train.config import read_yaml
+    from approxeq.train.config_files import read_yaml
 
     raw = read_yaml(config) or {}
     task = raw.get("task") or {}
@@ -88,7 +88,7 @@ def _model_runs(run: str | Path, checkpoint: str, log: Log = default_log
     if (run / checkpoint).is_file():
         return [(run.name, run / checkpoint, run)]
     if (run / CONFIG).is_file():
-        from approxeq.train.config import read_yaml
+        from approxeq.train.config_files import read_yaml
 
         labels = [m.get("label") or m.get("name") for m in (read_yaml(run / CONFIG) or {}).get(
             "models", []) if isinstance(m, dict)]

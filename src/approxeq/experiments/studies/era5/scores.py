@@ -12,8 +12,8 @@ from torch import nn
 from approxeq.data.normalise import Normaliser
 from approxeq.experiments.evaluation import evaluate_model
 from approxeq.experiments.report import format_table
+from approxeq.experiments.schema import ExperimentConfig
 from approxeq.np.batch import Batch
-from approxeq.train.config import ExperimentConfig
 
 TASK_NAME = "era5-uk"
 ATTRIBUTION = "Contains modified Copernicus Climate Change Service information 2019"

@@ -51,6 +51,7 @@ from approxeq.experiments.np_runner import (
     train_one_model,
 )
 from approxeq.experiments.registry import register_experiment
+from approxeq.experiments.schema import ExperimentConfig, ModelConfig
 from approxeq.experiments.studies.era5.file_eval import evaluate_on_file
 from approxeq.experiments.studies.era5.scores import (
     ATTRIBUTION,
@@ -62,7 +63,7 @@ from approxeq.files import write_json_atomic, write_text_atomic
 from approxeq.np.batch import Batch
 from approxeq.np.prediction import coordinate_names, predict, require_xarray
 from approxeq.train.checkpoint import ModelSpec, load_checkpoint
-from approxeq.train.config import ConfigError, ExperimentConfig, ModelConfig, closest_key
+from approxeq.train.config import ConfigError, closest_key
 from approxeq.train.rundir import BEST, EXPERIMENT, LAST, METRICS, RESULTS, finished_step
 
 DATA_FILE = "era5_t2m_uk_2019-03.nc"

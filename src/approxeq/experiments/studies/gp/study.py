@@ -53,16 +53,11 @@ from approxeq.experiments.np_runner import (
 )
 from approxeq.experiments.registry import register_experiment
 from approxeq.experiments.report import results_markdown
+from approxeq.experiments.schema import ExperimentConfig, ModelConfig, TaskConfig, load_experiment
 from approxeq.files import write_json_atomic, write_text_atomic
 from approxeq.np.batch import Batch
 from approxeq.train.checkpoint import ModelSpec, load_checkpoint, load_model
-from approxeq.train.config import (
-    ConfigError,
-    ExperimentConfig,
-    ModelConfig,
-    TaskConfig,
-    load_experiment,
-)
+from approxeq.train.config import ConfigError
 from approxeq.train.distributed import resolve_device
 from approxeq.train.rundir import (
     BEST,
@@ -390,7 +385,7 @@ def _first_line(err: BaseException) -> str:
 
 
 def _read_yaml_size(path: Path) -> str:
-    from approxeq.train.config import read_yaml
+    from approxeq.train.config_files import read_yaml
 
     sizes = (read_yaml(path) or {}).get("sizes") or {}
     return next(iter(sizes), "quick")
@@ -408,7 +403,7 @@ def demo_config(steps: int = DEMO_STEPS, *, test_tasks: int = 256, device: str =
     """The embedded configuration of ``approxeq demo``: on the AE-NP Gibbs task, a small TNP
     (not equivariant), a small ConvCNP (translation equivariant) and its approximately
     equivariant version, ``steps`` steps each."""
-    from approxeq.train.config import experiment_from_dict
+    from approxeq.experiments.schema import experiment_from_dict
 
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps: expected a positive int, got {steps!r}")

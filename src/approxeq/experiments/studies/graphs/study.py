@@ -46,6 +46,7 @@ from approxeq.experiments.base import (
     settings_of,
 )
 from approxeq.experiments.registry import load_named_experiment, register_experiment
+from approxeq.experiments.schema import ExperimentConfig
 from approxeq.experiments.settings_check import check_graph_settings
 from approxeq.experiments.studies.graphs.separation import (
     SeparationEmbeddings,
@@ -57,7 +58,6 @@ from approxeq.experiments.studies.graphs.separation import (
 )
 from approxeq.files import write_json_atomic, write_text_atomic
 from approxeq.nn.graph_models import GraphGIN, GraphMLP
-from approxeq.train.config import ExperimentConfig
 from approxeq.train.distributed import resolve_device
 from approxeq.train.rundir import EXPERIMENT, METRICS, RESULTS
 

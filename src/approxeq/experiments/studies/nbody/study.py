@@ -41,10 +41,11 @@ from approxeq.experiments.base import (
     settings_of,
 )
 from approxeq.experiments.registry import load_named_experiment, register_experiment
+from approxeq.experiments.schema import ExperimentConfig
 from approxeq.experiments.settings_check import check_settings, check_value
 from approxeq.files import write_json_atomic, write_text_atomic
 from approxeq.nn.graph_models import NBodyGNN, NBodyTransformer
-from approxeq.train.config import ConfigError, ExperimentConfig
+from approxeq.train.config import ConfigError
 from approxeq.train.config_checks import dataclass_from_mapping
 from approxeq.train.distributed import resolve_device
 from approxeq.train.rundir import EXPERIMENT, METRICS, RESULTS

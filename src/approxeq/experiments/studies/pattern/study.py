@@ -43,6 +43,7 @@ from approxeq.experiments.base import (
     settings_of,
 )
 from approxeq.experiments.registry import load_named_experiment, register_experiment
+from approxeq.experiments.schema import ExperimentConfig
 from approxeq.experiments.settings_check import check_settings, check_value, require_extra
 from approxeq.files import write_json_atomic, write_text_atomic
 from approxeq.nn.vit import VisionTransformer, ViTConfig, load_vit, save_vit, vit_param_groups
@@ -51,7 +52,7 @@ from approxeq.symmetrize.graph_image import (
     graph_image_channels,
     symmetrized_graph_image_model,
 )
-from approxeq.train.config import ConfigError, ExperimentConfig
+from approxeq.train.config import ConfigError
 from approxeq.train.config_checks import dataclass_from_mapping
 from approxeq.train.distributed import resolve_device
 from approxeq.train.rundir import (

@@ -64,11 +64,12 @@ from approxeq.experiments.np_runner import (
 )
 from approxeq.experiments.registry import register_experiment
 from approxeq.experiments.report import cell, format_table
+from approxeq.experiments.schema import ExperimentConfig, ModelConfig
 from approxeq.files import write_json_atomic, write_text_atomic
 from approxeq.np.batch import Batch
 from approxeq.np.functional import evaluation_mode
 from approxeq.train.checkpoint import ModelSpec
-from approxeq.train.config import ConfigError, ExperimentConfig, ModelConfig
+from approxeq.train.config import ConfigError
 from approxeq.train.config_checks import dataclass_from_mapping
 from approxeq.train.rundir import EXPERIMENT, METRICS, RESULTS, finished_step, with_cached_entries
 

@@ -56,6 +56,7 @@ from approxeq.experiments.np_runner import (
     train_one_model,
 )
 from approxeq.experiments.registry import register_experiment
+from approxeq.experiments.schema import ExperimentConfig, ModelConfig
 from approxeq.experiments.studies.terrain.maps import (
     correction_correlations,
     correction_lapse_correlation,
@@ -66,7 +67,7 @@ from approxeq.experiments.studies.terrain.maps import (
 from approxeq.files import write_json_atomic, write_text_atomic
 from approxeq.np.batch import Batch
 from approxeq.train.checkpoint import ModelSpec
-from approxeq.train.config import ConfigError, ExperimentConfig, ModelConfig
+from approxeq.train.config import ConfigError
 from approxeq.train.config_checks import dataclass_from_mapping
 from approxeq.train.rundir import EXPERIMENT, METRICS, RESULTS, finished_step, with_cached_entries
 
