@@ -147,7 +147,7 @@ GRAPH_SETTINGS: dict[str, Spec] = {
     "n_inits": "int>=1", "k_eval": "int>=1", "mlp_hidden": "ints>=1", "batch_size": "int>=1",
     "epochs": "int>=1", "warmup_epochs": "int>=0", "k_train": "int>=1", "lr": "num>0",
     "clip": "num>0", "entropy_weight": "num>=0", "tau": "num>0", "sinkhorn_iters": "int>=1",
-    "eval_every": "int>=1", "folds": "int>=1", "strategies": "list", "n_controls": "int>=1"}
+    "eval_every": "int>=1", "folds": "int>=1", "n_controls": "int>=1"}
 _GRAPH_REQUIRED = {
     "separation": ("n_inits", "k_eval", "mlp_hidden", "batch_size"),
     "classify": ("epochs", "warmup_epochs", "k_train", "k_eval", "mlp_hidden", "lr",

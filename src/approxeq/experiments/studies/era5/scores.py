@@ -3,7 +3,6 @@ results table and ``results.md`` of a run (or of an evaluation on another file).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -11,7 +10,7 @@ from torch import nn
 
 from approxeq.data.normalise import Normaliser
 from approxeq.experiments.evaluation import evaluate_model
-from approxeq.experiments.report import format_table
+from approxeq.experiments.report import format_table, mean_se
 from approxeq.experiments.schema import ExperimentConfig
 from approxeq.np.batch import Batch
 
@@ -37,14 +36,6 @@ def evaluate_era5_model(model: nn.Module, batches: Sequence[Batch], normaliser: 
                           y_scale=normaliser.y_std)
 
 
-def _fmt(mean: Any, se: Any = None, digits: int = 3) -> str:
-    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
-        return "–"
-    if se is None or (isinstance(se, float) and math.isnan(se)):
-        return f"{mean:.{digits}f}"
-    return f"{mean:.{digits}f} ± {se:.{digits}f}"
-
-
 def era5_results_table(metrics: Mapping[str, Any]) -> list[list[str]]:
     """Rows (header first): per model the test log-likelihood ± s.e., RMSE (K), the equivariant
     component's log-likelihood, Δequiv (K) and the correction–elevation correlation."""
@@ -53,15 +44,15 @@ def era5_results_table(metrics: Mapping[str, Any]) -> list[list[str]]:
              "corr(correction, elevation)"] + (["log-lik OOD", "component OOD"] if ood else [])]
     for label, e in metrics.items():
         rows.append([label, "+".join(e.get("aux_vars") or []) or "–",
-                     _fmt(e.get("loglik"), e.get("loglik_se")),
-                     _fmt(e.get("rmse_K"), e.get("rmse_K_se")),
-                     _fmt(e.get("component_loglik"), e.get("component_loglik_se")),
-                     _fmt(e.get("delta_equiv_K"), None, 4),
-                     _fmt(e.get("correction_elevation_corr"), None, 2)])
+                     mean_se(e.get("loglik"), e.get("loglik_se")),
+                     mean_se(e.get("rmse_K"), e.get("rmse_K_se")),
+                     mean_se(e.get("component_loglik"), e.get("component_loglik_se")),
+                     mean_se(e.get("delta_equiv_K"), None, 4),
+                     mean_se(e.get("correction_elevation_corr"), None, 2)])
         if ood:
             b = e.get("ood", {})
-            rows[-1] += [_fmt(b.get("loglik"), b.get("loglik_se")),
-                         _fmt(b.get("component_loglik"), b.get("component_loglik_se"))]
+            rows[-1] += [mean_se(b.get("loglik"), b.get("loglik_se")),
+                         mean_se(b.get("component_loglik"), b.get("component_loglik_se"))]
     return rows
 
 

@@ -16,7 +16,6 @@ from approxeq.experiments.studies.smoke.study import (
     load_data,
     map_panels,
     map_tasks,
-    run_smoke_experiment,
     smoke_results_markdown,
     smoke_results_table,
     task_options,
@@ -26,6 +25,6 @@ from approxeq.experiments.studies.smoke.study import (
 __all__ = [
     "EXTRA_DEFAULTS", "PANELS", "SmokeExperiment", "SmokeFigureHook", "TASK_DEFAULTS",
     "TRANSFER_KINDS", "add_exact_gains", "exact_partner", "load_data", "map_panels",
-    "map_tasks", "run_smoke_experiment", "smoke_results_markdown", "smoke_results_table",
+    "map_tasks", "smoke_results_markdown", "smoke_results_table",
     "task_options", "transfer_settings",
 ]

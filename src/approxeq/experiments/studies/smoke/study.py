@@ -32,7 +32,6 @@ common multi-seed mechanism can run them once per seed.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
@@ -63,7 +62,7 @@ from approxeq.experiments.np_runner import (
     train_one_model,
 )
 from approxeq.experiments.registry import register_experiment
-from approxeq.experiments.report import cell, format_table
+from approxeq.experiments.report import cell, format_table, mean_se
 from approxeq.experiments.schema import ExperimentConfig, ModelConfig
 from approxeq.files import write_json_atomic, write_text_atomic
 from approxeq.np.batch import Batch
@@ -409,31 +408,6 @@ class SmokeExperiment(NeuralProcessExperiment):
 SMOKE_EXPERIMENT = register_experiment(SmokeExperiment())
 
 
-def run_smoke_experiment(config: ExperimentConfig, out_dir: str | Path, *,
-                         progress: bool = True, log: Log | None = None,
-                         figures: SmokeFigureHook | None = None, device: str | None = None,
-                         only: Sequence[str] | None = None) -> ExperimentResult:
-    """Train, evaluate and report every model of a smoke experiment (``task.name: smoke``;
-    see the shipped ``configs/smoke.yaml`` and the module docstring); the arguments are those
-    of :meth:`NeuralProcessExperiment.run`, with ``figures`` e.g.
-    :func:`approxeq.plot.smoke.smoke_figures`.
-
-    Returns:
-        :class:`~approxeq.experiments.ExperimentResult` (``metrics`` is ``metrics.json``).
-    """
-    return SMOKE_EXPERIMENT.run(config, out_dir, progress=progress, log=log, figures=figures,
-                                device=device, only=only)
-
-
-def _fmt(v: Any, se: Any = None, digits: int = 3, sign: bool = False) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "–"
-    text = f"{v:+.{digits}f}" if sign else f"{v:.{digits}f}"
-    if se is not None and not (isinstance(se, float) and math.isnan(se)):
-        text += f" ± {se:.{digits}f}"
-    return text
-
-
 def smoke_results_table(metrics: Mapping[str, Any]) -> list[list[str]]:
     """Rows (header first): per model the test log-likelihood ± s.e., RMSE, the component's
     log-likelihood, Δequiv, the equivariance error, and per transfer set the log-likelihood with
@@ -448,7 +422,7 @@ def smoke_results_table(metrics: Mapping[str, Any]) -> list[list[str]]:
         row = [label, cell(e, "loglik"), cell(e, "rmse", task_se=False),
                cell(e, "component_loglik", task_se=False),
                cell(e, "delta_equiv", 4, task_se=False),
-               _fmt(eq.get("equiv_err_max"), None, 4)]
+               mean_se(eq.get("equiv_err_max"), None, 4)]
         for k in kinds:
             b = e.get("transfer", {}).get(k)
             if b is None:
@@ -484,5 +458,5 @@ def smoke_results_markdown(metrics: Mapping[str, Any], config: ExperimentConfig 
 
 __all__ = ["EXTRA_DEFAULTS", "PANELS", "SmokeExperiment", "SmokeFigureHook", "TASK_DEFAULTS",
            "TRANSFER_KINDS", "add_exact_gains", "exact_partner", "load_data", "map_panels",
-           "map_tasks", "run_smoke_experiment", "smoke_results_markdown", "smoke_results_table",
+           "map_tasks", "smoke_results_markdown", "smoke_results_table",
            "task_options", "transfer_settings"]

@@ -56,6 +56,7 @@ from approxeq.experiments.np_runner import (
     train_one_model,
 )
 from approxeq.experiments.registry import register_experiment
+from approxeq.experiments.report import cell, format_table
 from approxeq.experiments.schema import ExperimentConfig, ModelConfig
 from approxeq.experiments.studies.terrain.maps import (
     correction_correlations,
@@ -200,20 +201,6 @@ def training_pool(o: Mapping[str, Any], batch_size: int, log: Log) -> list[Batch
 # Tables
 # --------------------------------------------------------------------------------------------
 
-def _cell(block: Mapping[str, Any] | None, key: str, digits: int = 3) -> str:
-    if not block or block.get(key) is None or (isinstance(block.get(key), float)
-                                               and math.isnan(block[key])):
-        return "–"
-    text = f"{block[key]:.{digits}f}"
-    se = block.get(f"{key}_se")
-    if isinstance(se, float) and not math.isnan(se):
-        text += f" ± {se:.{digits}f}"
-    seeds_se = block.get(f"{key}_seeds_se")
-    if isinstance(seeds_se, float) and not math.isnan(seeds_se):
-        text += f" (seeds ± {seeds_se:.{digits}f})"
-    return text
-
-
 def terrain_results_table(metrics: Mapping[str, Any]) -> list[list[str]]:
     """Rows (header first): per model and reference, in and out of region, the log-likelihood
     ± per-task s.e. (and ± s.e. over seeds), the RMSE in K, the component's log-likelihood,
@@ -224,18 +211,16 @@ def terrain_results_table(metrics: Mapping[str, Any]) -> list[list[str]]:
              "corr(correction, β·h⁺)", "corr(correction, oracle's)"]]
     for label, e in metrics.items():
         i, o = e.get("id", {}), e.get("ood", {})
-        rows.append([label, _cell(i, "loglik"), _cell(o, "loglik"), _cell(i, "rmse_K", 2),
-                     _cell(o, "rmse_K", 2), _cell(i.get("component"), "loglik"),
-                     _cell(o.get("component"), "loglik"), _cell(o, "delta_equiv_K", 4),
-                     _cell(o, "coverage95", 3), _cell(i, "correction_lapse_corr", 2),
-                     _cell(i, "correction_oracle_corr", 2)])
+        rows.append([label, cell(i, "loglik"), cell(o, "loglik"), cell(i, "rmse_K", 2),
+                     cell(o, "rmse_K", 2), cell(i.get("component"), "loglik"),
+                     cell(o.get("component"), "loglik"), cell(o, "delta_equiv_K", 4),
+                     cell(o, "coverage95", 3), cell(i, "correction_lapse_corr", 2),
+                     cell(i, "correction_oracle_corr", 2)])
     return rows
 
 
 def terrain_results_markdown(metrics: Mapping[str, Any], config: ExperimentConfig) -> str:
     """``results.md`` of the terrain experiment."""
-    from approxeq.experiments.report import format_table
-
     return "\n".join([
         f"# {config.name} ({config.size} size)", "", (config.description or "").strip(), "",
         format_table(terrain_results_table(metrics)), "",
