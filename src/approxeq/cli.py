@@ -326,7 +326,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="show the full traceback of an error instead of one line")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
+    for add in (_add_models_command, _add_demo_command, _add_experiment_command,
+                _add_train_command, _add_eval_command):
+        add(sub)
+    return parser
 
+
+def _add_models_command(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("models", help="list the model zoo, or one model's options",
                        description="List the registered models (names for build_model and the "
                                    "'name' of a model in an experiment YAML) with the group "
@@ -336,6 +342,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a model name (e.g. convcnp): list its options")
     p.set_defaults(func=cmd_models)
 
+
+def _add_demo_command(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "demo", help="train and compare non-, exactly and approximately equivariant NPs",
         description="Train a TNP (not equivariant), a ConvCNP (translation equivariant) and an "
@@ -353,6 +361,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="tasks per test set, ID and OOD (default 256)")
     p.set_defaults(func=cmd_demo)
 
+
+def _add_experiment_command(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "experiment", help="run a shipped experiment by name, or any experiment YAML",
         description="Run the shipped experiment NAME (gp1d, era5-uk, graph8c, ...; NAME may "
@@ -372,6 +382,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "YAML's extra.seeds, else 1)")
     p.set_defaults(func=cmd_experiment)
 
+
+def _add_train_command(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train", help="train and evaluate the models of an experiment YAML",
         description="Train every model of an experiment YAML (e.g. a copy of a shipped one, "
@@ -384,6 +396,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_steps_option(p)
     p.set_defaults(func=cmd_train)
 
+
+def _add_eval_command(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "eval", help="re-evaluate a finished run from its checkpoints",
         description="Re-evaluate every model of RUN_DIR (written by train/experiment/demo) from "
@@ -412,7 +426,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, metavar="DEVICE",
                    help="'cpu', 'cuda' or 'cuda:N' (default: CUDA if available)")
     p.set_defaults(func=cmd_eval)
-    return parser
 
 
 def _one_line(err: BaseException) -> str:

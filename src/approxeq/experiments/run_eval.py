@@ -224,7 +224,7 @@ def run_config(run_dir: Path) -> ExperimentConfig | None:
     return _saved_config(seeds[0]) if seeds else None
 
 
-def _no_config(run_dir: Path) -> Exception:
+def no_config_error(run_dir: Path) -> Exception:
     """Why ``run_dir``, which holds no ``config.yaml``, cannot be re-evaluated."""
     if not run_dir.is_dir():
         return FileNotFoundError(f"run_dir: no directory {run_dir}")
@@ -259,7 +259,7 @@ def reevaluate_run(run_dir: str | Path, *, data: str | Path | None = None,
     if var is not None:
         experiment = field_evaluator()
     elif config is None:
-        raise _no_config(run_dir)
+        raise no_config_error(run_dir)
     else:
         experiment = experiment_for(config)
     metrics, path = experiment.reevaluate(run_dir, config, data=data, var=var, aux=aux, out=out,
@@ -268,5 +268,6 @@ def reevaluate_run(run_dir: str | Path, *, data: str | Path | None = None,
     return metrics, path, experiment
 
 
-__all__ = ["evaluate_experiment_run", "reevaluate_run", "run_config", "run_task_name",
+__all__ = ["evaluate_experiment_run", "no_config_error", "reevaluate_run", "run_config",
+           "run_task_name",
            "seed_dirs"]

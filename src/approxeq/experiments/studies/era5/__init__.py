@@ -6,6 +6,7 @@ Importing this package registers its experiment (the framework finds it without 
 """
 
 from approxeq.experiments.studies.era5.file_eval import (
+    FieldTasks,
     evaluate_on_file,
 )
 from approxeq.experiments.studies.era5.scores import (
@@ -30,9 +31,8 @@ from approxeq.experiments.studies.era5.study import (
 )
 
 __all__ = [
-    "ATTRIBUTION", "ERA5Experiment", "EXTRA_DEFAULTS", "MapFigureHook", "TASK_DEFAULTS",
-    "TASK_NAME",
-    "correction_elevation_correlation", "era5_results_markdown", "era5_results_table",
-    "evaluate_era5_model", "evaluate_on_file", "fit_normaliser", "is_era5_experiment",
-    "map_panels", "run_era5_experiment", "task_options", "weather_dir",
+    "ATTRIBUTION", "ERA5Experiment", "EXTRA_DEFAULTS", "FieldTasks", "MapFigureHook",
+    "TASK_DEFAULTS", "TASK_NAME", "correction_elevation_correlation", "era5_results_markdown",
+    "era5_results_table", "evaluate_era5_model", "evaluate_on_file", "fit_normaliser",
+    "is_era5_experiment", "map_panels", "run_era5_experiment", "task_options", "weather_dir",
 ]

@@ -66,7 +66,6 @@ from approxeq.train.rundir import (
     METRICS,
     RESULTS,
     finished_step,
-    read_json,
 )
 
 ORACLE = "oracle"
@@ -294,26 +293,17 @@ def evaluate_run(run_dir: str | Path, *, data: str | Path | None = None,
     from approxeq.experiments.outputs import (
         EVAL_DIR,
         check_output_file,
-        checkpoint_entry,
         eval_name,
         markdown_path,
-        never_trained,
         task_description,
     )
+    from approxeq.experiments.run_eval import no_config_error
 
     log = log or default_log
     run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise FileNotFoundError(f"run_dir: no directory {run_dir}")
     config_path = run_dir / CONFIG
-    info = read_json(run_dir / EXPERIMENT)
-    kind = info.get("experiment") if isinstance(info, dict) else None
-    if not config_path.is_file() and isinstance(kind, str):  # a settings experiment's run
-        raise ValueError(f"run_dir: {run_dir} is a {kind} run, which keeps no checkpoints to "
-                         "evaluate again: its results are its metrics.json and results.md")
     if not config_path.is_file():
-        raise FileNotFoundError(f"run_dir: {run_dir} has no {CONFIG}; is it a directory written "
-                                "by `approxeq train`/`approxeq experiment`?")
+        raise no_config_error(run_dir)
     raw = _read_yaml_size(config_path)
     config = load_experiment(config_path, size=raw)
     from approxeq.data.gp import TASK_NAMES
@@ -331,6 +321,29 @@ def evaluate_run(run_dir: str | Path, *, data: str | Path | None = None,
         sets = {data.stem: _load_task_file(data)}
     else:
         sets = make_test_sets(config)
+    entries = _evaluate_checkpoints(config, run_dir, sets, checkpoint=checkpoint, device=device,
+                                    skip_missing=skip_missing, log=log)
+    if all("failed" in e for e in entries.values()):
+        raise FileNotFoundError(f"run_dir: no readable model checkpoint ({checkpoint}) under "
+                                f"{run_dir}")
+    oracle = {s: m for s, b in sets.items() if (m := oracle_metrics(b)) is not None}
+    if oracle:
+        entries[ORACLE] = metrics_entry(oracle, {"name": "gp-oracle"})
+    write_json_atomic(out_path, entries)
+    write_text_atomic(md_path, results_markdown(
+        entries, title=f"{config.name}: {name}", description=config.description))
+    return entries, out_path
+
+
+def _evaluate_checkpoints(config: ExperimentConfig, run_dir: Path,
+                          sets: Mapping[str, Sequence[Batch]], *, checkpoint: str,
+                          device: str | None, skip_missing: bool, log: Log
+                          ) -> dict[str, Any]:
+    """The entry of every model of ``run_dir`` that was trained, from its ``checkpoint``, on
+    each test set of ``sets`` (``{"failed": ...}`` for an unreadable one with
+    ``skip_missing``)."""
+    from approxeq.experiments.outputs import checkpoint_entry, never_trained
+
     eq = _equivariance_options(config)
     entries: dict[str, Any] = {}
     skip = never_trained(run_dir, [mc.label for mc in config.models], log)
@@ -347,16 +360,7 @@ def evaluate_run(run_dir: str | Path, *, data: str | Path | None = None,
         entries[mc.label] = metrics_entry(per_setting, info)
         log(f"[{mc.label}] " + ", ".join(
             f"{s}: {v['loglik']:.3f} ± {v['loglik_se']:.3f}" for s, v in per_setting.items()))
-    if all("failed" in e for e in entries.values()):
-        raise FileNotFoundError(f"run_dir: no readable model checkpoint ({checkpoint}) under "
-                                f"{run_dir}")
-    oracle = {s: m for s, b in sets.items() if (m := oracle_metrics(b)) is not None}
-    if oracle:
-        entries[ORACLE] = metrics_entry(oracle, {"name": "gp-oracle"})
-    write_json_atomic(out_path, entries)
-    write_text_atomic(md_path, results_markdown(
-        entries, title=f"{config.name}: {name}", description=config.description))
-    return entries, out_path
+    return entries
 
 
 def _load_task_file(path: Path) -> list[Batch]:
