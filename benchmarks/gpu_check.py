@@ -69,7 +69,7 @@ def plan(tiny: bool, compile_modes: list[bool], only: list[str] | None = None
     """The step configurations and the experiments not covered; ``only``: these registry
     names alone. Order: one model of each registry name in float32 and bf16, eager then
     compiled, then the other variants (different options of the same names) likewise."""
-    from approxeq.experiments.base import experiment_names, load_named_experiment
+    from approxeq.experiments import experiment_names, load_named_experiment
     from approxeq.np import available_models
 
     registry = set(available_models())

@@ -112,7 +112,7 @@ def test_train_then_eval_end_to_end(tmp_path, capsys):
     assert again["ConvCNP"]["id"]["loglik"] == pytest.approx(metrics["ConvCNP"]["id"]["loglik"])
 
     from approxeq.experiments import make_test_sets
-    from approxeq.train.config import load_experiment
+    from approxeq.experiments.schema import load_experiment
 
     tasks = make_test_sets(load_experiment(config))["ood"][:1]
     save_batches(tmp_path / "shifted.pt", tasks)
@@ -131,7 +131,7 @@ def test_train_then_eval_end_to_end(tmp_path, capsys):
     (["--quick"], "quick", 2), ([], "quick", 2), (["--size", "paper"], "paper", 3)])
 def test_settings_experiment_dispatches_by_task_name(tmp_path, monkeypatch, capsys, flags, size,
                                                      n_inits):
-    import approxeq.experiments.graphs as graphs
+    import approxeq.experiments.studies.graphs.study as graphs
 
     calls = []
 

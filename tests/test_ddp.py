@@ -113,7 +113,7 @@ sizes:
 def _experiment_worker(rank: int, rendezvous: str, out_dir: str,
                        yaml_name: str = "two-models.yaml") -> None:
     from approxeq.experiments import run_experiment
-    from approxeq.train import load_experiment
+    from approxeq.experiments.schema import load_experiment
     from approxeq.train.distributed import distributed_session
     from approxeq.train.rundir import RunDirError
 

@@ -8,8 +8,13 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from approxeq.experiments.era5 import evaluate_on_file, map_panels, run_era5_experiment, weather_dir
-from approxeq.train.config import experiment_from_dict
+from approxeq.experiments.schema import experiment_from_dict
+from approxeq.experiments.studies.era5 import (
+    evaluate_on_file,
+    map_panels,
+    run_era5_experiment,
+    weather_dir,
+)
 
 TINY_TNP = {"width": 8, "num_layers": 1, "num_heads": 2, "num_pseudo_tokens": 2}
 TINY_CONV = {"channels": 4, "num_layers": 1, "kernel_size": 3, "points_per_unit": 4}

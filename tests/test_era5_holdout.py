@@ -13,8 +13,8 @@ pytest.importorskip("xarray")
 
 from approxeq.approximate import FixedInput
 from approxeq.experiments import load_named_experiment
-from approxeq.experiments.era5 import ERA5_EXPERIMENT, run_era5_experiment
-from approxeq.train.config import experiment_from_dict
+from approxeq.experiments.schema import experiment_from_dict
+from approxeq.experiments.studies.era5.study import ERA5_EXPERIMENT, run_era5_experiment
 
 WEST = {"lat": [50.0, 58.0], "lon": [-10.0, -4.25]}
 EAST = {"lat": [50.0, 58.0], "lon": [-1.75, 2.0]}

@@ -10,7 +10,7 @@ import xarray as xr
 
 from approxeq.data.normalise import Normaliser
 from approxeq.data.xarray_tasks import XarrayTaskGenerator
-from approxeq.experiments.era5 import evaluate_on_file
+from approxeq.experiments.studies.era5 import evaluate_on_file
 from approxeq.np import build_model
 
 LAT = np.linspace(50.0, 52.5, 6)

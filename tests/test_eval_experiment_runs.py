@@ -88,7 +88,8 @@ def test_runs_of_other_kinds_are_refused_naming_the_kind(tmp_path, capsys):
          "sizes": {"quick": {}}}))
     assert main(["eval", str(run)]) == 1
     err = capsys.readouterr().err
-    assert "trained on task 'graph8c'" in err and "terrain and smoke runs" in err
+    assert "trained on task 'graph8c'" in err and "cannot re-evaluate" in err
+    assert all(kind in err for kind in ("GP runs", "terrain runs", "smoke runs", "--var NAME"))
     seeds = tmp_path / "gp-seeds"
     (seeds / "seed-0").mkdir(parents=True)
     (seeds / "seed-0" / "config.yaml").write_text(yaml.safe_dump(

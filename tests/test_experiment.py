@@ -15,7 +15,8 @@ from approxeq.experiments import (
     run_experiment,
     save_batches,
 )
-from approxeq.train.config import ConfigError, experiment_from_dict, load_experiment
+from approxeq.experiments.schema import experiment_from_dict, load_experiment
+from approxeq.train.config import ConfigError
 
 CONV = {"channels": 4, "num_layers": 1, "kernel_size": 3, "points_per_unit": 8}
 

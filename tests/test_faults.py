@@ -22,8 +22,8 @@ import torch
 
 from approxeq import cli
 from approxeq.experiments import run_experiment
+from approxeq.experiments.schema import experiment_from_dict
 from approxeq.train.checkpoint import CheckpointError, load_checkpoint
-from approxeq.train.config import experiment_from_dict
 from approxeq.train.rundir import FINGERPRINT, RunDirError
 
 CONV = {"channels": 4, "num_layers": 1, "kernel_size": 3, "points_per_unit": 8}

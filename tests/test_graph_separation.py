@@ -6,12 +6,12 @@ import pytest
 import torch
 
 from approxeq.data.graphs import GraphData, load_sr25
-from approxeq.experiments.graph_separation import (
+from approxeq.experiments.studies.graphs import run_graph_experiment
+from approxeq.experiments.studies.graphs.separation import (
     SeparationEmbeddings,
     judge_separation,
     permuted_copy,
 )
-from approxeq.experiments.graphs import run_graph_experiment
 from approxeq.nn import GraphGIN
 
 

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from approxeq.experiments.nbody import build_nbody_model, run_nbody_experiment
+from approxeq.experiments.studies.nbody import build_nbody_model, run_nbody_experiment
 from approxeq.groups import DirectProduct, Euclidean, Permutation
 from approxeq.nn.graph_models import NBodyGNN
 

@@ -21,7 +21,8 @@ from approxeq.experiments.parallel import (
     with_threads,
     worker_count,
 )
-from approxeq.train.config import ConfigError, experiment_from_dict
+from approxeq.experiments.schema import experiment_from_dict
+from approxeq.train.config import ConfigError
 from approxeq.train.rundir import RunDirError, RunLock
 
 # one thread per model in both modes, so that the arithmetic is the same

@@ -13,7 +13,7 @@ from approxeq.data.pattern import (
     make_pattern_splits,
     weighted_accuracy,
 )
-from approxeq.experiments.pattern import (
+from approxeq.experiments.studies.pattern.study import (
     _vit_config,
     pattern_experiment_config,
     run_pattern_experiment,
@@ -113,7 +113,7 @@ def test_yaml_runs_through_the_registry():
 
 def test_digits_pretraining_stand_in(tmp_path):
     pytest.importorskip("sklearn")
-    from approxeq.experiments.pattern import digits_pretrained_vit
+    from approxeq.experiments.studies.pattern import digits_pretrained_vit
     from approxeq.nn.vit import ViTConfig, load_vit
 
     config = ViTConfig(patch_size=4, in_channels=5, embed_dim=8, depth=1, num_heads=2,

@@ -102,7 +102,7 @@ def test_the_default_prefetches_only_with_a_core_to_spare(monkeypatch):
 
 def test_parallel_workers_that_fill_every_core_do_not_prefetch():
     from approxeq.experiments.parallel import with_threads
-    from approxeq.train.config import experiment_from_dict
+    from approxeq.experiments.schema import experiment_from_dict
 
     config = experiment_from_dict({
         "name": "t", "task": {"name": "gp", "dim_x": 1, "dim_y": 1},

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from approxeq.experiments.base import SettingsExperiment
-from approxeq.train.config import experiment_from_dict
+from approxeq.experiments.schema import experiment_from_dict
 from approxeq.train.rundir import RunDirError
 
 
@@ -66,7 +66,7 @@ def test_another_thread_count_is_another_settings_run(tmp_path):
 
 def test_pattern_pretrains_again_when_what_produced_its_backbone_changes(tmp_path):
     pytest.importorskip("sklearn")
-    from approxeq.experiments.pattern import digits_pretrained_vit
+    from approxeq.experiments.studies.pattern import digits_pretrained_vit
     from approxeq.nn.vit import ViTConfig, load_vit
 
     def vit(embed_dim: int) -> ViTConfig:
@@ -106,7 +106,7 @@ def test_a_damaged_fingerprint_is_named_as_damaged_not_as_a_changed_configuratio
 
 
 def test_the_python_entry_points_lock_and_fingerprint_their_runs_too(tmp_path):
-    from approxeq.experiments.nbody import run_nbody_experiment
+    from approxeq.experiments.studies.nbody import run_nbody_experiment
 
     overrides = dict(n_train=10, n_val=5, n_test=5, epochs=1, batch_size=5, num_layers=1,
                      d_model=8, gnn_hidden=8, gnn_layers=1, k_train=1, k_eval=1, k_test=1,
@@ -119,7 +119,7 @@ def test_the_python_entry_points_lock_and_fingerprint_their_runs_too(tmp_path):
 
 
 def test_the_graph_entry_point_locks_and_fingerprints_its_runs(tmp_path):
-    from approxeq.experiments.graphs import run_graph_experiment
+    from approxeq.experiments.studies.graphs import run_graph_experiment
 
     overrides = dict(n_inits=1, k_eval=1, device="cpu", models=[["GIN", "gin", "none"]])
     run_graph_experiment("sr25", tmp_path, overrides=overrides, log=None)

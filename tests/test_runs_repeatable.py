@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from approxeq.experiments import model_seed, run_experiment, with_steps
+from approxeq.experiments.schema import experiment_from_dict
 from approxeq.train.checkpoint import load_checkpoint
-from approxeq.train.config import experiment_from_dict
 
 TNP = {"width": 8, "num_layers": 1, "num_heads": 2}
 

@@ -11,8 +11,8 @@ import yaml
 
 from approxeq.cli import main
 from approxeq.experiments import experiment_for
+from approxeq.experiments.schema import experiment_from_dict
 from approxeq.experiments.seeds import aggregate_seeds, run_seeds
-from approxeq.train.config import experiment_from_dict
 from approxeq.train.rundir import RunDirError, RunLock
 
 
@@ -115,7 +115,7 @@ def test_eval_of_a_run_trained_with_only_leaves_out_the_models_it_never_trained(
 
 
 def test_multi_seed_smoke_tables_print_the_standard_error_over_seeds():
-    from approxeq.experiments.smoke import smoke_results_table
+    from approxeq.experiments.studies.smoke import smoke_results_table
 
     def entry(loglik, gain):
         moved = {"loglik": loglik, "loglik_se": 0.5, "gain_over_component": gain,

@@ -107,8 +107,8 @@ def test_tiny_smoke_run_goes_end_to_end(tmp_path):
 
 
 def test_shipped_config_resolves_at_both_sizes():
-    from approxeq.experiments.base import load_named_experiment
-    from approxeq.experiments.smoke import exact_partner, task_options
+    from approxeq.experiments import load_named_experiment
+    from approxeq.experiments.studies.smoke import exact_partner, task_options
 
     for size in ("quick", "full", "paper"):
         config = load_named_experiment("smoke", size=size)
@@ -131,7 +131,7 @@ def test_shipped_config_resolves_at_both_sizes():
 def test_map_corrections_are_made_without_training_dropout():
     import numpy as np
 
-    from approxeq.experiments.smoke import map_panels, map_tasks
+    from approxeq.experiments.studies.smoke import map_panels, map_tasks
 
     data = generate_smoke(SmokeSettings(**TINY), progress=False)
     tasks = map_tasks(SmokeTaskGenerator(data, "test"), 2, 0.3, 0)

@@ -10,13 +10,13 @@ import torch
 from approxeq.data.graphs import load_sr25
 from approxeq.data.nbody import make_nbody
 from approxeq.experiments import CONFIGS_DIR as EXPERIMENTS
-from approxeq.experiments.graphs import (
+from approxeq.experiments.studies.graphs import (
     close_pairs,
     count_indistinguishable,
     graph_experiment_config,
     run_graph_experiment,
 )
-from approxeq.experiments.nbody import (
+from approxeq.experiments.studies.nbody import (
     build_nbody_model,
     nbody_experiment_config,
     run_nbody_experiment,
@@ -117,7 +117,8 @@ def test_csl_training_end_to_end(tmp_path):
 def test_nbody_end_to_end(tmp_path):
     overrides = dict(n_train=20, n_val=10, n_test=10, epochs=1, batch_size=10, num_layers=1,
                      d_model=16, k_train=2, k_eval=2, k_test=2, eval_every_epochs=1,
-                     strategies=["ps", "ga"], device="cpu",
+                     models=[["Transformer-ps", "transformer", "ps"],
+                             ["Transformer-ga", "transformer", "ga"]], device="cpu",
                      simulation=dict(save_every=10, input_frame=3, target_frame=4))
     metrics = run_nbody_experiment(tmp_path, quick=True, overrides=overrides, log=None)
     saved = json.loads((tmp_path / "metrics.json").read_text())

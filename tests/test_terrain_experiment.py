@@ -17,10 +17,12 @@ from tiny_terrain import tiny_terrain  # noqa: E402
 
 from approxeq.approximate import FixedInput, equivariant_component
 from approxeq.experiments import experiment_for, load_named_experiment
+from approxeq.experiments.np_runner import model_options
+from approxeq.experiments.schema import experiment_from_dict
 from approxeq.experiments.seeds import aggregate_seeds, seed_of, with_seed
-from approxeq.experiments.terrain import make_generator, model_options, task_options
+from approxeq.experiments.studies.terrain import make_generator, task_options
 from approxeq.train.checkpoint import ModelSpec
-from approxeq.train.config import ConfigError, experiment_from_dict
+from approxeq.train.config import ConfigError
 
 TINY = tiny_terrain("terrain-tiny")
 
@@ -190,7 +192,7 @@ def test_shipped_terrain_models_build(size):
 
 
 def test_the_correction_is_measured_without_training_dropout():
-    from approxeq.experiments.terrain import correction_lapse_correlation
+    from approxeq.experiments.studies.terrain import correction_lapse_correlation
 
     config = load_named_experiment("terrain", size="quick")
     o = task_options(config)
@@ -236,7 +238,7 @@ def test_the_oracle_correction_scores_a_perfect_correction_one_and_is_not_the_la
     from torch.distributions import Normal
 
     from approxeq.approximate import SymmetryBreaking
-    from approxeq.experiments.terrain_maps import correction_correlations
+    from approxeq.experiments.studies.terrain.maps import correction_correlations
 
     config = load_named_experiment("terrain", size="quick")
     o = task_options(config)

@@ -12,18 +12,9 @@ from torch import nn
 from torch.distributions import Normal
 
 from approxeq.data.base import TaskGenerator
+from approxeq.experiments.schema import experiment_from_dict, load_experiment, save_experiment
 from approxeq.np.batch import Batch
-from approxeq.train import (
-    ConfigError,
-    Progress,
-    TrainConfig,
-    evaluate,
-    experiment_from_dict,
-    load_checkpoint,
-    load_experiment,
-    save_experiment,
-    train,
-)
+from approxeq.train import ConfigError, Progress, TrainConfig, evaluate, load_checkpoint, train
 
 
 class SineTasks(TaskGenerator):

@@ -12,7 +12,7 @@ import pytest
 yaml = pytest.importorskip("yaml")
 
 from approxeq.cli import main  # noqa: E402
-from approxeq.experiments.base import CONFIGS_DIR  # noqa: E402
+from approxeq.experiments.registry import CONFIGS_DIR  # noqa: E402
 
 
 def shipped(name: str) -> dict:

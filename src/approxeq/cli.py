@@ -15,7 +15,7 @@
 Every command that trains or evaluates writes ``metrics.json`` (one entry per model with at
 least ``loglik`` and ``loglik_se``) in its output directory; ``eval`` writes into
 ``RUN_DIR/eval/<name>/`` and never over the run's own results. See
-:mod:`approxeq.experiments.gp` for the files of a run directory.
+:mod:`approxeq.train.rundir` for the files of a run directory.
 """
 
 from __future__ import annotations
@@ -99,10 +99,11 @@ def resolve_experiment(name: str) -> Path:
         raise CLIError(str(err)) from None
 
 
-def _figures_hook(enabled: bool, spec: str = "approxeq.plot:experiment_figures"):
-    """The figure function named by ``spec`` (``module:function``), or ``None`` when figures
-    are off or matplotlib is missing (the train layer cannot import plot itself)."""
-    if not enabled:
+def _figures(enabled: bool, experiment):
+    """The function that draws ``experiment``'s figures, or ``None`` when figures are off, the
+    experiment draws none, or matplotlib is missing (said in one line)."""
+    draw = experiment.figures() if enabled else None
+    if draw is None:
         return None
     try:
         import matplotlib  # noqa: F401
@@ -110,54 +111,30 @@ def _figures_hook(enabled: bool, spec: str = "approxeq.plot:experiment_figures")
         print("approxeq: matplotlib is not installed, so no figures are drawn "
               "(pip install 'approxeq[plot]')", file=sys.stderr)
         return None
-    import importlib
-
-    module, _, func = spec.partition(":")
-    return getattr(importlib.import_module(module), func)
+    return draw
 
 
 def _run(config, args) -> int:
     from approxeq.experiments import experiment_for
-    from approxeq.experiments.seeds import seed_count
-    from approxeq.train.distributed import distributed_session
+    from approxeq.experiments.launch import launch
+    from approxeq.train.rundir import METRICS, RESULTS
 
     check_device(args.device)
     out = check_out_dir(args.out)
     experiment = experiment_for(config)
     config = experiment.override_steps(config, getattr(args, "steps", None))
     start = time.monotonic()
-    hook = (_figures_hook(not args.no_figures, experiment.figure_hook)
-            if experiment.figure_hook else None)
-    common = dict(progress=not args.quiet, device=args.device, only=args.only, figures=hook,
-                  log=(lambda m: None) if args.quiet else None,
-                  restart=getattr(args, "restart", False))
-    run = experiment.run
-    seeds = seed_count(getattr(args, "seeds", None) or config.extra.get("seeds", 1))
-    jobs = getattr(args, "jobs", None) or 1
-    if seeds > 1:  # the YAML's extra.seeds is the size's default
-        from functools import partial
-
-        from approxeq.experiments.seeds import run_seeds
-
-        run = partial(run_seeds, experiment, n_seeds=seeds, jobs=jobs)
-    elif jobs > 1:
-        from approxeq.experiments.parallel import run_parallel
-
-        def run(config, out, **kwargs):
-            return run_parallel(experiment, [(config, out)], jobs, **kwargs)[0]
-    if experiment.distributed:
-        # under torchrun: one process group for all the models; rank 0 evaluates and reports
-        with distributed_session(args.device or "auto") as info:
-            result = run(config, out, **common)
-        main = info.is_main
-    else:
-        result = run(config, out, **common)
-        main = True
+    result, main = launch(experiment, config, out, seeds=getattr(args, "seeds", None),
+                          jobs=getattr(args, "jobs", None) or 1, progress=not args.quiet,
+                          device=args.device, only=args.only,
+                          figures=_figures(not args.no_figures, experiment),
+                          log=(lambda m: None) if args.quiet else None,
+                          restart=getattr(args, "restart", False))
     if main:
         print()
         print(experiment.summary(result))
         print()
-        print(f"wrote {out / 'metrics.json'}, {out / 'results.md'}")
+        print(f"wrote {out / METRICS}, {out / RESULTS}")
         for p in result.figures:
             print(f"wrote {p}")
         print(f"wall time {time.monotonic() - start:.0f} s")
@@ -232,7 +209,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     import torch
 
-    from approxeq.experiments.gp import DEMO_STEPS, demo_config, estimate_seconds
+    from approxeq.experiments import DEMO_STEPS, demo_config, estimate_seconds
 
     steps = args.steps or DEMO_STEPS
     check_device(args.device)
@@ -258,7 +235,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from approxeq.train.config import load_experiment
+    from approxeq.experiments.schema import load_experiment
 
     path = Path(args.config)
     if not path.is_file():
@@ -268,7 +245,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_experiment(args: argparse.Namespace) -> int:
-    from approxeq.train.config import load_experiment
+    from approxeq.experiments.schema import load_experiment
 
     if args.quick and args.size not in (None, "quick"):
         raise CLIError(f"--quick and --size {args.size} contradict each other")
@@ -279,32 +256,18 @@ def cmd_experiment(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from approxeq.experiments import format_table, results_table
-    from approxeq.experiments.run_eval import evaluate_saved_run, run_task_name
+    from approxeq.experiments import format_table
+    from approxeq.experiments.run_eval import reevaluate_run
 
     start = time.monotonic()
     check_device(args.device)
-    if args.var is not None or args.aux is not None:
-        if args.data is None or args.var is None:
-            raise CLIError("--var and --aux evaluate on a gridded data file: give --data FILE "
-                           "and --var NAME (e.g. --data era5.nc --var t2m)")
-        from approxeq.experiments.era5 import evaluate_on_file
-
-        metrics, path = evaluate_on_file(args.run_dir, args.data, args.var, aux=args.aux,
-                                         out=args.out, checkpoint=args.checkpoint,
-                                         skip_missing=args.skip_missing)
-    else:
-        metrics, path = evaluate_saved_run(args.run_dir, data=args.data, out=args.out,
-                                           checkpoint=args.checkpoint, device=args.device,
-                                           skip_missing=args.skip_missing)
-    kind = run_task_name(args.run_dir)
-    if kind == "terrain":
-        from approxeq.experiments.terrain import terrain_results_table as table
-    elif kind == "smoke":
-        from approxeq.experiments.smoke import smoke_results_table as table
-    else:
-        table = results_table
-    print(format_table(table(metrics), markdown=False))
+    if (args.var is not None or args.aux is not None) and (args.data is None or args.var is None):
+        raise CLIError("--var and --aux evaluate on a gridded data file: give --data FILE "
+                       "and --var NAME (e.g. --data era5.nc --var t2m)")
+    metrics, path, experiment = reevaluate_run(
+        args.run_dir, data=args.data, var=args.var, aux=args.aux, out=args.out,
+        checkpoint=args.checkpoint, device=args.device, skip_missing=args.skip_missing)
+    print(format_table(experiment.results_table(metrics), markdown=False))
     failed = [label + (f" ({', '.join(e['failed_seeds'])})" if e.get("failed_seeds") else "")
               for label, e in metrics.items() if "failed" in e]
     if failed:
@@ -363,7 +326,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="show the full traceback of an error instead of one line")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
+    for add in (_add_models_command, _add_demo_command, _add_experiment_command,
+                _add_train_command, _add_eval_command):
+        add(sub)
+    return parser
 
+
+def _add_models_command(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("models", help="list the model zoo, or one model's options",
                        description="List the registered models (names for build_model and the "
                                    "'name' of a model in an experiment YAML) with the group "
@@ -373,6 +342,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a model name (e.g. convcnp): list its options")
     p.set_defaults(func=cmd_models)
 
+
+def _add_demo_command(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "demo", help="train and compare non-, exactly and approximately equivariant NPs",
         description="Train a TNP (not equivariant), a ConvCNP (translation equivariant) and an "
@@ -390,6 +361,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="tasks per test set, ID and OOD (default 256)")
     p.set_defaults(func=cmd_demo)
 
+
+def _add_experiment_command(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "experiment", help="run a shipped experiment by name, or any experiment YAML",
         description="Run the shipped experiment NAME (gp1d, era5-uk, graph8c, ...; NAME may "
@@ -409,6 +382,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "YAML's extra.seeds, else 1)")
     p.set_defaults(func=cmd_experiment)
 
+
+def _add_train_command(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train", help="train and evaluate the models of an experiment YAML",
         description="Train every model of an experiment YAML (e.g. a copy of a shipped one, "
@@ -421,6 +396,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_steps_option(p)
     p.set_defaults(func=cmd_train)
 
+
+def _add_eval_command(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "eval", help="re-evaluate a finished run from its checkpoints",
         description="Re-evaluate every model of RUN_DIR (written by train/experiment/demo) from "
@@ -449,7 +426,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, metavar="DEVICE",
                    help="'cpu', 'cuda' or 'cuda:N' (default: CUDA if available)")
     p.set_defaults(func=cmd_eval)
-    return parser
 
 
 def _one_line(err: BaseException) -> str:

@@ -1,19 +1,17 @@
-"""One interface for every experiment, a registry of experiments by task name, the shipped
-configurations, and the parts every runner shares (model selection, per-model seeding, the
-training of one neural process, cached evaluations).
+"""One interface for every experiment (:class:`Experiment`, and the template of the
+experiments that train by one function of their settings, :class:`SettingsExperiment`) and the
+parts every runner shares (model selection, per-model seeding, ``--steps``).
 
-An experiment is a YAML file in one schema (:mod:`approxeq.train.config`): ``name``,
+An experiment is a YAML file in one schema (:mod:`approxeq.experiments.schema`): ``name``,
 ``description``, ``task`` (``name`` picks the runner, ``options`` its settings), ``models``,
-``train``, ``sizes`` and ``extra``. The shipped ones are package data
-(``approxeq/experiments/configs/*.yaml``); :func:`find_experiment` turns a name or a path into
-the file, and :func:`experiment_for` a resolved configuration into its :class:`Experiment`.
+``train``, ``sizes`` and ``extra``. :mod:`approxeq.experiments.registry` finds the file of a
+name and the :class:`Experiment` of a resolved configuration.
 """
 
 from __future__ import annotations
 
 import copy
 import hashlib
-import json
 import sys
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
@@ -23,11 +21,11 @@ from typing import Any, ClassVar
 
 from torch import nn
 
-from approxeq.train.config import ConfigError, ExperimentConfig, ModelConfig, unknown_keys_error
+from approxeq.experiments.schema import ExperimentConfig, ModelConfig
+from approxeq.train.config import ConfigError, unknown_keys_error
+from approxeq.train.rundir import BEST, EXPERIMENT, METRICS, RESULTS
 
 Log = Callable[[str], None]
-MODEL_EVAL = "eval.json"
-CONFIGS_DIR = Path(__file__).resolve().parent / "configs"
 
 
 @dataclass
@@ -49,27 +47,58 @@ class ExperimentResult:
     seconds: float = 0.0
 
 
+class UnsupportedStage(ValueError):
+    """A stage that an experiment does not implement (e.g. re-evaluating a run that keeps no
+    checkpoints); its message is one line naming the experiment and the stage."""
+
+
 class Experiment(ABC):
     """An experiment runner: ``tasks → train → evaluate → report``.
 
     :meth:`run` is the whole job: it resolves the task data once (:meth:`tasks`), then trains
     (:meth:`train`) and evaluates (:meth:`evaluate`) each chosen model, and writes the results
     (:meth:`report`). Subclasses implement the four stages, or :meth:`run` itself when their
-    stages do not split per model. ``task_names`` are the ``task.name`` values it runs.
+    stages do not split per model. Around a run: :meth:`summary` and :meth:`results_table`
+    show its results, :meth:`figures` names the function that draws its figures, and
+    :meth:`reevaluate` scores a finished run again from its checkpoints. A stage a subclass
+    does not implement raises :class:`UnsupportedStage` naming the experiment and the stage.
+    ``task_names`` are the ``task.name`` values it runs.
     """
 
     name: ClassVar[str]
     task_names: ClassVar[tuple[str, ...]] = ()
-    #: ``"module:function"`` of the figure hook the command line passes to :meth:`run`
-    figure_hook: ClassVar[str | None] = None
     #: whether the runner trains under ``torchrun`` (one process group for all its models)
     distributed: ClassVar[bool] = False
+    #: whether :meth:`reevaluate` scores runs on a gridded data file (``--data FILE --var
+    #: NAME``): such an evaluation goes to this runner whatever the run (it refuses others)
+    evaluates_fields: ClassVar[bool] = False
+    #: what :meth:`reevaluate` re-evaluates, for the message that lists them (``""``: nothing)
+    reevaluates: ClassVar[str] = ""
+
+    def unsupported(self, stage: str, why: str = "") -> UnsupportedStage:
+        """The error for a ``stage`` this experiment does not implement."""
+        return UnsupportedStage(f"experiment {self.name!r} does not implement the stage "
+                                f"{stage!r}" + (f": {why}" if why else ""))
 
     def summary(self, result: ExperimentResult) -> str:
         """A plain-text summary of a finished run for the terminal (default: its
         ``results.md``)."""
-        path = result.out_dir / "results.md"
+        path = result.out_dir / RESULTS
         return path.read_text() if path.is_file() else ""
+
+    def results_table(self, metrics: Mapping[str, Any]) -> list[list[str]]:
+        """The rows of the results table of ``metrics`` (a ``metrics.json``, or what
+        ``approxeq eval`` wrote), header first, for
+        :func:`~approxeq.experiments.report.format_table`."""
+        from approxeq.experiments.report import results_table
+
+        return results_table(dict(metrics))
+
+    def figures(self) -> Callable | None:
+        """The function that draws this experiment's figures, as :meth:`run` takes it
+        (``figures=``), or ``None`` when it draws none. Imports ``approxeq.plot`` (and so
+        matplotlib) only when called."""
+        return None
 
     def handles(self, config: ExperimentConfig) -> bool:
         """Whether this runner runs ``config`` (by default: its ``task.name``)."""
@@ -77,23 +106,41 @@ class Experiment(ABC):
 
     def tasks(self, config: ExperimentConfig, out_dir: Path, log: Log) -> Any:
         """The fixed data of the run (test sets, normalisers, loaded graphs ...)."""
-        raise NotImplementedError
+        raise self.unsupported("tasks")
 
     def train(self, config: ExperimentConfig, mc: ModelConfig, tasks: Any, run_dir: Path, *,
               progress: bool, log: Log, device: str | None) -> tuple[nn.Module, dict]:
         """Train one model (resuming from ``run_dir``); return it and its history."""
-        raise NotImplementedError
+        raise self.unsupported("train")
 
     def evaluate(self, config: ExperimentConfig, mc: ModelConfig, model: nn.Module, tasks: Any,
                  run_dir: Path) -> dict[str, Any]:
         """The ``metrics.json`` entry of one trained model."""
-        raise NotImplementedError
+        raise self.unsupported("evaluate")
 
     def report(self, config: ExperimentConfig, out_dir: Path, entries: dict[str, Any],
                tasks: Any, result: ExperimentResult, figures: Callable | None) -> None:
         """Write ``metrics.json``, ``results.md``, ``experiment.json`` and figures; fill
         ``result.metrics`` and ``result.figures``."""
-        raise NotImplementedError
+        raise self.unsupported("report")
+
+    def reevaluate(self, run_dir: Path, config: ExperimentConfig | None, *,
+                   data: str | Path | None = None, var: str | None = None,
+                   aux: str | Path | None = None, out: str | Path | None = None,
+                   checkpoint: str = BEST, device: str | None = None,
+                   skip_missing: bool = False, log: Log | None = None
+                   ) -> tuple[dict[str, Any], Path | None]:
+        """Score the finished run ``run_dir`` (trained with ``config``; ``None`` when it holds
+        no ``config.yaml``: a model directory, or a run of several seeds) again from its
+        checkpoints, without touching its training results (``approxeq eval``): on its own
+        test sets, on a saved task file (``data``) or on a gridded field (``data`` and
+        ``var``, with auxiliary fields ``aux``). Returns ``(metrics, path written)``."""
+        from approxeq.experiments.registry import reevaluable
+
+        kind = config.task.name if config is not None else self.name
+        raise self.unsupported("reevaluate", f"this run was trained on task {kind!r}, which "
+                               "approxeq eval cannot re-evaluate from its checkpoints; it "
+                               f"re-evaluates {reevaluable()}")
 
     def override_steps(self, config: ExperimentConfig, steps: int | None) -> ExperimentConfig:
         """``config`` with every model trained for ``steps`` steps (``None``: unchanged)."""
@@ -197,7 +244,7 @@ def locked_settings_run(out_dir: Path, fingerprint: Mapping[str, Any], run: Call
     with RunLock(out_dir):
         done = check_fingerprint(out_dir, fingerprint, restart=restart, label=label)
         if done == "restarted":
-            for name in (*outputs, "metrics.json", "results.md", "experiment.json"):
+            for name in (*outputs, METRICS, RESULTS, EXPERIMENT):
                 (out_dir / name).unlink(missing_ok=True)
         return run()
 
@@ -219,9 +266,6 @@ def settings_of(config: ExperimentConfig, only: Sequence[str] | None = None) -> 
     return cfg
 
 
-_REGISTRY: dict[str, Experiment] = {}
-
-
 def task_options_with_defaults(config: ExperimentConfig, task_name: str,
                                defaults: Mapping[str, Any]) -> dict[str, Any]:
     """The YAML's ``task.options`` over ``defaults``, for an experiment of task ``task_name``.
@@ -238,67 +282,6 @@ def task_options_with_defaults(config: ExperimentConfig, task_name: str,
     return {**defaults, **config.task.options}
 
 
-def register_experiment(experiment: Experiment) -> Experiment:
-    """Add a runner to the registry (by its ``name``); returns it."""
-    _REGISTRY[experiment.name] = experiment
-    return experiment
-
-
-def experiment_for(config: ExperimentConfig) -> Experiment:
-    """The registered runner of ``config`` (chosen by its ``task.name``)."""
-    _load_builtin()
-    for runner in _REGISTRY.values():
-        if runner.handles(config):
-            return runner
-    known = sorted(n for r in _REGISTRY.values() for n in r.task_names)
-    raise ConfigError(f"task.name: no experiment runs task {config.task.name!r}; known tasks: "
-                      f"{', '.join(known)}")
-
-
-def _load_builtin() -> None:
-    # the runners register themselves on import
-    import approxeq.experiments.era5  # noqa: F401
-    import approxeq.experiments.gp  # noqa: F401
-    import approxeq.experiments.graphs  # noqa: F401
-    import approxeq.experiments.nbody  # noqa: F401
-    import approxeq.experiments.pattern  # noqa: F401
-    import approxeq.experiments.smoke  # noqa: F401
-    import approxeq.experiments.terrain  # noqa: F401
-
-
-def experiment_names() -> list[str]:
-    """The names of the shipped experiments (``approxeq experiment NAME``)."""
-    return sorted(p.stem for p in CONFIGS_DIR.glob("*.yaml"))
-
-
-def find_experiment(name: str | Path) -> Path:
-    """The YAML file of an experiment: ``name`` itself when it is a file (a user's own
-    experiment), else the shipped ``configs/<name>.yaml``.
-
-    Raises:
-        FileNotFoundError: naming the argument and the shipped experiments.
-    """
-    direct = Path(name).expanduser()
-    if direct.is_file():
-        return direct
-    stem = direct.name
-    for suffix in (".yaml", ".yml"):
-        if stem.endswith(suffix):
-            stem = stem[: -len(suffix)]
-    shipped = CONFIGS_DIR / f"{stem}.yaml"
-    if shipped.is_file():
-        return shipped
-    raise FileNotFoundError(f"experiment {str(name)!r}: not a YAML file and not a shipped "
-                            f"experiment; shipped: {', '.join(experiment_names())}")
-
-
-def load_named_experiment(name: str | Path, size: str = "quick") -> ExperimentConfig:
-    """:func:`~approxeq.train.config.load_experiment` of :func:`find_experiment` ``(name)``."""
-    from approxeq.train.config import load_experiment
-
-    return load_experiment(find_experiment(name), size=size)
-
-
 # --------------------------------------------------------------------------------------------
 # Shared parts
 # --------------------------------------------------------------------------------------------
@@ -306,14 +289,6 @@ def load_named_experiment(name: str | Path, size: str = "quick") -> ExperimentCo
 def default_log(message: str) -> None:
     """Status messages go to stderr."""
     print(message, file=sys.stderr, flush=True)
-
-
-def read_json(path: Path) -> Any:
-    """The JSON content of ``path``, or ``None`` if it is missing or unreadable."""
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return None
 
 
 def model_seed(seed: int, label: str) -> int:
@@ -364,26 +339,7 @@ def select_models(config: ExperimentConfig, only: Sequence[str] | None,
     return chosen
 
 
-def with_cached_entries(config: ExperimentConfig, out_dir: Path, entries: dict[str, Any],
-                        signature: Any, *, fingerprints: dict[str, Any] | None = None
-                        ) -> dict[str, Any]:
-    """``entries`` completed, in config order, with the still-valid cached evaluations of the
-    models not run this time (``only``): same test protocol (``signature``) and, when
-    ``fingerprints`` (by label) is given, produced by the same configuration."""
-    merged = dict(entries)
-    for mc in config.models:
-        cached = read_json(out_dir / mc.label / MODEL_EVAL)
-        if mc.label not in merged and isinstance(cached, dict) and \
-                cached.get("signature") == signature and (
-                    fingerprints is None
-                    or cached.get("fingerprint") == fingerprints.get(mc.label)):
-            merged[mc.label] = cached["entry"]
-    return {m.label: merged[m.label] for m in config.models if m.label in merged}
-
-
 __all__ = [
-    "CONFIGS_DIR", "Experiment", "ExperimentResult", "Log", "SettingsExperiment", "default_log",
-    "experiment_for",
-    "experiment_names", "find_experiment", "load_named_experiment", "model_seed", "read_json",
-    "register_experiment", "select_models", "settings_of", "with_cached_entries", "with_steps",
+    "Experiment", "ExperimentResult", "Log", "SettingsExperiment", "UnsupportedStage",
+    "default_log", "model_seed", "select_models", "settings_of", "with_steps",
 ]

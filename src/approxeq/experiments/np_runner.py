@@ -16,7 +16,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.distributed as dist
@@ -24,41 +24,38 @@ from torch import nn
 
 from approxeq.data.base import TaskGenerator
 from approxeq.experiments.base import (
-    MODEL_EVAL,
     Experiment,
     ExperimentResult,
     Log,
     default_log,
     model_seed,
-    read_json,
     select_models,
-    with_cached_entries,
 )
-from approxeq.experiments.seeds import layout_problem
-from approxeq.files import write_json_atomic
+from approxeq.experiments.schema import ExperimentConfig, ModelConfig, save_experiment
 from approxeq.np.batch import Batch
 from approxeq.np.registry import check_model
 from approxeq.train.checkpoint import CheckpointError, ModelSpec, load_checkpoint, load_model
-from approxeq.train.config import (
-    ConfigError,
-    ExperimentConfig,
-    ModelConfig,
-    TrainConfig,
-    save_experiment,
-)
+from approxeq.train.config import ConfigError, TrainConfig
 from approxeq.train.distributed import DistInfo, broadcast_object, init_distributed, resolve_device
 from approxeq.train.loop import train
 from approxeq.train.rundir import (
-    FINGERPRINT,
+    BEST,
+    CONFIG,
+    HISTORY,
+    LAST,
     RunDirError,
     RunLock,
-    clear_run,
+    cache_evaluation,
+    cached_evaluation,
     fault_point,
-    fingerprint_problem,
+    finished_step,
+    layout_problem,
     make_fingerprint,
+    prepare_run_dirs,
+    read_json,
+    with_cached_entries,
 )
 
-CONFIG = "config.yaml"
 #: the training settings a model's checkpoints depend on. ``steps`` is not one (a larger count
 #: extends a finished run), nor is ``val_every`` (``--steps`` clips it; validation does not
 #: change the weights), nor are devices, logging and checkpoint intervals. The torch thread
@@ -106,61 +103,6 @@ def on_main(fn: Callable[[], Any], info: DistInfo) -> Any:
     if shared is not None:
         raise (CheckpointError if shared[0] == "CheckpointError" else RunDirError)(shared[1])
     return value
-
-
-def checkpoint_problem(run_dir: Path, label: str) -> str | None:
-    """Why a checkpoint of ``run_dir`` cannot be read, naming the model and the file, or
-    ``None`` when every one there is readable."""
-    for name in ("last.pt", "best.pt"):
-        path = run_dir / name
-        if path.is_file():
-            try:
-                load_checkpoint(path)
-            except CheckpointError as err:
-                how = "" if "--restart" in str(err) else (
-                    "; delete it or rerun with --restart to train the model again")
-                return f"model {label!r}: {err}{how}"
-    return None
-
-
-def prepare_run_dirs(dirs: Sequence[tuple[Path, Mapping[str, Any] | None, str]], *,
-                     restart: bool = False, log: Log | None = None) -> None:
-    """Make each ``(run_dir, fingerprint, label)`` safe to train into: nothing there, or
-    checkpoints produced by the same configuration (``fingerprint``; ``None``: not compared)
-    that are all readable. Nothing is changed unless every directory passes, or ``restart``
-    clears those that do not (they train again from scratch).
-
-    Raises:
-        RunDirError: a changed configuration, naming the directories and what changed.
-        CheckpointError: an unreadable checkpoint, naming the model and the file.
-    """
-    problems: list[tuple[type[Exception], str, int]] = []
-    for k, (run_dir, fp, label) in enumerate(dirs):
-        problem = None if fp is None else fingerprint_problem(run_dir, fp, label=label)
-        if problem is not None:
-            problems.append((RunDirError, problem, k))
-        elif (problem := checkpoint_problem(run_dir, label)) is not None:
-            problems.append((CheckpointError, problem, k))
-    if problems and not restart:
-        kind = problems[0][0]
-        raise kind(" | ".join(msg for _, msg, _ in problems))
-    redo = {k for _, _, k in problems}
-    for k, (run_dir, fp, label) in enumerate(dirs):
-        if k in redo:
-            (log or default_log)(f"[{label}] --restart: removing its earlier checkpoints")
-            clear_run(run_dir, keep_fingerprint=fp is None)
-        if fp is not None and (k in redo or not (run_dir / FINGERPRINT).is_file()):
-            write_json_atomic(run_dir / FINGERPRINT, dict(fp))
-
-
-def finished_step(run_dir: Path) -> int:
-    """The step of ``run_dir/last.pt`` (0 when there is none).
-
-    Raises:
-        CheckpointError: ``last.pt`` is unreadable (naming it).
-    """
-    last = run_dir / "last.pt"
-    return load_checkpoint(last).step if last.is_file() else 0
 
 
 def size_models(config: ExperimentConfig) -> ExperimentConfig:
@@ -236,10 +178,10 @@ def train_one_model(mc: ModelConfig, spec: ModelSpec, run_dir: Path,
                                      log=log), _group_info(device))
     try:
         done = finished_step(run_dir)
-        if done >= tcfg.steps and (run_dir / "best.pt").is_file():
+        if done >= tcfg.steps and (run_dir / BEST).is_file():
             log(f"[{mc.label}] finished earlier ({done} steps): skipping training")
-            model = load_model(run_dir / "best.pt", map_location=resolve_device(tcfg.device))
-            return model.eval(), read_json(run_dir / "history.json") or {}, 0.0
+            model = load_model(run_dir / BEST, map_location=resolve_device(tcfg.device))
+            return model.eval(), read_json(run_dir / HISTORY) or {}, 0.0
     except CheckpointError as err:
         raise CheckpointError(f"model {mc.label!r}: {err}") from None
     try:
@@ -260,6 +202,16 @@ def train_one_model(mc: ModelConfig, spec: ModelSpec, run_dir: Path,
     return result.load_best().eval(), result.history, result.seconds
 
 
+def model_options(mc: ModelConfig, domain: Sequence[Sequence[float]] | None) -> dict[str, Any]:
+    """``mc.options`` with the fixed inputs' domain set to ``domain`` (the training region's
+    box in normalised inputs, ``[(lo, hi)] * 2``) unless the YAML sets one, for approximate
+    models and RelaxedConvCNP; ``domain=None``: unchanged."""
+    options = dict(mc.options)
+    if domain is not None and (options.get("approximate") or mc.name == "relaxed-convcnp"):
+        options.setdefault("fixed_input_domain", [list(d) for d in domain])
+    return options
+
+
 class NeuralProcessExperiment(Experiment):
     """The template of the neural-process experiments (see the module docstring). A subclass
     implements :meth:`tasks`, :meth:`train`, :meth:`evaluate`, :meth:`signature` and
@@ -268,10 +220,39 @@ class NeuralProcessExperiment(Experiment):
     reserved: tuple[str, ...] = ()
     distributed = True
 
-    def summary(self, result: ExperimentResult) -> str:
-        from approxeq.experiments.report import format_table, results_table
+    #: whether :meth:`reevaluate` scores a finished run on the experiment's own test sets,
+    #: rebuilt from its ``config.yaml`` (see :mod:`approxeq.experiments.run_eval`), and the
+    #: keyword arguments :meth:`evaluate` then takes
+    reevaluates_own_tests: ClassVar[bool] = False
+    reevaluate_options: ClassVar[Mapping[str, Any]] = {}
 
-        return format_table(results_table(result.metrics), markdown=False)
+    def summary(self, result: ExperimentResult) -> str:
+        from approxeq.experiments.report import format_table
+
+        return format_table(self.results_table(result.metrics), markdown=False)
+
+    def reevaluate(self, run_dir: Path, config: ExperimentConfig | None, *,
+                   data: str | Path | None = None, var: str | None = None,
+                   aux: str | Path | None = None, out: str | Path | None = None,
+                   checkpoint: str = BEST, device: str | None = None,
+                   skip_missing: bool = False, log: Log | None = None
+                   ) -> tuple[dict[str, Any], Path | None]:
+        """With :attr:`reevaluates_own_tests`: the run (one directory, or ``seed-*``
+        directories) scored again on its own test sets
+        (:func:`~approxeq.experiments.run_eval.evaluate_experiment_run`); ``data`` is refused.
+        Otherwise: not supported."""
+        if not self.reevaluates_own_tests:
+            return super().reevaluate(run_dir, config, data=data, var=var, aux=aux, out=out,
+                                      checkpoint=checkpoint, device=device,
+                                      skip_missing=skip_missing, log=log)
+        if data is not None:
+            kind = config.task.name if config is not None else self.name
+            raise ValueError(f"data: a {kind} run is evaluated on its own test sets, rebuilt "
+                             f"from its {CONFIG}; drop --data")
+        from approxeq.experiments.run_eval import evaluate_experiment_run
+
+        return evaluate_experiment_run(run_dir, out=out, checkpoint=checkpoint, device=device,
+                                       skip_missing=skip_missing, log=log)
 
     def check_models(self, chosen: list[ModelConfig]) -> list[ModelConfig]:
         """``chosen``, once every model's name and options are known to build: a misspelt
@@ -285,7 +266,7 @@ class NeuralProcessExperiment(Experiment):
 
     def signature(self, config: ExperimentConfig, tasks: Any) -> Any:
         """What a cached evaluation must match to be reused (the test protocol)."""
-        raise NotImplementedError
+        raise self.unsupported("signature")
 
     def model_spec(self, config: ExperimentConfig, mc: ModelConfig) -> ModelSpec:
         """The build spec of a model of ``config``."""
@@ -375,7 +356,8 @@ class NeuralProcessExperiment(Experiment):
         if main:
             fault_point("report")
             # the models left out (``only``) keep their evaluations while still valid
-            entries = with_cached_entries(config, out_dir, entries, signature,
+            entries = with_cached_entries([m.label for m in config.models], out_dir, entries,
+                                          signature,
                                           fingerprints=fingerprints)
             result.seconds = time.monotonic() - start  # the wall time so far, for report
             self.report(config, out_dir, entries, tasks, result, figures)
@@ -400,10 +382,9 @@ class NeuralProcessExperiment(Experiment):
             return model, history, None
         fault_point("trained")
         step = finished_step(run_dir)
-        cached = read_json(run_dir / MODEL_EVAL)
-        if (isinstance(cached, dict) and cached.get("signature") == signature
-                and cached.get("step") == step and cached.get("fingerprint") == fingerprint):
-            return model, history, cached["entry"]
+        cached = cached_evaluation(run_dir, signature, step, fingerprint)
+        if cached is not None:
+            return model, history, cached
         # evaluated on the thread count it trained with: sums split over another count can
         # round differently, and a unit must score the same in a worker as here
         before = torch.get_num_threads()
@@ -414,8 +395,7 @@ class NeuralProcessExperiment(Experiment):
         finally:
             torch.set_num_threads(before)
         fault_point("evaluated")
-        write_json_atomic(run_dir / MODEL_EVAL, {
-            "signature": signature, "fingerprint": fingerprint, "step": step, "entry": entry})
+        cache_evaluation(run_dir, signature, step, fingerprint, entry)
         fault_point("cached")
         return model, history, entry
 
@@ -435,12 +415,12 @@ def model_info(mc: ModelConfig, model: nn.Module, step: int, run_dir: Path) -> d
             "parameters": sum(p.numel() for p in model.parameters()),
             "symmetry": repr(getattr(model, "symmetry", None)),
             "approximate": is_approximate(model)}
-    seconds = load_checkpoint(run_dir / "last.pt").extra.get("seconds")
+    seconds = load_checkpoint(run_dir / LAST).extra.get("seconds")
     if seconds is not None:
         info["train_seconds"] = seconds
     return info
 
 
 __all__ = ["NeuralProcessExperiment", "TRAIN_FINGERPRINT_FIELDS", "build_seeded",
-           "checkpoint_problem", "finished_step", "model_fingerprint", "model_info", "on_main",
-           "prepare_run_dirs", "size_models", "train_one_model"]
+           "model_fingerprint", "model_info", "model_options", "on_main", "size_models",
+           "train_one_model"]

@@ -16,13 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from approxeq.train.checkpoint import load_checkpoint
+from approxeq.train.rundir import BEST, CONFIG, EXPERIMENT, METRICS, RESULTS, read_json
 
 EVAL_DIR = "eval"
 #: the files of a run directory that belong to its training and that no evaluation replaces
-TRAINING_RESULTS = ("metrics.json", "results.md", "experiment.json", "config.yaml")
+TRAINING_RESULTS = (METRICS, RESULTS, EXPERIMENT, CONFIG)
 
 
-def eval_name(checkpoint: str = "best.pt", data: str | Path | None = None,
+def eval_name(checkpoint: str = BEST, data: str | Path | None = None,
               var: str | None = None) -> str:
     """The name of an evaluation's folder under ``RUN/eval/``: ``checkpoint-best`` (the
     experiment's own test sets), or the data file's stem (and variable), with
@@ -76,8 +77,8 @@ def markdown_path(metrics_path: Path) -> Path:
     """Where the markdown table goes beside a metrics file: ``results.md`` next to a
     ``metrics.json``, else the metrics file's name with ``.md`` (so ``--out scores.json``
     never writes over some unrelated ``results.md``)."""
-    if metrics_path.name == "metrics.json":
-        return metrics_path.with_name("results.md")
+    if metrics_path.name == METRICS:
+        return metrics_path.with_name(RESULTS)
     return metrics_path.with_suffix(".md")
 
 
@@ -128,12 +129,7 @@ def never_trained(run_dir: Path, labels: list[str], log: Callable[[str], None] |
     the others): no folder in ``run_dir`` and no entry in its ``metrics.json``. An evaluation
     leaves them out rather than call them failed; a model that has a folder or an entry and
     no checkpoint is still reported missing. ``log`` gets one line naming them."""
-    import json
-
-    try:
-        reported = json.loads((Path(run_dir) / "metrics.json").read_text())
-    except (OSError, ValueError):
-        reported = {}
+    reported = read_json(Path(run_dir) / METRICS)
     if not isinstance(reported, dict):
         reported = {}
     left = [x for x in labels if not (Path(run_dir) / x).is_dir() and x not in reported]

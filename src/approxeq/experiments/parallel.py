@@ -44,14 +44,12 @@ from typing import Any
 
 from approxeq.experiments.base import Experiment, ExperimentResult, Log, default_log, select_models
 from approxeq.experiments.np_runner import (
-    CONFIG,
     NeuralProcessExperiment,
-    prepare_run_dirs,
     size_models,
 )
-from approxeq.experiments.seeds import layout_problem
-from approxeq.train.config import ConfigError, ExperimentConfig, save_experiment
-from approxeq.train.rundir import RunDirError, RunLock
+from approxeq.experiments.schema import ExperimentConfig, save_experiment
+from approxeq.train.config import ConfigError
+from approxeq.train.rundir import CONFIG, RunDirError, RunLock, layout_problem, prepare_run_dirs
 from approxeq.train.speed import available_cores
 
 
@@ -224,22 +222,8 @@ def run_parallel(experiment: Experiment, runs: Sequence[tuple[ExperimentConfig, 
         runs = [(with_threads(config, threads, spare_core=False), out) for config, out in runs]
     locks: list[RunLock] = []
     try:
-        plans = []
-        for config, out in runs:
-            chosen = experiment.check_models(select_models(config, only,
-                                                           reserved=experiment.reserved))
-            fingerprints = {mc.label: experiment.fingerprint(config, mc)
-                            for mc in config.models}
-            lock = RunLock(out)
-            lock.acquire()
-            locks.append(lock)
-            if (problem := layout_problem(out, 1)) is not None:
-                raise RunDirError(problem)
-            prepare_run_dirs([(out, experiment.experiment_fingerprint(config), "run")] +
-                             [(out / mc.label, fingerprints[mc.label], mc.label)
-                              for mc in chosen], restart=restart, log=log)
-            save_experiment(config, out / CONFIG)
-            plans.append((chosen, fingerprints, time.monotonic()))
+        plans = [_prepare_run(experiment, config, out, locks, only=only, restart=restart,
+                              log=log) for config, out in runs]
         # the task data once here first: a data cache (smoke) is then written by one process,
         # and the report below reuses them
         shared_tasks(experiment, runs[0][0], runs[0][1], log)
@@ -267,6 +251,26 @@ def run_parallel(experiment: Experiment, runs: Sequence[tuple[ExperimentConfig, 
         _TASKS.clear()
         for lock in locks:
             lock.release()
+
+
+def _prepare_run(experiment: NeuralProcessExperiment, config: ExperimentConfig, out: Path,
+                 locks: list[RunLock], *, only: Sequence[str] | None, restart: bool, log: Log
+                 ) -> tuple[list, dict[str, Any], float]:
+    """Lock ``out`` (the lock joins ``locks``) and check it as a sequential run would
+    (layout, fingerprints, checkpoints, ``restart``), then save the configuration; returns
+    ``(the chosen models, the fingerprints by label, the start time)``."""
+    chosen = experiment.check_models(select_models(config, only, reserved=experiment.reserved))
+    fingerprints = {mc.label: experiment.fingerprint(config, mc) for mc in config.models}
+    lock = RunLock(out)
+    lock.acquire()
+    locks.append(lock)
+    if (problem := layout_problem(out, 1)) is not None:
+        raise RunDirError(problem)
+    prepare_run_dirs([(out, experiment.experiment_fingerprint(config), "run")] +
+                     [(out / mc.label, fingerprints[mc.label], mc.label) for mc in chosen],
+                     restart=restart, log=log)
+    save_experiment(config, out / CONFIG)
+    return chosen, fingerprints, time.monotonic()
 
 
 def _train_units(units: list[tuple], jobs: int, threads: int, name: dict[int, str],

@@ -21,23 +21,31 @@ def _missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
-def cell(block: Mapping[str, Any] | None, key: str, digits: int = 3, *, task_se: bool = True,
-         sign: bool = False) -> str:
-    """``block[key]`` as a table cell: ``"–"`` when absent, ``± <key>_se`` (the per-task
-    standard error, with ``task_se``) and, after a run of several seeds,
-    ``(seeds ± <key>_seeds_se)``: the standard error over seeds that the seeds footnote
-    promises."""
-    value = (block or {}).get(key)
+def mean_se(value: Any, se: Any = None, digits: int = 3, *, sign: bool = False,
+            seeds_se: Any = None) -> str:
+    """The one ``mean ± s.e.`` formatter of every results table: ``"–"`` when ``value`` is
+    absent (``None`` or NaN), else ``value`` with ``digits`` decimals (and its sign with
+    ``sign``), ``± se`` when ``se`` is given and ``(seeds ± seeds_se)`` when the standard error
+    over training seeds is."""
     if _missing(value):
         return "–"
     text = f"{value:+.{digits}f}" if sign else f"{value:.{digits}f}"
-    se = block.get(f"{key}_se") if task_se else None
     if not _missing(se):
         text += f" ± {se:.{digits}f}"
-    seeds_se = block.get(f"{key}_seeds_se")
     if not _missing(seeds_se):
         text += f" (seeds ± {seeds_se:.{digits}f})"
     return text
+
+
+def cell(block: Mapping[str, Any] | None, key: str, digits: int = 3, *, task_se: bool = True,
+         sign: bool = False) -> str:
+    """``block[key]`` as a table cell (:func:`mean_se`): ``"–"`` when absent, ``± <key>_se``
+    (the per-task standard error, with ``task_se``) and, after a run of several seeds,
+    ``(seeds ± <key>_seeds_se)``: the standard error over seeds that the seeds footnote
+    promises."""
+    block = block or {}
+    return mean_se(block.get(key), block.get(f"{key}_se") if task_se else None, digits,
+                   sign=sign, seeds_se=block.get(f"{key}_seeds_se"))
 
 
 def results_table(metrics: Mapping[str, Any]) -> list[list[str]]:
@@ -97,4 +105,4 @@ def results_markdown(metrics: Mapping[str, Any], *, title: str = "results",
 
 
 
-__all__ = ["cell", "format_table", "results_markdown", "results_table"]
+__all__ = ["cell", "format_table", "mean_se", "results_markdown", "results_table"]

@@ -1,15 +1,14 @@
-"""``approxeq eval RUN``: re-evaluation of a finished run from its checkpoints, for every kind of
-run the command knows, without touching the run's training results.
+"""``approxeq eval RUN``: re-evaluation of a finished run from its checkpoints, without touching
+the run's training results. :func:`reevaluate_run` hands the run to the
+:meth:`~approxeq.experiments.base.Experiment.reevaluate` of the experiment that trained it (read
+from its ``config.yaml``), or with ``--var`` to the experiment that evaluates gridded fields;
+an experiment that cannot re-evaluate says so in one line, listing those that can.
 
-- GP runs (``gp1d``, the demo, any GP task): :func:`approxeq.experiments.gp.evaluate_run`.
-- Terrain and smoke runs (:data:`REEVALUATED`): :func:`evaluate_experiment_run`, on the
-  experiment's own test sets rebuilt from the saved ``config.yaml`` (the same tasks, so the
-  best checkpoint scores what the run's ``metrics.json`` says), with the references
-  (terrain's oracle and terrain-blind GP) and derived numbers (smoke's gains over the exact
-  model) of the run itself. A multi-seed run (``RUN/seed-*/``) is evaluated seed by seed and
-  aggregated as :mod:`approxeq.experiments.seeds` does.
-- Gridded-data runs (``era5-uk``): with ``--data FILE --var NAME``
-  (:mod:`approxeq.experiments.era5_eval`).
+:func:`evaluate_experiment_run` is the shared path of the neural-process experiments that
+re-evaluate on their own test sets rebuilt from the saved ``config.yaml`` (the same tasks, so
+the best checkpoint scores what the run's ``metrics.json`` says), with the references and
+derived numbers of the run itself (:meth:`finish_entries`). A multi-seed run (``RUN/seed-*/``)
+is evaluated seed by seed and aggregated as :mod:`approxeq.experiments.seeds` does.
 
 Everything is written under ``RUN/eval/<name>/`` (``<name>`` from
 :func:`~approxeq.experiments.outputs.eval_name`), or to ``out``: ``metrics.json``, its
@@ -21,7 +20,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from approxeq.experiments.base import Log, default_log, experiment_for
+from approxeq.experiments.aggregate import aggregate_seeds
+from approxeq.experiments.base import Experiment, Log, default_log
 from approxeq.experiments.outputs import (
     EVAL_DIR,
     check_output_file,
@@ -30,14 +30,20 @@ from approxeq.experiments.outputs import (
     markdown_path,
     never_trained,
 )
+from approxeq.experiments.registry import experiment_for, field_evaluator
+from approxeq.experiments.schema import ExperimentConfig, load_experiment
 from approxeq.files import write_json_atomic, write_text_atomic
 from approxeq.train.checkpoint import load_checkpoint, load_model
-from approxeq.train.config import ExperimentConfig, load_experiment, read_yaml
-
-CONFIG = "config.yaml"
-METRICS = "metrics.json"
-#: the task names whose runs :func:`evaluate_experiment_run` re-evaluates
-REEVALUATED = ("terrain", "smoke")
+from approxeq.train.config_files import read_yaml
+from approxeq.train.rundir import (
+    BEST,
+    CONFIG,
+    EXPERIMENT,
+    METRICS,
+    RESULTS,
+    read_json,
+    seed_run_dirs,
+)
 
 
 def seed_dirs(run_dir: Path) -> list[Path]:
@@ -74,10 +80,10 @@ def _evaluate_one(run_dir: Path, checkpoint: str, device: str | None, skip_missi
     from approxeq.train.distributed import resolve_device
 
     config = _saved_config(run_dir)
-    if config.task.name not in REEVALUATED:
-        raise ValueError(f"run_dir: {run_dir} was trained on task {config.task.name!r}; this "
-                         f"path re-evaluates {', '.join(REEVALUATED)} runs")
     experiment = experiment_for(config)
+    if not getattr(experiment, "reevaluates_own_tests", False):
+        raise ValueError(f"run_dir: {run_dir} was trained on task {config.task.name!r}, "
+                         "which is not re-evaluated on its own test sets")
     tasks = experiment.tasks(config, run_dir, lambda _m: None)
     entries: dict[str, Any] = {}
     skip = never_trained(run_dir, [mc.label for mc in config.models], log)
@@ -89,9 +95,9 @@ def _evaluate_one(run_dir: Path, checkpoint: str, device: str | None, skip_missi
             entries[mc.label] = {"name": mc.name, "options": mc.options, **failed}
             continue
         model = load_model(ckpt, map_location=resolve_device(device or "auto")).eval()
-        kwargs = {"panels": False} if config.task.name == "smoke" else {}
         # the entry holds the model as trained (its steps and seconds); add what was evaluated
-        entry = experiment.evaluate(config, mc, model, tasks, model_dir, **kwargs)
+        entry = experiment.evaluate(config, mc, model, tasks, model_dir,
+                                    **experiment.reevaluate_options)
         entry.update(checkpoint=checkpoint, checkpoint_step=load_checkpoint(ckpt).step,
                      size=config.size, experiment=config.name)
         entries[mc.label] = entry
@@ -99,7 +105,7 @@ def _evaluate_one(run_dir: Path, checkpoint: str, device: str | None, skip_missi
     if all("failed" in e for e in entries.values()):
         raise FileNotFoundError(f"run_dir: no readable model checkpoint ({checkpoint}) under "
                                 f"{run_dir}")
-    # the failed entries go in too: a derived number (smoke's gain over the exact partner)
+    # the failed entries go in too: a derived number (a gain over an exact partner model)
     # then has the partner it has in training, and none when that partner failed, instead of
     # another model of the family in this seed only
     finished = experiment.finish_entries(config, dict(entries), tasks)
@@ -112,7 +118,6 @@ def _seeds_without_config(run_dir: Path, seeds: list[Path], skip_missing: bool,
     """The seed folders of a multi-seed run that have no ``config.yaml`` (damaged, or killed
     before its first save): an error naming them, or with ``skip_missing`` a log line and
     the sentence of ``results.md`` that says they are left out."""
-    from approxeq.experiments.seeds import seed_run_dirs
 
     lost = [p.name for p in seed_run_dirs(run_dir) if p not in seeds]
     if not lost:
@@ -143,14 +148,15 @@ def _markdown(experiment: Any, metrics: dict[str, Any], config: ExperimentConfig
 
 
 def evaluate_experiment_run(run_dir: str | Path, *, out: str | Path | None = None,
-                            checkpoint: str = "best.pt", device: str | None = None,
+                            checkpoint: str = BEST, device: str | None = None,
                             skip_missing: bool = False, log: Log | None = None
                             ) -> tuple[dict[str, Any], Path]:
-    """Re-evaluate a terrain or smoke run (one directory, or ``seed-*`` directories) from its
-    checkpoints, on the experiment's own test sets, without touching its training results.
+    """Re-evaluate a run of an experiment that re-evaluates on its own test sets (one
+    directory, or ``seed-*`` directories) from its checkpoints, without touching its training
+    results.
 
     Args:
-        run_dir: what ``approxeq experiment terrain|smoke --out RUN`` wrote.
+        run_dir: what ``approxeq experiment NAME --out RUN`` wrote.
         out: the metrics file (default ``RUN/eval/<name>/metrics.json``; never the run's own
             results). ``results.md`` (or ``<out stem>.md``) goes beside it, and for a
             multi-seed run each seed's files in ``seed-<i>/`` of the same folder.
@@ -164,15 +170,13 @@ def evaluate_experiment_run(run_dir: str | Path, *, out: str | Path | None = Non
         holds (its ``id``/``ood`` or ``transfer`` blocks, the component's metrics), the
         model's ``name``, ``options``, ``parameters``, ``symmetry``, ``approximate``,
         ``steps``, ``train_seconds``, ``checkpoint``, ``checkpoint_step``, ``size`` and
-        ``experiment``; the references (terrain: ``oracle``, ``terrain-blind``) are added; a
-        multi-seed run is aggregated over seeds (``*_seeds``, ``seeds``).
+        ``experiment``; the run's references (e.g. an oracle) are added; a multi-seed run is
+        aggregated over seeds (``*_seeds``, ``seeds``).
 
     Raises:
         FileNotFoundError: no run there, or (without ``skip_missing``) a missing checkpoint.
         ValueError: a run of another kind, naming it.
     """
-    from approxeq.experiments.seeds import aggregate_seeds
-
     log = log or default_log
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -198,7 +202,7 @@ def evaluate_experiment_run(run_dir: str | Path, *, out: str | Path | None = Non
             m, config, experiment = _evaluate_one(sd, checkpoint, device, skip_missing, log)
             per_seed.append(m)
             write_json_atomic(target.parent / sd.name / METRICS, m)
-            write_text_atomic(target.parent / sd.name / "results.md",
+            write_text_atomic(target.parent / sd.name / RESULTS,
                               _markdown(experiment, m, config, note))
         train_seeds = [_saved_config(sd).train.seed for sd in seeds]
         metrics = aggregate_seeds(per_seed, train_seeds, names=[sd.name for sd in seeds])
@@ -210,42 +214,60 @@ def evaluate_experiment_run(run_dir: str | Path, *, out: str | Path | None = Non
     return metrics, target
 
 
-def evaluate_saved_run(run_dir: str | Path, *, data: str | Path | None = None,
-                       out: str | Path | None = None, checkpoint: str = "best.pt",
-                       device: str | None = None, skip_missing: bool = False,
-                       log: Log | None = None) -> tuple[dict[str, Any], Path]:
-    """``approxeq eval RUN [--data FILE]`` without ``--var``: a terrain or smoke run
-    (:func:`evaluate_experiment_run`), else a GP run
-    (:func:`approxeq.experiments.gp.evaluate_run`, which names what other runs need).
+def run_config(run_dir: Path) -> ExperimentConfig | None:
+    """The configuration a run (or the first seed of a multi-seed run) was trained with, or
+    ``None`` when ``run_dir`` holds no ``config.yaml``."""
+    run_dir = Path(run_dir)
+    if (run_dir / CONFIG).is_file():
+        return _saved_config(run_dir)
+    seeds = seed_dirs(run_dir)
+    return _saved_config(seeds[0]) if seeds else None
+
+
+def no_config_error(run_dir: Path) -> Exception:
+    """Why ``run_dir``, which holds no ``config.yaml``, cannot be re-evaluated."""
+    if not run_dir.is_dir():
+        return FileNotFoundError(f"run_dir: no directory {run_dir}")
+    info = read_json(run_dir / EXPERIMENT)
+    kind = info.get("experiment") if isinstance(info, dict) else None
+    if isinstance(kind, str):  # a settings experiment's run
+        return ValueError(f"run_dir: {run_dir} is a {kind} run, which keeps no checkpoints to "
+                          "evaluate again: its results are its metrics.json and results.md")
+    return FileNotFoundError(f"run_dir: {run_dir} has no {CONFIG}; is it a directory written "
+                             "by `approxeq train`/`approxeq experiment`?")
+
+
+def reevaluate_run(run_dir: str | Path, *, data: str | Path | None = None,
+                   var: str | None = None, aux: str | Path | None = None,
+                   out: str | Path | None = None, checkpoint: str = BEST,
+                   device: str | None = None, skip_missing: bool = False,
+                   log: Log | None = None) -> tuple[dict[str, Any], Path | None, Experiment]:
+    """``approxeq eval RUN [--data FILE [--var NAME [--aux FILE]]]``: the run scored again by
+    the :meth:`~approxeq.experiments.base.Experiment.reevaluate` of the experiment that trained
+    it (with ``var``: of the experiment that evaluates gridded fields, which also takes a model
+    directory or a checkpoint file as ``run_dir``).
+
+    Returns:
+        ``(metrics, path written, the experiment)``.
 
     Raises:
-        ValueError: ``data`` for a terrain or smoke run (they have their own test sets), or a
-            multi-seed run of another kind.
+        FileNotFoundError: no run there. ValueError: a run that cannot be re-evaluated so,
+            naming why.
     """
-    kind = run_task_name(run_dir)
-    if kind in REEVALUATED:
-        if data is not None:
-            raise ValueError(f"data: a {kind} run is evaluated on its own test sets, rebuilt "
-                             "from its config.yaml; drop --data")
-        return evaluate_experiment_run(run_dir, out=out, checkpoint=checkpoint, device=device,
-                                       skip_missing=skip_missing, log=log)
-    if kind is not None and not (Path(run_dir) / CONFIG).is_file():
-        raise ValueError(f"run_dir: {run_dir} holds one run per training seed (seed-*/) of "
-                         f"task {kind!r}; evaluate each seed's directory, e.g. "
-                         f"{Path(run_dir) / 'seed-0'}")
-    from approxeq.data.gp import TASK_NAMES
-
-    if kind is not None and kind not in TASK_NAMES:
-        raise ValueError(
-            f"run_dir: this run was trained on task {kind!r}, which approxeq eval cannot "
-            f"re-evaluate from its checkpoints; it re-evaluates GP runs, "
-            f"{' and '.join(REEVALUATED)} runs, and gridded-data runs (era5-uk) with --data "
-            "FILE --var NAME")
-    from approxeq.experiments.gp import evaluate_run
-
-    return evaluate_run(run_dir, data=data, out=out, checkpoint=checkpoint, device=device,
-                        skip_missing=skip_missing, log=log)
+    run_dir = Path(run_dir)
+    config = run_config(run_dir) if run_dir.is_dir() else None
+    if var is not None:
+        experiment = field_evaluator()
+    elif config is None:
+        raise no_config_error(run_dir)
+    else:
+        experiment = experiment_for(config)
+    metrics, path = experiment.reevaluate(run_dir, config, data=data, var=var, aux=aux, out=out,
+                                          checkpoint=checkpoint, device=device,
+                                          skip_missing=skip_missing, log=log)
+    return metrics, path, experiment
 
 
-__all__ = ["REEVALUATED", "evaluate_experiment_run", "evaluate_saved_run", "run_task_name",
+__all__ = ["evaluate_experiment_run", "no_config_error", "reevaluate_run", "run_config",
+           "run_task_name",
            "seed_dirs"]

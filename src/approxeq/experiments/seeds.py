@@ -13,24 +13,29 @@ smaller than their seed-to-seed spread is not a difference.
 
 from __future__ import annotations
 
-import copy
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from approxeq.experiments.aggregate import (  # noqa: F401  (importable from here too)
+    SEED_METRICS,
+    aggregate_block,
+    aggregate_seeds,
+    failed_entry,
+)
 from approxeq.experiments.base import Experiment, ExperimentResult, SettingsExperiment, model_seed
+from approxeq.experiments.schema import ExperimentConfig
 from approxeq.files import write_json_atomic, write_text_atomic
-from approxeq.train.config import ConfigError, ExperimentConfig
+from approxeq.train.config import ConfigError
 from approxeq.train.distributed import is_main_process
-from approxeq.train.rundir import FINGERPRINT, RunDirError, RunLock
-
-#: the metrics averaged over seeds (wherever they appear in an entry)
-SEED_METRICS = ("loglik", "rmse", "rmse_K", "coverage95", "component_loglik", "delta_equiv",
-                "delta_equiv_K", "correction_lapse_corr", "correction_oracle_corr",
-                "correction_elevation_corr",
-                "gain_over_component", "gain_over_exact")
+from approxeq.train.rundir import (
+    METRICS,
+    RESULTS,
+    RunDirError,
+    RunLock,
+    layout_problem,
+)
 
 
 def seed_of(seed: int, index: int) -> int:
@@ -51,82 +56,6 @@ def with_seed(config: ExperimentConfig, seed: int) -> ExperimentConfig:
     """``config`` with the experiment's and every model's training seed set to ``seed``."""
     models = [replace(m, train=m.train.replace(seed=seed)) for m in config.models]
     return replace(config, models=models, train=config.train.replace(seed=seed))
-
-
-def _mean_se(values: Sequence[float]) -> tuple[float, float]:
-    n = len(values)
-    mean = sum(values) / n
-    if n < 2:
-        return mean, float("nan")
-    var = sum((v - mean) ** 2 for v in values) / (n - 1)
-    return mean, math.sqrt(var / n)
-
-
-def _number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-def aggregate_block(blocks: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """One block (dict) of an entry from the same block of every seed's entry (see the module
-    docstring); nested blocks are aggregated recursively, other values taken from seed 0. A
-    metric or nested block that some seed lacks is left out (with its ``_se``): a mean over
-    fewer seeds than the entry's ``seeds`` would misreport."""
-    out = copy.deepcopy(dict(blocks[0]))
-    for key, first in blocks[0].items():
-        if isinstance(first, dict):
-            if all(isinstance(b.get(key), dict) for b in blocks):
-                out[key] = aggregate_block([b[key] for b in blocks])
-            else:
-                del out[key]
-        elif key in SEED_METRICS and all(_number(b.get(key)) for b in blocks):
-            values = [float(b[key]) for b in blocks]
-            mean, se = _mean_se(values)
-            out[key] = mean
-            out[f"{key}_seeds"] = values
-            out[f"{key}_seeds_mean"], out[f"{key}_seeds_se"] = mean, se
-            if all(_number(b.get(f"{key}_se")) for b in blocks):
-                out[f"{key}_se"] = sum(float(b[f"{key}_se"]) for b in blocks) / len(blocks)
-            else:
-                out.pop(f"{key}_se", None)
-        elif key in SEED_METRICS and any(_number(b.get(key)) for b in blocks):
-            del out[key]
-            out.pop(f"{key}_se", None)
-    return out
-
-
-def failed_entry(entries: Sequence[Mapping[str, Any]], names: Sequence[str]
-                 ) -> dict[str, Any] | None:
-    """The aggregate entry of a model that some seed could not evaluate (its entry there is
-    ``{"failed": reason}``): ``failed`` names each such seed and why, and ``failed_seeds``
-    lists them; ``None`` when every seed evaluated it."""
-    bad = [(name, e["failed"]) for name, e in zip(names, entries) if "failed" in e]
-    if not bad:
-        return None
-    entry = {k: entries[0][k] for k in ("name", "options") if k in entries[0]}
-    entry["failed"] = "; ".join(f"{name}: {why}" for name, why in bad)
-    entry["failed_seeds"] = [name for name, _ in bad]
-    return entry
-
-
-def aggregate_seeds(runs: Sequence[Mapping[str, Any]], seeds: Sequence[int],
-                    names: Sequence[str] | None = None) -> dict[str, Any]:
-    """``metrics.json`` over seeds from the ``metrics.json`` of each seed's run; each entry
-    gets ``seeds``. A model that a seed could not evaluate (``{"failed": ...}`` there, e.g.
-    under ``eval --skip-missing``) is reported as failed, naming the seed (``names``: the
-    runs' folders, default ``seed-<i>``), never as a mean over the other seeds; a model
-    missing from some run's metrics (``only``) is left out."""
-    if not runs or len(runs) != len(seeds):
-        raise ValueError(f"runs, seeds: expected one metrics dict per seed, got {len(runs)} "
-                         f"runs and {len(seeds)} seeds")
-    names = list(names) if names is not None else [f"seed-{i}" for i in range(len(runs))]
-    out: dict[str, Any] = {}
-    for label in runs[0]:
-        entries = [r.get(label) for r in runs]
-        if not all(isinstance(e, dict) for e in entries):
-            continue  # not evaluated in some run at all (``only``): left out
-        out[label] = failed_entry(entries, names) or aggregate_block(entries)
-        out[label]["seeds"] = list(seeds)
-    return out
 
 
 def run_seeds(experiment: Experiment, config: ExperimentConfig, out_dir: str | Path,
@@ -183,36 +112,11 @@ def run_seeds(experiment: Experiment, config: ExperimentConfig, out_dir: str | P
                    seconds=sum(r.seconds for r in results))
 
 
-def seed_run_dirs(out_dir: str | Path) -> list[Path]:
-    """The ``seed-<i>`` folders an earlier multi-seed run left in ``out_dir``, in order."""
-    found = [p for p in Path(out_dir).glob("seed-*") if p.is_dir() and p.name[5:].isdigit()]
-    return sorted(found, key=lambda p: int(p.name[5:]))
-
-
-def layout_problem(out_dir: str | Path, n_seeds: int) -> str | None:
-    """Why a run of ``n_seeds`` seeds cannot write into ``out_dir``, or ``None``: a single run
-    (its ``config.yaml`` or ``fingerprint.json`` at the top) and a run of several seeds
-    (``seed-*/``) never share a directory, as each would overwrite the other's
-    ``metrics.json``. A run of more or fewer seeds than an earlier one is fine (its seeds
-    are reused; ``metrics.json`` says over which)."""
-    out_dir = Path(out_dir)
-    found = seed_run_dirs(out_dir)
-    single = [n for n in ("config.yaml", FINGERPRINT) if (out_dir / n).is_file()]
-    if n_seeds > 1 and single:
-        return (f"out: {out_dir} holds a single-seed run ({single[0]}), not a run of several "
-                f"seeds; rerun without --seeds (or with --seeds 1), or choose another --out")
-    if n_seeds == 1 and found:
-        shown = ", ".join(f"{p.name}/" for p in found[:3]) + (", ..." if len(found) > 3 else "")
-        return (f"out: {out_dir} holds a run of several seeds ({shown}), not a single-seed "
-                f"run; rerun with --seeds {max(2, len(found))}, or choose another --out")
-    return None
-
-
 def write_seed_results(experiment: Experiment, config: ExperimentConfig, out_dir: Path,
                        metrics: Mapping[str, Any], seeds: Sequence[int]) -> None:
     """Write the aggregate over seeds: ``out_dir/metrics.json`` and ``results.md`` (the
     experiment's own ``results_markdown`` when it has one)."""
-    write_json_atomic(out_dir / "metrics.json", metrics)
+    write_json_atomic(out_dir / METRICS, metrics)
     from approxeq.experiments.report import results_markdown
 
     n_seeds = len(seeds)
@@ -222,8 +126,8 @@ def write_seed_results(experiment: Experiment, config: ExperimentConfig, out_dir
     text = (own(metrics, config) + "\n" + note + "\n" if own is not None else results_markdown(
         metrics, title=f"{config.name} ({n_seeds} seeds)",
         description=f"{config.description}\n\n{note}"))
-    write_text_atomic(out_dir / "results.md", text)
+    write_text_atomic(out_dir / RESULTS, text)
 
 
-__all__ = ["SEED_METRICS", "aggregate_block", "aggregate_seeds", "failed_entry", "layout_problem",
-           "run_seeds", "seed_of", "seed_run_dirs", "with_seed", "write_seed_results"]
+__all__ = ["SEED_METRICS", "aggregate_block", "aggregate_seeds", "failed_entry", "run_seeds",
+           "seed_of", "with_seed", "write_seed_results"]

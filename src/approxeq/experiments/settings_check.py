@@ -41,8 +41,8 @@ COMMON: dict[str, Spec] = {"device": _device, "dtype": "dtype", "models": "any"}
 @functools.cache
 def shipped_keys(experiment: str) -> frozenset[str]:
     """Every task option that any size of the shipped YAML of ``experiment`` sets."""
-    from approxeq.experiments.base import CONFIGS_DIR
-    from approxeq.train.config import read_yaml
+    from approxeq.experiments.registry import CONFIGS_DIR
+    from approxeq.train.config_files import read_yaml
 
     path = CONFIGS_DIR / f"{experiment}.yaml"
     raw = read_yaml(path) if path.is_file() else {}
@@ -142,12 +142,12 @@ def check_settings(settings: dict[str, Any], schema: Mapping[str, Spec], experim
     return settings
 
 
-#: the settings of the graph experiments (:mod:`approxeq.experiments.graphs`)
+#: the settings of the graph experiments (:mod:`approxeq.experiments.studies.graphs.study`)
 GRAPH_SETTINGS: dict[str, Spec] = {
     "n_inits": "int>=1", "k_eval": "int>=1", "mlp_hidden": "ints>=1", "batch_size": "int>=1",
     "epochs": "int>=1", "warmup_epochs": "int>=0", "k_train": "int>=1", "lr": "num>0",
     "clip": "num>0", "entropy_weight": "num>=0", "tau": "num>0", "sinkhorn_iters": "int>=1",
-    "eval_every": "int>=1", "folds": "int>=1", "strategies": "list", "n_controls": "int>=1"}
+    "eval_every": "int>=1", "folds": "int>=1", "n_controls": "int>=1"}
 _GRAPH_REQUIRED = {
     "separation": ("n_inits", "k_eval", "mlp_hidden", "batch_size"),
     "classify": ("epochs", "warmup_epochs", "k_train", "k_eval", "mlp_hidden", "lr",

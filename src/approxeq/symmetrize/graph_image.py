@@ -21,9 +21,9 @@ from torch import Tensor, nn
 
 from approxeq.groups import Permutation
 from approxeq.nn.vit import VisionTransformer
-from approxeq.symmetrize.base import FrameAveraging, GroupAveraging, Symmetrized
+from approxeq.symmetrize.base import Symmetrized
+from approxeq.symmetrize.factory import symmetrize
 from approxeq.symmetrize.networks import GraphScoreNetwork
-from approxeq.symmetrize.probabilistic import Canonicalization, ProbabilisticSymmetrization
 
 __all__ = ["GRAPH_IMAGE_KINDS", "GraphImageNet", "graph_image_channels", "graph_to_image",
            "symmetrized_graph_image_model"]
@@ -171,19 +171,10 @@ def symmetrized_graph_image_model(base: GraphImageNet, n_max: int, strategy: str
         a :class:`~approxeq.symmetrize.Symmetrized` called as ``model(nodes, adjacency, mask)``.
     """
     kinds = GRAPH_IMAGE_KINDS
-    if strategy == "ga":
-        strat = GroupAveraging(whole_group=False)
-    elif strategy == "fa":
-        strat = FrameAveraging()
-    elif strategy in ("canonical", "ps"):
-        net = GraphScoreNetwork(base.node_channels, kinds, hidden=q_hidden, num_layers=q_layers)
-        if strategy == "canonical":
-            strat = Canonicalization(net, tau=tau, sinkhorn_iters=sinkhorn_iters)
-            k_train = k_eval = 1
-        else:
-            strat = ProbabilisticSymmetrization(net, noise_scale=noise_scale, tau=tau,
-                                                sinkhorn_iters=sinkhorn_iters)
-    else:
-        raise ValueError(f"strategy: expected 'ga', 'fa', 'canonical' or 'ps', got {strategy!r}")
-    return Symmetrized(base, Permutation(n_max), strat, in_kinds=kinds, out_kinds=base.out_kind,
-                       n_samples_train=k_train, n_samples_eval=k_eval)
+    return symmetrize(
+        base, Permutation(n_max), strategy, in_kinds=kinds, out_kinds=base.out_kind,
+        network=lambda: GraphScoreNetwork(base.node_channels, kinds, hidden=q_hidden,
+                                          num_layers=q_layers),
+        canonical_options={"tau": tau, "sinkhorn_iters": sinkhorn_iters},
+        ps_options={"noise_scale": noise_scale, "tau": tau, "sinkhorn_iters": sinkhorn_iters},
+        k_train=k_train, k_eval=k_eval, allowed=("ga", "fa", "canonical", "ps"))

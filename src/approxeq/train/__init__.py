@@ -17,19 +17,8 @@ from approxeq.train.checkpoint import (
     model_spec_of,
     save_checkpoint,
 )
-from approxeq.train.config import (
-    ConfigError,
-    ExperimentConfig,
-    ModelConfig,
-    TaskConfig,
-    TrainConfig,
-    experiment_from_dict,
-    load_experiment,
-    load_train_config,
-    read_yaml,
-    save_experiment,
-    train_config_from_dict,
-)
+from approxeq.train.config import ConfigError, TrainConfig, train_config_from_dict
+from approxeq.train.config_files import load_train_config, read_yaml
 from approxeq.train.distributed import DistInfo, init_distributed, unwrap_model
 from approxeq.train.loop import (
     TrainResult,
@@ -44,12 +33,11 @@ from approxeq.train.loop import (
 from approxeq.train.progress import Progress
 
 __all__ = [
-    "Checkpoint", "ConfigError", "DistInfo", "ExperimentConfig", "ModelConfig", "ModelSpec",
-    "Progress", "TaskConfig", "TrainConfig", "TrainResult", "atomic_open",
-    "build_model_with_spec", "capture_rng_state", "evaluate", "experiment_from_dict",
-    "init_distributed", "load_checkpoint", "load_experiment", "load_model", "load_train_config",
+    "Checkpoint", "ConfigError", "DistInfo", "ModelSpec", "Progress", "TrainConfig",
+    "TrainResult", "atomic_open", "build_model_with_spec", "capture_rng_state", "evaluate",
+    "init_distributed", "load_checkpoint", "load_model", "load_train_config",
     "make_test_set", "make_val_set", "model_spec_of", "read_yaml", "restore_rng_state",
     "save_atomic",
-    "save_checkpoint", "save_experiment", "seed_everything", "train", "train_config_from_dict",
+    "save_checkpoint", "seed_everything", "train", "train_config_from_dict",
     "unwrap_model", "write_json_atomic", "write_text_atomic",
 ]

@@ -1,44 +1,16 @@
-"""Typed training and experiment configurations, loaded from YAML.
+"""The training configuration (:class:`TrainConfig`), checked field by field, and the helpers
+that build one from mappings (a YAML's ``train`` section, a size, a model's overrides).
 
-An experiment file looks like this (every key but ``name``, ``task`` and ``models`` optional)::
-
-    name: translation-1d
-    description: TE-TNP vs its approximately equivariant version on a 1-D GP task
-    task:
-      name: eq                 # a task-generator name, resolved by the caller
-      dim_x: 1
-      dim_y: 1
-      options: {lengthscale: 0.5}
-    models:
-      - {label: TNP, name: tnp, options: {}}
-      - {label: TE-TNP, name: te-tnp}
-      - label: ATE-TNP
-        name: te-tnp
-        options: {approximate: true}
-        train: {lr: 3.0e-4}    # TrainConfig overrides for this model only
-    train: {grad_clip: 0.5}    # TrainConfig overrides for every size
-    sizes:
-      quick:                   # TrainConfig overrides, plus three reserved keys:
-        steps: 300
-        val_tasks: 64
-        model_options: {num_layers: 2}       # merged into every model's options
-        models: {ATE-TNP: {options: {width: 32}, train: {steps: 200}}}  # per label
-        task: {num_context: 16}              # merged into task.options
-      paper:
-        steps: 200000
-    extra: {}                  # free-form, for the experiment's own use (plots, metrics)
-
-Precedence, lowest first: :class:`TrainConfig` defaults ← top-level ``train`` ← the size ← the
-model's ``train`` ← the size's ``models[label].train``. Unknown keys raise a
-:class:`ConfigError` naming the key and the file. PyYAML is the optional extra ``config``.
+The experiment schema built on it (an experiment's task, models and sizes) is
+:mod:`approxeq.experiments.schema`; the YAML readers are :mod:`approxeq.train.config_files`.
+Unknown keys and wrong types raise a :class:`ConfigError` naming the key and the file.
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from approxeq.train.config_checks import (
@@ -196,91 +168,7 @@ class TrainConfig:
         return train_config_from_dict(data, source=source)
 
 
-@dataclass
-class TaskConfig:
-    """The task distribution: a generator name the caller resolves (e.g. with
-    ``approxeq.data.gp.gp_task(name, dim_x, **options)``), its dimensions and options."""
-
-    name: str
-    dim_x: int = 1
-    dim_y: int = 1
-    options: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "dim_x": self.dim_x, "dim_y": self.dim_y,
-                "options": copy.deepcopy(self.options)}
-
-
-@dataclass
-class ModelConfig:
-    """One model of an experiment: a display ``label``, a registry ``name`` for
-    :func:`approxeq.np.build_model`, its ``options``, and its fully resolved ``train`` config."""
-
-    label: str
-    name: str
-    options: dict[str, Any] = field(default_factory=dict)
-    train: TrainConfig = field(default_factory=TrainConfig)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"label": self.label, "name": self.name, "options": copy.deepcopy(self.options),
-                "train": self.train.to_dict()}
-
-
-@dataclass
-class ExperimentConfig:
-    """An experiment resolved for one size.
-
-    Attributes:
-        name, description: identification.
-        task: the task distribution.
-        models: the models to train and compare, each with its own resolved ``train``.
-        train: the size's training configuration before per-model overrides.
-        size: the chosen size (e.g. ``"quick"`` or ``"paper"``).
-        sizes: every size the file defines.
-        extra: the file's free-form ``extra`` section.
-        source: the file it came from (``None`` for a dict).
-    """
-
-    name: str
-    task: TaskConfig
-    models: list[ModelConfig]
-    train: TrainConfig = field(default_factory=TrainConfig)
-    size: str = "quick"
-    sizes: tuple[str, ...] = ()
-    description: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
-    source: str | None = None
-
-    def model(self, label: str) -> ModelConfig:
-        """The model with this label."""
-        for m in self.models:
-            if m.label == label:
-                return m
-        raise KeyError(f"label: no model {label!r} in experiment {self.name!r}; "
-                       f"labels: {[m.label for m in self.models]}")
-
-    def to_dict(self) -> dict[str, Any]:
-        """A plain dict that :func:`experiment_from_dict` (with ``size=self.size``) turns back
-        into an equal config: every override is already applied."""
-        return {
-            "name": self.name,
-            "description": self.description,
-            "task": self.task.to_dict(),
-            "models": [m.to_dict() for m in self.models],
-            "train": self.train.to_dict(),
-            "sizes": {self.size: {}},
-            "extra": copy.deepcopy(self.extra),
-        }
-
-
-_TOP_KEYS = {"name", "description", "task", "models", "train", "sizes", "extra"}
-_TASK_KEYS = {"name", "dim_x", "dim_y", "options"}
-_MODEL_KEYS = {"label", "name", "options", "train"}
-_SIZE_RESERVED = {"model_options", "models", "task"}
-_SIZE_MODEL_KEYS = {"options", "train"}
-
-
-_TRAIN_FIELDS = {f.name: str(f.type) for f in dataclasses.fields(TrainConfig)}
+TRAIN_FIELDS = {f.name: str(f.type) for f in dataclasses.fields(TrainConfig)}
 
 
 def train_config_from_dict(data: Mapping[str, Any], source: str = "<dict>",
@@ -291,127 +179,26 @@ def train_config_from_dict(data: Mapping[str, Any], source: str = "<dict>",
         ConfigError: naming ``source`` and the key, for unknown keys and wrong types.
     """
     data = _check_mapping(data, where, source)
-    _check_keys(data, set(_TRAIN_FIELDS), where, source)
-    values = {k: _coerce_field(k, v, _TRAIN_FIELDS[k], source, where) for k, v in data.items()}
+    _check_keys(data, set(TRAIN_FIELDS), where, source)
+    values = {k: _coerce_field(k, v, TRAIN_FIELDS[k], source, where) for k, v in data.items()}
     try:
         return TrainConfig(**values)
     except ConfigError as err:
         raise ConfigError(f"{source}: {where}.{err}") from None
 
 
-def _merge_train(base: dict[str, Any], overrides: Mapping[str, Any], where: str,
-                 source: str) -> dict[str, Any]:
+def merge_train(base: dict[str, Any], overrides: Mapping[str, Any], where: str,
+                source: str) -> dict[str, Any]:
+    """``base`` (field values) updated with the checked and coerced ``overrides`` (a mapping
+    of :class:`TrainConfig` fields found at ``where`` of ``source``)."""
     overrides = _check_mapping(overrides, where, source)
-    _check_keys(overrides, set(_TRAIN_FIELDS), where, source)
-    coerced = {k: _coerce_field(k, v, _TRAIN_FIELDS[k], source, where)
+    _check_keys(overrides, set(TRAIN_FIELDS), where, source)
+    coerced = {k: _coerce_field(k, v, TRAIN_FIELDS[k], source, where)
                for k, v in overrides.items()}
     return {**base, **coerced}
 
 
-def experiment_from_dict(data: Mapping[str, Any], size: str = "quick",
-                         source: str = "<dict>") -> ExperimentConfig:
-    """Resolve an experiment mapping (the parsed YAML) for ``size``; see the module docstring.
-
-    Raises:
-        ConfigError: for unknown keys, missing required keys, wrong types, duplicate labels or
-            an unknown size, naming the key and ``source``.
-    """
-    data = _check_mapping(data, "the top level", source)
-    _check_keys(data, _TOP_KEYS, "the top level", source)
-    for key in ("name", "task", "models"):
-        if key not in data:
-            raise ConfigError(f"{source}: missing required key {key!r} at the top level")
-    name = data["name"]
-    if not isinstance(name, str) or not name:
-        raise ConfigError(f"{source}: name: expected a non-empty string, got {name!r}")
-
-    sizes = _check_mapping(data.get("sizes"), "sizes", source)
-    if sizes and size not in sizes:
-        raise ConfigError(f"{source}: unknown size {size!r}; sizes: {', '.join(sizes)}")
-    size_data = dict(_check_mapping(sizes.get(size), f"sizes.{size}", source))
-    size_where = f"sizes.{size}"
-    size_model_options = dict(_check_mapping(size_data.pop("model_options", None),
-                                             f"{size_where}.model_options", source))
-    size_models = dict(_check_mapping(size_data.pop("models", None), f"{size_where}.models",
-                                      source))
-    size_task = dict(_check_mapping(size_data.pop("task", None), f"{size_where}.task", source))
-    if set(size_data) - set(_TRAIN_FIELDS):
-        allowed = set(_TRAIN_FIELDS) | _SIZE_RESERVED
-        _check_keys(size_data, allowed, size_where, source)
-
-    train_base = _merge_train({}, data.get("train") or {}, "train", source)
-    train_size = _merge_train(train_base, size_data, size_where, source)
-    train = train_config_from_dict(train_size, source, where=size_where)
-
-    task_data = _check_mapping(data["task"], "task", source)
-    _check_keys(task_data, _TASK_KEYS, "task", source)
-    if not isinstance(task_data.get("name"), str):
-        raise ConfigError(f"{source}: task.name: expected a string, got {task_data.get('name')!r}")
-    task_options = dict(_check_mapping(task_data.get("options"), "task.options", source))
-    task_options.update(size_task)
-    task = TaskConfig(
-        name=task_data["name"],
-        dim_x=_coerce_field("dim_x", task_data.get("dim_x", 1), "int", source, "task"),
-        dim_y=_coerce_field("dim_y", task_data.get("dim_y", 1), "int", source, "task"),
-        options=copy.deepcopy(task_options))
-    if task.dim_x < 1 or task.dim_y < 1:
-        raise ConfigError(f"{source}: task.dim_x and task.dim_y must be >= 1, "
-                          f"got {task.dim_x}, {task.dim_y}")
-
-    models_data = data["models"]
-    if not isinstance(models_data, list) or not models_data:
-        raise ConfigError(f"{source}: models: expected a non-empty list of "
-                          "{label, name, options}, got " + repr(models_data))
-    models: list[ModelConfig] = []
-    for i, entry in enumerate(models_data):
-        where = f"models[{i}]"
-        entry = _check_mapping(entry, where, source)
-        _check_keys(entry, _MODEL_KEYS, where, source)
-        if not isinstance(entry.get("name"), str):
-            raise ConfigError(f"{source}: {where}.name: expected a model registry name, "
-                              f"got {entry.get('name')!r}")
-        label = entry.get("label", entry["name"])
-        if not isinstance(label, str):
-            raise ConfigError(f"{source}: {where}.label: expected a string, got {label!r}")
-        if any(m.label == label for m in models):
-            raise ConfigError(f"{source}: {where}.label: duplicate label {label!r}")
-        options = dict(_check_mapping(entry.get("options"), f"{where}.options", source))
-        options.update(size_model_options)
-        override = _check_mapping(size_models.get(label), f"{size_where}.models.{label}", source)
-        _check_keys(override, _SIZE_MODEL_KEYS, f"{size_where}.models.{label}", source)
-        options.update(_check_mapping(override.get("options"),
-                                      f"{size_where}.models.{label}.options", source))
-        model_train = _merge_train(train_size, entry.get("train") or {}, f"{where}.train", source)
-        model_train = _merge_train(model_train, override.get("train") or {},
-                                   f"{size_where}.models.{label}.train", source)
-        models.append(ModelConfig(label=label, name=entry["name"], options=copy.deepcopy(options),
-                                  train=train_config_from_dict(model_train, source,
-                                                               where=f"{where}.train")))
-    for label in size_models:
-        if not any(m.label == label for m in models):
-            raise ConfigError(f"{source}: unknown model label {label!r} in {size_where}.models; "
-                              f"labels: {[m.label for m in models]}")
-
-    description = data.get("description") or ""
-    if not isinstance(description, str):
-        raise ConfigError(f"{source}: description: expected a string, got {description!r}")
-    extra = dict(_check_mapping(data.get("extra"), "extra", source))
-    return ExperimentConfig(name=name, task=task, models=models, train=train, size=size,
-                            sizes=tuple(sizes) or (size,), description=description,
-                            extra=copy.deepcopy(extra), source=None if source == "<dict>"
-                            else source)
-
-
-# the file readers and writers live in config_files.py; their names stay importable from here
-from approxeq.train.config_files import (  # noqa: E402 -- they use the definitions above
-    load_experiment,
-    load_train_config,
-    read_yaml,
-    save_experiment,
-)
-
 __all__ = [
-    "ConfigError", "ExperimentConfig", "ModelConfig", "TaskConfig", "TrainConfig",
-    "closest_key", "experiment_from_dict", "load_experiment", "load_train_config", "read_yaml",
-    "save_experiment", "train_config_from_dict", "unknown_keys_error",
+    "TRAIN_FIELDS", "ConfigError", "TrainConfig", "closest_key", "merge_train",
+    "train_config_from_dict", "unknown_keys_error",
 ]

@@ -1,5 +1,6 @@
-"""Reading and writing configuration files (YAML, the ``config`` extra): experiments and
-training configurations; the dataclasses and their validation are in :mod:`.config`."""
+"""Reading configuration files (YAML, the ``config`` extra): any YAML, and training
+configurations; :class:`~approxeq.train.config.TrainConfig` and its validation are in
+:mod:`.config`, the experiment files in :mod:`approxeq.experiments.schema`."""
 
 from __future__ import annotations
 
@@ -7,16 +8,12 @@ import os
 from pathlib import Path
 from typing import Any
 
-from approxeq.train.config import (
-    ExperimentConfig,
-    TrainConfig,
-    experiment_from_dict,
-    train_config_from_dict,
-)
+from approxeq.train.config import TrainConfig, train_config_from_dict
 from approxeq.train.config_checks import ConfigError
 
 
-def _require_yaml():
+def require_yaml():
+    """The ``yaml`` module (PyYAML), or an ``ImportError`` naming the extra to install."""
     try:
         import yaml
     except ImportError as err:  # pragma: no cover - depends on the environment
@@ -27,7 +24,7 @@ def _require_yaml():
 
 def read_yaml(path: str | os.PathLike) -> Any:
     """Parse a YAML file (needs the ``config`` extra)."""
-    yaml = _require_yaml()
+    yaml = require_yaml()
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"path: no configuration file at {path}")
@@ -41,32 +38,9 @@ def read_yaml(path: str | os.PathLike) -> Any:
                               f"text (is it a binary file?)") from None
 
 
-def load_experiment(path: str | os.PathLike, size: str = "quick") -> ExperimentConfig:
-    """Load an experiment YAML and resolve it for ``size``.
-
-    Args:
-        path: the YAML file.
-        size: one of the file's ``sizes`` (any name is accepted when it defines none).
-
-    Raises:
-        ImportError: if PyYAML is missing (``pip install 'approxeq[config]'``).
-        ConfigError: naming the key and the file, for unknown or malformed keys.
-    """
-    return experiment_from_dict(read_yaml(path), size=size, source=str(path))
-
-
 def load_train_config(path: str | os.PathLike) -> TrainConfig:
     """Load a YAML file holding only :class:`TrainConfig` fields."""
     return train_config_from_dict(read_yaml(path) or {}, source=str(path), where="the top level")
 
 
-def save_experiment(config: ExperimentConfig, path: str | os.PathLike) -> Path:
-    """Write the resolved ``config`` as YAML, atomically; :func:`load_experiment` with
-    ``size=config.size`` reads back an equal config (apart from ``source``)."""
-    from approxeq.files import write_text_atomic
-
-    yaml = _require_yaml()
-    return write_text_atomic(path, yaml.safe_dump(config.to_dict(), sort_keys=False))
-
-
-__all__ = ["load_experiment", "load_train_config", "read_yaml", "save_experiment"]
+__all__ = ["load_train_config", "read_yaml", "require_yaml"]

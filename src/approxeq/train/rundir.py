@@ -11,6 +11,15 @@
 
 Both are plain files, so they survive a kill: the lock is released by the kernel when its process
 dies, and the fingerprint is written atomically before the first checkpoint.
+
+This module owns the layout of a run directory (the file names below), its JSON reading and
+writing (through :mod:`approxeq.files`), the finished step of a model, the checks before a model
+directory is reused (:func:`prepare_run_dirs`) and the evaluation cache (``eval.json``,
+:func:`with_cached_entries`)::
+
+    DIR/config.yaml  DIR/metrics.json  DIR/results.md  DIR/experiment.json  DIR/fingerprint.json
+    DIR/<label>/{last.pt, best.pt, history.json, eval.json, fingerprint.json}
+    DIR/seed-<k>/...  (a run of several seeds: one such directory per seed)
 """
 
 from __future__ import annotations
@@ -19,18 +28,46 @@ import contextlib
 import errno
 import json
 import os
-from collections.abc import Iterator, Mapping
+import sys
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from approxeq.files import write_json_atomic
+from approxeq.train.checkpoint import CheckpointError, load_checkpoint
 
+#: the experiment configuration a run was made with (its YAML schema, resolved)
+CONFIG = "config.yaml"
+#: the run's results: one entry per model
+METRICS = "metrics.json"
+#: the results as a markdown table
+RESULTS = "results.md"
+#: what ran: the experiment, its size, the wall time
+EXPERIMENT = "experiment.json"
+#: per model: the latest checkpoint, the best one, the training curves
+LAST = "last.pt"
+BEST = "best.pt"
+HISTORY = "history.json"
+#: per model: its cached evaluation (test protocol, fingerprint, step and entry)
+MODEL_EVAL = "eval.json"
 FINGERPRINT = "fingerprint.json"
 LOCK = ".lock"
 
 # Checkpoint files a restart removes; other files in a model directory (figures) are outputs
 # of the run and are rewritten anyway.
-_RUN_FILES = ("last.pt", "best.pt", "history.json", "eval.json", FINGERPRINT)
+_RUN_FILES = (LAST, BEST, HISTORY, MODEL_EVAL, FINGERPRINT)
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """The JSON content of ``path``, or ``None`` if it is missing or unreadable."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _stderr_log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
 
 class RunDirError(RuntimeError):
@@ -257,8 +294,129 @@ def locked_run(run_dir: str | os.PathLike) -> Iterator[Path]:
         yield lock.run_dir
 
 
+def finished_step(run_dir: Path) -> int:
+    """The step of ``run_dir/last.pt`` (0 when there is none).
+
+    Raises:
+        CheckpointError: ``last.pt`` is unreadable (naming it).
+    """
+    last = Path(run_dir) / LAST
+    return load_checkpoint(last).step if last.is_file() else 0
+
+
+def checkpoint_problem(run_dir: Path, label: str) -> str | None:
+    """Why a checkpoint of ``run_dir`` cannot be read, naming the model and the file, or
+    ``None`` when every one there is readable."""
+    for name in (LAST, BEST):
+        path = Path(run_dir) / name
+        if path.is_file():
+            try:
+                load_checkpoint(path)
+            except CheckpointError as err:
+                how = "" if "--restart" in str(err) else (
+                    "; delete it or rerun with --restart to train the model again")
+                return f"model {label!r}: {err}{how}"
+    return None
+
+
+def prepare_run_dirs(dirs: Sequence[tuple[Path, Mapping[str, Any] | None, str]], *,
+                     restart: bool = False, log: Callable[[str], None] | None = None) -> None:
+    """Make each ``(run_dir, fingerprint, label)`` safe to train into: nothing there, or
+    checkpoints produced by the same configuration (``fingerprint``; ``None``: not compared)
+    that are all readable. Nothing is changed unless every directory passes, or ``restart``
+    clears those that do not (they train again from scratch).
+
+    Raises:
+        RunDirError: a changed configuration, naming the directories and what changed.
+        CheckpointError: an unreadable checkpoint, naming the model and the file.
+    """
+    problems: list[tuple[type[Exception], str, int]] = []
+    for k, (run_dir, fp, label) in enumerate(dirs):
+        problem = None if fp is None else fingerprint_problem(run_dir, fp, label=label)
+        if problem is not None:
+            problems.append((RunDirError, problem, k))
+        elif (problem := checkpoint_problem(run_dir, label)) is not None:
+            problems.append((CheckpointError, problem, k))
+    if problems and not restart:
+        kind = problems[0][0]
+        raise kind(" | ".join(msg for _, msg, _ in problems))
+    redo = {k for _, _, k in problems}
+    for k, (run_dir, fp, label) in enumerate(dirs):
+        if k in redo:
+            (log or _stderr_log)(f"[{label}] --restart: removing its earlier checkpoints")
+            clear_run(run_dir, keep_fingerprint=fp is None)
+        if fp is not None and (k in redo or not (run_dir / FINGERPRINT).is_file()):
+            write_json_atomic(run_dir / FINGERPRINT, dict(fp))
+
+
+def cached_evaluation(run_dir: Path, signature: Any, step: int,
+                      fingerprint: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The ``metrics.json`` entry cached in ``run_dir/eval.json`` when it was made with the
+    same test protocol (``signature``), at ``step`` and from the same ``fingerprint``; else
+    ``None``."""
+    cached = read_json(Path(run_dir) / MODEL_EVAL)
+    if (isinstance(cached, dict) and cached.get("signature") == signature
+            and cached.get("step") == step and cached.get("fingerprint") == fingerprint):
+        return cached["entry"]
+    return None
+
+
+def cache_evaluation(run_dir: Path, signature: Any, step: int,
+                     fingerprint: Mapping[str, Any] | None, entry: Mapping[str, Any]) -> None:
+    """Record ``entry`` in ``run_dir/eval.json`` (see :func:`cached_evaluation`)."""
+    write_json_atomic(Path(run_dir) / MODEL_EVAL, {
+        "signature": signature, "fingerprint": fingerprint, "step": step, "entry": entry})
+
+
+def with_cached_entries(labels: Sequence[str], out_dir: Path, entries: dict[str, Any],
+                        signature: Any, *, fingerprints: dict[str, Any] | None = None
+                        ) -> dict[str, Any]:
+    """``entries`` completed, in the order of ``labels`` (every model of the experiment), with
+    the still-valid cached evaluations of the models not run this time (``only``): same test
+    protocol (``signature``) and, when ``fingerprints`` (by label) is given, produced by the
+    same configuration."""
+    merged = dict(entries)
+    for label in labels:
+        cached = read_json(Path(out_dir) / label / MODEL_EVAL)
+        if label not in merged and isinstance(cached, dict) and \
+                cached.get("signature") == signature and (
+                    fingerprints is None
+                    or cached.get("fingerprint") == fingerprints.get(label)):
+            merged[label] = cached["entry"]
+    return {label: merged[label] for label in labels if label in merged}
+
+
+def seed_run_dirs(out_dir: str | Path) -> list[Path]:
+    """The ``seed-<i>`` folders an earlier multi-seed run left in ``out_dir``, in order."""
+    found = [p for p in Path(out_dir).glob("seed-*") if p.is_dir() and p.name[5:].isdigit()]
+    return sorted(found, key=lambda p: int(p.name[5:]))
+
+
+def layout_problem(out_dir: str | Path, n_seeds: int) -> str | None:
+    """Why a run of ``n_seeds`` seeds cannot write into ``out_dir``, or ``None``: a single run
+    (its ``config.yaml`` or ``fingerprint.json`` at the top) and a run of several seeds
+    (``seed-*/``) never share a directory, as each would overwrite the other's
+    ``metrics.json``. A run of more or fewer seeds than an earlier one is fine (its seeds
+    are reused; ``metrics.json`` says over which)."""
+    out_dir = Path(out_dir)
+    found = seed_run_dirs(out_dir)
+    single = [n for n in (CONFIG, FINGERPRINT) if (out_dir / n).is_file()]
+    if n_seeds > 1 and single:
+        return (f"out: {out_dir} holds a single-seed run ({single[0]}), not a run of several "
+                f"seeds; rerun without --seeds (or with --seeds 1), or choose another --out")
+    if n_seeds == 1 and found:
+        shown = ", ".join(f"{p.name}/" for p in found[:3]) + (", ..." if len(found) > 3 else "")
+        return (f"out: {out_dir} holds a run of several seeds ({shown}), not a single-seed "
+                f"run; rerun with --seeds {max(2, len(found))}, or choose another --out")
+    return None
+
+
 __all__ = [
-    "FINGERPRINT", "RunDirError", "RunLock", "check_fingerprint", "clear_run", "fault_point",
+    "BEST", "CONFIG", "EXPERIMENT", "FINGERPRINT", "HISTORY", "LAST", "LOCK", "METRICS",
+    "MODEL_EVAL", "RESULTS", "RunDirError", "cache_evaluation", "cached_evaluation",
+    "checkpoint_problem", "finished_step", "layout_problem", "prepare_run_dirs", "read_json",
+    "seed_run_dirs",
+    "with_cached_entries", "RunLock", "check_fingerprint", "clear_run", "fault_point",
     "fingerprint_changes", "fingerprint_problem", "has_run_files", "locked_run", "make_fingerprint",
     "read_fingerprint",
 ]

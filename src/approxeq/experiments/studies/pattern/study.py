@@ -38,12 +38,12 @@ from torch import Tensor, nn
 from approxeq.data.pattern import PatternConfig, PatternData, make_pattern, weighted_accuracy
 from approxeq.experiments.base import (
     SettingsExperiment,
-    load_named_experiment,
     locked_settings_run,
-    register_experiment,
     settings_fingerprint,
     settings_of,
 )
+from approxeq.experiments.registry import load_named_experiment, register_experiment
+from approxeq.experiments.schema import ExperimentConfig
 from approxeq.experiments.settings_check import check_settings, check_value, require_extra
 from approxeq.files import write_json_atomic, write_text_atomic
 from approxeq.nn.vit import VisionTransformer, ViTConfig, load_vit, save_vit, vit_param_groups
@@ -52,10 +52,16 @@ from approxeq.symmetrize.graph_image import (
     graph_image_channels,
     symmetrized_graph_image_model,
 )
-from approxeq.train.config import ConfigError, ExperimentConfig
+from approxeq.train.config import ConfigError
 from approxeq.train.config_checks import dataclass_from_mapping
 from approxeq.train.distributed import resolve_device
-from approxeq.train.rundir import fingerprint_changes, make_fingerprint
+from approxeq.train.rundir import (
+    EXPERIMENT,
+    METRICS,
+    RESULTS,
+    fingerprint_changes,
+    make_fingerprint,
+)
 
 __all__ = ["PATTERN_SETTINGS", "PatternExperiment", "build_pattern_model",
            "check_pattern_settings", "digits_pretrained_vit",
@@ -370,9 +376,9 @@ def _run_settings(cfg: dict[str, Any], out_dir: str | Path, size: str,
     seconds = time.perf_counter() - start
     run_info = {"experiment": "pattern", "size": size, "config": cfg, "device": str(device),
                 "seconds": round(seconds, 1), "pretrained": note}
-    write_json_atomic(out / "experiment.json", run_info)
-    write_json_atomic(out / "metrics.json", results)
-    write_text_atomic(out / "results.md", _results_table(size, cfg, results, seconds, note))
+    write_json_atomic(out / EXPERIMENT, run_info)
+    write_json_atomic(out / METRICS, results)
+    write_text_atomic(out / RESULTS, _results_table(size, cfg, results, seconds, note))
     return results
 
 

@@ -36,18 +36,20 @@ from torch import Tensor, nn
 from approxeq.data.nbody import NBodyConfig, NBodyData, make_nbody_splits
 from approxeq.experiments.base import (
     SettingsExperiment,
-    load_named_experiment,
     locked_settings_run,
-    register_experiment,
     settings_fingerprint,
     settings_of,
 )
+from approxeq.experiments.registry import load_named_experiment, register_experiment
+from approxeq.experiments.schema import ExperimentConfig
 from approxeq.experiments.settings_check import check_settings, check_value
 from approxeq.files import write_json_atomic, write_text_atomic
 from approxeq.nn.graph_models import NBodyGNN, NBodyTransformer
-from approxeq.train.config import ConfigError, ExperimentConfig
+from approxeq.symmetrize.factory import Unsymmetrized, symmetrize
+from approxeq.train.config import ConfigError
 from approxeq.train.config_checks import dataclass_from_mapping
 from approxeq.train.distributed import resolve_device
+from approxeq.train.rundir import EXPERIMENT, METRICS, RESULTS
 
 __all__ = [
     "NBodyGNN",
@@ -59,16 +61,6 @@ __all__ = [
     "run_nbody_experiment",
     "NBodyExperiment",
 ]
-
-
-class _Plain(nn.Module):
-    def __init__(self, base: nn.Module) -> None:
-        super().__init__()
-        self.base = base
-
-    def forward(self, loc: Tensor, vel: Tensor, charges: Tensor, generator=None,
-                n_samples: int | None = None) -> Tensor:
-        return self.base(loc, vel, charges)
 
 
 BASES = ("transformer", "gnn")
@@ -88,9 +80,8 @@ NBODY_SETTINGS: dict[str, Any] = {
     "gnn_hidden": "int>=1", "gnn_layers": "int>=1", "k_train": "int>=1",
     "k_eval": "int>=1", "k_test": "int>=1", "test_trials": "int>=1",
     "entropy_weight": "num>=0", "eval_every_epochs": "int>=1", "seed": "int>=0",
-    "strategies": "list",
     "simulation": lambda value, where: dataclass_from_mapping(NBodyConfig, value, where)}
-_OPTIONAL = ("gnn_hidden", "gnn_layers", "seed", "simulation", "strategies")
+_OPTIONAL = ("gnn_hidden", "gnn_layers", "seed", "simulation")
 
 
 def build_nbody_model(strategy: str, *, base: str = "transformer", n_particles: int = 5,
@@ -108,34 +99,19 @@ def build_nbody_model(strategy: str, *, base: str = "transformer", n_particles: 
         base_model = NBodyGNN(3, gnn_hidden, gnn_layers)
     else:
         raise ValueError(f"base: expected one of {list(BASES)}, got {base!r}")
-    if strategy == "none":
-        return _Plain(base_model)
     from approxeq.groups import DirectProduct, Euclidean, Permutation
-    from approxeq.symmetrize import (
-        Canonicalization,
-        GroupAveraging,
-        PointCloudFrameNetwork,
-        ProbabilisticSymmetrization,
-        Symmetrized,
-    )
-    group = DirectProduct(Permutation(n_particles), Euclidean(3))
+    from approxeq.symmetrize import PointCloudFrameNetwork
+
     kinds = ("points", "vectors", "nodes")
-
-    def network() -> nn.Module:
-        return PointCloudFrameNetwork(kinds, scalar_dim=1, noise_dim=2, hidden=vn_hidden)
-
-    if strategy == "ps":
-        strat = ProbabilisticSymmetrization(network(), noise_scale=noise_scale, noise_dim=2,
-                                            noise_kind="vectors", tau=tau)
-    elif strategy == "canonical":
-        strat = Canonicalization(network(), noise_dim=2, noise_kind="vectors", tau=tau)
-        k_train = k_eval = 1
-    elif strategy == "ga":
-        strat = GroupAveraging(whole_group=False)
-    else:
-        raise ValueError(f"strategy: expected 'none', 'ps', 'canonical' or 'ga', got {strategy!r}")
-    return Symmetrized(base_model, group, strat, in_kinds=kinds,
-                       out_kinds="points", n_samples_train=k_train, n_samples_eval=k_eval)
+    return symmetrize(
+        base_model, DirectProduct(Permutation(n_particles), Euclidean(3)), strategy,
+        in_kinds=kinds, out_kinds="points",
+        network=lambda: PointCloudFrameNetwork(kinds, scalar_dim=1, noise_dim=2,
+                                               hidden=vn_hidden),
+        canonical_options={"noise_dim": 2, "noise_kind": "vectors", "tau": tau},
+        ps_options={"noise_scale": noise_scale, "noise_dim": 2, "noise_kind": "vectors",
+                    "tau": tau},
+        k_train=k_train, k_eval=k_eval, allowed=("none", "ps", "canonical", "ga"))
 
 
 def _predict(model: nn.Module, data: NBodyData, generator: torch.Generator | None,
@@ -198,7 +174,7 @@ def train_nbody(model: nn.Module, splits: dict[str, NBodyData], cfg: dict[str, A
             log(f"  epoch {epoch}: train loss {loss.item():.5f}, val MSE {val_mse:.5f}")
     train_seconds = time.perf_counter() - start_time
     model.load_state_dict(best_state)
-    k_test = None if isinstance(model, _Plain) else cfg["k_test"]
+    k_test = None if isinstance(model, Unsymmetrized) else cfg["k_test"]
     trials = [evaluate_mse(model, test, n_samples=k_test,
                            generator=torch.Generator(device=device).manual_seed(100 + t))
               for t in range(cfg["test_trials"])]
@@ -233,9 +209,7 @@ def run_nbody_experiment(out_dir: str | Path, quick: bool = True,
 
 
 def _models(cfg: dict[str, Any]) -> list[tuple[str, str, str]]:
-    """``(label, base, strategy)`` per model; a bare ``strategies`` list means transformers."""
-    if "strategies" in cfg:
-        return [(f"Transformer-{s}", "transformer", s) for s in cfg["strategies"]]
+    """``(label, base, strategy)`` per model."""
     models = [(label, base, strategy) for label, base, strategy in cfg["models"]]
     unknown = sorted({base for _, base, _ in models} - set(BASES))
     if unknown:
@@ -274,9 +248,9 @@ def _run_settings(cfg: dict[str, Any], out_dir: str | Path, size: str,
            "data_seconds": round(data_seconds, 1)}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out / "experiment.json", run)
-    write_json_atomic(out / "metrics.json", results)
-    write_text_atomic(out / "results.md", _results_table(quick, cfg, results, seconds))
+    write_json_atomic(out / EXPERIMENT, run)
+    write_json_atomic(out / METRICS, results)
+    write_text_atomic(out / RESULTS, _results_table(quick, cfg, results, seconds))
     return results
 
 

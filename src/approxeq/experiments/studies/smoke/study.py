@@ -32,7 +32,6 @@ common multi-seed mechanism can run them once per seed.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
@@ -54,24 +53,24 @@ from approxeq.data.smoke import (
 from approxeq.experiments.base import (
     ExperimentResult,
     Log,
-    register_experiment,
     task_options_with_defaults,
-    with_cached_entries,
 )
 from approxeq.experiments.evaluation import evaluate_model, metrics_entry, to_model
 from approxeq.experiments.np_runner import (
     NeuralProcessExperiment,
-    finished_step,
     model_info,
     train_one_model,
 )
-from approxeq.experiments.report import cell, format_table
+from approxeq.experiments.registry import register_experiment
+from approxeq.experiments.report import cell, format_table, mean_se
+from approxeq.experiments.schema import ExperimentConfig, ModelConfig
 from approxeq.files import write_json_atomic, write_text_atomic
 from approxeq.np.batch import Batch
 from approxeq.np.functional import evaluation_mode
 from approxeq.train.checkpoint import ModelSpec
-from approxeq.train.config import ConfigError, ExperimentConfig, ModelConfig
+from approxeq.train.config import ConfigError
 from approxeq.train.config_checks import dataclass_from_mapping
+from approxeq.train.rundir import EXPERIMENT, METRICS, RESULTS, finished_step, with_cached_entries
 
 TASK_NAME = "smoke"
 PANELS = "panels.npz"
@@ -278,7 +277,17 @@ class SmokeExperiment(NeuralProcessExperiment):
 
     name = TASK_NAME
     task_names = (TASK_NAME,)
-    figure_hook = "approxeq.plot.smoke:smoke_figures"
+    reevaluates = "smoke runs"
+    reevaluates_own_tests = True
+    reevaluate_options = {"panels": False}
+
+    def results_table(self, metrics: Mapping[str, Any]) -> list[list[str]]:
+        return smoke_results_table(metrics)
+
+    def figures(self) -> Callable | None:
+        from approxeq.plot.smoke import smoke_figures
+
+        return smoke_figures
 
     def train_tasks_only(self, config: ExperimentConfig) -> dict[str, Any]:
         o = task_options(config)
@@ -361,10 +370,11 @@ class SmokeExperiment(NeuralProcessExperiment):
     def report(self, config: ExperimentConfig, out_dir: Path, entries: dict[str, Any],
                tasks: Any, result: ExperimentResult, figures: Callable | None) -> None:
         extra = {**EXTRA_DEFAULTS, **config.extra}
-        entries = with_cached_entries(config, out_dir, entries, self.signature(config, tasks))
+        entries = with_cached_entries([m.label for m in config.models], out_dir, entries,
+                                      self.signature(config, tasks))
         entries = self.finish_entries(config, entries, tasks)
-        write_json_atomic(out_dir / "metrics.json", entries)
-        write_text_atomic(out_dir / "results.md", smoke_results_markdown(entries, config))
+        write_json_atomic(out_dir / METRICS, entries)
+        write_text_atomic(out_dir / RESULTS, smoke_results_markdown(entries, config))
         panels = {label: dict(np.load(out_dir / label / PANELS))
                   for label in entries if (out_dir / label / PANELS).is_file()}
         paths: list[Path] = []
@@ -372,7 +382,7 @@ class SmokeExperiment(NeuralProcessExperiment):
             paths = list(figures(out_dir, panels, entries))
         chosen = [m for m in config.models if m.label in result.models]
         o = tasks["options"]
-        write_json_atomic(out_dir / "experiment.json", {
+        write_json_atomic(out_dir / EXPERIMENT, {
             "name": config.name, "size": config.size, "description": config.description,
             "settings": o["settings"].to_dict(),
             "transfer": {k: transfer_settings(o, k).to_dict() for k in o["transfer"] or []},
@@ -394,36 +404,8 @@ class SmokeExperiment(NeuralProcessExperiment):
         """``results.md`` of ``metrics`` (also of the aggregate over seeds)."""
         return smoke_results_markdown(metrics, config)
 
-    def summary(self, result: ExperimentResult) -> str:
-        return format_table(smoke_results_table(result.metrics), markdown=False)
-
 
 SMOKE_EXPERIMENT = register_experiment(SmokeExperiment())
-
-
-def run_smoke_experiment(config: ExperimentConfig, out_dir: str | Path, *,
-                         progress: bool = True, log: Log | None = None,
-                         figures: SmokeFigureHook | None = None, device: str | None = None,
-                         only: Sequence[str] | None = None) -> ExperimentResult:
-    """Train, evaluate and report every model of a smoke experiment (``task.name: smoke``;
-    see the shipped ``configs/smoke.yaml`` and the module docstring); the arguments are those
-    of :meth:`NeuralProcessExperiment.run`, with ``figures`` e.g.
-    :func:`approxeq.plot.smoke.smoke_figures`.
-
-    Returns:
-        :class:`~approxeq.experiments.ExperimentResult` (``metrics`` is ``metrics.json``).
-    """
-    return SMOKE_EXPERIMENT.run(config, out_dir, progress=progress, log=log, figures=figures,
-                                device=device, only=only)
-
-
-def _fmt(v: Any, se: Any = None, digits: int = 3, sign: bool = False) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "–"
-    text = f"{v:+.{digits}f}" if sign else f"{v:.{digits}f}"
-    if se is not None and not (isinstance(se, float) and math.isnan(se)):
-        text += f" ± {se:.{digits}f}"
-    return text
 
 
 def smoke_results_table(metrics: Mapping[str, Any]) -> list[list[str]]:
@@ -440,7 +422,7 @@ def smoke_results_table(metrics: Mapping[str, Any]) -> list[list[str]]:
         row = [label, cell(e, "loglik"), cell(e, "rmse", task_se=False),
                cell(e, "component_loglik", task_se=False),
                cell(e, "delta_equiv", 4, task_se=False),
-               _fmt(eq.get("equiv_err_max"), None, 4)]
+               mean_se(eq.get("equiv_err_max"), None, 4)]
         for k in kinds:
             b = e.get("transfer", {}).get(k)
             if b is None:
@@ -476,5 +458,5 @@ def smoke_results_markdown(metrics: Mapping[str, Any], config: ExperimentConfig 
 
 __all__ = ["EXTRA_DEFAULTS", "PANELS", "SmokeExperiment", "SmokeFigureHook", "TASK_DEFAULTS",
            "TRANSFER_KINDS", "add_exact_gains", "exact_partner", "load_data", "map_panels",
-           "map_tasks", "run_smoke_experiment", "smoke_results_markdown", "smoke_results_table",
+           "map_tasks", "smoke_results_markdown", "smoke_results_table",
            "task_options", "transfer_settings"]

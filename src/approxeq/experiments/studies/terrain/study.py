@@ -46,18 +46,19 @@ from approxeq.data.terrain import (
 from approxeq.experiments.base import (
     ExperimentResult,
     Log,
-    register_experiment,
     task_options_with_defaults,
-    with_cached_entries,
 )
 from approxeq.experiments.evaluation import evaluate_model, metrics_entry, oracle_metrics
 from approxeq.experiments.np_runner import (
     NeuralProcessExperiment,
-    finished_step,
     model_info,
+    model_options,
     train_one_model,
 )
-from approxeq.experiments.terrain_maps import (
+from approxeq.experiments.registry import register_experiment
+from approxeq.experiments.report import cell, format_table
+from approxeq.experiments.schema import ExperimentConfig, ModelConfig
+from approxeq.experiments.studies.terrain.maps import (
     correction_correlations,
     correction_lapse_correlation,
     fixed_input_progress,
@@ -67,8 +68,9 @@ from approxeq.experiments.terrain_maps import (
 from approxeq.files import write_json_atomic, write_text_atomic
 from approxeq.np.batch import Batch
 from approxeq.train.checkpoint import ModelSpec
-from approxeq.train.config import ConfigError, ExperimentConfig, ModelConfig
+from approxeq.train.config import ConfigError
 from approxeq.train.config_checks import dataclass_from_mapping
+from approxeq.train.rundir import EXPERIMENT, METRICS, RESULTS, finished_step, with_cached_entries
 
 TASK_NAME = "terrain"
 ORACLE = "oracle"
@@ -154,16 +156,6 @@ def strip_aux(batches: Sequence[Batch]) -> list[Batch]:
     return [replace(b, aux_c=None, aux_t=None) for b in batches]
 
 
-def model_options(mc: ModelConfig, domain: Sequence[Sequence[float]] | None) -> dict[str, Any]:
-    """``mc.options`` with the fixed inputs' domain set to ``domain`` (the training region's
-    box in normalised inputs, ``[(lo, hi)] * 2``) unless the YAML sets one, for approximate
-    models and RelaxedConvCNP; ``domain=None``: unchanged."""
-    options = dict(mc.options)
-    if domain is not None and (options.get("approximate") or mc.name == "relaxed-convcnp"):
-        options.setdefault("fixed_input_domain", [list(d) for d in domain])
-    return options
-
-
 class TaskPool(TaskGenerator):
     """Serves pre-sampled batches in a random order drawn from the caller's generator.
 
@@ -209,20 +201,6 @@ def training_pool(o: Mapping[str, Any], batch_size: int, log: Log) -> list[Batch
 # Tables
 # --------------------------------------------------------------------------------------------
 
-def _cell(block: Mapping[str, Any] | None, key: str, digits: int = 3) -> str:
-    if not block or block.get(key) is None or (isinstance(block.get(key), float)
-                                               and math.isnan(block[key])):
-        return "–"
-    text = f"{block[key]:.{digits}f}"
-    se = block.get(f"{key}_se")
-    if isinstance(se, float) and not math.isnan(se):
-        text += f" ± {se:.{digits}f}"
-    seeds_se = block.get(f"{key}_seeds_se")
-    if isinstance(seeds_se, float) and not math.isnan(seeds_se):
-        text += f" (seeds ± {seeds_se:.{digits}f})"
-    return text
-
-
 def terrain_results_table(metrics: Mapping[str, Any]) -> list[list[str]]:
     """Rows (header first): per model and reference, in and out of region, the log-likelihood
     ± per-task s.e. (and ± s.e. over seeds), the RMSE in K, the component's log-likelihood,
@@ -233,18 +211,16 @@ def terrain_results_table(metrics: Mapping[str, Any]) -> list[list[str]]:
              "corr(correction, β·h⁺)", "corr(correction, oracle's)"]]
     for label, e in metrics.items():
         i, o = e.get("id", {}), e.get("ood", {})
-        rows.append([label, _cell(i, "loglik"), _cell(o, "loglik"), _cell(i, "rmse_K", 2),
-                     _cell(o, "rmse_K", 2), _cell(i.get("component"), "loglik"),
-                     _cell(o.get("component"), "loglik"), _cell(o, "delta_equiv_K", 4),
-                     _cell(o, "coverage95", 3), _cell(i, "correction_lapse_corr", 2),
-                     _cell(i, "correction_oracle_corr", 2)])
+        rows.append([label, cell(i, "loglik"), cell(o, "loglik"), cell(i, "rmse_K", 2),
+                     cell(o, "rmse_K", 2), cell(i.get("component"), "loglik"),
+                     cell(o.get("component"), "loglik"), cell(o, "delta_equiv_K", 4),
+                     cell(o, "coverage95", 3), cell(i, "correction_lapse_corr", 2),
+                     cell(i, "correction_oracle_corr", 2)])
     return rows
 
 
 def terrain_results_markdown(metrics: Mapping[str, Any], config: ExperimentConfig) -> str:
     """``results.md`` of the terrain experiment."""
-    from approxeq.experiments.report import format_table
-
     return "\n".join([
         f"# {config.name} ({config.size} size)", "", (config.description or "").strip(), "",
         format_table(terrain_results_table(metrics)), "",
@@ -270,12 +246,16 @@ class TerrainExperiment(NeuralProcessExperiment):
     name = TASK_NAME
     task_names = (TASK_NAME,)
     reserved = (ORACLE, BLIND)
-    figure_hook = "approxeq.plot.terrain:terrain_figures"
+    reevaluates = "terrain runs"
+    reevaluates_own_tests = True
 
-    def summary(self, result: ExperimentResult) -> str:
-        from approxeq.experiments.report import format_table
+    def results_table(self, metrics: Mapping[str, Any]) -> list[list[str]]:
+        return terrain_results_table(metrics)
 
-        return format_table(terrain_results_table(result.metrics), markdown=False)
+    def figures(self) -> Callable | None:
+        from approxeq.plot.terrain import terrain_figures
+
+        return terrain_figures
 
     def results_markdown(self, metrics: Mapping[str, Any], config: ExperimentConfig) -> str:
         """``results.md`` of ``metrics`` (also of the aggregate over seeds)."""
@@ -363,10 +343,11 @@ class TerrainExperiment(NeuralProcessExperiment):
     def report(self, config: ExperimentConfig, out_dir: Path, entries: dict[str, Any],
                tasks: Any, result: ExperimentResult, figures: Callable | None) -> None:
         extra = {**EXTRA_DEFAULTS, **config.extra}
-        metrics = with_cached_entries(config, out_dir, entries, self.signature(config, tasks))
+        metrics = with_cached_entries([m.label for m in config.models], out_dir, entries,
+                                      self.signature(config, tasks))
         metrics = self.finish_entries(config, metrics, tasks)
-        write_json_atomic(out_dir / "metrics.json", metrics)
-        write_text_atomic(out_dir / "results.md", terrain_results_markdown(metrics, config))
+        write_json_atomic(out_dir / METRICS, metrics)
+        write_text_atomic(out_dir / RESULTS, terrain_results_markdown(metrics, config))
         paths: list[Path] = []
         if figures is not None and extra.get("figures", True):
             panels = self.map_panels(config, tasks, result.models)
@@ -375,7 +356,7 @@ class TerrainExperiment(NeuralProcessExperiment):
         chosen = [m for m in config.models if m.label in result.models]
         o = {k: (v.__dict__ if isinstance(v, TerrainField) else v)
              for k, v in tasks["options"].items()}
-        write_json_atomic(out_dir / "experiment.json", {
+        write_json_atomic(out_dir / EXPERIMENT, {
             "name": config.name, "size": config.size, "description": config.description,
             "task": o, "settings": list(tasks["test"]),
             "fixed_input_domain": [list(d) for d in tasks["domain"]],

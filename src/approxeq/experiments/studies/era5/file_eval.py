@@ -11,6 +11,7 @@ auxiliary fields' grid each get an error or warning naming the variable.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,6 @@ from approxeq.approximate import is_approximate
 from approxeq.data.normalise import NORMALISER_FILE, Normaliser
 from approxeq.data.xarray_tasks import XarrayTaskGenerator
 from approxeq.experiments.base import Log, default_log
-from approxeq.experiments.era5 import TASK_NAME, era5_results_markdown, evaluate_era5_model
 from approxeq.experiments.outputs import (
     EVAL_DIR,
     check_output_file,
@@ -30,9 +30,14 @@ from approxeq.experiments.outputs import (
     never_trained,
     task_description,
 )
+from approxeq.experiments.studies.era5.scores import (
+    TASK_NAME,
+    era5_results_markdown,
+    evaluate_era5_model,
+)
 from approxeq.train.checkpoint import load_checkpoint, load_model
+from approxeq.train.rundir import BEST, CONFIG, LAST, METRICS
 
-CONFIG = "config.yaml"
 _HEADLINE = ("loglik", "loglik_se", "rmse_K", "rmse_K_se", "coverage95", "component_loglik",
              "component_loglik_se", "delta_equiv", "delta_equiv_K")
 
@@ -42,7 +47,7 @@ def _check_run_kind(run_dir: Path) -> None:
     config = run_dir / CONFIG
     if not config.is_file():
         return
-    from approxeq.train.config import read_yaml
+    from approxeq.train.config_files import read_yaml
 
     raw = read_yaml(config) or {}
     task = raw.get("task") or {}
@@ -84,7 +89,7 @@ def _model_runs(run: str | Path, checkpoint: str, log: Log = default_log
     if (run / checkpoint).is_file():
         return [(run.name, run / checkpoint, run)]
     if (run / CONFIG).is_file():
-        from approxeq.train.config import read_yaml
+        from approxeq.train.config_files import read_yaml
 
         labels = [m.get("label") or m.get("name") for m in (read_yaml(run / CONFIG) or {}).get(
             "models", []) if isinstance(m, dict)]
@@ -108,7 +113,7 @@ def _model_info(model: nn.Module, ckpt: Path, model_dir: Path | None, checkpoint
         "parameters": sum(p.numel() for p in model.parameters()),
         "symmetry": repr(getattr(model, "symmetry", None)),
         "approximate": is_approximate(model)}
-    last = model_dir / "last.pt" if model_dir is not None else None
+    last = model_dir / LAST if model_dir is not None else None
     if last is not None and last.is_file():
         trained = load_checkpoint(last)
         info.update(steps=trained.step, train_seconds=trained.extra.get("seconds"))
@@ -116,18 +121,81 @@ def _model_info(model: nn.Module, ckpt: Path, model_dir: Path | None, checkpoint
     return info
 
 
+@dataclass(frozen=True)
+class FieldTasks:
+    """Which part of a gridded file an evaluation reads, and the fixed tasks it draws there.
+
+    Attributes:
+        days, time_range, region: which part of the file (default: all of it).
+        patch_size, context_fraction, max_targets: the tasks (default: whole-region tasks).
+        n_tasks, batch_size, seed: the fixed evaluation set.
+    """
+
+    days: Sequence[int] | str | None = None
+    time_range: tuple[Any, Any] | None = None
+    region: dict[str, tuple[float, float]] | None = None
+    patch_size: Sequence[int] | None = None
+    context_fraction: tuple[float, float] = (0.01, 0.3)
+    max_targets: int | None = 256
+    n_tasks: int = 256
+    batch_size: int = 32
+    seed: int = 2_000_003
+
+
+def _field_tasks(options: dict[str, Any]) -> FieldTasks:
+    names = [f.name for f in fields(FieldTasks)]
+    unknown = [k for k in options if k not in names]
+    if unknown:
+        raise TypeError(f"evaluate_on_file: unknown task option(s) {unknown}; options: "
+                        f"{', '.join(names)}")
+    return FieldTasks(**options)
+
+
+def _models_of(run: str | Path | nn.Module, normaliser: Normaliser | None, checkpoint: str,
+               log: Log) -> tuple[list[tuple[str, Any, Path | None]], Path | None]:
+    """``(label, model or checkpoint path, model directory)`` of what ``run`` names, and the
+    folder evaluations of it are written under (``None`` for a model object)."""
+    if isinstance(run, nn.Module):
+        if normaliser is None:
+            raise ValueError("normaliser: needed when run is a model object")
+        return [(getattr(run, "model_name", "model"), run, None)], None
+    base = Path(run) if Path(run).is_dir() else Path(run).parent
+    return list(_model_runs(run, checkpoint, log)), base
+
+
+def _score(model: nn.Module, label: str, path: Path, var: str, norm: Normaliser,
+           tasks: FieldTasks, aux: str | Path | None, aux_vars: Sequence[str] | None
+           ) -> dict[str, Any]:
+    """The entry of one model on the field ``var`` of ``path`` (its headline metrics, ``data``,
+    ``var``, ``aux_vars`` and every metric in a block named after the file)."""
+    dim_aux = int(getattr(model, "dim_aux", 0) or 0)
+    names = list(aux_vars or norm.aux_vars)
+    if dim_aux and aux is None:
+        raise ValueError(f"aux: model {label!r} reads auxiliary fields {names}; give the "
+                         "dataset holding them (--aux FILE)")
+    if dim_aux and len(names) != dim_aux:
+        raise ValueError(f"aux_vars: model {label!r} reads {dim_aux} auxiliary field(s), "
+                         f"got {names}")
+    gen = XarrayTaskGenerator(path, var, normaliser=norm, days=tasks.days,
+                              time_range=tasks.time_range, region=tasks.region,
+                              patch_size=tasks.patch_size,
+                              context_fraction=tuple(tasks.context_fraction),
+                              max_targets=tasks.max_targets, aux=aux if dim_aux else None,
+                              aux_vars=names if dim_aux else None)
+    batches = gen.fixed_set(tasks.n_tasks, tasks.batch_size, tasks.seed)
+    metrics = evaluate_era5_model(model, batches, norm)
+    entry = {k: metrics[k] for k in _HEADLINE if k in metrics}
+    entry.update({"data": path.name, "var": var, "aux_vars": names if dim_aux else []})
+    entry[path.stem] = metrics
+    return entry
+
+
 def evaluate_on_file(run: str | Path | nn.Module, path: str | Path, var: str, *,
                      normaliser: Normaliser | None = None, aux: str | Path | None = None,
-                     aux_vars: Sequence[str] | None = None,
-                     days: Sequence[int] | str | None = None,
-                     time_range: tuple[Any, Any] | None = None,
-                     region: dict[str, tuple[float, float]] | None = None,
-                     patch_size: Sequence[int] | None = None,
-                     context_fraction: tuple[float, float] = (0.01, 0.3),
-                     max_targets: int | None = 256, n_tasks: int = 256, batch_size: int = 32,
-                     seed: int = 2_000_003, out: str | Path | None = None,
-                     checkpoint: str = "best.pt", log: Log | None = None,
-                     skip_missing: bool = False) -> tuple[dict[str, Any], Path | None]:
+                     aux_vars: Sequence[str] | None = None, out: str | Path | None = None,
+                     checkpoint: str = BEST, log: Log | None = None,
+                     skip_missing: bool = False, **task_options: Any
+                     ) -> tuple[dict[str, Any], Path | None]:
     """Evaluate trained model(s) on another file, region, resolution or period, without
     retraining: the training normaliser is reused (coordinates outside the training region
     stay outside it, where fixed inputs vanish).
@@ -140,15 +208,15 @@ def evaluate_on_file(run: str | Path | nn.Module, path: str | Path, var: str, *,
         normaliser: overrides the stored one.
         aux, aux_vars: the auxiliary dataset for models that read auxiliary fields (default
             names: the normaliser's); required for such models.
-        days, time_range, region: which part of the file (default: all of it).
-        patch_size, context_fraction, max_targets: the tasks (default: whole-region tasks).
-        n_tasks, batch_size, seed: the fixed evaluation set.
         out: where to write ``metrics.json`` (default: ``<run>/eval/<file stem>-<var>/
             metrics.json``; none for a model object without ``out``). Never the run's own
             ``metrics.json``, never a special file.
         checkpoint: which checkpoint of a run directory.
         skip_missing: a model whose checkpoint is missing or unreadable gets an entry
             ``{"failed": reason}``; otherwise that is a ``FileNotFoundError`` naming the file.
+        task_options: the fields of :class:`FieldTasks` (``days``, ``time_range``, ``region``,
+            ``patch_size``, ``context_fraction``, ``max_targets``, ``n_tasks``, ``batch_size``,
+            ``seed``).
 
     Returns:
         ``(metrics, path written)``; ``metrics[label]`` holds the headline metrics
@@ -159,17 +227,10 @@ def evaluate_on_file(run: str | Path | nn.Module, path: str | Path, var: str, *,
     """
     log = log or default_log
     path = Path(path)
-    if isinstance(run, nn.Module):
-        if normaliser is None:
-            raise ValueError("normaliser: needed when run is a model object")
-        items: list[tuple[str, Any, Path | None]] = [
-            (getattr(run, "model_name", "model"), run, None)]
-        base = None
-    else:
-        items = list(_model_runs(run, checkpoint, log))
-        base = Path(run) if Path(run).is_dir() else Path(run).parent
+    tasks = _field_tasks(task_options)
+    items, base = _models_of(run, normaliser, checkpoint, log)
     name = eval_name(checkpoint, path, var)
-    target = Path(out) if out is not None else (base / EVAL_DIR / name / "metrics.json"
+    target = Path(out) if out is not None else (base / EVAL_DIR / name / METRICS
                                                 if base is not None else None)
     if target is not None:
         target = check_output_file(target, protect=base)
@@ -184,35 +245,18 @@ def evaluate_on_file(run: str | Path | nn.Module, path: str | Path, var: str, *,
                 entries[label] = failed
                 continue
             model, ckpt = load_model(source), source
-        if normaliser is not None:
-            norm = normaliser
-        else:
-            norm = Normaliser.load(_normaliser_path(
-                source.with_name(NORMALISER_FILE), source.parent.parent / NORMALISER_FILE))
-        dim_aux = int(getattr(model, "dim_aux", 0) or 0)
-        names = list(aux_vars or norm.aux_vars)
-        if dim_aux and aux is None:
-            raise ValueError(f"aux: model {label!r} reads auxiliary fields {names}; give the "
-                             "dataset holding them (--aux FILE)")
-        if dim_aux and len(names) != dim_aux:
-            raise ValueError(f"aux_vars: model {label!r} reads {dim_aux} auxiliary field(s), "
-                             f"got {names}")
-        gen = XarrayTaskGenerator(path, var, normaliser=norm, days=days, time_range=time_range,
-                                  region=region, patch_size=patch_size,
-                                  context_fraction=tuple(context_fraction),
-                                  max_targets=max_targets, aux=aux if dim_aux else None,
-                                  aux_vars=names if dim_aux else None)
-        batches = gen.fixed_set(n_tasks, batch_size, seed)
-        metrics = evaluate_era5_model(model, batches, norm)
-        entry = {k: metrics[k] for k in _HEADLINE if k in metrics}
-        entry.update({"data": path.name, "var": var,
-                      "aux_vars": names if dim_aux else []})
+        norm = normaliser if normaliser is not None else Normaliser.load(_normaliser_path(
+            source.with_name(NORMALISER_FILE), source.parent.parent / NORMALISER_FILE))
+        entry = _score(model, label, path, var, norm, tasks, aux, aux_vars)
         if ckpt is not None:
+            # the model's description before the file's block, as the entry always had it
+            block = entry.pop(path.stem)
             entry.update(_model_info(model, ckpt, model_dir, checkpoint))
-        entry[path.stem] = metrics
+            entry[path.stem] = block
         entries[label] = entry
-        log(f"[{label}] {path.name}: log-lik {metrics['loglik']:.3f} ± "
-            f"{metrics['loglik_se']:.3f}, RMSE {metrics['rmse_K']:.3f} {norm.units}")
+        log(f"[{label}] {path.name}: log-lik {entry[path.stem]['loglik']:.3f} ± "
+            f"{entry[path.stem]['loglik_se']:.3f}, RMSE {entry[path.stem]['rmse_K']:.3f} "
+            f"{norm.units}")
     if entries and all("failed" in e for e in entries.values()):
         raise FileNotFoundError(f"run: no readable model checkpoint ({checkpoint}) in {run}")
     if target is not None:
@@ -223,4 +267,4 @@ def evaluate_on_file(run: str | Path | nn.Module, path: str | Path, var: str, *,
     return entries, target
 
 
-__all__ = ["evaluate_on_file"]
+__all__ = ["FieldTasks", "evaluate_on_file"]

@@ -23,7 +23,6 @@ Entry points: :func:`run_era5_experiment` (``approxeq experiment era5-uk``) and
 """
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
@@ -44,24 +43,31 @@ from approxeq.data.xarray_tasks import (
 from approxeq.experiments.base import (
     ExperimentResult,
     Log,
-    register_experiment,
     task_options_with_defaults,
 )
-from approxeq.experiments.evaluation import evaluate_model
-from approxeq.experiments.np_runner import NeuralProcessExperiment, finished_step, train_one_model
-from approxeq.experiments.report import format_table
-from approxeq.experiments.terrain import model_options
+from approxeq.experiments.np_runner import (
+    NeuralProcessExperiment,
+    model_options,
+    train_one_model,
+)
+from approxeq.experiments.registry import register_experiment
+from approxeq.experiments.schema import ExperimentConfig, ModelConfig
+from approxeq.experiments.studies.era5.file_eval import evaluate_on_file
+from approxeq.experiments.studies.era5.scores import (
+    ATTRIBUTION,
+    TASK_NAME,
+    era5_results_markdown,
+    evaluate_era5_model,
+)
 from approxeq.files import write_json_atomic, write_text_atomic
 from approxeq.np.batch import Batch
 from approxeq.np.prediction import coordinate_names, predict, require_xarray
 from approxeq.train.checkpoint import ModelSpec, load_checkpoint
-from approxeq.train.config import ConfigError, ExperimentConfig, ModelConfig, closest_key
+from approxeq.train.config import ConfigError, closest_key
+from approxeq.train.rundir import BEST, EXPERIMENT, LAST, METRICS, RESULTS, finished_step
 
-TASK_NAME = "era5-uk"
 DATA_FILE = "era5_t2m_uk_2019-03.nc"
 AUX_FILE = "uk_elevation_on_era5_grid.nc"
-ATTRIBUTION = "Contains modified Copernicus Climate Change Service information 2019"
-MODEL_EVAL = "eval.json"
 EVAL_VERSION = 1  # the shared evaluation path is the one this experiment always used
 
 #: task options and their defaults (``task.options`` of the experiment YAML)
@@ -173,24 +179,6 @@ def _strip_aux(batches: Sequence[Batch]) -> list[Batch]:
     return [replace(b, aux_c=None, aux_t=None) for b in batches]
 
 
-def evaluate_era5_model(model: nn.Module, batches: Sequence[Batch], normaliser: Normaliser, *,
-                        equivariance_elements: int = 4, equivariance_tasks: int = 8,
-                        seed: int = 0) -> dict[str, Any]:
-    """Every metric of one model on fixed ``batches`` (with ``batch.aux_c``/``aux_t``
-    when the model reads auxiliary fields).
-
-    Returns ``loglik``, ``loglik_se`` (normalised temperature), ``rmse``, ``rmse_se``
-    (normalised), ``rmse_K``, ``rmse_K_se`` (kelvin, or the variable's units), ``coverage95``,
-    ``n_tasks``; for approximately equivariant models ``component`` (the same for the
-    equivariant component), ``component_loglik``, ``component_loglik_se``, ``delta_equiv``
-    (normalised), ``delta_equiv_K``; for models with a symmetry, ``equivariance`` (orbit error
-    with auxiliary values attached to their points, and the component's).
-    """
-    return evaluate_model(model, batches, equivariance_elements=equivariance_elements,
-                          equivariance_tasks=equivariance_tasks, seed=seed,
-                          y_scale=normaliser.y_std)
-
-
 # --------------------------------------------------------------------------------------------
 # Maps: full prediction, equivariant component, and the learned correction
 # --------------------------------------------------------------------------------------------
@@ -258,7 +246,29 @@ class ERA5Experiment(NeuralProcessExperiment):
 
     name = TASK_NAME
     task_names = (TASK_NAME,)
-    figure_hook = "approxeq.plot.maps:era5_figures"
+    evaluates_fields = True
+    reevaluates = f"gridded-data runs ({TASK_NAME}) with --data FILE --var NAME"
+
+    def figures(self) -> Callable | None:
+        from approxeq.plot.maps import era5_figures
+
+        return era5_figures
+
+    def reevaluate(self, run_dir: Path, config: ExperimentConfig | None, *,
+                   data: str | Path | None = None, var: str | None = None,
+                   aux: str | Path | None = None, out: str | Path | None = None,
+                   checkpoint: str = BEST, device: str | None = None,
+                   skip_missing: bool = False, log: Log | None = None
+                   ) -> tuple[dict[str, Any], Path | None]:
+        """With ``data`` and ``var``: the run's models (or one model directory, or one
+        checkpoint) scored on that gridded field (:func:`~approxeq.experiments.studies.era5.
+        evaluate_on_file`, which refuses a run of another kind). Without: not supported."""
+        if data is None or var is None:
+            return super().reevaluate(run_dir, config, data=data, var=var, aux=aux, out=out,
+                                      checkpoint=checkpoint, device=device,
+                                      skip_missing=skip_missing, log=log)
+        return evaluate_on_file(run_dir, data, var, aux=aux, out=out, checkpoint=checkpoint,
+                                skip_missing=skip_missing, log=log)
 
     def train_tasks_only(self, config: ExperimentConfig) -> dict[str, Any]:
         o = task_options(config)
@@ -330,7 +340,7 @@ class ERA5Experiment(NeuralProcessExperiment):
             entry["correction_std_K"] = float(np.nanstd(
                 np.concatenate([p["correction"].values.ravel() for p in maps])))
             maps[0].to_netcdf(run_dir / "map.nc")
-        ckpt = load_checkpoint(run_dir / "last.pt")
+        ckpt = load_checkpoint(run_dir / LAST)
         entry.update({"name": mc.name, "options": mc.options, "steps": finished_step(run_dir),
                       "aux_vars": list(o["aux_vars"]) if with_aux else [],
                       "parameters": sum(p.numel() for p in model.parameters()),
@@ -361,13 +371,13 @@ class ERA5Experiment(NeuralProcessExperiment):
             if (out_dir / label / "map.nc").is_file():
                 panels[label] = require_xarray().load_dataset(out_dir / label / "map.nc")
         # the runner has already added the still-valid cached entries of models left out
-        write_json_atomic(out_dir / "metrics.json", entries)
-        write_text_atomic(out_dir / "results.md", era5_results_markdown(entries, config))
+        write_json_atomic(out_dir / METRICS, entries)
+        write_text_atomic(out_dir / RESULTS, era5_results_markdown(entries, config))
         paths: list[Path] = []
         if figures is not None and extra.get("figures", True) and panels:
             paths = list(figures(out_dir, panels, entries))
         chosen = [m for m in config.models if m.label in result.models]
-        write_json_atomic(out_dir / "experiment.json", {
+        write_json_atomic(out_dir / EXPERIMENT, {
             "name": config.name, "size": config.size, "description": config.description,
             "data": Path(o["data"]).name, "aux": Path(o["aux"]).name, "var": o["var"],
             "split_days": {s: o[f"{s}_days"] for s in ("train", "val", "test")},
@@ -406,66 +416,12 @@ def run_era5_experiment(config: ExperimentConfig, out_dir: str | Path, *, progre
                                device=device, only=only, restart=restart)
 
 
-def _fmt(mean: Any, se: Any = None, digits: int = 3) -> str:
-    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
-        return "–"
-    if se is None or (isinstance(se, float) and math.isnan(se)):
-        return f"{mean:.{digits}f}"
-    return f"{mean:.{digits}f} ± {se:.{digits}f}"
-
-
-def era5_results_table(metrics: Mapping[str, Any]) -> list[list[str]]:
-    """Rows (header first): per model the test log-likelihood ± s.e., RMSE (K), the equivariant
-    component's log-likelihood, Δequiv (K) and the correction–elevation correlation."""
-    ood = any("ood" in e for e in metrics.values())
-    rows = [["model", "aux", "log-lik", "RMSE (K)", "component log-lik", "Δequiv (K)",
-             "corr(correction, elevation)"] + (["log-lik OOD", "component OOD"] if ood else [])]
-    for label, e in metrics.items():
-        rows.append([label, "+".join(e.get("aux_vars") or []) or "–",
-                     _fmt(e.get("loglik"), e.get("loglik_se")),
-                     _fmt(e.get("rmse_K"), e.get("rmse_K_se")),
-                     _fmt(e.get("component_loglik"), e.get("component_loglik_se")),
-                     _fmt(e.get("delta_equiv_K"), None, 4),
-                     _fmt(e.get("correction_elevation_corr"), None, 2)])
-        if ood:
-            b = e.get("ood", {})
-            rows[-1] += [_fmt(b.get("loglik"), b.get("loglik_se")),
-                         _fmt(b.get("component_loglik"), b.get("component_loglik_se"))]
-    return rows
-
-
-def era5_results_markdown(metrics: Mapping[str, Any], config: ExperimentConfig | None = None,
-                          *, command: str | None = None) -> str:
-    """``results.md`` of the ERA5 experiment."""
-    size = config.size if config is not None else "?"
-    parts = [f"# ERA5 UK 2 m temperature ({size} size)", ""]
-    if config is not None and config.description:
-        parts += [config.description.strip(), ""]
-    if command:
-        parts += [f"Command: `{command}`", ""]
-    parts += [format_table(era5_results_table(metrics)), "",
-              "Test days 25–31 March 2019 (train 1–21, validation 22–24). *log-lik*: mean "
-              "Gaussian log-likelihood per target point of the normalised temperature ± standard "
-              "error over test tasks; *RMSE*: of the predictive mean, in kelvin; *component*: the "
-              "model with every fixed input and auxiliary embedding zero (its exactly "
-              "equivariant part); *Δequiv*: mean |full − component| of the predictive mean, in "
-              "kelvin; *corr*: Pearson correlation between that correction and elevation over "
-              "whole-UK test maps; *OOD* (with a spatial hold-out): the test days on the held-out "
-              "part of the grid, outside every fixed input's domain.", "", ATTRIBUTION + ".", ""]
-    return "\n".join(parts)
-
-
 __all__ = [
-    "ATTRIBUTION",
     "EXTRA_DEFAULTS",
     "TASK_DEFAULTS",
     "ERA5Experiment",
     "MapFigureHook",
     "correction_elevation_correlation",
-    "era5_results_markdown",
-    "era5_results_table",
-    "evaluate_era5_model",
-    "evaluate_on_file",
     "fit_normaliser",
     "is_era5_experiment",
     "map_panels",
@@ -473,6 +429,3 @@ __all__ = [
     "task_options",
     "weather_dir",
 ]
-
-# on any other file, region, resolution or period: its own module, re-exported here
-from approxeq.experiments.era5_eval import evaluate_on_file  # noqa: E402  (it imports this module)

@@ -4,8 +4,9 @@
   initialisations; a pair of non-isomorphic graphs is *indistinguishable* if the L1 distance
   between its embeddings is ``<= 1e-3`` under **every** initialisation. We count such pairs,
   with controls (a graph against permuted copies of itself; see
-  :mod:`approxeq.experiments.graph_separation`): a model with random outputs separates its own
-  permuted copies at 1e-3 and is judged at a threshold calibrated on them instead.
+  :mod:`~approxeq.experiments.studies.graphs.separation`): a model with random outputs
+  separates its own permuted copies at 1e-3 and is judged at a threshold calibrated on them
+  instead.
 * ``exp-classify`` — SAT/UNSAT classification of EXP graphs (val ``[0:200]``, test ``[200:400]``,
   train ``[400:1200]``; BCE, Adam, warm-up, gradient clipping; test accuracy at the best
   validation loss).
@@ -40,13 +41,14 @@ from torch import Tensor, nn
 from approxeq.data.graphs import GraphData, load_exp, load_graph8c, load_sr25, make_csl, with_degree
 from approxeq.experiments.base import (
     SettingsExperiment,
-    load_named_experiment,
     locked_settings_run,
-    register_experiment,
     settings_fingerprint,
     settings_of,
 )
-from approxeq.experiments.graph_separation import (
+from approxeq.experiments.registry import load_named_experiment, register_experiment
+from approxeq.experiments.schema import ExperimentConfig
+from approxeq.experiments.settings_check import check_graph_settings
+from approxeq.experiments.studies.graphs.separation import (
     SeparationEmbeddings,
     close_pairs,
     count_indistinguishable,
@@ -54,11 +56,11 @@ from approxeq.experiments.graph_separation import (
     permuted_copy,
     separation_table,
 )
-from approxeq.experiments.settings_check import check_graph_settings
 from approxeq.files import write_json_atomic, write_text_atomic
 from approxeq.nn.graph_models import GraphGIN, GraphMLP
-from approxeq.train.config import ExperimentConfig
+from approxeq.symmetrize.factory import Unsymmetrized, symmetrize
 from approxeq.train.distributed import resolve_device
+from approxeq.train.rundir import EXPERIMENT, METRICS, RESULTS
 
 __all__ = [
     "GraphMLP",
@@ -79,31 +81,6 @@ GRAPH_EXPERIMENTS = ("graph8c", "exp-iso", "sr25", "exp-classify", "csl")
 
 
 # --------------------------------------------------------------------------- models
-
-def _symmetrize_imports():
-    from approxeq.groups.permutation import Permutation
-    from approxeq.symmetrize import (
-        Canonicalization,
-        FrameAveraging,
-        GraphScoreNetwork,
-        GroupAveraging,
-        ProbabilisticSymmetrization,
-        Symmetrized,
-    )
-    return (Permutation, Symmetrized, GroupAveraging, Canonicalization,
-            ProbabilisticSymmetrization, GraphScoreNetwork, FrameAveraging)
-
-
-class _Plain(nn.Module):
-    """A base model with the call signature of a symmetrised one (for uniform evaluation)."""
-
-    def __init__(self, base: nn.Module) -> None:
-        super().__init__()
-        self.base = base
-
-    def forward(self, x: Tensor, adj: Tensor, mask: Tensor, generator=None) -> Tensor:
-        return self.base(x, adj, mask)
-
 
 def build_graph_model(base: str, strategy: str, *, n_max: int, in_channels: int, out_dim: int,
                       mlp_hidden: Sequence[int] = (128, 64), mlp_activation: str = "tanh",
@@ -130,27 +107,17 @@ def build_graph_model(base: str, strategy: str, *, n_max: int, in_channels: int,
         net = GraphGIN(in_channels, out_dim, gin_hidden, gin_layers)
     else:
         raise ValueError(f"base: expected 'mlp', 'gin-id' or 'gin', got {base!r}")
-    if strategy == "none":
-        return _Plain(net)
-    (Permutation, Symmetrized, GroupAveraging, Canonicalization, PS, ScoreNet,
-     FrameAveraging) = _symmetrize_imports()
+    from approxeq.groups import Permutation
+    from approxeq.symmetrize import GraphScoreNetwork
+
     kinds = ("nodes", "adjacency", "mask")
-    if strategy == "ga":
-        strat = GroupAveraging(whole_group=False)
-    elif strategy == "fa":
-        strat = FrameAveraging()
-    elif strategy == "canonical":
-        strat = Canonicalization(ScoreNet(in_channels, kinds, hidden=q_hidden, num_layers=q_layers),
-                                 tau=tau, sinkhorn_iters=sinkhorn_iters)
-        k_train = k_eval = 1
-    elif strategy == "ps":
-        strat = PS(ScoreNet(in_channels, kinds, hidden=q_hidden, num_layers=q_layers),
-                   noise_scale=noise_scale, tau=tau, sinkhorn_iters=sinkhorn_iters)
-    else:
-        raise ValueError(f"strategy: expected 'none', 'ga', 'fa', 'canonical' or 'ps', "
-                         f"got {strategy!r}")
-    return Symmetrized(net, Permutation(n_max), strat, in_kinds=kinds,
-                       out_kinds="invariant", n_samples_train=k_train, n_samples_eval=k_eval)
+    return symmetrize(
+        net, Permutation(n_max), strategy, in_kinds=kinds, out_kinds="invariant",
+        network=lambda: GraphScoreNetwork(in_channels, kinds, hidden=q_hidden,
+                                          num_layers=q_layers),
+        canonical_options={"tau": tau, "sinkhorn_iters": sinkhorn_iters},
+        ps_options={"noise_scale": noise_scale, "tau": tau, "sinkhorn_iters": sinkhorn_iters},
+        k_train=k_train, k_eval=k_eval)
 
 
 def _call(model: nn.Module, x: Tensor, adj: Tensor, mask: Tensor,
@@ -187,10 +154,8 @@ def graph_experiment_config(name: str, quick: bool) -> dict[str, Any]:
 
 
 def _model_list(cfg: dict[str, Any], default_base: str, prefix: str) -> list[tuple[str, str, str]]:
-    """``(result key, base, strategy)`` per model: from ``models`` (``[label, base, strategy]``;
-    a label that already ends in its strategy is kept as the key) or ``strategies``."""
-    if "strategies" in cfg:
-        return [(f"{prefix}-{s}", default_base, s) for s in cfg["strategies"]]
+    """``(result key, base, strategy)`` per model, from ``models`` (``[label, base, strategy]``;
+    a label that already ends in its strategy is kept as the key)."""
     out = []
     for label, base, strategy in cfg["models"]:
         key = label if strategy == "none" or label.endswith(f"-{strategy}") else \
@@ -245,7 +210,7 @@ def _run_separation(name: str, cfg: dict[str, Any], log: Callable[[str], None],
                                        embed(model, calibration, size, gen),
                                        embed(model, check, size, gen))
             if strategy != "none":  # the unsymmetrised base, same weights
-                plain = _Plain(model.base)
+                plain = Unsymmetrized(model.base)
                 out.base, out.base_check = embed(plain, controls, size), embed(plain, check, size)
             return out
 
@@ -473,9 +438,9 @@ def _run_settings(name: str, cfg: dict[str, Any], out_dir: str | Path, size: str
            "device": str(device), "seconds": round(seconds, 1)}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out / "experiment.json", run)
-    write_json_atomic(out / "metrics.json", results)
-    write_text_atomic(out / "results.md", _results_table(name, size, cfg, results, seconds))
+    write_json_atomic(out / EXPERIMENT, run)
+    write_json_atomic(out / METRICS, results)
+    write_text_atomic(out / RESULTS, _results_table(name, size, cfg, results, seconds))
     return results
 
 
