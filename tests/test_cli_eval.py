@@ -147,12 +147,12 @@ def test_out_never_replaces_a_file_or_a_special_file(run, trained, tmp_path, cap
 
 
 def test_a_full_disk_is_one_line_and_replaces_nothing(run, monkeypatch, capsys):
-    from approxeq.train import checkpoint
+    import builtins
 
-    real = checkpoint.os.fdopen
+    from approxeq import files
 
-    def full(fd, *args, **kwargs):
-        f = real(fd, *args, **kwargs)
+    def full(file, *args, **kwargs):
+        f = builtins.open(file, *args, **kwargs)
 
         def write(*_a, **_k):
             raise OSError(errno.ENOSPC, "No space left on device", "metrics.json")
@@ -163,7 +163,7 @@ def test_a_full_disk_is_one_line_and_replaces_nothing(run, monkeypatch, capsys):
     (run / "eval" / "checkpoint-best").mkdir(parents=True)
     (run / "eval" / "checkpoint-best" / "metrics.json").write_text("{}")
     before = _snapshot(run)
-    monkeypatch.setattr(checkpoint.os, "fdopen", full)
+    monkeypatch.setattr(files, "open", full, raising=False)  # every write of the writer
     assert main(["eval", str(run)]) == 1
     last = capsys.readouterr().err.strip().splitlines()[-1]  # after the models' log lines
     assert last.startswith("approxeq eval: error: --out: no space left") and "Traceback" not in last

@@ -112,7 +112,9 @@ def plot_task_comparison(models: Mapping[str, nn.Module], batch: Batch, *, task_
 
 def experiment_figures(out_dir: str | Path, config: Any, models: Mapping[str, nn.Module],
                        test_sets: Mapping[str, Sequence[Batch]], histories: Mapping[str, dict],
-                       *, task_index: int = 0) -> list[Path]:
+                       *, task_index: int = 0, metrics: Mapping[str, Any] | None = None,
+                       context_regions: Mapping[str, tuple[float, float] | None] | None = None,
+                       ood_shift: float | Sequence[float] | None = None) -> list[Path]:
     """Write the figures of an experiment run into ``out_dir/figures`` and return their paths:
 
     * ``predictions_<setting>.png`` (1-D tasks only): every model on the same task of each
@@ -123,9 +125,11 @@ def experiment_figures(out_dir: str | Path, config: Any, models: Mapping[str, nn
     * ``ablation_<setting>.png`` when ``extra.ablation`` is given (``{parameter: str, series:
       [{name: str, points: [[x, label], ...]}, ...]}``): log-likelihood against ``x``.
 
-    ``config`` is an :class:`approxeq.train.ExperimentConfig` (its ``extra.plot_range`` sets
-    the x range of the ID plots; OOD plots are shifted by ``extra.ood_shift``). This is the
-    ``figures`` hook of :func:`approxeq.experiments.run_experiment`.
+    ``config`` is an :class:`approxeq.experiments.ExperimentConfig` (its ``extra.plot_range``
+    sets the x range of the ID plots; OOD plots are shifted by ``ood_shift``). ``metrics``: the
+    run's ``metrics.json`` content (the ablation figures read it). ``context_regions``: the
+    context window of each test setting, shaded in the prediction figures. The GP study draws
+    its figures with this function.
     """
     import matplotlib
 
@@ -134,12 +138,12 @@ def experiment_figures(out_dir: str | Path, config: Any, models: Mapping[str, nn
     extra = getattr(config, "extra", {}) or {}
     paths: list[Path] = []
     if config.task.dim_x == 1 and config.task.dim_y == 1 and models:
-        paths += _prediction_figures(fig_dir, config, models, test_sets, task_index)
+        paths += _prediction_figures(fig_dir, config, models, test_sets, task_index,
+                                     context_regions or {}, ood_shift)
         paths += _fixed_input_figures(fig_dir, models, extra.get("plot_range"))
     ablation = extra.get("ablation")
-    metrics_path = Path(out_dir) / "metrics.json"
-    if ablation and metrics_path.is_file():
-        paths += _ablation_figures(fig_dir, config, ablation, metrics_path, test_sets)
+    if ablation and metrics:
+        paths += _ablation_figures(fig_dir, config, ablation, metrics, test_sets)
     runs = {label: h for label, h in histories.items() if h}
     if runs:
         paths += _training_curves_figure(fig_dir, config, runs)
@@ -148,10 +152,10 @@ def experiment_figures(out_dir: str | Path, config: Any, models: Mapping[str, nn
 
 
 def _prediction_figures(fig_dir: Path, config: Any, models: Mapping[str, nn.Module],
-                        test_sets: Mapping[str, Sequence[Batch]], task_index: int) -> list[Path]:
+                        test_sets: Mapping[str, Sequence[Batch]], task_index: int,
+                        context_regions: Mapping[str, tuple[float, float] | None],
+                        shift: float | Sequence[float] | None) -> list[Path]:
     """``predictions_<setting>.png``: every model on the same task of each test setting."""
-    from approxeq.experiments.gp import context_region, ood_shift
-
     plt = pyplot()
     base_range = (getattr(config, "extra", {}) or {}).get("plot_range")
     paths = []
@@ -161,14 +165,13 @@ def _prediction_figures(fig_dir: Path, config: Any, models: Mapping[str, nn.Modu
             lo, hi = (float(v) for v in base_range)
         else:
             lo, hi = float(batch.xt[..., 0].min()), float(batch.xt[..., 0].max())
-        if setting == "ood" and base_range is not None:
-            shift = ood_shift(config)
+        if setting == "ood" and base_range is not None and shift is not None:
             s = float(shift if not isinstance(shift, (list, tuple)) else shift[0])
             lo, hi = lo + s, hi + s
         path = fig_dir / f"predictions_{setting}.png"
         setting_name = _SETTING_NAMES.get(setting, setting)
         fig = plot_task_comparison(models, batch, task_index=task_index, x_range=(lo, hi),
-                                   context_region=context_region(config, setting),
+                                   context_region=context_regions.get(setting),
                                    title=f"{config.name}: {setting_name}",
                                    path=path)
         plt.close(fig)
@@ -193,13 +196,10 @@ def _fixed_input_figures(fig_dir: Path, models: Mapping[str, nn.Module],
 
 
 def _ablation_figures(fig_dir: Path, config: Any, ablation: Mapping[str, Any],
-                      metrics_path: Path, test_sets: Mapping[str, Sequence[Batch]]
+                      metrics: Mapping[str, Any], test_sets: Mapping[str, Sequence[Batch]]
                       ) -> list[Path]:
     """``ablation_<setting>.png``: log-likelihood against the ablated value, per series."""
-    import json
-
     plt = pyplot()
-    metrics = json.loads(metrics_path.read_text())
     groups = {s["name"]: [tuple(p) for p in s["points"]] for s in ablation.get("series", [])}
     paths = []
     for setting in test_sets:

@@ -66,12 +66,8 @@ from approxeq.train.evaluation import (  # noqa: F401  (evaluate, make_*_set: pu
 )
 from approxeq.train.progress import Progress
 from approxeq.train.rng import capture_rng_state, restore_rng_state, seed_everything
-from approxeq.train.rundir import fault_point
+from approxeq.train.rundir import BEST, HISTORY, LAST, fault_point
 from approxeq.train.speed import BatchStream, StepRunner, prefetch_depth
-
-LAST = "last.pt"
-BEST = "best.pt"
-HISTORY = "history.json"
 
 # Fields whose change between a checkpoint and a resumed run alters the result.
 _TRAJECTORY_FIELDS = ("batch_size", "lr", "weight_decay", "grad_clip", "seed", "precision")

@@ -66,6 +66,7 @@ from approxeq.train.rundir import (
     METRICS,
     RESULTS,
     finished_step,
+    read_json,
 )
 
 ORACLE = "oracle"
@@ -153,7 +154,15 @@ class GPExperiment(NeuralProcessExperiment):
     def figures(self) -> Callable | None:
         from approxeq.plot import experiment_figures
 
-        return experiment_figures
+        def draw(out_dir: Path, config: ExperimentConfig, models: Any, test_sets: Any,
+                 histories: Any) -> list[Path]:
+            return experiment_figures(
+                out_dir, config, models, test_sets, histories,
+                metrics=read_json(Path(out_dir) / METRICS),
+                context_regions={s: context_region(config, s) for s in test_sets},
+                ood_shift=ood_shift(config))
+
+        return draw
 
     def reevaluate(self, run_dir: Path, config: ExperimentConfig | None, *,
                    data: str | Path | None = None, var: str | None = None,
