@@ -3,7 +3,6 @@ spec, checkpoints of the earlier module layout, and the package's import structu
 
 from __future__ import annotations
 
-import ast
 import inspect
 import pathlib
 
@@ -157,65 +156,6 @@ def test_predict_is_the_function():
 
     assert inspect.isfunction(predict) and approxeq.np.predict is predict
     assert predict.__module__ == "approxeq.np.prediction"
-
-
-def _imports(path: pathlib.Path, package: str, deferred: bool = False) -> set[str]:
-    """The approxeq modules a source file imports at module level (and, with ``deferred``,
-    inside functions too)."""
-    tree = ast.parse(path.read_text())
-    found = set()
-    for node in ast.walk(tree) if deferred else tree.body:
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("approxeq"):
-            found.add(node.module)
-            found.update(f"{node.module}.{a.name}" for a in node.names)
-        elif isinstance(node, ast.Import):
-            found.update(a.name for a in node.names if a.name.startswith("approxeq"))
-    return found
-
-
-def _import_graph(layer: str, deferred: bool = False) -> dict[str, set[str]]:
-    """Which modules of ``layer`` each of its modules imports."""
-    root = pathlib.Path(approxeq.__file__).parent
-    modules = {}
-    for path in (root / layer).rglob("*.py"):
-        rel = path.relative_to(root.parent).with_suffix("")
-        name = ".".join(rel.parts[:-1] if rel.name == "__init__" else rel.parts)
-        modules[name] = path
-    graph = {m: {i for i in _imports(p, m, deferred) if i in modules and i != m}
-             for m, p in modules.items()}
-    # packages import their children on purpose; a cycle through a package's __init__ is not
-    # one of the model modules importing each other
-    return {m: {i for i in deps if not m.startswith(i + ".")} for m, deps in graph.items()}
-
-
-def _assert_no_circle(graph: dict[str, set[str]]) -> None:
-    state: dict[str, int] = {}
-
-    def visit(m: str, stack: list[str]) -> None:
-        state[m] = 1
-        for dep in graph[m]:
-            if state.get(dep) == 1:
-                raise AssertionError("import circle: " + " -> ".join(stack + [m, dep]))
-            if dep not in state:
-                visit(dep, stack + [m])
-        state[m] = 2
-
-    for m in sorted(graph):
-        if m not in state:
-            visit(m, [])
-
-
-def test_no_import_circles_in_the_np_layer():
-    graph = _import_graph("np")
-    _assert_no_circle(graph)
-    assert "approxeq.np.models.cnp" not in {d for m, deps in graph.items()
-                                            if m != "approxeq.np.models" for d in deps}
-
-
-@pytest.mark.parametrize("layer", ["data", "testing"])
-def test_no_import_circles_in_the_data_and_testing_layers(layer):
-    """Not even inside a function: a deferred import hides a circle, it does not remove it."""
-    _assert_no_circle(_import_graph(layer, deferred=True))
 
 
 def test_subclasses_keep_their_parents_forward_signature():
