@@ -127,6 +127,27 @@ def fixed_input_embedding(dim_x: int, width: int, *, approximate: bool,
                                **options)
 
 
+def grid_fixed_input(dim_x: int, *, approximate: bool, num_fixed_inputs: int | None,
+                     default_channels: int, domain: Sequence[Sequence[float]] | None,
+                     hidden: int, p: float, fourier_features: int, **options: Any
+                     ) -> FixedInput | None:
+    """The fixed input of an approximately equivariant grid model (``None`` if
+    ``approximate`` is false): ``num_fixed_inputs`` channels (default ``default_channels``)
+    on ``domain`` (default :func:`default_domain`); ``options``: :func:`fixed_input_options`.
+
+    Raises:
+        ValueError: ``num_fixed_inputs`` is not an int >= 1.
+    """
+    if not approximate:
+        return None
+    b = default_channels if num_fixed_inputs is None else num_fixed_inputs
+    if not isinstance(b, int) or isinstance(b, bool) or b < 1:
+        raise ValueError(f"num_fixed_inputs: expected an int >= 1 with approximate=True, got "
+                         f"{num_fixed_inputs!r}")
+    return FixedInput(dim_x, b, default_domain(dim_x, domain), hidden=hidden, p=p,
+                      fourier_features=fourier_features, **options)
+
+
 def fixed_input_options(kind: str = "mlp", levels: int = 6, coarsest: int = 4,
                         finest: int = 128, features: int = 4, smoothness: float = 0.0,
                         lr: float = 1.0) -> dict[str, Any]:

@@ -55,8 +55,8 @@ from approxeq.np.models.common import (
     FixedInputKind,
     YRep,
     check_grid_budget,
-    default_domain,
     fixed_input_options,
+    grid_fixed_input,
     with_output_rep,
 )
 from approxeq.np.registry import register_model
@@ -380,21 +380,15 @@ def convcnp(dim_x: int, dim_y: int, *, approximate: bool = False,
         raise ValueError("layout: 'neuralprocesses' needs cnn='unet', approximate=False and "
                          f"dim_aux=0, got cnn={cnn!r}, approximate={approximate}, "
                          f"dim_aux={dim_aux}")
-    fixed_input = None
-    extra_channels = 0
-    if approximate:
-        b = channels if num_fixed_inputs is None else num_fixed_inputs
-        if not isinstance(b, int) or b < 1:
-            raise ValueError(f"num_fixed_inputs: expected an int >= 1 with approximate=True, got "
-                             f"{num_fixed_inputs!r}")
-        parameterisation = fixed_input_options(fixed_input_kind, grid_levels, grid_coarsest,
-                                               grid_finest, grid_features, grid_smoothness,
-                                               fixed_input_lr)
-        fixed_input = FixedInput(dim_x, b, default_domain(dim_x, fixed_input_domain),
-                                 hidden=fixed_input_hidden or channels, p=fixed_input_dropout,
-                                 fourier_features=fourier_features,
-                                 **parameterisation)
-        extra_channels = b if fixed_input_mode == "concat" else 0
+    fixed_input = grid_fixed_input(
+        dim_x, approximate=approximate, num_fixed_inputs=num_fixed_inputs,
+        default_channels=channels, domain=fixed_input_domain,
+        hidden=fixed_input_hidden or channels, p=fixed_input_dropout,
+        fourier_features=fourier_features,
+        **fixed_input_options(fixed_input_kind, grid_levels, grid_coarsest, grid_finest,
+                              grid_features, grid_smoothness, fixed_input_lr))
+    extra_channels = (fixed_input.num_channels if fixed_input is not None
+                      and fixed_input_mode == "concat" else 0)
     model = assemble_convcnp(dim_x, dim_y, name="convcnp", net_factory=build_cnn, cnn=cnn,
                              points_per_unit=points_per_unit, channels=channels,
                              num_layers=num_layers, kernel_size=kernel_size, margin=margin,

@@ -8,7 +8,6 @@ from collections.abc import Sequence
 from typing import Literal
 
 from approxeq.approximate.auxiliary import AuxiliaryEmbedding
-from approxeq.approximate.fixed_inputs import FixedInput
 from approxeq.groups.finite import point_group
 from approxeq.groups.representation import OutputRep
 from approxeq.nn.group_conv import GroupCNN
@@ -18,8 +17,8 @@ from approxeq.np.models.common import (
     FixedInputKind,
     VectorCovariance,
     YRep,
-    default_domain,
     fixed_input_options,
+    grid_fixed_input,
 )
 from approxeq.np.models.equivcnp import (
     DEFAULT_MARGIN_CELLS,
@@ -82,21 +81,14 @@ def build_equivcnp(dim_x: int, dim_y: int, *, approximate: bool = False, group: 
     point_group_ = point_group(group)
     if margin is None:
         margin = DEFAULT_MARGIN_CELLS / points_per_unit
-    fixed_input = None
-    extra = 0
-    if approximate:
-        b = channels if num_fixed_inputs is None else num_fixed_inputs
-        if not isinstance(b, int) or b < 1:
-            raise ValueError(f"num_fixed_inputs: expected an int >= 1 with approximate=True, "
-                             f"got {num_fixed_inputs!r}")
-        domain = default_domain(2, fixed_input_domain)
-        parameterisation = fixed_input_options(fixed_input_kind, grid_levels, grid_coarsest,
-                                               grid_finest, grid_features, grid_smoothness,
-                                               fixed_input_lr)
-        fixed_input = FixedInput(2, b, domain, hidden=fixed_input_hidden or 4 * channels,
-                                 p=fixed_input_dropout, fourier_features=fourier_features,
-                                 **parameterisation)
-        extra += b
+    fixed_input = grid_fixed_input(
+        2, approximate=approximate, num_fixed_inputs=num_fixed_inputs,
+        default_channels=channels, domain=fixed_input_domain,
+        hidden=fixed_input_hidden or 4 * channels, p=fixed_input_dropout,
+        fourier_features=fourier_features,
+        **fixed_input_options(fixed_input_kind, grid_levels, grid_coarsest, grid_finest,
+                              grid_features, grid_smoothness, fixed_input_lr))
+    extra = 0 if fixed_input is None else fixed_input.num_channels
     aux_embedding = None
     if dim_aux:
         aux_embedding = AuxiliaryEmbedding(dim_aux, channels, hidden=channels, p=aux_dropout)

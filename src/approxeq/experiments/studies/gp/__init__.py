@@ -5,13 +5,11 @@ Importing this package registers its experiment (the framework finds it without 
 :mod:`approxeq.experiments.registry`).
 """
 
+from approxeq.experiments.studies.gp.demo import DEMO_STEPS, demo_config, estimate_seconds
 from approxeq.experiments.studies.gp.study import (
-    DEMO_STEPS,
     FigureHook,
     GPExperiment,
     context_region,
-    demo_config,
-    estimate_seconds,
     evaluate_run,
     make_task,
     make_test_sets,
