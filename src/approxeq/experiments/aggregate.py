@@ -12,7 +12,8 @@ from typing import Any
 #: the metrics averaged over seeds (wherever they appear in an entry)
 SEED_METRICS = ("loglik", "rmse", "rmse_K", "coverage95", "component_loglik", "delta_equiv",
                 "delta_equiv_K", "correction_lapse_corr", "correction_oracle_corr",
-                "correction_elevation_corr",
+                "correction_elevation_corr", "correction_land_height_corr",
+                "correction_land_corr",
                 "gain_over_component", "gain_over_exact")
 
 

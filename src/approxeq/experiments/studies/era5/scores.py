@@ -38,17 +38,20 @@ def evaluate_era5_model(model: nn.Module, batches: Sequence[Batch], normaliser: 
 
 def era5_results_table(metrics: Mapping[str, Any]) -> list[list[str]]:
     """Rows (header first): per model the test log-likelihood ± s.e., RMSE (K), the equivariant
-    component's log-likelihood, Δequiv (K) and the correction–elevation correlation."""
+    component's log-likelihood, Δequiv (K) and the correction's correlations with elevation
+    (whole maps) and with land height in the training region."""
     ood = any("ood" in e for e in metrics.values())
     rows = [["model", "aux", "log-lik", "RMSE (K)", "component log-lik", "Δequiv (K)",
-             "corr(correction, elevation)"] + (["log-lik OOD", "component OOD"] if ood else [])]
+             "corr(correction, elevation)", "corr(correction, h⁺) in region"]
+            + (["log-lik OOD", "component OOD"] if ood else [])]
     for label, e in metrics.items():
         rows.append([label, "+".join(e.get("aux_vars") or []) or "–",
                      mean_se(e.get("loglik"), e.get("loglik_se")),
                      mean_se(e.get("rmse_K"), e.get("rmse_K_se")),
                      mean_se(e.get("component_loglik"), e.get("component_loglik_se")),
                      mean_se(e.get("delta_equiv_K"), None, 4),
-                     mean_se(e.get("correction_elevation_corr"), None, 2)])
+                     mean_se(e.get("correction_elevation_corr"), None, 2),
+                     mean_se(e.get("correction_land_height_corr"), None, 2)])
         if ood:
             b = e.get("ood", {})
             rows[-1] += [mean_se(b.get("loglik"), b.get("loglik_se")),
@@ -72,7 +75,9 @@ def era5_results_markdown(metrics: Mapping[str, Any], config: ExperimentConfig |
               "model with every fixed input and auxiliary embedding zero (its exactly "
               "equivariant part); *Δequiv*: mean |full − component| of the predictive mean, in "
               "kelvin; *corr*: Pearson correlation between that correction and elevation over "
-              "whole-UK test maps; *OOD* (with a spatial hold-out): the test days on the held-out "
+              "whole-UK test maps (sea floor included), and *h⁺ in region* with the land height "
+              "max(elevation, 0) inside the training region, what a lapse rate acts on; *OOD* "
+              "(with a spatial hold-out): the test days on the held-out "
               "part of the grid, outside every fixed input's domain.", "", ATTRIBUTION + ".", ""]
     return "\n".join(parts)
 

@@ -16,7 +16,11 @@ entry holds ``loglik`` ± ``loglik_se`` (normalised temperature, per target poin
 (kelvin), and for approximately equivariant models (fixed inputs and/or auxiliary inputs)
 ``component_loglik``, ``delta_equiv`` (normalised) and ``delta_equiv_K``, and
 ``correction_elevation_corr``: the correlation between the learned correction (full minus
-equivariant-component predictive mean) and elevation over test maps.
+equivariant-component predictive mean) and elevation over whole test maps; and, inside the
+training region only (the fixed inputs' domain), ``correction_land_height_corr`` with the
+height a lapse rate acts on, ``h⁺ = max(elevation, 0)`` (the elevation file holds the sea floor
+as negative heights, which do nothing to the 2 m temperature), and ``correction_land_corr``
+with the land–sea mask.
 
 Entry points: :func:`run_era5_experiment` (``approxeq experiment era5-uk``) and
 :func:`evaluate_on_file` (``approxeq eval RUN --data FILE --var NAME``).
@@ -68,7 +72,7 @@ from approxeq.train.rundir import BEST, EXPERIMENT, LAST, METRICS, RESULTS, fini
 
 DATA_FILE = "era5_t2m_uk_2019-03.nc"
 AUX_FILE = "uk_elevation_on_era5_grid.nc"
-EVAL_VERSION = 1  # the shared evaluation path is the one this experiment always used
+EVAL_VERSION = 2  # 2: the in-region correlations with land height and the land-sea mask
 
 #: task options and their defaults (``task.options`` of the experiment YAML)
 TASK_DEFAULTS: dict[str, Any] = {
@@ -224,6 +228,35 @@ def map_panels(model: nn.Module, normaliser: Normaliser, data: Any, var: str, ti
     return ds
 
 
+def _correlation(a: np.ndarray, b: np.ndarray) -> float:
+    ok = np.isfinite(a) & np.isfinite(b)
+    a, b = a[ok], b[ok]
+    if a.size < 2 or a.std() == 0 or b.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def in_region(panel: Any, region: Mapping[str, Sequence[float]]) -> Any:
+    """The cells of ``panel`` (an ``xarray.Dataset`` on ``(lat, lon)``) inside ``region``
+    (``{"lat": [lo, hi], "lon": [lo, hi]}``), whichever way its latitudes run."""
+    lat, lon = panel["correction"].dims
+    north_first = float(panel[lat][0]) > float(panel[lat][-1])
+    return panel.sel({lat: slice(*sorted(region["lat"], reverse=north_first)),
+                      lon: slice(*sorted(region["lon"]))})
+
+
+def correction_terrain_correlations(panels: Sequence[Any], region: Mapping[str, Sequence[float]]
+                                    ) -> dict[str, float]:
+    """Inside ``region``, pooled over ``panels``: the correlation of the correction with the
+    land height ``h⁺ = max(elevation, 0)`` (``correction_land_height_corr``; a lapse rate
+    makes it negative) and with the land–sea mask (``correction_land_corr``)."""
+    inside = [in_region(p, region) for p in panels]
+    c = np.concatenate([p["correction"].values.ravel() for p in inside])
+    e = np.concatenate([p["elevation"].values.ravel() for p in inside])
+    return {"correction_land_height_corr": _correlation(c, np.maximum(e, 0.0)),
+            "correction_land_corr": _correlation(c, (e > 0).astype(float))}
+
+
 def correction_elevation_correlation(panels: Sequence[Any]) -> float:
     """Pearson correlation between the learned correction and elevation, pooled over the
     valid cells of ``panels`` (NaN if the correction is constant)."""
@@ -337,6 +370,7 @@ class ERA5Experiment(NeuralProcessExperiment):
                                seed=int(extra["map_seed"]) + k)
                     for k, when in enumerate(extra["map_times"])]
             entry["correction_elevation_corr"] = correction_elevation_correlation(maps)
+            entry.update(correction_terrain_correlations(maps, o["region"]))
             entry["correction_std_K"] = float(np.nanstd(
                 np.concatenate([p["correction"].values.ravel() for p in maps])))
             maps[0].to_netcdf(run_dir / "map.nc")
@@ -422,6 +456,7 @@ __all__ = [
     "ERA5Experiment",
     "MapFigureHook",
     "correction_elevation_correlation",
+    "correction_terrain_correlations",
     "fit_normaliser",
     "is_era5_experiment",
     "map_panels",
