@@ -236,16 +236,20 @@ def _correlation(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(a, b)[0, 1])
 
 
-def in_region(panel: Any, region: Mapping[str, Sequence[float]]) -> Any:
+def in_region(panel: Any, region: Mapping[str, Sequence[float]] | None) -> Any:
     """The cells of ``panel`` (an ``xarray.Dataset`` on ``(lat, lon)``) inside ``region``
-    (``{"lat": [lo, hi], "lon": [lo, hi]}``), whichever way its latitudes run."""
+    (``{"lat": [lo, hi], "lon": [lo, hi]}``, whichever way its latitudes run; ``None``: the
+    whole panel)."""
+    if region is None:
+        return panel
     lat, lon = panel["correction"].dims
     north_first = float(panel[lat][0]) > float(panel[lat][-1])
     return panel.sel({lat: slice(*sorted(region["lat"], reverse=north_first)),
                       lon: slice(*sorted(region["lon"]))})
 
 
-def correction_terrain_correlations(panels: Sequence[Any], region: Mapping[str, Sequence[float]]
+def correction_terrain_correlations(panels: Sequence[Any],
+                                    region: Mapping[str, Sequence[float]] | None
                                     ) -> dict[str, float]:
     """Inside ``region``, pooled over ``panels``: the correlation of the correction with the
     land height ``h⁺ = max(elevation, 0)`` (``correction_land_height_corr``; a lapse rate
