@@ -6,13 +6,17 @@ Data: :func:`approxeq.data.smoke.load_smoke` (simulated once by the library's ow
 incompressible solver, cached as netCDF). A task is one snapshot of one simulation: a random
 share of the fluid cells (``context_fraction``) as context, up to ``max_targets`` of the others
 as targets in training and every other cell at evaluation. Inputs are the cell centres in
-``[-1, 1]²``; the output is the z-scored density (or velocity, ``outputs``). Simulations are
-cut in order into train/validation/test (``fractions``).
+``[-1, 1]²``; the output is the z-scored density, or (``outputs: velocity``, the
+``smoke-velocity`` YAML) the velocity, a vector divided by one scale, for models built with
+``y_rep: vector``: their equivariance error then acts on it as a vector, and the maps keep its
+arrows (``smoke_vectors.png``). Simulations are cut in order into train/validation/test
+(``fractions``).
 
 **Transfer test.** Two more sets of ``transfer_simulations`` simulations, with unseen inflows
 (seed ``settings.seed + transfer_seed_offset``): the obstacle moved to ``moved_centre``, and
-the whole scene (obstacle, inflows, gravity) turned by 90°. Both use the training set's
-normalisation; there the learned fixed inputs describe the wrong scene.
+the whole scene (obstacle, inflows, gravity) turned by 90°, whose velocities are turned with
+it (v at x becomes R v at R x; see :meth:`~approxeq.data.smoke.SmokeData.turned`). Both use
+the training set's normalisation; there the learned fixed inputs describe the wrong scene.
 
 A run directory holds, per model label, the training run and ``eval.json`` (and
 ``panels.npz``: the maps the figures draw); at the top ``config.yaml``, ``metrics.json``,
