@@ -13,6 +13,7 @@ pytest.importorskip("scipy")
 
 from approxeq.data import smoke as smoke_module
 from approxeq.data.smoke import (
+    SmokeNormalisation,
     SmokeSettings,
     SmokeTaskGenerator,
     cache_path,
@@ -262,3 +263,58 @@ def test_bad_arguments_are_named(data):
         SmokeTaskGenerator(data, split="holdout")
     with pytest.raises(TypeError, match="settings"):
         load_smoke({"grid": 16})
+
+
+def _hand_made(seed: int = 0):
+    """A hand-made 8 x 8 velocity field (no simulation) with an obstacle of no symmetry."""
+    s = replace(TINY, grid=8, n_simulations=3)
+    g = np.random.default_rng(seed)
+    n_t, n = len(s.snapshot_steps), s.grid
+    solid = np.zeros((n, n), bool)
+    solid[1, 2] = solid[1, 3] = solid[2, 2] = True
+    density = g.random((3, n_t, n, n)).astype(np.float32) * ~solid
+    velocity = g.normal(size=(3, n_t, n, n, 2)).astype(np.float32) * ~solid[..., None]
+    inflow = np.column_stack([g.random((3, 2)), np.full(3, 0.1), np.ones(3)])
+    return smoke_module.SmokeData(s, density, velocity, solid, inflow)
+
+
+@pytest.mark.parametrize("turns", [1, 2, 3])
+def test_the_turned_scene_serves_the_turned_vectors_at_the_turned_inputs(turns):
+    # a turn R of the scene: velocity v at x becomes R v at R x, exactly, in the served tasks
+    data = _hand_made()
+    turned = data.turned(turns)
+    assert turned.settings.quarter_turns == turns
+    np.testing.assert_array_equal(turned.solid, turn_grid(data.solid, turns))
+    gen = SmokeTaskGenerator(data, "all", outputs="velocity")
+    norm = gen.normalisation  # a turn keeps the rms of the velocity: the same scale
+    refit = SmokeNormalisation.fit(turned, turned.split("train"))
+    assert refit.velocity_scale == pytest.approx(norm.velocity_scale, rel=1e-12)
+    v = turn_grid(data.velocity, turns, axes=(-3, -2))  # and R v exactly, in float32
+    assert turned.velocity.dtype == np.float32
+    for _ in range(turns):
+        v = np.stack([-v[..., 1], v[..., 0]], -1)
+    np.testing.assert_array_equal(turned.velocity, v)
+    tgen = SmokeTaskGenerator(turned, "all", outputs="velocity", normalisation=norm)
+    rot = torch.tensor([[0.0, -1.0], [1.0, 0.0]], dtype=torch.float64).matrix_power(turns)
+    batch = tgen.sample(4, torch.Generator().manual_seed(1))
+    n = data.settings.grid
+    for x, y in ((batch.xc, batch.yc), (batch.xt, batch.yt)):
+        back = x.double() @ rot  # R^-1 x (R is orthogonal: x R = (R^T x^T)^T)
+        ij = ((back + 1) * n / 2 - 0.5).round().long()
+        torch.testing.assert_close(back, gen.grid_inputs().double()[ij[..., 0], ij[..., 1]],
+                                   rtol=0, atol=1e-6)
+        for k in range(4):
+            sim, t = int(batch.meta["sim"][k]), int(batch.meta["snapshot"][k])
+            v = gen.field(sim, t)[1].double()[ij[k, :, 0], ij[k, :, 1]]
+            torch.testing.assert_close(y[k].double(), v @ rot.T, rtol=0, atol=1e-6)
+
+
+def test_simulating_the_turned_scene_gives_the_turned_data(data):
+    # the rotated transfer set simulates the turned scene: the same as turning the data
+    sim = generate_smoke(replace(TINY, quarter_turns=1), progress=False)
+    turned = data.turned(1)
+    assert sim.settings == turned.settings
+    np.testing.assert_array_equal(sim.solid, turned.solid)
+    np.testing.assert_allclose(sim.inflow, turned.inflow, atol=1e-12)
+    np.testing.assert_allclose(sim.density, turned.density, atol=1e-6)
+    np.testing.assert_allclose(sim.velocity, turned.velocity, atol=1e-6)

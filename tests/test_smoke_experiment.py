@@ -53,16 +53,17 @@ def test_equivcnp_is_d4_equivariant_on_smoke_tasks_inside_its_component(tiny_tas
     assert outside.max_error > 1e-4
 
 
-def _tiny_config(tmp_path):
-    conv = {"channels": 4, "num_layers": 1, "kernel_size": 3, "points_per_unit": 4}
+def _tiny_config(tmp_path, outputs="density", name="convcnp", **options):
+    conv = {"channels": 4, "num_layers": 1, "kernel_size": 3, "points_per_unit": 4, **options}
+    label = "ConvCNP" if name == "convcnp" else "EquivCNP-D4"
     cfg = {
         "name": "smoke-tiny", "description": "tiny smoke run",
-        "task": {"name": "smoke", "dim_x": 2, "dim_y": 1,
+        "task": {"name": "smoke", "dim_x": 2, "dim_y": 1 if outputs == "density" else 2,
                  "options": {"settings": TINY, "context_fraction": [0.1, 0.3],
-                             "max_targets": 16, "transfer_simulations": 2,
+                             "max_targets": 16, "transfer_simulations": 2, "outputs": outputs,
                              "cache_dir": str(tmp_path / "cache")}},
-        "models": [{"label": "ConvCNP", "name": "convcnp", "options": conv},
-                   {"label": "ConvCNP~", "name": "convcnp",
+        "models": [{"label": label, "name": name, "options": conv},
+                   {"label": f"{label}~", "name": name,
                     "options": {**conv, "approximate": True, "num_fixed_inputs": 2}}],
         "train": {"batch_size": 2, "val_every": 0, "test_tasks": 4, "eval_batch_size": 2,
                   "device": "cpu"},
@@ -145,3 +146,68 @@ def test_map_corrections_are_made_without_training_dropout():
     in_train = map_panels(model.train(), tasks)["correction"]
     assert np.nanmax(np.abs(in_eval).reshape(len(tasks), -1), axis=-1).min() > 1e-3  # every map
     np.testing.assert_array_equal(in_train, in_eval)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_vector_equivcnp_turns_smoke_velocities_inside_its_component(seed):
+    from approxeq.testing import assert_vector_equivariant, vector_equivariance_error
+
+    data = generate_smoke(SmokeSettings(**TINY), progress=False)
+    gen = SmokeTaskGenerator(data, "train", outputs="velocity", context_fraction=(0.2, 0.4),
+                             max_targets=40, dtype=torch.float64)
+    b = gen.sample(3, torch.Generator().manual_seed(seed))
+    torch.manual_seed(seed)
+    model = build_model("equivcnp", 2, 2, group="D4", y_rep="vector", approximate=True,
+                        channels=2, num_layers=2, kernel_size=3, points_per_unit=8,
+                        num_fixed_inputs=2, fixed_input_hidden=32).double().eval()
+    with torch.no_grad():
+        for p in model.encoder.fixed_input.parameters():
+            p.add_(torch.randn_like(p))
+    task, elements = (b.xc, b.yc, b.xt), _d4_elements(model)
+    with equivariant_component(model):
+        assert_vector_equivariant(model, task, elements=elements)
+    assert vector_equivariance_error(model, task, elements=elements) > 1e-4
+
+
+def test_tiny_smoke_velocity_run_reports_vector_equivariance_and_arrows(tmp_path):
+    import numpy as np
+
+    from approxeq.cli import main
+
+    out = tmp_path / "run"
+    config = _tiny_config(tmp_path, "velocity", "equivcnp", group="D4", y_rep="vector")
+    assert main(["experiment", str(config), "--out", str(out), "--steps", "2", "--quiet"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    exact = metrics["EquivCNP-D4"]
+    # the velocity turns with the scene: the exact model's orbit error is rounding only (with
+    # its outputs treated as scalars it would be of the order of the prediction)
+    eq = exact["id"]["equivariance"]
+    assert eq["equiv_err_max"] < 1e-4 * max(eq["scale"], 1.0)
+    assert set(exact["transfer"]) == {"moved", "rotated"}
+    assert metrics["EquivCNP-D4~"]["transfer"]["rotated"]["exact"] == "EquivCNP-D4"
+    assert "velocity component" in (out / "results.md").read_text()
+    panels = np.load(out / "EquivCNP-D4~" / "panels.npz")
+    n = TINY["grid"]
+    for key in ("truth_uv", "mean_uv", "component_uv", "correction_uv"):
+        assert panels[key].shape == (1, n, n, 2), key
+    np.testing.assert_array_equal(panels["mean"], panels["mean_uv"][..., 0])
+    pytest.importorskip("matplotlib")
+    assert (out / "smoke_vectors.png").is_file()
+
+
+def test_shipped_velocity_config_resolves_at_both_sizes():
+    from approxeq.experiments import load_named_experiment
+    from approxeq.experiments.studies.smoke import exact_partner, task_options
+
+    for size in ("quick", "paper"):
+        config = load_named_experiment("smoke-velocity", size=size)
+        assert task_options(config)["outputs"] == "velocity" and config.task.dim_y == 2
+        labels = [m.label for m in config.models]
+        assert {"PT-TNP", "ConvCNP", "ConvCNP~", "EquivCNP-D4", "EquivCNP-D4~"} <= set(labels)
+        for mc in config.models:
+            model = build_model(mc.name, 2, 2, **mc.options)
+            assert (model.symmetry is None) == (mc.name == "pt-tnp"), mc.label
+            if model.symmetry is not None:
+                assert mc.options["y_rep"] == "vector", mc.label
+            if mc.options.get("approximate"):
+                assert exact_partner(config, mc, labels) is not None, mc.label

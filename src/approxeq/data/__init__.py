@@ -49,7 +49,7 @@ from approxeq.data.nbody import (
                               simulate,
                               total_energy,
 )
-from approxeq.data.normalise import Normaliser
+from approxeq.data.normalise import MultiNormaliser, Normaliser
 from approxeq.data.oracle import GPOracle, GPPredictive, OracleLoglik, gp_posterior, oracle_loglik
 from approxeq.data.smoke import SmokeData, SmokeSettings, SmokeTaskGenerator, load_smoke  # noqa: F401
 from approxeq.data.terrain import TerrainField, TerrainOracle, TerrainTaskGenerator  # noqa: F401
@@ -72,8 +72,8 @@ __all__ = [
     "Periodic", "SwitchingLengthscale", "WeaklyPeriodic", "GPOracle", "GPPredictive",
     "OracleLoglik", "gp_posterior", "oracle_loglik",
     # gridded fields
-    "Normaliser", "AuxiliaryFields", "XarrayTaskGenerator", "embedded_weather_files", "open_field",
-    "select_region",
+    "Normaliser", "MultiNormaliser", "AuxiliaryFields", "XarrayTaskGenerator",
+    "embedded_weather_files", "open_field", "select_region",
     "select_times", "stations_at",
     # graphs and particles
     "CSL_SKIPS", "GRAPH_DATASETS", "GraphData", "decode_graph6", "load_exp", "load_graph8c",

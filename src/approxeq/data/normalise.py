@@ -11,6 +11,9 @@ inverted on output.
   wider side, so the training region spans ``[-2, 2]`` along its wider axis (the default
   fixed-input domain of the approximately equivariant models).
 * Auxiliary fields (elevation, land mask) are z-scored one channel at a time.
+* Several variables (:class:`MultiNormaliser`, e.g. the wind ``["u10", "v10"]`` as one vector):
+  scalars z-scored one at a time; a vector's two components divided by one shared scale and not
+  centred, so that a rotated wind is still a rotated wind after normalisation.
 
 A :class:`Normaliser` is a few numbers: :meth:`Normaliser.to_dict` gives a JSON-ready dict
 (``normaliser.json`` next to a model's checkpoints), :meth:`Normaliser.from_dict` reads it back.
@@ -265,4 +268,172 @@ class Normaliser:
         return cls.from_dict(json.loads(path.read_text()))
 
 
-__all__ = ["NORMALISER_FILE", "Normaliser", "require_pandas", "require_xarray"]
+_MULTI_FORMAT = "approxeq-multi-normaliser"
+_FIELD_KINDS = ("scalar", "vector")
+
+
+@dataclass
+class MultiNormaliser:
+    """How several variables, e.g. the wind components ``u10`` and ``v10``, and their
+    coordinates are normalised for a model with ``dim_y = len(var)``.
+
+    ``var`` lists the variables and ``y_rep`` their fields (as a model's ``y_rep``: one kind
+    per field, a ``"vector"`` taking two variables, named **eastward then northward**, e.g.
+    ``["u10", "v10"]``). A scalar is z-scored as by :class:`Normaliser`; a vector's two
+    components are divided by **one** number, the root mean square of its components, and not
+    centred, so that a rotation of the field is still a rotation after normalisation. The
+    model's channels follow its inputs ``(lat, lon)``: a vector enters as (northward,
+    eastward). Coordinates and auxiliary fields are those of ``base`` (a :class:`Normaliser`).
+
+    Attributes:
+        var: the variables. y_rep: their fields' kinds. y_mean, y_std: per variable, in its
+            units (``0`` and the shared scale for a vector's components). units, attrs: per
+            variable. base: the coordinate and auxiliary normalisation.
+    """
+
+    var: list[str]
+    y_rep: list[str]
+    y_mean: list[float]
+    y_std: list[float]
+    base: Normaliser
+    units: list[str] = field(default_factory=list)
+    attrs: list[dict[str, str]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.var, self.y_rep = [str(v) for v in self.var], [str(k) for k in self.y_rep]
+        if any(k not in _FIELD_KINDS for k in self.y_rep):
+            raise ValueError(f"y_rep: expected 'scalar' or 'vector' per field, got {self.y_rep}")
+        need = sum(2 if k == "vector" else 1 for k in self.y_rep)
+        if need != len(self.var) or len(set(self.var)) != len(self.var):
+            raise ValueError(f"var: expected {need} distinct variables for y_rep {self.y_rep} (a "
+                             f"vector takes two: eastward, northward), got {self.var}")
+        if not (len(self.y_mean) == len(self.y_std) == len(self.var)):
+            raise ValueError(f"y_mean, y_std: expected one value per variable {self.var}, got "
+                             f"{self.y_mean}, {self.y_std}")
+        if any(not (math.isfinite(v) and v > 0) for v in self.y_std):
+            raise ValueError(f"y_std: expected positive numbers, got {self.y_std} (is a variable "
+                             f"of {self.var} constant or all NaN in the training data?)")
+        self.units = list(self.units) or [""] * len(self.var)
+        self.attrs = list(self.attrs) or [{} for _ in self.var]
+
+    @property
+    def order(self) -> list[int]:
+        """The variable behind each model channel: a vector's northward one first."""
+        out: list[int] = []
+        for kind in self.y_rep:
+            k = len(out)
+            out += [k + 1, k] if kind == "vector" else [k]
+        return out
+
+    @property
+    def centre(self) -> tuple[float, float]:
+        return self.base.centre
+
+    @property
+    def scale(self) -> float:
+        return self.base.scale
+
+    @property
+    def dim_aux(self) -> int:
+        return self.base.dim_aux
+
+    @property
+    def aux_vars(self) -> list[str]:
+        return self.base.aux_vars
+
+    @classmethod
+    def fit(cls, values: Any, var: Sequence[str], y_rep: str | Sequence[str] = "scalar",
+            **kwargs: Any) -> MultiNormaliser:
+        """Fit on a training ``Dataset`` holding every variable of ``var``; ``y_rep``:
+        ``"scalar"`` (each variable z-scored), ``"vector"`` (two variables: eastward,
+        northward) or a list of kinds. ``kwargs`` (``lat``, ``lon``, ``aux``, ``aux_vars``,
+        ``scale``, ``centre``, ``time_block``) as :meth:`Normaliser.fit`."""
+        xr = require_xarray()
+        var = [var] if isinstance(var, str) else list(var)
+        kinds = ["scalar"] * len(var) if y_rep == "scalar" else (
+            ["vector"] if y_rep == "vector" else list(y_rep))
+        if not isinstance(values, xr.Dataset):
+            raise TypeError(f"values: expected an xarray Dataset holding {var}, got "
+                            f"{type(values).__name__}")
+        fits = [Normaliser.fit(values, v, **kwargs) for v in var]
+        mean, std = [f.y_mean for f in fits], [f.y_std for f in fits]
+        k = 0
+        for kind in kinds:
+            if kind == "vector" and k + 1 < len(var):
+                both = np.stack([np.asarray(values[var[k + j]].values, np.float64).ravel()
+                                 for j in (0, 1)], -1)
+                both = both[np.isfinite(both).all(-1)]
+                rms = float(np.sqrt(np.mean(both ** 2))) if both.size else 0.0
+                mean[k:k + 2], std[k:k + 2] = [0.0, 0.0], [rms, rms]
+            k += 2 if kind == "vector" else 1
+        return cls(var, kinds, mean, std, fits[0], [f.units for f in fits],
+                   [f.attrs for f in fits])
+
+    def check_values(self, values: Any, *, units: Sequence[str | None] | None = None,
+                     **kwargs: Any) -> None:
+        """:meth:`Normaliser.check_values` for each variable: ``values [n, len(var)]``."""
+        v = np.asarray(values, dtype=np.float64).reshape(-1, len(self.var))
+        for k, name in enumerate(self.var):
+            one = Normaliser(name, self.y_mean[k], self.y_std[k], self.centre, self.scale,
+                             units=self.units[k])
+            one.check_values(v[:, k], units=None if units is None else units[k], **kwargs)
+
+    def normalise_x(self, lat: Any, lon: Any) -> np.ndarray:
+        return self.base.normalise_x(lat, lon)
+
+    def unnormalise_x(self, x: Any) -> tuple[np.ndarray, np.ndarray]:
+        return self.base.unnormalise_x(x)
+
+    def normalise_aux(self, a: Any) -> np.ndarray:
+        return self.base.normalise_aux(a)
+
+    def normalise_y(self, y: Any) -> np.ndarray:
+        """Model values ``[n, dim_y]`` (channel order, see :attr:`order`) of ``y [n, len(var)]``
+        in the variables' order and units."""
+        y = np.asarray(y, dtype=np.float64).reshape(-1, len(self.var))
+        return ((y - np.asarray(self.y_mean)) / np.asarray(self.y_std))[:, self.order]
+
+    def unnormalise_y(self, y: Any) -> np.ndarray:
+        """Inverse of :meth:`normalise_y`: ``[n, len(var)]`` in the variables' order."""
+        out = np.empty_like(np.asarray(y, dtype=np.float64).reshape(-1, len(self.var)))
+        out[:, self.order] = np.asarray(y, dtype=np.float64).reshape(out.shape)
+        return out * np.asarray(self.y_std) + np.asarray(self.y_mean)
+
+    def unnormalise_std(self, s: Any) -> np.ndarray:
+        """Standard deviations ``[n, dim_y]`` (channel order) in the variables' order and
+        units."""
+        out = np.empty_like(np.asarray(s, dtype=np.float64).reshape(-1, len(self.var)))
+        out[:, self.order] = np.asarray(s, dtype=np.float64).reshape(out.shape)
+        return out * np.asarray(self.y_std)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict; :meth:`from_dict` inverts it exactly."""
+        d = {k: v for k, v in asdict(self).items() if k != "base"}
+        return {"format": _MULTI_FORMAT, "version": 1, **d, "base": self.base.to_dict()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> MultiNormaliser:
+        if d.get("format") != _MULTI_FORMAT:
+            raise ValueError(f"normaliser: expected a dict with format={_MULTI_FORMAT!r}, got "
+                             f"keys {sorted(d)}")
+        d = {k: v for k, v in d.items() if k not in ("format", "version")}
+        return cls(**{**d, "base": Normaliser.from_dict(d["base"])})
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write ``to_dict()`` as JSON, atomically (a directory gets ``normaliser.json``)."""
+        path = Path(path)
+        return write_json_atomic(path / NORMALISER_FILE if path.is_dir() else path,
+                                 self.to_dict())
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> MultiNormaliser:
+        """Read a file written by :meth:`save` (a directory: its ``normaliser.json``)."""
+        path = Path(path)
+        path = path / NORMALISER_FILE if path.is_dir() else path
+        if not path.is_file():
+            raise FileNotFoundError(f"normaliser: no file {path}")
+        return cls.from_dict(json.loads(path.read_text()))
+
+
+__all__ = ["NORMALISER_FILE", "MultiNormaliser", "Normaliser", "require_pandas",
+           "require_xarray"]

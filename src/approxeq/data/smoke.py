@@ -28,7 +28,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -132,6 +132,21 @@ class SmokeData:
     def split(self, name: str, fractions: Sequence[float] = (0.8, 0.1, 0.1)) -> np.ndarray:
         """The simulation indices of split ``name`` (see :func:`split_indices`)."""
         return split_indices(self.settings.n_simulations, fractions)[name]
+
+    def turned(self, quarter_turns: int = 1) -> SmokeData:
+        """The data of the scene turned ``quarter_turns`` times anticlockwise about the box
+        centre, exactly: the value at cell ``c`` moves to the turned cell, a velocity ``v`` at
+        ``x`` becomes ``R v`` at ``R x`` (:func:`turn_grid`, :func:`turn_vectors`), and the
+        obstacle and inflow centres turn with them. Simulating the turned scene gives the same
+        fields up to rounding (:mod:`approxeq.data.smoke_sim`)."""
+        k = int(quarter_turns) % 4
+        s = replace(self.settings, quarter_turns=(self.settings.quarter_turns + k) % 4)
+        velocity = turn_vectors(turn_grid(self.velocity, k, axes=(-3, -2)), k)
+        inflow = self.inflow.copy()
+        inflow[:, :2] = turn_point(self.inflow[:, :2], k)
+        return SmokeData(s, np.ascontiguousarray(turn_grid(self.density, k)),
+                         np.ascontiguousarray(velocity),
+                         np.ascontiguousarray(turn_grid(self.solid, k)), inflow)
 
     def to_dataset(self) -> Any:
         """The data as an ``xarray.Dataset`` (what the cache file holds)."""

@@ -168,8 +168,12 @@ def turn_grid(a: np.ndarray, quarter_turns: int, axes: tuple[int, int] = (-2, -1
 
 def turn_vectors(v: np.ndarray, quarter_turns: int) -> np.ndarray:
     """Vector components ``[..., 2]`` turned like :func:`turn_point` (values only: combine
-    with :func:`turn_grid` to turn a vector field)."""
-    return turn_point(np.asarray(v) + 0.5, quarter_turns) - 0.5
+    with :func:`turn_grid` to turn a vector field). Exact, in the dtype of ``v``: a quarter turn
+    only swaps and negates components."""
+    w = np.asarray(v)
+    for _ in range(quarter_turns % 4):
+        w = np.stack([-w[..., 1], w[..., 0]], -1)
+    return w
 
 
 @dataclass

@@ -17,6 +17,7 @@ from approxeq.approximate import (
     equivariant_component,
     is_approximate,
 )
+from approxeq.groups.representation import output_rep
 from approxeq.np.batch import Batch
 from approxeq.np.functional import EvalResult, TargetChunked, evaluation_mode, gaussian_metrics
 from approxeq.train.loop import evaluate
@@ -134,13 +135,16 @@ def evaluate_model(model: nn.Module, batches: Sequence[Batch], *, equivariance_e
             kwargs = {key: v[:k] for key, v in b.model_inputs().items()}
             task = (b.xc[:k], b.yc[:k], b.xt[:k])
 
+            rep = output_rep(model)  # vectors turn with the scene; scalars: no action
+            action = None if rep.is_scalar else rep.action(group)
+
             def report():
                 with torch.random.fork_rng():
                     torch.manual_seed(seed)
                     return equivariance_error(chunked, group, *task,
                                               n_elements=equivariance_elements,
                                               generator=torch.Generator().manual_seed(seed),
-                                              model_kwargs=kwargs)
+                                              output_action=action, model_kwargs=kwargs)
 
             full = report()
             eq = {"group": repr(group), **full.summary(), "scale": full.scale}

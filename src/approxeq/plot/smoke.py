@@ -5,9 +5,12 @@
   row), on shared colour scales;
 * :func:`plot_smoke_corrections`: for every approximately equivariant model, its learned
   correction (full minus equivariant-component mean), which should trace the obstacle and the
-  walls the exactly equivariant component cannot see.
+  walls the exactly equivariant component cannot see;
+* :func:`plot_smoke_vectors` (velocity tasks): arrows of the true and predicted velocity and of
+  each learned correction.
 
-The obstacle is drawn as a grey disk outline; the box's edges are the walls.
+For velocity tasks the density's place in the first two figures is taken by the velocity's
+x-component. The obstacle is drawn as a grey disk outline; the box's edges are the walls.
 """
 
 from __future__ import annotations
@@ -83,12 +86,13 @@ def plot_smoke_predictions(panels: Mapping[str, Mapping[str, np.ndarray]], *, ta
               title=f"{label}: mean")
         emesh = _show(axes[2 * k + 3], p["error"][task], solid, cmap="magma", vmin=0.0,
                       vmax=err_max, title=f"{label}: |error|")
-    for m, ax, what in ((mesh, axes[1], "density (normalised)"),
+    field = "velocity x-component" if "truth_uv" in first else "density"
+    for m, ax, what in ((mesh, axes[1], f"{field} (normalised)"),
                         (emesh, axes[n - 1], "|error|")):
         if m is not None:
             _colorbar(fig, m, ax, what)
     sim, snap = int(first["sim"][task]), int(first["snapshot"][task])
-    fig.suptitle(title or f"smoke density, test simulation {sim}, snapshot {snap}", fontsize=10,
+    fig.suptitle(title or f"smoke {field}, test simulation {sim}, snapshot {snap}", fontsize=10,
                  y=1.02)
     add_caption(fig, "Left: the observed context cells and the true density; then each "
                      "model's predictive mean and absolute error. Grey outline: the obstacle; "
@@ -128,17 +132,73 @@ def plot_smoke_corrections(panels: Mapping[str, Mapping[str, np.ndarray]], *,
     return finish(fig, path)
 
 
+def _arrows(ax: Any, uv: np.ndarray, solid: np.ndarray, *, vmax: float, title: str,
+            step: int, cmap: str = "Blues") -> Any:
+    # the speed as the background, every step-th cell's arrow on top ([x, y] indexing); an
+    # arrow of the speed's 90th percentile spans the arrows' spacing
+    speed = np.linalg.norm(uv, axis=-1)
+    im = _show(ax, speed, solid, cmap=cmap, vmin=0.0, vmax=vmax, title=title)
+    n = uv.shape[0]
+    c = -1 + (2 * np.arange(n) + 1) / n
+    gx, gy = np.meshgrid(c[::step], c[::step], indexing="ij")
+    sub = np.nan_to_num(uv[::step, ::step])
+    unit = float(np.nanpercentile(speed, 90)) or 1.0
+    ax.quiver(gx, gy, sub[..., 0], sub[..., 1], angles="xy", scale_units="xy",
+              scale=unit * n / (2 * step), width=0.006, color="#222222")
+    return im
+
+
+def plot_smoke_vectors(panels: Mapping[str, Mapping[str, np.ndarray]], *, task: int = 0,
+                       n_cols: int = 4, step: int = 2, path: str | Path | None = None) -> Any:
+    """Velocity arrows (every ``step``-th cell) over the speed, on task ``task``: the truth,
+    each model's predictive mean and each approximately equivariant model's correction (full
+    minus equivariant component); the panels need ``truth_uv`` and ``mean_uv`` (see
+    :func:`approxeq.experiments.studies.smoke.map_panels` with ``vector``)."""
+    labels = [label for label, p in panels.items() if "mean_uv" in p]
+    if not labels:
+        raise ValueError(f"panels: no velocity arrows ('mean_uv') among {list(panels)}")
+    first = panels[labels[0]]
+    solid = first["solid"].astype(bool)
+    truth = first["truth_uv"][task]
+    vmax = float(np.nanmax(np.linalg.norm(truth, axis=-1))) or 1.0
+    means = [("truth", truth)] + [(f"{label}: mean", panels[label]["mean_uv"][task])
+                                  for label in labels]
+    corrections = [(f"{label}: correction", panels[label]["correction_uv"][task])
+                   for label in labels if "correction_uv" in panels[label]]
+    fig, axes = _grid(len(means) + len(corrections), n_cols, size=2.4)
+    for ax, (title, uv) in zip(axes, means):
+        im = _arrows(ax, uv, solid, vmax=vmax, title=title, step=step)
+    _colorbar(fig, im, axes[len(means) - 1], "speed (normalised)")
+    for ax, (title, uv) in zip(axes[len(means):], corrections):
+        top = float(np.nanmax(np.linalg.norm(uv, axis=-1))) or 1.0
+        _colorbar(fig, _arrows(ax, uv, solid, vmax=top, title=title, step=step,
+                               cmap="Oranges"), ax, "|correction|")
+    sim, snap = int(first["sim"][task]), int(first["snapshot"][task])
+    fig.suptitle(f"smoke velocity, test simulation {sim}, snapshot {snap}", fontsize=10, y=1.02)
+    add_caption(fig, "Velocity arrows over the speed: the truth and each model's predictive "
+                     "mean (one colour scale), then each approximately equivariant model's "
+                     "correction (its mean minus its exactly equivariant component's; orange, "
+                     "its own scale). In every panel an arrow as long as the arrows' spacing is "
+                     "that panel's 90th-percentile speed. Grey outline: the obstacle.")
+    return finish(fig, path)
+
+
 def smoke_figures(out_dir: str | Path, panels: Mapping[str, Mapping[str, np.ndarray]],
                   metrics: Mapping[str, Any] | None = None) -> Sequence[Path]:
     """The figure hook of the smoke experiment: writes ``smoke_predictions.png``,
     ``smoke_corrections.png`` (task 0) and ``smoke_corrections_mean.png`` (mean absolute
-    correction over the map tasks) into ``out_dir``; returns the paths written."""
+    correction over the map tasks) and, when the panels hold velocities, ``smoke_vectors.png``
+    (:func:`plot_smoke_vectors`) into ``out_dir``; returns the paths written."""
     plt = pyplot()
     out_dir = Path(out_dir)
     paths = []
     fig = plot_smoke_predictions(panels, path=out_dir / "smoke_predictions.png")
     plt.close(fig)
     paths.append(out_dir / "smoke_predictions.png")
+    if any("mean_uv" in p for p in panels.values()):
+        fig = plot_smoke_vectors(panels, path=out_dir / "smoke_vectors.png")
+        plt.close(fig)
+        paths.append(out_dir / "smoke_vectors.png")
     if any("correction" in p for p in panels.values()):
         for name, task in (("smoke_corrections.png", 0), ("smoke_corrections_mean.png", None)):
             fig = plot_smoke_corrections(panels, task=task, path=out_dir / name)
@@ -147,4 +207,5 @@ def smoke_figures(out_dir: str | Path, panels: Mapping[str, Mapping[str, np.ndar
     return paths
 
 
-__all__ = ["plot_smoke_corrections", "plot_smoke_predictions", "smoke_figures"]
+__all__ = ["plot_smoke_corrections", "plot_smoke_predictions", "plot_smoke_vectors",
+           "smoke_figures"]

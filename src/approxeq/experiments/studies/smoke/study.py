@@ -6,13 +6,17 @@ Data: :func:`approxeq.data.smoke.load_smoke` (simulated once by the library's ow
 incompressible solver, cached as netCDF). A task is one snapshot of one simulation: a random
 share of the fluid cells (``context_fraction``) as context, up to ``max_targets`` of the others
 as targets in training and every other cell at evaluation. Inputs are the cell centres in
-``[-1, 1]²``; the output is the z-scored density (or velocity, ``outputs``). Simulations are
-cut in order into train/validation/test (``fractions``).
+``[-1, 1]²``; the output is the z-scored density, or (``outputs: velocity``, the
+``smoke-velocity`` YAML) the velocity, a vector divided by one scale, for models built with
+``y_rep: vector``: their equivariance error then acts on it as a vector, and the maps keep its
+arrows (``smoke_vectors.png``). Simulations are cut in order into train/validation/test
+(``fractions``).
 
 **Transfer test.** Two more sets of ``transfer_simulations`` simulations, with unseen inflows
 (seed ``settings.seed + transfer_seed_offset``): the obstacle moved to ``moved_centre``, and
-the whole scene (obstacle, inflows, gravity) turned by 90°. Both use the training set's
-normalisation; there the learned fixed inputs describe the wrong scene.
+the whole scene (obstacle, inflows, gravity) turned by 90°, whose velocities are turned with
+it (v at x becomes R v at R x; see :meth:`~approxeq.data.smoke.SmokeData.turned`). Both use
+the training set's normalisation; there the learned fixed inputs describe the wrong scene.
 
 A run directory holds, per model label, the training run and ``eval.json`` (and
 ``panels.npz``: the maps the figures draw); at the top ``config.yaml``, ``metrics.json``,
@@ -79,6 +83,15 @@ PANELS = "panels.npz"
 #: mode and the corrections drawn carried fixed-input dropout)
 EVAL_VERSION = 2
 TRANSFER_KINDS = ("moved", "rotated")
+#: what the log-likelihood of the results table is of, by ``outputs``
+OUTPUT_WORDS = {
+    "density": "of the normalised density",
+    "velocity": ("and velocity component (marginal Gaussians of the two components, which share "
+                 "one scale so that the velocity turns with the scene)"),
+    "both": "and output channel (density, then the two velocity components)",
+}
+#: the channels of the velocity (a vector that turns with the scene) for each ``outputs``
+VECTOR_CHANNELS = {"velocity": (0, 1), "both": (1, 2)}
 
 #: task options and their defaults (``task.options`` of the experiment YAML)
 TASK_DEFAULTS: dict[str, Any] = {
@@ -176,15 +189,19 @@ def map_tasks(gen: SmokeTaskGenerator, n_maps: int, context_fraction: float, see
     return out
 
 
-def map_panels(model: nn.Module, tasks: Sequence[Mapping[str, Any]], *, seed: int = 0
-               ) -> dict[str, np.ndarray]:
+def map_panels(model: nn.Module, tasks: Sequence[Mapping[str, Any]], *, seed: int = 0,
+               vector: Sequence[int] | None = None) -> dict[str, np.ndarray]:
     """The predictions of ``model`` on :func:`map_tasks`, as arrays ``[k, n, n]`` of the first
     output channel (NaN in the obstacle): ``truth``, ``context`` (bool), ``mean``, ``std``,
     ``error = |mean - truth|`` and, for approximately equivariant models, ``component`` (the
     mean of the equivariant component) and ``correction = mean - component``; plus ``solid
-    [n, n]``, ``sim`` and ``snapshot [k]``."""
+    [n, n]``, ``sim`` and ``snapshot [k]``. With ``vector`` (the two channels of the velocity),
+    also ``truth_uv``, ``mean_uv`` and, for approximate models, ``component_uv`` and
+    ``correction_uv``, each ``[k, n, n, 2]``: the velocity arrows."""
     out: dict[str, list[np.ndarray]] = {k: [] for k in ("truth", "context", "mean", "std",
-                                                       "component")}
+                                                       "component", "truth_uv", "mean_uv",
+                                                       "component_uv")}
+    uv = list(vector) if vector is not None else None
     approximate = is_approximate(model)
     for t in tasks:
         n = t["solid"].shape[0]
@@ -199,27 +216,34 @@ def map_panels(model: nn.Module, tasks: Sequence[Mapping[str, Any]], *, seed: in
             with torch.no_grad(), torch.random.fork_rng(), evaluation_mode(model):
                 torch.manual_seed(seed)
                 dist = model(b.xc, b.yc, b.xt)
-            return (dist.mean[0, :, 0].double().cpu().numpy(),
-                    dist.stddev[0, :, 0].double().cpu().numpy())
+            return dist.mean[0].double().cpu().numpy(), dist.stddev[0].double().cpu().numpy()
 
         def on_grid(values: np.ndarray, n: int = n, fluid: torch.Tensor = fluid) -> np.ndarray:
-            a = np.full(n * n, np.nan)
+            a = np.full((n * n,) + values.shape[1:], np.nan)
             a[fluid.numpy()] = values
-            return a.reshape(n, n)
+            return a.reshape((n, n) + values.shape[1:])
 
         mean, std = mean_std()
-        out["truth"].append(np.where(t["solid"], np.nan, t["y"][..., 0].double().numpy()))
+        truth = t["y"].double().numpy()
+        out["truth"].append(np.where(t["solid"], np.nan, truth[..., 0]))
         out["context"].append(t["context"])
-        out["mean"].append(on_grid(mean))
-        out["std"].append(on_grid(std))
+        out["mean"].append(on_grid(mean[:, 0]))
+        out["std"].append(on_grid(std[:, 0]))
+        if uv is not None:
+            out["truth_uv"].append(np.where(t["solid"][..., None], np.nan, truth[..., uv]))
+            out["mean_uv"].append(on_grid(mean[:, uv]))
         if approximate:
             with equivariant_component(model):
                 comp, _ = mean_std()
-            out["component"].append(on_grid(comp))
+            out["component"].append(on_grid(comp[:, 0]))
+            if uv is not None:
+                out["component_uv"].append(on_grid(comp[:, uv]))
     panels = {k: np.stack(v) for k, v in out.items() if v}
     panels["error"] = np.abs(panels["mean"] - panels["truth"])
     if approximate:
         panels["correction"] = panels["mean"] - panels["component"]
+        if uv is not None:
+            panels["correction_uv"] = panels["mean_uv"] - panels["component_uv"]
     panels["solid"] = tasks[0]["solid"]
     panels["sim"] = np.array([t["sim"] for t in tasks])
     panels["snapshot"] = np.array([t["snapshot"] for t in tasks])
@@ -354,7 +378,9 @@ class SmokeExperiment(NeuralProcessExperiment):
             kind: _transfer_block(evaluate_model(model, batches, equivariance_elements=0))
             for kind, batches in tasks["transfer"].items()}
         if panels and tasks["maps"]:
-            np.savez_compressed(run_dir / PANELS, **map_panels(model, tasks["maps"]))
+            vector = VECTOR_CHANNELS.get(tasks["options"]["outputs"])
+            np.savez_compressed(run_dir / PANELS, **map_panels(model, tasks["maps"],
+                                                                vector=vector))
         return entry
 
     def log_entry(self, label: str, entry: dict[str, Any], log: Log) -> None:
@@ -444,8 +470,11 @@ def smoke_results_markdown(metrics: Mapping[str, Any], config: ExperimentConfig 
     parts = [f"# Smoke plumes around an obstacle ({size} size)", ""]
     if config is not None and config.description:
         parts += [config.description.strip(), ""]
+    outputs = (config.task.options.get("outputs", "density") if config is not None
+               else "density")
+    what = OUTPUT_WORDS.get(outputs, OUTPUT_WORDS["density"])
     parts += [format_table(smoke_results_table(metrics)), "",
-              ("*log-lik*: mean Gaussian log-likelihood per target cell of the normalised density "
+              (f"*log-lik*: mean Gaussian log-likelihood per target cell {what} "
                "on the test simulations ± standard error over tasks; *component*: the model with "
                "every fixed input zero (its exactly equivariant part); *Δequiv*: mean |full − "
                "component| of the predictive mean; *equiv. error*: the largest orbit error under "
