@@ -16,6 +16,7 @@ from approxeq.experiments.evaluation import evaluate_model, oracle_metrics
 from approxeq.experiments.registry import CONFIGS_DIR
 from approxeq.experiments.schema import experiment_from_dict
 from approxeq.experiments.studies.vector_gp import (
+    add_flow_blind,
     make_generator,
     task_options,
     vector_equivariance,
@@ -60,14 +61,17 @@ def test_tiny_run_writes_id_ood_and_oracle_blocks(tmp_path):
     assert main(["experiment", str(path), "--size", "tiny", "--out", str(out), "--quiet",
                  "--steps", "2"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
-    assert list(metrics) == [*TINY_MODELS, "oracle"]
+    assert list(metrics) == [*TINY_MODELS, "oracle", "flow-blind"]
     for label, entry in metrics.items():
         for setting in ("id", "ood"):
             block = entry[setting]
             assert math.isfinite(block["loglik"]) and block["loglik_se"] > 0
             assert block["rmse"] > 0 and 0 <= block["coverage95"] <= 1
-            if label != "oracle":  # two steps of training: far below the exact posterior
+            if label not in ("oracle", "flow-blind"):  # two steps: far below the posterior
                 assert block["loglik"] < metrics["oracle"][setting]["loglik"]
+    # out of region the flow is zero: knowing it is worth nothing there
+    assert metrics["flow-blind"]["ood"]["loglik"] == pytest.approx(
+        metrics["oracle"]["ood"]["loglik"], abs=1e-9)
     for label in ("E-TNP~", "EquivCNP~"):
         ood = metrics[label]["ood"]
         assert "component" in metrics[label]["id"] and "component" in ood
@@ -104,6 +108,16 @@ def test_the_oracle_beats_an_untrained_model():
     assert oracle["loglik"] - 3 * oracle["loglik_se"] > untrained["loglik"] + 3 * untrained[
         "loglik_se"]
     assert oracle["rmse"] < untrained["rmse"]
+
+
+def test_knowing_the_flow_is_worth_something_in_region():
+    """The shipped task is one where the symmetry breaking matters: the exact posterior that
+    knows the pinned flow beats the same posterior without it, paired on the same tasks."""
+    o = task_options(load_named_experiment("vector-gp", size="quick"))
+    batches = make_generator(o, "id").fixed_set(128, 1, 0)
+    add_flow_blind(batches)
+    gain = torch.cat([b.meta["gt_loglik"] - b.meta["blind_loglik"] for b in batches])
+    assert gain.mean() > 0.1 and gain.mean() > 5 * gain.std() / math.sqrt(gain.numel())
 
 
 def test_in_and_out_of_region_tasks_differ_by_the_pinned_flow_only():

@@ -7,10 +7,12 @@ Importing this package registers its experiment (the framework finds it without 
 
 from approxeq.experiments.studies.vector_gp.panels import draw_field, figure_panel
 from approxeq.experiments.studies.vector_gp.study import (
+    BLIND,
     EXTRA_DEFAULTS,
     ORACLE,
     TASK_DEFAULTS,
     VectorGPExperiment,
+    add_flow_blind,
     make_generator,
     task_options,
     vector_equivariance,
@@ -19,7 +21,7 @@ from approxeq.experiments.studies.vector_gp.study import (
 )
 
 __all__ = [
-    "EXTRA_DEFAULTS", "ORACLE", "TASK_DEFAULTS", "VectorGPExperiment", "draw_field",
-    "figure_panel", "make_generator", "task_options", "vector_equivariance",
+    "BLIND", "EXTRA_DEFAULTS", "ORACLE", "TASK_DEFAULTS", "VectorGPExperiment", "add_flow_blind",
+    "draw_field", "figure_panel", "make_generator", "task_options", "vector_equivariance",
     "vector_gp_results_markdown", "vector_gp_results_table",
 ]

@@ -35,7 +35,7 @@ from torch import nn
 from approxeq.approximate import equivariance_error, equivariant_component, is_approximate
 from approxeq.approximate.reach import fixed_input_domain, reach
 from approxeq.data.base import TaskGenerator
-from approxeq.data.vector_gp import VectorGPGenerator, Vortex, matrix_kernel
+from approxeq.data.vector_gp import VectorGPGenerator, VectorGPOracle, Vortex, matrix_kernel
 from approxeq.experiments.base import ExperimentResult, Log, task_options_with_defaults
 from approxeq.experiments.evaluation import evaluate_model, metrics_entry, oracle_metrics, to_model
 from approxeq.experiments.np_runner import (
@@ -57,6 +57,7 @@ from approxeq.train.rundir import EXPERIMENT, METRICS, RESULTS, finished_step
 
 TASK_NAME = "vector-gp"
 ORACLE = "oracle"
+BLIND = "flow-blind"
 #: bump when the evaluation protocol changes, so cached per-model evaluations are redone
 EVAL_VERSION = 1
 #: how many radii from its centre the vortex is zero in float32 (below 1e-6 of its strength)
@@ -65,7 +66,7 @@ FLOW_REACH = 5.5
 #: task options and their defaults (``task.options`` of the experiment YAML)
 TASK_DEFAULTS: dict[str, Any] = {
     "kernel": "divergence-free",   # rbf, curl-free or divergence-free
-    "lengthscale": 0.75,
+    "lengthscale": 1.0,
     "variance": 1.0,
     "noise_std": 0.05,
     "num_context": [1, 48],
@@ -76,7 +77,7 @@ TASK_DEFAULTS: dict[str, Any] = {
     # there and that every approximate model's fixed inputs cannot reach it (reported)
     "ood_shift": [16.0, 0.0],
     # the pinned flow (Vortex arguments); null: none, the exactly equivariant GP
-    "flow": {"centre": [0.0, 0.0], "radius": 0.75, "strength": 1.5},
+    "flow": {"centre": [0.0, 0.0], "radius": 0.5, "strength": 2.0},
     "models": None,                # labels a size runs (see np_runner.size_models); None: all
 }
 #: ``extra`` options and their defaults
@@ -167,6 +168,18 @@ def make_generator(o: Mapping[str, Any], setting: str = "id", *,
     return gen
 
 
+def add_flow_blind(batches: list[Batch]) -> None:
+    """Add to each batch's ``meta`` the flow-blind reference: the exact GP posterior of the
+    same kernel and noise without the pinned flow (``blind_oracle``) and its per-task
+    log-likelihood per component (``blind_loglik``). What knowing the flow is worth is the
+    oracle's lead over it; out of region, where the flow is zero, the two agree."""
+    for b in batches:
+        gp = b.meta["oracle"]
+        blind = VectorGPOracle(gp.kernel, gp.noise_std, None, gp.jitter)
+        b.meta["blind_oracle"] = blind
+        b.meta["blind_loglik"] = blind.loglik(b.xc, b.yc, b.xt, b.yt).marginal
+
+
 def vector_equivariance(model: nn.Module, batch: Batch, *, elements: int, tasks: int,
                         seed: int = 0) -> dict[str, Any] | None:
     """The orbit equivariance error of ``model`` under its ``symmetry`` on ``tasks`` tasks of
@@ -254,7 +267,9 @@ def vector_gp_results_markdown(metrics: Mapping[str, Any], config: ExperimentCon
         "approximate model with every fixed input zero; *Δequiv*: mean |full − component| of "
         "the predictive mean; *equiv. error*: largest orbit error of the predictive mean and "
         "spread under the model's symmetry, vectors turning with the scene. `oracle`: the "
-        "exact GP posterior, knowing the flow." + _reach_note(metrics), ""])
+        "exact GP posterior, knowing the flow; `flow-blind`: the same posterior without the "
+        "flow (the oracle's lead over it in region is what knowing the flow is worth; out of "
+        "region the two agree)." + _reach_note(metrics), ""])
 
 
 def _reach_note(metrics: Mapping[str, Any]) -> str:
@@ -281,7 +296,7 @@ class VectorGPExperiment(NeuralProcessExperiment):
 
     name = TASK_NAME
     task_names = (TASK_NAME,)
-    reserved = (ORACLE,)
+    reserved = (ORACLE, BLIND)
     reevaluates = "vector-GP runs"
     reevaluates_own_tests = True
 
@@ -311,6 +326,9 @@ class VectorGPExperiment(NeuralProcessExperiment):
         tasks["test"] = {s: make_generator(o, s).fixed_set(t.test_tasks, t.eval_batch_size,
                                                            t.test_seed)
                          for s in ("id", "ood")}
+        if o["flow"] is not None:
+            for batches in tasks["test"].values():
+                add_flow_blind(batches)
         return tasks
 
     def signature(self, config: ExperimentConfig, tasks: Any) -> dict[str, Any]:
@@ -362,12 +380,17 @@ class VectorGPExperiment(NeuralProcessExperiment):
 
     def finish_entries(self, config: ExperimentConfig, entries: dict[str, Any], tasks: Any
                        ) -> dict[str, Any]:
-        """``entries`` with the exact GP ``oracle`` (knowing the flow) scored on the same
-        test tasks."""
+        """``entries`` with the two references scored on the same test tasks: the exact GP
+        ``oracle`` (knowing the flow) and, with a flow, the ``flow-blind`` GP (the same
+        posterior without it)."""
         metrics = dict(entries)
-        ref = {s: m for s, b in tasks["test"].items() if (m := oracle_metrics(b)) is not None}
-        if ref:
-            metrics[ORACLE] = metrics_entry(ref, {"name": "vector-gp-oracle"})
+        for label, key, oracle_key, name in (
+                (ORACLE, "gt", "oracle", "vector-gp-oracle"),
+                (BLIND, "blind", "blind_oracle", "vector-gp-flow-blind")):
+            ref = {s: m for s, b in tasks["test"].items()
+                   if (m := oracle_metrics(b, key=key, oracle_key=oracle_key)) is not None}
+            if ref:
+                metrics[label] = metrics_entry(ref, {"name": name})
         return metrics
 
     def report(self, config: ExperimentConfig, out_dir: Path, entries: dict[str, Any],
@@ -398,7 +421,6 @@ class VectorGPExperiment(NeuralProcessExperiment):
 VECTOR_GP_EXPERIMENT = register_experiment(VectorGPExperiment())
 
 
-__all__ = ["EXTRA_DEFAULTS", "ORACLE", "TASK_DEFAULTS", "VectorGPExperiment", "ood_reach",
-           "make_generator",
-           "task_options", "vector_equivariance", "vector_gp_results_markdown",
-           "vector_gp_results_table"]
+__all__ = ["BLIND", "EXTRA_DEFAULTS", "ORACLE", "TASK_DEFAULTS", "VectorGPExperiment",
+           "add_flow_blind", "make_generator", "ood_reach", "task_options",
+           "vector_equivariance", "vector_gp_results_markdown", "vector_gp_results_table"]
