@@ -19,7 +19,9 @@ _TASK_CAPTION = ("One in-region task on a grid of targets: the noise-free field 
 _CORRECTION_CAPTION = ("The pinned flow (left) and, per approximately equivariant model, the "
                        "learned correction on the same task: its predictive mean minus its "
                        "equivariant component's (every fixed input zero), on the flow's arrow "
-                       "scale; cos: the cosine of the correction with the flow over the grid.")
+                       "scale (top) and magnified to its own scale (bottom, by the factor in "
+                       "the title); cos: the cosine of the correction with the flow over the "
+                       "grid.")
 
 
 def quiver_field(ax: Any, x: np.ndarray, v: np.ndarray, *, scale: float, title: str = "",
@@ -77,8 +79,9 @@ def plot_vector_task(panel: Mapping[str, Any], *, title: str = "",
 
 def plot_vector_corrections(panel: Mapping[str, Any], *, title: str = "",
                             path: str | Path | None = None, caption: str | None = None) -> Any:
-    """The pinned flow beside each approximate model's learned correction (mean − component),
-    all on the flow's arrow scale."""
+    """The pinned flow beside each approximate model's learned correction (mean − component):
+    the top row on the flow's arrow scale (how much of the flow is learned), the bottom row
+    each correction on its own scale (its shape)."""
     corrections = [(label, m) for label, m in panel["models"].items() if "correction" in m]
     if not corrections:
         raise ValueError("panel: expected at least one approximately equivariant model (with a "
@@ -86,14 +89,18 @@ def plot_vector_corrections(panel: Mapping[str, Any], *, title: str = "",
     plt = pyplot()
     fields = [panel["flow"]] + [m["correction"] for _, m in corrections]
     scale = _arrow_scale(panel, fields[:1] if panel.get("has_flow") else fields)
-    fig, axes = plt.subplots(1, len(fields), figsize=(3.2 * len(fields), 3.4), squeeze=False)
+    fig, axes = plt.subplots(2, len(fields), figsize=(3.2 * len(fields), 6.6), squeeze=False)
     quiver_field(axes[0, 0], panel["x"], panel["flow"], scale=scale, color=BLACK,
                  title="pinned flow" if panel.get("has_flow") else "no pinned flow",
                  region=panel["region"])
-    for ax, (label, m) in zip(axes[0, 1:], corrections):
+    axes[1, 0].set_visible(False)
+    for k, (label, m) in enumerate(corrections, start=1):
         cos = m.get("flow_cosine", float("nan"))
-        quiver_field(ax, panel["x"], m["correction"], scale=scale, color=VERMILLION,
+        quiver_field(axes[0, k], panel["x"], m["correction"], scale=scale, color=VERMILLION,
                      title=f"{label}: correction (cos {cos:.2f})", region=panel["region"])
+        own = _arrow_scale(panel, [m["correction"]])
+        quiver_field(axes[1, k], panel["x"], m["correction"], scale=own, color=VERMILLION,
+                     title=f"{label}: own scale (×{scale / own:.0f})", region=panel["region"])
     if title:
         fig.suptitle(title)
     fig.tight_layout()

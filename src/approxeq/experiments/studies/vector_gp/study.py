@@ -83,7 +83,7 @@ TASK_DEFAULTS: dict[str, Any] = {
 #: ``extra`` options and their defaults
 EXTRA_DEFAULTS: dict[str, Any] = {
     "equivariance_elements": 4, "equivariance_tasks": 8, "figures": True,
-    "figure_seed": 0, "figure_context": 24, "figure_grid": 13,
+    "figure_seed": 0, "figure_context": 24, "figure_grid": 17,
 }
 FLOW_KEYS = ("centre", "radius", "strength")
 
