@@ -231,6 +231,21 @@ def check_context(sets: list[tuple[np.ndarray, ...]], normaliser: Any, lat: np.n
             f"{lon.max():g}); are latitude and longitude swapped?")
 
 
+def _output_variables(normaliser: Any, names: list[str], dims: tuple[str, ...],
+                      mean: np.ndarray, std: np.ndarray) -> dict[str, Any]:
+    """The Dataset variables of a prediction: ``mean`` and ``std`` for one variable, each
+    variable under its own name (and ``<name>_std``) for several."""
+    var = normaliser.var
+    if not isinstance(var, str):
+        return _named_outputs(normaliser, names, dims, mean, std)
+    units = getattr(normaliser, "units", "")
+    long_name = getattr(normaliser, "attrs", {}).get("long_name", var)
+    return {"mean": (dims, mean[..., 0], {"units": units,
+                                          "long_name": f"predictive mean of {long_name}"}),
+            "std": (dims, std[..., 0], {"units": units, "long_name":
+                                        f"predictive standard deviation of {long_name}"})}
+
+
 @torch.no_grad()
 def predict(model: nn.Module, context: Any, target_grid: Any, normaliser: Any, *,
             aux: AuxFunction | None = None, batch_targets: int | None = None,
@@ -300,17 +315,7 @@ def predict(model: nn.Module, context: Any, target_grid: Any, normaliser: Any, *
     else:
         coords = {time_name: np.asarray(times), **coords}
         dims = (time_name, *dims)
-    if isinstance(var, str):
-        units = getattr(normaliser, "units", "")
-        long_name = getattr(normaliser, "attrs", {}).get("long_name", var)
-        ds = xr.Dataset(
-            {"mean": (dims, mean[..., 0], {"units": units,
-                                           "long_name": f"predictive mean of {long_name}"}),
-             "std": (dims, std[..., 0], {"units": units, "long_name":
-                                         f"predictive standard deviation of {long_name}"})},
-            coords=coords)
-    else:
-        ds = xr.Dataset(_named_outputs(normaliser, names, dims, mean, std), coords=coords)
+    ds = xr.Dataset(_output_variables(normaliser, names, dims, mean, std), coords=coords)
     xr_target = target_grid if isinstance(target_grid, (xr.Dataset, xr.DataArray)) else None
     if xr_target is not None:
         for name in (lat_n, lon_n):
