@@ -21,7 +21,6 @@ and writes them, per seed and as the mean over seeds, as JSON::
 from __future__ import annotations
 
 import argparse
-import math
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +29,7 @@ import torch
 
 from approxeq.approximate import is_approximate
 from approxeq.experiments import experiment_for, load_experiment
+from approxeq.experiments.aggregate import mean_and_se
 from approxeq.experiments.studies.era5.study import (
     EXTRA_DEFAULTS,
     correction_elevation_correlation,
@@ -89,10 +89,7 @@ def main() -> None:
         rows = [numbers[label] for numbers in per_seed.values() if label in numbers]
         mean[label] = {}
         for key in rows[0]:
-            values = [r[key] for r in rows]
-            m = sum(values) / len(values)
-            se = (math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1) / len(values))
-                  if len(values) > 1 else float("nan"))
+            m, se = mean_and_se([r[key] for r in rows])
             mean[label][key] = {"mean": m, "se_seeds": se}
         print(label, {k: f"{v['mean']:.2f} ({v['se_seeds']:.2f})" for k, v in mean[label].items()})
     if args.json is not None:

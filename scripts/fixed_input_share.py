@@ -20,19 +20,11 @@ import math
 from pathlib import Path
 from typing import Any
 
+from approxeq.experiments.aggregate import mean_and_se
 from approxeq.files import write_json_atomic
 
 #: the per-model numbers that name the correlation of a correction with the true break
 CORRELATIONS = ("correction_elevation_corr", "correction_break_corr", "correction_oracle_corr")
-
-
-def mean_se(values: list[float]) -> tuple[float, float]:
-    n = len(values)
-    mean = sum(values) / n
-    if n < 2:
-        return mean, float("nan")
-    var = sum((v - mean) ** 2 for v in values) / (n - 1)
-    return mean, math.sqrt(var / n)
 
 
 def blocks(entry: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -62,26 +54,26 @@ def summarise(run: Path, exact: dict[str, str]) -> dict[str, Any]:
         for name in blocks(entries[0]):
             bs = [blocks(e)[name] for e in entries]
             ll = [b["loglik"] for b in bs]
-            block: dict[str, Any] = dict(zip(("loglik", "loglik_se_seeds"), mean_se(ll)))
+            block: dict[str, Any] = dict(zip(("loglik", "loglik_se_seeds"), mean_and_se(ll)))
             block["loglik_seeds"] = ll
             if all(b.get("coverage95") is not None for b in bs):
-                block["coverage95"] = mean_se([b["coverage95"] for b in bs])[0]
+                block["coverage95"] = mean_and_se([b["coverage95"] for b in bs])[0]
             comps = [component_loglik(b) for b in bs]
             if all(c is not None for c in comps):
-                block["component"] = dict(zip(("loglik", "loglik_se_seeds"), mean_se(comps)))
+                block["component"] = dict(zip(("loglik", "loglik_se_seeds"), mean_and_se(comps)))
                 share = [a - c for a, c in zip(ll, comps)]
-                block["share"] = dict(zip(("mean", "se_seeds"), mean_se(share)))
+                block["share"] = dict(zip(("mean", "se_seeds"), mean_and_se(share)))
                 block["share"]["seeds"] = share
             row[name] = block
         # the parameterisation is chosen on validation: the best validation check of each seed
         vals = [json.loads(h.read_text()).get("best_val")
                 for h in sorted(run.glob(f"seed-*/{label}/history.json"))]
         if vals and all(v is not None for v in vals):
-            row["validation"] = dict(zip(("mean", "se_seeds"), mean_se(vals)))
+            row["validation"] = dict(zip(("mean", "se_seeds"), mean_and_se(vals)))
         for key in CORRELATIONS:
             values = [e.get(key, (e.get("id") or {}).get(key)) for e in entries]
             if all(v is not None for v in values):
-                row[key] = dict(zip(("mean", "se_seeds"), mean_se(values)))
+                row[key] = dict(zip(("mean", "se_seeds"), mean_and_se(values)))
         out["models"][label] = row
     for approx, twin in exact.items():
         a, t = out["models"].get(approx), out["models"].get(twin)

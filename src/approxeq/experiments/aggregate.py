@@ -17,7 +17,8 @@ SEED_METRICS = ("loglik", "rmse", "rmse_K", "coverage95", "component_loglik", "d
                 "gain_over_component", "gain_over_exact")
 
 
-def _mean_se(values: Sequence[float]) -> tuple[float, float]:
+def mean_and_se(values: Sequence[float]) -> tuple[float, float]:
+    """The mean of ``values`` and its standard error (NaN for a single value)."""
     n = len(values)
     mean = sum(values) / n
     if n < 2:
@@ -44,7 +45,7 @@ def aggregate_block(blocks: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
                 del out[key]
         elif key in SEED_METRICS and all(_number(b.get(key)) for b in blocks):
             values = [float(b[key]) for b in blocks]
-            mean, se = _mean_se(values)
+            mean, se = mean_and_se(values)
             out[key] = mean
             out[f"{key}_seeds"] = values
             out[f"{key}_seeds_mean"], out[f"{key}_seeds_se"] = mean, se
@@ -93,4 +94,4 @@ def aggregate_seeds(runs: Sequence[Mapping[str, Any]], seeds: Sequence[int],
     return out
 
 
-__all__ = ["SEED_METRICS", "aggregate_block", "aggregate_seeds", "failed_entry"]
+__all__ = ["SEED_METRICS", "aggregate_block", "aggregate_seeds", "failed_entry", "mean_and_se"]
