@@ -14,7 +14,7 @@ xr = pytest.importorskip("xarray")
 REGION = {"lat": [50.0, 54.0], "lon": [-10.0, -6.0]}
 
 
-def _panel(north_first: bool) -> "xr.Dataset":
+def _panel(north_first: bool) -> xr.Dataset:
     rng = np.random.default_rng(0)
     lat = np.arange(50.0, 58.01, 0.5)[::-1 if north_first else 1]
     lon = np.arange(-10.0, 2.01, 0.5)
