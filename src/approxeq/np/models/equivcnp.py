@@ -177,6 +177,16 @@ class EquivCNPEncoder(nn.Module):
 
     def forward(self, xc: Tensor, yc: Tensor, xt: Tensor, aux_c: Tensor | None = None,
                 aux_t: Tensor | None = None) -> GridRepresentation:
+        axes, h = self.setconv_grid(xc, yc, xt, aux_c)
+        z = self.grid_channels(axes, h, h[..., :self.dim_y], self.dim_y)
+        aux_t_embedded = None if self.aux_embedding is None else self.aux_embedding(aux_t)
+        return GridRepresentation(axes, self.net(z), xt, aux_t_embedded)
+
+    def setconv_grid(self, xc: Tensor, yc: Tensor, xt: Tensor, aux_c: Tensor | None
+                     ) -> tuple[tuple[Tensor, ...], Tensor]:
+        """The symmetric grid's axes (refused beyond ``max_grid_mb``) and the context values,
+        with their auxiliary embedding, set-convolved onto it: ``[b, N, N, dim_y (+ A) + 1]``,
+        the density last."""
         centre, n = symmetric_grid_extent([xc, xt], self.points_per_unit, self.margin)
         lo = [(c - n) / self.points_per_unit for c in centre.tolist()]
         hi = [(c + n) / self.points_per_unit for c in centre.tolist()]
@@ -187,18 +197,22 @@ class EquivCNPEncoder(nn.Module):
         data = yc
         if self.aux_embedding is not None:
             data = torch.cat([yc, self.aux_embedding(aux_c)], -1)
-        h = self.setconv(xc, data, axes)  # [b, N, N, dim_y (+ A) + 1], density last
-        dy = self.dim_y
-        parts = [self.pointwise(torch.cat([h[..., :dy], h[..., -1:]], -1))]
+        return axes, self.setconv(xc, data, axes)
+
+    def grid_channels(self, axes: tuple[Tensor, ...], h: Tensor, invariants: Tensor,
+                      dim_values: int) -> Tensor:
+        """The invariant channels on the grid: the point-wise map of ``invariants`` (of the
+        ``dim_values`` set-convolved values) with the density, then the auxiliary channels and
+        the fixed input at the grid points, if any."""
+        parts = [self.pointwise(torch.cat([invariants, h[..., -1:]], -1))]
         if self.aux_embedding is not None:
-            parts.append(h[..., dy:-1])
+            parts.append(h[..., dim_values:-1])
         if self.fixed_input is not None:
             b, grid = h.shape[0], h.shape[1:-1]
             # one copy of the grid per task: the fixed input's dropout is drawn per task
             pts = grid_points(axes).reshape(1, -1, 2).expand(b, -1, -1)
             parts.append(self.fixed_input(pts).reshape(b, *grid, -1))
-        aux_t_embedded = None if self.aux_embedding is None else self.aux_embedding(aux_t)
-        return GridRepresentation(axes, self.net(torch.cat(parts, -1)), xt, aux_t_embedded)
+        return torch.cat(parts, -1)
 
 
 class EquivCNPDecoder(nn.Module):

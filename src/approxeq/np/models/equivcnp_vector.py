@@ -28,14 +28,10 @@ from torch import Tensor, nn
 from approxeq.groups.representation import OutputRep
 from approxeq.nn.group_conv import GroupCNN, GroupConv2d
 from approxeq.nn.mlp import MLP
-from approxeq.nn.setconv import grid_points
-from approxeq.np.models.common import check_grid_budget
 from approxeq.np.models.convcnp import GridRepresentation
 from approxeq.np.models.equivcnp import (
     EquivCNPDecoder,
     EquivCNPEncoder,
-    symmetric_grid_extent,
-    symmetric_lattice_grid,
 )
 from approxeq.np.models.vector_readout import lift_vectors, read_vectors
 
@@ -65,29 +61,12 @@ class VectorEquivCNPEncoder(EquivCNPEncoder):
                      aux_c: Tensor | None) -> tuple[tuple[Tensor, ...], Tensor, Tensor]:
         """The grid axes, the invariant channels ``[b, N, N, C_in]`` and the vector fields
         ``[b, K, 2, N, N]``."""
-        centre, n = symmetric_grid_extent([xc, xt], self.points_per_unit, self.margin)
-        lo = [(c - n) / self.points_per_unit for c in centre.tolist()]
-        hi = [(c + n) / self.points_per_unit for c in centre.tolist()]
-        check_grid_budget("equivcnp", lo, hi, self.points_per_unit, [2 * n + 1] * 2,
-                          xc.shape[0], self.values_per_point, xc.element_size(),
-                          self.max_grid_mb)
-        axes = symmetric_lattice_grid([xc, xt], self.points_per_unit, self.margin)
-        data = yc
-        if self.aux_embedding is not None:
-            data = torch.cat([yc, self.aux_embedding(aux_c)], -1)
-        h = self.setconv(xc, data, axes)  # [b, N, N, dim_y (+ A) + 1], density last
+        axes, h = self.setconv_grid(xc, yc, xt, aux_c)
         dy = self.rep.dim
         vectors, _ = self.rep.split(h[..., :dy])
-        invariants = self.rep.invariants(h[..., :dy])
-        parts = [self.pointwise(torch.cat([invariants, h[..., -1:]], -1))]
-        if self.aux_embedding is not None:
-            parts.append(h[..., dy:-1])
-        if self.fixed_input is not None:
-            b, grid = h.shape[0], h.shape[1:-1]
-            pts = grid_points(axes).reshape(1, -1, 2).expand(b, -1, -1)
-            parts.append(self.fixed_input(pts).reshape(b, *grid, -1))
+        z = self.grid_channels(axes, h, self.rep.invariants(h[..., :dy]), dy)
         v = torch.stack(vectors, 1).movedim(-1, 2)  # [b, K, 2, N, N]
-        return axes, torch.cat(parts, -1), v
+        return axes, z, v
 
     def forward(self, xc: Tensor, yc: Tensor, xt: Tensor, aux_c: Tensor | None = None,
                 aux_t: Tensor | None = None) -> GridRepresentation:

@@ -161,6 +161,16 @@ class LPSEncoder(nn.Module):
                noise: dict[str, Tensor] | None = None,
                n_samples: int | None = None) -> SymmetrizedOutput:
         """The symmetriser's output: the draws with the group elements and noise behind them."""
+        anchor, extras, n_samples = self.inputs(xc, xt, aux_c, aux_t, noise, n_samples)
+        return self.symmetrized(anchor, xc, yc, xt, generator=generator, noise=noise,
+                                n_samples=n_samples, **extras)
+
+    def inputs(self, xc: Tensor, xt: Tensor, aux_c: Tensor | None, aux_t: Tensor | None,
+               noise: dict[str, Tensor] | None, n_samples: int | None
+               ) -> tuple[Tensor, dict[str, Tensor], int | None]:
+        """What the symmetriser reads besides the task: the anchor (the context locations,
+        else the targets, else one origin), the fixed input and auxiliary embeddings
+        (``context_extra``, ``target_extra``) and the number of draws (that of ``noise``)."""
         anchor = xc if xc.shape[1] > 0 else xt
         if anchor.shape[1] == 0:  # nothing to centre on, nothing to predict
             anchor = xc.new_zeros(xc.shape[0], 1, xc.shape[-1])
@@ -174,8 +184,7 @@ class LPSEncoder(nn.Module):
             extras["context_extra"] = context_extra
         if noise is not None:
             n_samples = noise["input"].shape[0] // xc.shape[0]
-        return self.symmetrized(anchor, xc, yc, xt, generator=generator, noise=noise,
-                                n_samples=n_samples, **extras)
+        return anchor, extras, n_samples
 
     def forward(self, xc: Tensor, yc: Tensor, xt: Tensor, aux_c: Tensor | None = None,
                 aux_t: Tensor | None = None) -> Tensor:

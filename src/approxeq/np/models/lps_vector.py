@@ -110,19 +110,7 @@ class VectorLPSEncoder(LPSEncoder):
                noise: dict[str, Tensor] | None = None,
                n_samples: int | None = None) -> SymmetrizedOutput:
         rep: OutputRep = self.symmetrized.base.rep
-        anchor = xc if xc.shape[1] > 0 else xt
-        if anchor.shape[1] == 0:
-            anchor = xc.new_zeros(xc.shape[0], 1, xc.shape[-1])
-        extras: dict[str, Tensor] = {}
-        context_extra = None if self.fixed_input is None else self.fixed_input(xc)
-        if self.aux_embedding is not None:
-            a_c = self.aux_embedding(aux_c)
-            context_extra = a_c if context_extra is None else context_extra + a_c
-            extras["target_extra"] = self.aux_embedding(aux_t)
-        if context_extra is not None:
-            extras["context_extra"] = context_extra
-        if noise is not None:
-            n_samples = noise["input"].shape[0] // xc.shape[0]
+        anchor, extras, n_samples = self.inputs(xc, xt, aux_c, aux_t, noise, n_samples)
         vectors, scalars = rep.split(yc)
         out = self.symmetrized(anchor, xc, *vectors, scalars, xt, generator=generator,
                                noise=noise, n_samples=n_samples, **extras)
