@@ -20,7 +20,6 @@ from approxeq.experiments.studies.vector_gp import (
     add_flow_blind,
     make_generator,
     task_options,
-    vector_equivariance,
 )
 from approxeq.np import build_model
 from approxeq.np.registry import check_model
@@ -148,18 +147,17 @@ def test_equivariance_is_measured_with_vectors_turning(float64):
     o = task_options(_config(tiny()))
     batch = make_generator(o, "id").fixed_set(4, 4, 0)[0].to(dtype=float64)
     model = build_model("e-tnp", 2, 2, y_rep="vector", **TINY_MODELS["E-TNP"])
-    eq = vector_equivariance(model, batch, elements=4, tasks=4)
-    assert eq["equiv_err_max"] < 1e-9
-    # the shared evaluation turns the vectors too
-    shared = evaluate_model(model, [batch], equivariance_elements=4)["equivariance"]
-    assert shared["equiv_err_max"] < 1e-9
+    # the shared evaluation turns the vectors
+    eq = evaluate_model(model, [batch], equivariance_elements=4, equivariance_tasks=4)
+    assert eq["equivariance"]["equiv_err_max"] < 1e-9
     # the same model measured as if its outputs were two scalars is far from equivariant
     scalar = equivariance_error(model, model.symmetry, batch.xc, batch.yc, batch.xt,
                                 n_elements=4, generator=torch.Generator().manual_seed(0))
     assert scalar.summary()["equiv_err_max"] > 1e-3
     approx = build_model("e-tnp", 2, 2, y_rep="vector", approximate=True,
                          fixed_input_domain=o["region"], **TINY_MODELS["E-TNP~"])
-    eq = vector_equivariance(approx, batch, elements=4, tasks=4)
+    eq = evaluate_model(approx, [batch], equivariance_elements=4,
+                        equivariance_tasks=4)["equivariance"]
     assert eq["component_equiv_err_max"] < 1e-9 < 1e-3 < eq["equiv_err_max"]
 
 

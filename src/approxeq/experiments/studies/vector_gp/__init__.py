@@ -15,13 +15,12 @@ from approxeq.experiments.studies.vector_gp.study import (
     add_flow_blind,
     make_generator,
     task_options,
-    vector_equivariance,
     vector_gp_results_markdown,
     vector_gp_results_table,
 )
 
 __all__ = [
     "BLIND", "EXTRA_DEFAULTS", "ORACLE", "TASK_DEFAULTS", "VectorGPExperiment", "add_flow_blind",
-    "draw_field", "figure_panel", "make_generator", "task_options", "vector_equivariance",
+    "draw_field", "figure_panel", "make_generator", "task_options",
     "vector_gp_results_markdown", "vector_gp_results_table",
 ]

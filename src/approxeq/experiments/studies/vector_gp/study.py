@@ -29,15 +29,14 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
-from approxeq.approximate import equivariance_error, equivariant_component, is_approximate
+from approxeq.approximate import is_approximate
 from approxeq.approximate.reach import fixed_input_domain, reach
 from approxeq.data.base import TaskGenerator
 from approxeq.data.vector_gp import VectorGPGenerator, VectorGPOracle, Vortex, matrix_kernel
 from approxeq.experiments.base import ExperimentResult, Log, task_options_with_defaults
-from approxeq.experiments.evaluation import evaluate_model, metrics_entry, oracle_metrics, to_model
+from approxeq.experiments.evaluation import evaluate_model, metrics_entry, oracle_metrics
 from approxeq.experiments.np_runner import (
     NeuralProcessExperiment,
     model_info,
@@ -50,7 +49,6 @@ from approxeq.experiments.schema import ExperimentConfig, ModelConfig
 from approxeq.files import write_json_atomic, write_text_atomic
 from approxeq.groups.representation import output_rep
 from approxeq.np.batch import Batch
-from approxeq.np.functional import TargetChunked, evaluation_mode
 from approxeq.train.checkpoint import ModelSpec
 from approxeq.train.config import ConfigError
 from approxeq.train.rundir import EXPERIMENT, METRICS, RESULTS, finished_step
@@ -178,36 +176,6 @@ def add_flow_blind(batches: list[Batch]) -> None:
         blind = VectorGPOracle(gp.kernel, gp.noise_std, None, gp.jitter)
         b.meta["blind_oracle"] = blind
         b.meta["blind_loglik"] = blind.loglik(b.xc, b.yc, b.xt, b.yt).marginal
-
-
-def vector_equivariance(model: nn.Module, batch: Batch, *, elements: int, tasks: int,
-                        seed: int = 0) -> dict[str, Any] | None:
-    """The orbit equivariance error of ``model`` under its ``symmetry`` on ``tasks`` tasks of
-    ``batch``, with the outputs turned by ``ρ(g)`` of the model's ``y_rep`` (and for an
-    approximate model its component's largest error); ``None`` without a symmetry."""
-    group = getattr(model, "symmetry", None)
-    if group is None or elements < 1:
-        return None
-    b = to_model(batch, model)
-    k = min(tasks, b.batch_size)
-    action = output_rep(model).action(group)
-    chunked = TargetChunked(model)
-
-    def report():
-        with torch.random.fork_rng():
-            torch.manual_seed(seed)
-            return equivariance_error(chunked, group, b.xc[:k], b.yc[:k], b.xt[:k],
-                                      n_elements=elements, output_action=action,
-                                      generator=torch.Generator().manual_seed(seed))
-
-    with evaluation_mode(model):
-        full = report()
-        out = {"group": repr(group), "y_rep": output_rep(model).name, **full.summary(),
-               "scale": full.scale}
-        if is_approximate(model):
-            with equivariant_component(model):
-                out["component_equiv_err_max"] = report().max_error
-    return out
 
 
 def ood_reach(model: nn.Module, o: Mapping[str, Any]) -> dict[str, Any]:
@@ -360,13 +328,12 @@ class VectorGPExperiment(NeuralProcessExperiment):
         extra = {**EXTRA_DEFAULTS, **config.extra}
         per_setting: dict[str, dict[str, Any]] = {}
         for s, batches in tasks["test"].items():
-            # the shared path measures equivariance with scalar outputs: here vectors turn
-            m = evaluate_model(model, batches, equivariance_elements=0)
-            eq = vector_equivariance(model, batches[0],
-                                     elements=int(extra["equivariance_elements"]),
-                                     tasks=int(extra["equivariance_tasks"]))
-            if eq is not None:
-                m["equivariance"] = eq
+            # the shared path turns the outputs with the model's representation
+            m = evaluate_model(model, batches,
+                               equivariance_elements=int(extra["equivariance_elements"]),
+                               equivariance_tasks=int(extra["equivariance_tasks"]))
+            if "equivariance" in m:
+                m["equivariance"]["y_rep"] = output_rep(model).name
             per_setting[s] = m
         info = model_info(mc, model, finished_step(run_dir), run_dir)
         if is_approximate(model):
@@ -423,4 +390,4 @@ VECTOR_GP_EXPERIMENT = register_experiment(VectorGPExperiment())
 
 __all__ = ["BLIND", "EXTRA_DEFAULTS", "ORACLE", "TASK_DEFAULTS", "VectorGPExperiment",
            "add_flow_blind", "make_generator", "ood_reach", "task_options",
-           "vector_equivariance", "vector_gp_results_markdown", "vector_gp_results_table"]
+           "vector_gp_results_markdown", "vector_gp_results_table"]
