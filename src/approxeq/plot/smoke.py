@@ -94,7 +94,7 @@ def plot_smoke_predictions(panels: Mapping[str, Mapping[str, np.ndarray]], *, ta
     sim, snap = int(first["sim"][task]), int(first["snapshot"][task])
     fig.suptitle(title or f"smoke {field}, test simulation {sim}, snapshot {snap}", fontsize=10,
                  y=1.02)
-    add_caption(fig, "Left: the observed context cells and the true density; then each "
+    add_caption(fig, f"Left: the observed context cells and the true {field}; then each "
                      "model's predictive mean and absolute error. Grey outline: the obstacle; "
                      "the box edges are the walls. Means share the truth's colour scale, errors "
                      "share one scale.")

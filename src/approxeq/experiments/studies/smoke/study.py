@@ -467,11 +467,12 @@ def smoke_results_markdown(metrics: Mapping[str, Any], config: ExperimentConfig 
                            ) -> str:
     """``results.md`` of the smoke experiment."""
     size = config.size if config is not None else "?"
-    parts = [f"# Smoke plumes around an obstacle ({size} size)", ""]
-    if config is not None and config.description:
-        parts += [config.description.strip(), ""]
     outputs = (config.task.options.get("outputs", "density") if config is not None
                else "density")
+    field = {"density": "", "velocity": ": the velocity", "both": ": density and velocity"}
+    parts = [f"# Smoke plumes around an obstacle{field.get(outputs, '')} ({size} size)", ""]
+    if config is not None and config.description:
+        parts += [config.description.strip(), ""]
     what = OUTPUT_WORDS.get(outputs, OUTPUT_WORDS["density"])
     parts += [format_table(smoke_results_table(metrics)), "",
               (f"*log-lik*: mean Gaussian log-likelihood per target cell {what} "
