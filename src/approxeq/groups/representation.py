@@ -149,17 +149,7 @@ class OutputRep:
         length; ``[..., num_invariants]`` in the order of :attr:`kinds`."""
         vectors, scalars = self.split(y)
         norms = [_norm(v) for v in vectors]
-        return self.merge_invariants(norms, scalars)
-
-    def merge_invariants(self, norms: Sequence[Tensor], scalars: Tensor) -> Tensor:
-        parts, v, s = [], iter(norms), 0
-        for k in self.kinds:
-            if k == "vector":
-                parts.append(next(v))
-            else:
-                parts.append(scalars[..., s:s + 1])
-                s += 1
-        return torch.cat(parts, -1)
+        return self.merge(norms, scalars)  # each length in its vector's place
 
     def act(self, group: Group, g: Tensor, y: Tensor) -> Tensor:
         """``ρ(g) y`` for outputs ``y [b, n, dim]`` and elements ``g [b, *element_shape]``:

@@ -58,6 +58,12 @@ LOCK = ".lock"
 _RUN_FILES = (LAST, BEST, HISTORY, MODEL_EVAL, FINGERPRINT)
 
 
+def run_paths(paths: Sequence[Path], out_dir: Path) -> list[str]:
+    """``paths`` as a run's files record them: relative to ``out_dir`` where they lie inside
+    it (so a moved run directory still names its figures), else as given."""
+    return [str(p.relative_to(out_dir)) if p.is_relative_to(out_dir) else str(p) for p in paths]
+
+
 def read_json(path: str | os.PathLike) -> Any:
     """The JSON content of ``path``, or ``None`` if it is missing or unreadable."""
     try:
@@ -415,6 +421,7 @@ __all__ = [
     "BEST", "CONFIG", "EXPERIMENT", "FINGERPRINT", "HISTORY", "LAST", "LOCK", "METRICS",
     "MODEL_EVAL", "RESULTS", "RunDirError", "cache_evaluation", "cached_evaluation",
     "checkpoint_problem", "finished_step", "layout_problem", "prepare_run_dirs", "read_json",
+    "run_paths",
     "seed_run_dirs",
     "with_cached_entries", "RunLock", "check_fingerprint", "clear_run", "fault_point",
     "fingerprint_changes", "fingerprint_problem", "has_run_files", "locked_run", "make_fingerprint",

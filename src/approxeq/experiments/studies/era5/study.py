@@ -68,7 +68,7 @@ from approxeq.np.batch import Batch
 from approxeq.np.prediction import coordinate_names, predict, require_xarray
 from approxeq.train.checkpoint import ModelSpec, load_checkpoint
 from approxeq.train.config import ConfigError, closest_key
-from approxeq.train.rundir import BEST, EXPERIMENT, LAST, METRICS, RESULTS, finished_step
+from approxeq.train.rundir import BEST, EXPERIMENT, LAST, METRICS, RESULTS, finished_step, run_paths
 
 DATA_FILE = "era5_t2m_uk_2019-03.nc"
 AUX_FILE = "uk_elevation_on_era5_grid.nc"
@@ -420,8 +420,7 @@ class ERA5Experiment(NeuralProcessExperiment):
             "data": Path(o["data"]).name, "aux": Path(o["aux"]).name, "var": o["var"],
             "split_days": {s: o[f"{s}_days"] for s in ("train", "val", "test")},
             "normaliser": normaliser.to_dict(), "models": [m.to_dict() for m in chosen],
-            "figures": [str(p.relative_to(out_dir)) if p.is_relative_to(out_dir) else str(p)
-                        for p in paths],
+            "figures": run_paths(paths, out_dir),
             "attribution": ATTRIBUTION, "seconds": time.monotonic() - tasks["start"]})
         result.metrics, result.figures = entries, paths
 

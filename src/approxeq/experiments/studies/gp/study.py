@@ -67,6 +67,7 @@ from approxeq.train.rundir import (
     RESULTS,
     finished_step,
     read_json,
+    run_paths,
 )
 
 ORACLE = "oracle"
@@ -246,8 +247,7 @@ class GPExperiment(NeuralProcessExperiment):
             "name": config.name, "size": config.size, "description": config.description,
             "task": config.task.to_dict(), "settings": list(tasks),
             "ood_shift": ood_shift(config), "models": [m.to_dict() for m in chosen],
-            "figures": [str(p.relative_to(out_dir)) if p.is_relative_to(out_dir) else str(p)
-                        for p in paths],
+            "figures": run_paths(paths, out_dir),
             "seconds": result.seconds})
         result.metrics, result.figures = metrics, paths
 

@@ -74,7 +74,14 @@ from approxeq.np.functional import evaluation_mode
 from approxeq.train.checkpoint import ModelSpec
 from approxeq.train.config import ConfigError
 from approxeq.train.config_checks import dataclass_from_mapping
-from approxeq.train.rundir import EXPERIMENT, METRICS, RESULTS, finished_step, with_cached_entries
+from approxeq.train.rundir import (
+    EXPERIMENT,
+    METRICS,
+    RESULTS,
+    finished_step,
+    run_paths,
+    with_cached_entries,
+)
 
 TASK_NAME = "smoke"
 PANELS = "panels.npz"
@@ -414,8 +421,7 @@ class SmokeExperiment(NeuralProcessExperiment):
             "transfer": {k: transfer_settings(o, k).to_dict() for k in o["transfer"] or []},
             "normalisation": vars(tasks["normalisation"]),
             "models": [m.to_dict() for m in chosen],
-            "figures": [str(p.relative_to(out_dir)) if p.is_relative_to(out_dir) else str(p)
-                        for p in paths],
+            "figures": run_paths(paths, out_dir),
             "seconds": time.monotonic() - tasks["start"]})
         result.metrics, result.figures = entries, paths
 

@@ -70,7 +70,14 @@ from approxeq.np.batch import Batch
 from approxeq.train.checkpoint import ModelSpec
 from approxeq.train.config import ConfigError
 from approxeq.train.config_checks import dataclass_from_mapping
-from approxeq.train.rundir import EXPERIMENT, METRICS, RESULTS, finished_step, with_cached_entries
+from approxeq.train.rundir import (
+    EXPERIMENT,
+    METRICS,
+    RESULTS,
+    finished_step,
+    run_paths,
+    with_cached_entries,
+)
 
 TASK_NAME = "terrain"
 ORACLE = "oracle"
@@ -361,8 +368,7 @@ class TerrainExperiment(NeuralProcessExperiment):
             "task": o, "settings": list(tasks["test"]),
             "fixed_input_domain": [list(d) for d in tasks["domain"]],
             "models": [m.to_dict() for m in chosen],
-            "figures": [str(p.relative_to(out_dir)) if p.is_relative_to(out_dir) else str(p)
-                        for p in paths],
+            "figures": run_paths(paths, out_dir),
             "seconds": time.monotonic() - tasks["start"]})
         result.metrics, result.figures = metrics, paths
 

@@ -51,7 +51,7 @@ from approxeq.groups.representation import output_rep
 from approxeq.np.batch import Batch
 from approxeq.train.checkpoint import ModelSpec
 from approxeq.train.config import ConfigError
-from approxeq.train.rundir import EXPERIMENT, METRICS, RESULTS, finished_step
+from approxeq.train.rundir import EXPERIMENT, METRICS, RESULTS, finished_step, run_paths
 
 TASK_NAME = "vector-gp"
 ORACLE = "oracle"
@@ -379,8 +379,7 @@ class VectorGPExperiment(NeuralProcessExperiment):
             "name": config.name, "size": config.size, "description": config.description,
             "task": tasks["options"], "settings": list(tasks["test"]),
             "models": [m.to_dict() for m in chosen],
-            "figures": [str(p.relative_to(out_dir)) if p.is_relative_to(out_dir) else str(p)
-                        for p in paths],
+            "figures": run_paths(paths, out_dir),
             "seconds": time.monotonic() - tasks["start"]})
         result.metrics, result.figures = metrics, paths
 
