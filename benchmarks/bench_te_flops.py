@@ -109,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--heads", type=int, default=4)
     p.add_argument("--context", type=int, default=32)
     p.add_argument("--targets", type=int, default=128)
+    p.add_argument("--batch", type=int, default=16, help="tasks per batch")
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
@@ -120,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     small = args.smoke
     config = {"label": "te-tnp vs tnp", "threads": args.threads,
-              "batch": 2 if small else 16, "n_context": 4 if small else args.context,
+              "batch": 2 if small else args.batch, "n_context": 4 if small else args.context,
               "n_target": 4 if small else args.targets, "width": 8 if small else args.width,
               "layers": 1 if small else args.layers, "heads": 2 if small else args.heads,
               "warmup": 1, "repeats": 1 if small else args.repeats}

@@ -203,6 +203,7 @@ def machine_info(device: str = "cpu") -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
+        **_cpuinfo(),
         "device": device,
     }
     if device.startswith("cuda") and torch.cuda.is_available():
@@ -212,6 +213,25 @@ def machine_info(device: str = "cpu") -> dict[str, Any]:
     if total is not None:
         info["memory_total_mb"] = total
     return info
+
+
+#: the vector instruction sets that decide which kernels oneDNN and MKL run
+_SIMD_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16")
+
+
+def _cpuinfo() -> dict[str, Any]:
+    """The CPU's model name and vector instruction sets (Linux): ratios between libraries
+    differ between CPUs, so a run records which one it had."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            text = f.read()
+    except OSError:
+        return {}
+    model = next((line.split(":", 1)[1].strip() for line in text.splitlines()
+                  if line.startswith("model name")), None)
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines()
+                  if line.startswith("flags")), [])
+    return {"cpu_model": model, "cpu_simd": [f for f in _SIMD_FLAGS if f in flags]}
 
 
 def _meminfo_total_mb() -> float | None:
