@@ -103,8 +103,11 @@ def case_models() -> list[str]:
 def run_config(config: dict[str, Any]) -> dict[str, Any]:
     """One goal configuration, in the worker process."""
     if config["kind"] == "goal-step":
+        import torch
+
         result = bench_attention_kernel.run(config)
-        return {"status": "ok", "step_ms": result["step_ms"], "times_ms": result["times_ms"]}
+        return {"status": "ok", "step_ms": result["step_ms"], "times_ms": result["times_ms"],
+                "float32_matmul_precision": torch.get_float32_matmul_precision()}
     _release(config["device"])  # what an earlier configuration (or its error) left cached
     result = bench_memory.run_forward(config)
     return {"status": "ok", "peak_mib": result["memory"]["peak_mb"],
@@ -167,7 +170,8 @@ def judge_te_vs_tnp(results: list[dict[str, Any]]) -> dict[str, Any]:
     (r,) = results[:1] or [{"status": "error", "error": "no result"}]
     out: dict[str, Any] = {"goal": GOALS["te_vs_tnp"], "max_ratio": MAX_RATIO,
                            "setup": {k: r[k] for k in ("dim_x", "batch", "n_context",
-                                                       "n_target", "options") if k in r},
+                                                       "n_target", "options",
+                                                       "float32_matmul_precision") if k in r},
                            "error": r.get("error")}
     if r["status"] != "ok":
         return {**out, "verdict": "not measured", "line": f"not measured: {_failure([r])}"}
