@@ -194,3 +194,9 @@ def test_the_te_against_tnp_verdict(te_ms, verdict):
     assert judged["verdict"] == verdict and judged["ratio"] == pytest.approx(te_ms / 10)
     skipped = _load_module("gpu_goals").judge_te_vs_tnp([{"status": "skipped", "error": "x"}])
     assert skipped["verdict"] == "not measured"
+
+
+def test_skipped_goals_keep_the_schema():
+    goals = _load_module("gpu_goals").skipped("--skip-goals")
+    _check_goals_schema(goals, "skipped")
+    assert all(g["verdict"] == "not measured" for g in (goals[p] for p in GOAL_PARTS))
