@@ -59,19 +59,23 @@ def _build(label: str, dim_x: int, options: dict[str, Any], built: dict[str, Any
 
 
 def run(config: dict[str, Any]) -> dict[str, Any]:
+    """Median step time of each label, rounds interleaved. ``config["device"]`` (default
+    ``"cpu"``): where the models run (CUDA work is synchronised after every step);
+    ``config["budget_s"]`` (optional): no further round once this long has passed since the
+    first, after at least one timed round."""
     import torch
 
     from approxeq.np import Batch, np_loss
 
-    common.worker_setup(config)
+    device = common.worker_setup(config)
     gen = torch.Generator().manual_seed(0)
     b, dx = config["batch"], config["dim_x"]
-    xc, yc = common.random_inputs(b, config["n_context"], dx, 1, gen, "cpu")
-    xt, yt = common.random_inputs(b, config["n_target"], dx, 1, gen, "cpu")
+    xc, yc = common.random_inputs(b, config["n_context"], dx, 1, gen, device)
+    xt, yt = common.random_inputs(b, config["n_target"], dx, 1, gen, device)
     batch = Batch(xc, yc, xt, yt)
     models: dict[str, Any] = {}
     for label in sorted(config["labels"], key=lambda s: ":" in s):  # new kernels first
-        models[label] = _build(label, dx, config["options"], models)
+        models[label] = _build(label, dx, config["options"], models).to(device)
     optims = {n: torch.optim.AdamW(m.parameters(), lr=5e-4) for n, m in models.items()}
 
     def step(label: str) -> None:
@@ -81,12 +85,17 @@ def run(config: dict[str, Any]) -> dict[str, Any]:
 
     labels = list(config["labels"])
     times: dict[str, list[float]] = {n: [] for n in labels}
+    budget_s, start = config.get("budget_s"), time.perf_counter()
     for i in range(config["warmup"] + config["repeats"]):
         for label in (labels if i % 2 == 0 else labels[::-1]):
             t0 = time.perf_counter()
             step(label)
+            common.synchronize(device)
             if i >= config["warmup"]:
                 times[label].append(1000 * (time.perf_counter() - t0))
+        if budget_s is not None and i >= config["warmup"] \
+                and time.perf_counter() - start > budget_s:
+            break
     ratios = {f"{new}/{old}": statistics.median(a / c for a, c in zip(times[new], times[old]))
               for old in labels if ":" in old for new in [old.partition(":")[0]]
               if new in times}

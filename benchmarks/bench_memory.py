@@ -40,7 +40,10 @@ import common  # noqa: E402
 MODELS = ("cnp", "tnp", "pt-tnp", "lps-tnp", "te-tnp", "te-pt-tnp", "e-tnp", "convcnp",
           "relaxed-convcnp", "equivcnp")
 CONTEXTS = (250, 500, 1000, 2000)
+TARGETS = 500  # target points of the sweep
+KEY_BLOCK = 256  # keys per tile of the TE and E attentions
 CASE = {"batch": 4, "n_context": 7500, "n_target": 17500}
+SMOKE_CASE = {"batch": 1, "n_context": 16, "n_target": 24}
 SMOKE_OPTIONS = {"width": 8, "num_layers": 1, "num_heads": 2}
 SMOKE_CONVOLUTIONAL = {"channels": 4, "num_layers": 1}
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "memory.json"
@@ -104,9 +107,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     p.add_argument("--contexts", nargs="+", type=int, default=list(CONTEXTS),
                    help="context sizes of the sweep (default 250 500 1000 2000)")
-    p.add_argument("--targets", type=int, default=500, help="target points (default 500)")
+    p.add_argument("--targets", type=int, default=TARGETS, help="target points (default 500)")
     p.add_argument("--batch", type=int, default=1, help="tasks per call (default 1)")
-    p.add_argument("--key-block", type=int, default=256,
+    p.add_argument("--key-block", type=int, default=KEY_BLOCK,
                    help="keys per tile of the TE and E attentions (default 256)")
     p.add_argument("--case", action="store_true", help="run the large-context case instead")
     p.add_argument("--case-batch", type=int, default=CASE["batch"])
@@ -128,14 +131,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.smoke:
         args.contexts, args.targets, args.key_block = [8, 16], 8, 4
-        args.case_batch, args.case_context, args.case_target = 1, 16, 24
+        args.case_batch, args.case_context, args.case_target = (
+            SMOKE_CASE["batch"], SMOKE_CASE["n_context"], SMOKE_CASE["n_target"])
     return args
+
+
+def smoke_options(model: str) -> dict[str, Any]:
+    """The small build options of ``model`` in smoke runs (the plumbing, not the numbers)."""
+    return dict(SMOKE_CONVOLUTIONAL if model.endswith("convcnp") or model == "equivcnp"
+                else SMOKE_OPTIONS)
 
 
 def _options(args: argparse.Namespace, model: str) -> dict[str, Any]:
     if args.smoke:
-        return SMOKE_CONVOLUTIONAL if model.endswith("convcnp") or model == "equivcnp" \
-            else SMOKE_OPTIONS
+        return smoke_options(model)
     return args.case_options.get(model, {}) if args.case else {}
 
 

@@ -11,9 +11,15 @@
    Experiments whose models are not neural processes (graphs, n-body, images) are listed under
    ``not_covered`` with the reason.
 
-Every part runs within a time budget: the steps run in a worker process, one model of each
-kind first (eager, then compiled), then the other variants, and whatever the budget leaves out
-is marked ``skipped`` with the reason, so the JSON is always complete. Without CUDA it prints
+Between the two, the goals (``gpu_goals.py``, ``--goals-budget-s``, 150 s by default): the
+TE-TNP's training step against the TNP's at 1,000 context points, peak memory of one forward
+call of every model on the large-context case, and peak memory against the context size at a
+fixed key block, each with a verdict (met, not met, not measured).
+
+Every part runs within a time budget: the goals and the steps run in worker processes, the
+steps one model of each kind first (eager, then compiled), then the other variants, and
+whatever the budget leaves out is marked ``skipped`` with the reason, so the JSON is always
+complete. Without CUDA it prints
 one line and exits 2. ``--device cpu --tiny`` runs the same code on small models on the CPU
 (the format check of the tests). ``benchmarks/gpu_check.sh`` is the entry point on a fresh
 machine.
@@ -36,7 +42,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "gpu_check.json"
-SCHEMA = "approxeq-gpu-check/1"
+SCHEMA = "approxeq-gpu-check/2"
 RESULT_MARKER = "@@GPU_CHECK@@ "
 NEEDS_GPU = "gpu_check: needs a CUDA GPU and found none ({why}); nothing was run"
 #: the tests that skip without CUDA (pytest ``-k`` over these files)
@@ -171,20 +177,28 @@ def time_step(config: dict[str, Any], device: str, steps: int, max_s: float) -> 
 
 
 def worker(path: str, device: str, steps: int, max_s: float) -> None:
+    """Run the configurations of ``path`` in order: training steps, or the goals'
+    configurations (``kind`` ``goal-*``, :func:`gpu_goals.run_config`)."""
     for i, config in enumerate(json.loads(Path(path).read_text())):
         try:
-            result = time_step(config, device, steps, max_s)
+            if config.get("kind", "step").startswith("goal-"):
+                import gpu_goals
+
+                result = gpu_goals.run_config(config)
+            else:
+                result = time_step(config, device, steps, max_s)
         except Exception as err:  # noqa: BLE001 -- recorded, the check goes on
             result = {"status": "error", "error": f"{type(err).__name__}: {str(err)[:300]}"}
         print(RESULT_MARKER + json.dumps({"index": i, **result}), flush=True)
 
 
-def run_steps(configs: list[dict[str, Any]], args: argparse.Namespace, deadline: float,
-              scratch: Path) -> list[dict[str, Any]]:
+def run_in_worker(configs: list[dict[str, Any]], args: argparse.Namespace, deadline: float,
+                  scratch: Path) -> list[dict[str, Any]]:
     """Every configuration's result; a worker killed at the deadline (or crashed) leaves the
     rest ``skipped``, and a crash restarts the worker after the configuration it was on."""
     results: list[dict[str, Any] | None] = [None] * len(configs)
     start = 0
+    before = "the time budget ran out before it started"
     while start < len(configs) and time.monotonic() < deadline - 5:
         todo = scratch / "configs.json"
         todo.write_text(json.dumps(configs[start:]))
@@ -206,9 +220,12 @@ def run_steps(configs: list[dict[str, Any]], args: argparse.Namespace, deadline:
             results[nxt] = {"status": "error", "error": "the worker process died on it"}
             nxt += 1
         if why == "the time budget ran out":
+            if nxt < len(configs):
+                results[nxt] = {"status": "skipped",
+                                "error": "the time budget ran out before it finished"}
             break
         start = nxt
-    return [{**c, **(r or {"status": "skipped", "error": "the time budget ran out"})}
+    return [{**c, **(r or {"status": "skipped", "error": before})}
             for c, r in zip(configs, results)]
 
 
@@ -267,6 +284,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--budget-s", type=float, default=420.0, help="all parts together")
     p.add_argument("--tests-budget-s", type=float, default=120.0, help="the tests' share")
     p.add_argument("--skip-tests", action="store_true", help="no accelerator tests")
+    p.add_argument("--goals-budget-s", type=float, default=150.0, help="the goals' share")
+    p.add_argument("--skip-goals", action="store_true", help="no goals part")
     p.add_argument("--compile", choices=("both", "off", "on"), default="both")
     p.add_argument("--only", nargs="+", metavar="MODEL", help="these registry names alone")
     p.add_argument("--steps", type=int, default=10, help="timed steps per configuration")
@@ -279,6 +298,23 @@ def _env() -> dict[str, str]:
     """The environment of the child processes: this checkout's package first."""
     path = os.environ.get("PYTHONPATH")
     return {**os.environ, "PYTHONPATH": str(ROOT / "src") + (os.pathsep + path if path else "")}
+
+
+def run_goals(args: argparse.Namespace, deadline: float, scratch: Path) -> dict[str, Any]:
+    """The goals part (``gpu_goals.py``) within its budget and what is left of the whole;
+    never fatal: a failure of the part itself is recorded."""
+    try:
+        import gpu_goals
+
+        if args.skip_goals:
+            return gpu_goals.skipped("--skip-goals")
+        budget = min(args.goals_budget_s, deadline - time.monotonic())
+        return gpu_goals.run_goals(
+            args.device, args.tiny, budget, time.monotonic,
+            lambda configs, end: run_in_worker(configs, args, end, scratch))
+    except Exception as err:  # noqa: BLE001 -- recorded, the check goes on
+        return {"status": "error", "error": f"{type(err).__name__}: {str(err)[:300]}",
+                "verdicts": {}}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -304,12 +340,15 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError as err:  # the experiment files need PyYAML
         configs, not_covered = [], [{"experiment": "*", "reason": f"cannot read the "
                                      f"experiment files: {err}"}]
-    tests = ({"status": "skipped", "error": "--skip-tests"} if args.skip_tests
-             else run_tests(min(args.tests_budget_s, args.budget_s / 2)))
+    tests_budget = min(args.tests_budget_s, args.budget_s / 2)
+    tests = ({"status": "skipped", "error": "--skip-tests"} if args.skip_tests else
+             {"status": "skipped", "error": "the time budget ran out before it started"}
+             if tests_budget < 1 else run_tests(tests_budget))
     scratch = args.out.parent / f".{args.out.name}.work"
     scratch.mkdir(parents=True, exist_ok=True)
     try:
-        steps = run_steps(configs, args, deadline, scratch)
+        goals = run_goals(args, deadline, scratch)
+        steps = run_in_worker(configs, args, deadline, scratch)
     finally:
         for f in scratch.glob("*"):
             f.unlink()
@@ -317,10 +356,12 @@ def main(argv: list[str] | None = None) -> int:
     record = {"schema": SCHEMA, "command": [Path(sys.argv[0]).name, *(argv or sys.argv[1:])],
               "started_utc": started,
               "tiny": args.tiny, "budget_s": args.budget_s, "machine": device_info(args.device),
-              "tests": tests, "steps": steps, "not_covered": not_covered,
+              "tests": tests, "goals": goals, "steps": steps, "not_covered": not_covered,
               "seconds": time.monotonic() - t0}
     write_json_atomic(args.out, record)
     ok = sum(s["status"] == "ok" for s in steps)
+    for part, line in goals.get("verdicts", {}).items():
+        print(f"gpu_check: goal {part}: {line}")
     print(f"gpu_check: tests {tests['status']}; {ok}/{len(steps)} step configurations timed; "
           f"wrote {args.out}")
     return 0 if tests["status"] in ("passed", "skipped") and ok else 1

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# The GPU check (benchmarks/gpu_check.py): the accelerator tests, then a training step of every
-# neural-process model at its paper size in float32 and bf16, torch.compile off and on, with
-# peak memory, written to one JSON file. Whole run: under 8 minutes.
+# The GPU check (benchmarks/gpu_check.py): the accelerator tests, then the goals with a
+# verdict each (gpu_goals.py: TE-TNP against TNP at 1,000 context points, every model on the
+# large-context case within 6 GiB, peak memory against the context size), then a training step
+# of every neural-process model at its paper size in float32 and bf16, torch.compile off and
+# on, with peak memory, written to one JSON file. Whole run: under 8 minutes.
 #
 #   bash benchmarks/gpu_check.sh [OUT.json] [gpu_check.py options...]
 #
