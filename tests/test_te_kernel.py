@@ -108,3 +108,27 @@ def test_split_kernel_in_float32_stays_close(gen):
     zq, zk, xq, xk = _inputs(gen, 2, 11, 9, 16, 2)
     torch.testing.assert_close(attn(zq, zk, xq, xk), reference_te_attention(attn, zq, zk, xq, xk),
                                rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["te-tnp", "te-pt-tnp"])
+def test_split_first_layer_option_reaches_every_attention_and_keeps_the_function(float64, name):
+    from approxeq.np import build_model
+
+    options = dict(width=8, num_layers=1, num_heads=2)
+    split = build_model(name, 1, 1, **options)
+    plain = build_model(name, 1, 1, split_first_layer=False, **options)
+    plain.load_state_dict(split.state_dict(), strict=True)
+    attentions = [m for m in plain.modules() if isinstance(m, TEMultiHeadAttention)]
+    assert attentions and not any(m._splits_first_layer() for m in attentions)
+    assert all(m._splits_first_layer() for m in split.modules()
+               if isinstance(m, TEMultiHeadAttention))
+    torch.manual_seed(0)
+    xc, yc, xt = torch.randn(2, 7, 1), torch.randn(2, 7, 1), torch.randn(2, 5, 1)
+    a, b = split.eval()(xc, yc, xt), plain.eval()(xc, yc, xt)
+    torch.testing.assert_close(a.mean, b.mean, rtol=0, atol=1e-12)
+    torch.testing.assert_close(a.stddev, b.stddev, rtol=0, atol=1e-12)
+
+
+def test_split_first_layer_must_be_a_bool():
+    with pytest.raises(ValueError, match="split_first_layer: expected True or False, got 'no'"):
+        TEMultiHeadAttention(8, 2, 1, split_first_layer="no")

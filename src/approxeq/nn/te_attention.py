@@ -80,6 +80,10 @@ class TEMultiHeadAttention(AttentionHeads):
         key_block: keys per tile; setting it forces the blocked path (see the module
             docstring). ``None`` takes the whole path where it fits the budget and otherwise
             picks the tiles from the budget.
+        split_first_layer: run the logit MLP's first layer split into per-query and per-key
+            terms (the default) or on the concatenated pairs. The same function, rounded
+            differently in float32; which is faster depends on the CPU
+            (``benchmarks/README.md``).
 
     Shapes: ``forward(zq [b, nq, dim], zk [b, nk, dim], xq [b, nq, dim_x], xk [b, nk, dim_x],
     key_mask [b, nk] | None)`` returns ``[b, nq, dim]``; ``nk`` may be 0 (output zero).
@@ -92,12 +96,15 @@ class TEMultiHeadAttention(AttentionHeads):
                  logit_layers: int = 2, activation: str | Callable[[], nn.Module] = "relu",
                  chunk_size: int | None = None,
                  memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB,
-                 key_block: int | None = None) -> None:
+                 key_block: int | None = None, split_first_layer: bool = True) -> None:
         super().__init__(dim, num_heads)
         if dim_x < 1:
             raise ValueError(f"dim_x: expected >= 1, got {dim_x}")
         if memory_budget_mb <= 0:
             raise ValueError(f"memory_budget_mb: expected > 0, got {memory_budget_mb}")
+        if not isinstance(split_first_layer, bool):
+            raise ValueError(f"split_first_layer: expected True or False, got "
+                             f"{split_first_layer!r}")
         self.dim_x = dim_x
         self.logit_hidden = logit_hidden or dim
         self.logit_layers = logit_layers
@@ -107,8 +114,9 @@ class TEMultiHeadAttention(AttentionHeads):
         self.key_block = key_block
         self.memory_budget_mb = memory_budget_mb
         #: run the pairwise MLP with its first layer split (see the module docstring); False
-        #: runs the plain MLP on concatenated pairs, the same function (for benchmarks)
-        self.split_first_layer = True
+        #: runs the plain MLP on concatenated pairs: the same function, rounded differently,
+        #: and which of the two is faster depends on the CPU
+        self.split_first_layer = split_first_layer
         #: take the blocked path where the whole one does not fit the budget; False keeps the
         #: whole path (the kernel as it was before the blocked one, for benchmarks)
         self.allow_blocked = True

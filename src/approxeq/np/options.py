@@ -192,6 +192,8 @@ OPTION_MEANINGS: dict[str, str] = {
     "max_grid_mb": "memory budget (MiB) of the grid's activations; larger tasks are refused",
     "memory_budget_mb": "memory budget (MiB) of one attention call; larger ones are chunked",
     "chunk_size": "target points per attention chunk (default: from memory_budget_mb)",
+    "split_first_layer": "TE logit MLP's first layer split per query and key (False: on the "
+                         "pairs; same function, the faster form depends on the CPU)",
     "num_fixed_inputs": "channels B of the learned fixed input (approximate models)",
     "fixed_input_domain": "box [(low, high), ...] outside which the fixed input is zero",
     "fixed_input_dropout": "per-task probability of dropping the fixed input in training",

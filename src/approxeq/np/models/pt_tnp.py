@@ -240,9 +240,10 @@ class TEPTTNP(NeuralProcess):
                  variant: str = "perceiver", fixed_input: FixedInputEmbedding | None = None,
                  dim_aux: int = 0, aux_dropout: float = 0.0, *, chunk_size: int | None = None,
                  memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB,
-                 fixed_input_reach: float = 0.0) -> None:
+                 fixed_input_reach: float = 0.0, split_first_layer: bool = True) -> None:
         self_attention, cross_attention = te_layer_factories(
-            width, num_heads, dim_x, chunk_size=chunk_size, memory_budget_mb=memory_budget_mb)
+            width, num_heads, dim_x, chunk_size=chunk_size, memory_budget_mb=memory_budget_mb,
+            split_first_layer=split_first_layer)
         encoder = TEPseudoTokenEncoder(
             dim_x, dim_y, width, num_layers, num_pseudo_tokens, self_attention=self_attention,
             cross_attention=cross_attention, variant=variant, fixed_input=fixed_input,
@@ -300,10 +301,10 @@ def build_te_pt_tnp(dim_x: int, dim_y: int, *, width: int = 128, num_layers: int
                     chunk_size: int | None = None,
                     memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB, dim_aux: int = 0,
                     aux_dropout: float = 0.0, fixed_input_reach: float | None = None,
-                    y_rep: YRep = "scalar") -> TEPTTNP:
-    """TE-PT-TNP. Options: those of ``pt-tnp``, ``chunk_size`` and ``memory_budget_mb`` (TE
-    attention), and with ``approximate=True``: ``num_fixed_inputs`` (width),
-    ``fixed_input_domain`` ([(-2, 2)] * dim_x), ``fixed_input_dropout`` (0.5),
+                    y_rep: YRep = "scalar", split_first_layer: bool = True) -> TEPTTNP:
+    """TE-PT-TNP. Options: those of ``pt-tnp``, ``chunk_size``, ``memory_budget_mb`` and
+    ``split_first_layer`` (TE attention), and with ``approximate=True``: ``num_fixed_inputs``
+    (width), ``fixed_input_domain`` ([(-2, 2)] * dim_x), ``fixed_input_dropout`` (0.5),
     ``fourier_features`` (0), ``fixed_input_reach`` (how far, in the ∞-norm, from its nearest
     context point a pseudo-token's fixed input is read, and so the model's reach; default a
     quarter of the domain's shortest side).
@@ -331,6 +332,6 @@ def build_te_pt_tnp(dim_x: int, dim_y: int, *, width: int = 128, num_layers: int
                     variant=_check_variant(variant), fixed_input=fixed_input, dim_aux=dim_aux,
                     aux_dropout=aux_dropout, chunk_size=chunk_size,
                     memory_budget_mb=memory_budget_mb,
-                    fixed_input_reach=fixed_input_reach)
+                    fixed_input_reach=fixed_input_reach, split_first_layer=split_first_layer)
     # translations leave vectors unchanged: the model is the same for every y_rep
     return with_output_rep(model, y_rep, dim_x, dim_y)

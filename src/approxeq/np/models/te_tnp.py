@@ -97,11 +97,12 @@ class TETNPEncoder(RelativeTokens):
 def te_layer_factories(width: int, num_heads: int, dim_x: int, *,
                        attention: AttentionFactory = TEMultiHeadAttention,
                        chunk_size: int | None = None,
-                       memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB
-                       ) -> tuple[LayerFactory, LayerFactory]:
-    """Factories of TE self- and cross-attention layers whose attention ``attention`` builds."""
+                       memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB,
+                       **attention_options) -> tuple[LayerFactory, LayerFactory]:
+    """Factories of TE self- and cross-attention layers whose attention ``attention`` builds
+    (with ``attention_options``, such as ``split_first_layer``)."""
     options = {"attention": attention, "chunk_size": chunk_size,
-               "memory_budget_mb": memory_budget_mb}
+               "memory_budget_mb": memory_budget_mb, **attention_options}
     return (partial(TESelfAttentionLayer, width, num_heads, dim_x, **options),
             partial(TECrossAttentionLayer, width, num_heads, dim_x, **options))
 
@@ -121,7 +122,7 @@ class TETNP(NeuralProcess):
     ``attention`` builds every attention (default
     :class:`~approxeq.nn.te_attention.TEMultiHeadAttention`); ``symmetry`` overrides the group
     (for an attention with more invariance). Other keywords (``chunk_size``,
-    ``memory_budget_mb``) go to the attention.
+    ``memory_budget_mb``, ``split_first_layer``) go to the attention.
 
     Shapes: ``forward(xc [b, nc, dim_x], yc [b, nc, dim_y], xt [b, nt, dim_x], aux_c=None,
     aux_t=None)`` returns a distribution with batch shape ``[b, nt, dim_y]``.
@@ -132,10 +133,11 @@ class TETNP(NeuralProcess):
                  fixed_input: FixedInputEmbedding | None = None, dim_aux: int = 0,
                  aux_dropout: float = 0.0, *, attention: AttentionFactory = TEMultiHeadAttention,
                  symmetry=None, chunk_size: int | None = None,
-                 memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB) -> None:
+                 memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB,
+                 **attention_options) -> None:
         self_attention, cross_attention = te_layer_factories(
             width, num_heads, dim_x, attention=attention, chunk_size=chunk_size,
-            memory_budget_mb=memory_budget_mb)
+            memory_budget_mb=memory_budget_mb, **attention_options)
         encoder = TETNPEncoder(dim_y, width, num_layers, self_attention=self_attention,
                                cross_attention=cross_attention, fixed_input=fixed_input,
                                dim_aux=dim_aux, aux_dropout=aux_dropout)
@@ -166,9 +168,11 @@ def build_te_tnp(dim_x: int, dim_y: int, *, width: int = 128, num_layers: int = 
                  grid_smoothness: float = 0.0, fixed_input_lr: float = 1.0,
                  chunk_size: int | None = None,
                  memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB, dim_aux: int = 0,
-                 aux_dropout: float = 0.0, y_rep: YRep = "scalar") -> TETNP:
+                 aux_dropout: float = 0.0, y_rep: YRep = "scalar",
+                 split_first_layer: bool = True) -> TETNP:
     """TE-TNP. Options: ``width`` (128), ``num_layers`` (5), ``num_heads`` (8), ``min_std``
-    (1e-3), ``chunk_size`` (None = from ``memory_budget_mb``, 256), and with
+    (1e-3), ``chunk_size`` (None = from ``memory_budget_mb``, 256), ``split_first_layer``
+    (True; see :class:`~approxeq.nn.te_attention.TEMultiHeadAttention`), and with
     ``approximate=True``: ``num_fixed_inputs`` (width), ``fixed_input_domain``
     ([(-2, 2)] * dim_x), ``fixed_input_dropout`` (0.5), ``fourier_features`` (0); ``dim_aux``
     (0: no auxiliary fields), ``aux_dropout`` (0.0); ``num_pseudo_tokens`` is accepted and
@@ -191,6 +195,6 @@ def build_te_tnp(dim_x: int, dim_y: int, *, width: int = 128, num_layers: int = 
     model = TETNP(dim_x, dim_y, width=width, num_layers=num_layers, num_heads=num_heads,
                   min_std=min_std, fixed_input=fixed_input, dim_aux=dim_aux,
                   aux_dropout=aux_dropout, chunk_size=chunk_size,
-                  memory_budget_mb=memory_budget_mb)
+                  memory_budget_mb=memory_budget_mb, split_first_layer=split_first_layer)
     # translations leave vectors unchanged: the model is the same for every y_rep
     return with_output_rep(model, y_rep, dim_x, dim_y)
