@@ -9,19 +9,57 @@ import pytest
 import torch
 
 from approxeq.data import EQ, FixedKernel, Gibbs, GPGenerator, gp_task
-from approxeq.data.kernels import _exp_
-from approxeq.data.oracle import noisy_cholesky
+from approxeq.data.kernels import _exp_, _exp_floor
+from approxeq.data.oracle import float32_noisy_cholesky, flush_subnormals, noisy_cholesky
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_kernel_exp_flushes_only_subnormal_float32_results(dtype):
+def test_kernel_exp_flushes_only_results_below_the_smallest_normal_numbers(dtype):
     t = torch.linspace(-1200.0, 5.0, 100_003, dtype=dtype)
     plain, cut = t.exp(), _exp_(t.clone())
     if dtype == torch.float64:  # the default draws: every value as it was
         assert torch.equal(cut, plain)
-    else:  # subnormal results are flushed to 0, nothing else moves
-        normal = plain >= torch.finfo(dtype).tiny
-        assert torch.equal(cut[normal], plain[normal]) and bool((cut[~normal] == 0).all())
+    else:  # results below 1.01 times the smallest normal number are 0
+        cutoff = _exp_floor(dtype)[1]
+        assert torch.finfo(dtype).tiny <= cutoff < 1.02 * torch.finfo(dtype).tiny
+        kept = plain > cutoff
+        assert torch.equal(cut[kept], plain[kept]) and bool((cut[~kept] == 0).all())
+
+
+@pytest.mark.parametrize("dim_x", [1, 2])
+@pytest.mark.parametrize("left, right, variance", [(4.0, 0.1, 1.0), (0.1, 4.0, 2.5)])
+def test_float32_switching_gibbs_is_the_kernel_up_to_float32_rounding(gen, dim_x, left, right,
+                                                                      variance):
+    kernel = Gibbs.switching(0.3, left, right, variance)
+    x1 = (torch.rand(3, 40, dim_x, generator=gen, dtype=torch.float64) * 8 - 4).float()
+    x2 = (torch.rand(3, 50, dim_x, generator=gen, dtype=torch.float64) * 8 - 4).float()
+    for a, b in ((x1, x2), (x1, x1)):
+        exact = kernel(a.double(), b.double())  # the general formula, in float64
+        fast = kernel(a, b)
+        assert fast.dtype == torch.float32
+        torch.testing.assert_close(fast.double(), exact, rtol=0, atol=4e-7 * variance)
+        assert bool((fast[exact < 1e-38 * variance] == 0).all())
+    assert torch.equal(fast, fast.mT)
+
+
+def test_flush_subnormals_flushes_inside_and_restores_the_mode():
+    tiny = torch.finfo(torch.float32).tiny
+    assert float(torch.tensor(tiny) / 4) > 0  # the mode the tests run in
+    with flush_subnormals():
+        assert float(torch.tensor(tiny) / 4) == 0
+    assert float(torch.tensor(tiny) / 4) > 0
+
+
+def test_float32_factor_is_the_covariance_factor_or_none(gen):
+    kernel = Gibbs.switching(0.0, 4.0, 0.1)
+    x = (torch.rand(4, 60, 1, generator=gen, dtype=torch.float64) * 8 - 4).float().double()
+    exact = noisy_cholesky(kernel, 0.1, x)
+    fast = float32_noisy_cholesky(kernel, 0.1, x)
+    assert fast.dtype == torch.float32
+    assert torch.equal(fast.triu(1), torch.zeros_like(fast))
+    torch.testing.assert_close(fast.double(), exact, rtol=0, atol=2e-4)
+    twice = torch.cat([x, x], dim=1)  # no noise and repeated inputs: singular
+    assert float32_noisy_cholesky(kernel, 0.0, twice, jitter=0.0) is None
 
 
 def test_sample_precision_is_checked():
