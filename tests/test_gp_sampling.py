@@ -125,3 +125,37 @@ def test_the_likelihood_check_detects_a_wrong_distribution():
     task = GPGenerator(_OracleAssumingNoise01(Gibbs.switching(0.0, 4.0, 0.1)), noise_std=0.12,
                        num_context=(1, 64))
     assert abs(_loglik_z(task, batches=12, batch_size=32, seed=1)) > 6.0
+
+
+class _General(Gibbs):
+    """The same Gibbs kernel through its general formula (a lengthscale function that is not a
+    SwitchingLengthscale)."""
+
+    def __init__(self, kernel: Gibbs):
+        super().__init__(lambda x: kernel.lengthscale_fn(x), kernel.variance)
+
+
+@pytest.mark.parametrize("dim_x", [1, 2])
+@pytest.mark.parametrize("changepoint, left, right", [(0.0, 4.0, 0.1), (-1.0, 0.1, 4.0),
+                                                      (0.3, 3.0, 0.7)])
+def test_float64_switching_gibbs_is_the_general_formula_bit_for_bit(gen, dim_x, changepoint,
+                                                                    left, right):
+    kernel = Gibbs.switching(changepoint, left, right, variance=torch.tensor([1.0, 2.5, 0.3]))
+    x1 = torch.rand(3, 70, dim_x, generator=gen, dtype=torch.float64) * 8 - 4
+    x2 = torch.rand(3, 60, dim_x, generator=gen, dtype=torch.float64) * 8 - 4
+    for a, b in ((x1, x2), (x1, x1)):
+        assert torch.equal(kernel(a, b), _General(kernel)(a, b))
+
+
+class _UpperGarbage(EQ):
+    """EQ with its strict upper triangle overwritten: LAPACK reads only the lower one."""
+
+    def compute(self, x1, x2):
+        return super().compute(x1, x2).add_(torch.ones(x1.shape[1], x2.shape[1]).triu_(1))
+
+
+@pytest.mark.parametrize("kernel", [Gibbs.switching(0.0, 4.0, 0.1), _UpperGarbage(0.5)])
+def test_noisy_cholesky_is_cholesky_of_the_lower_triangle_bit_for_bit(gen, kernel):
+    x = torch.rand(4, 90, 1, generator=gen, dtype=torch.float64) * 8 - 4
+    k = kernel(x, x) + (0.1**2 + 1e-6) * torch.eye(90, dtype=torch.float64)
+    assert torch.equal(noisy_cholesky(kernel, 0.1, x), torch.linalg.cholesky_ex(k)[0])

@@ -214,8 +214,11 @@ class Gibbs(Kernel):
 
     def compute(self, x1: Tensor, x2: Tensor) -> Tensor:
         var = _param(self.variance, x1)
-        if x1.dtype == torch.float32 and isinstance(self.lengthscale_fn, SwitchingLengthscale):
-            return _scaled(_exp_(_switching_log_gibbs(self.lengthscale_fn, x1, x2)), var)
+        if isinstance(self.lengthscale_fn, SwitchingLengthscale):
+            if x1.dtype == torch.float32:
+                return _scaled(_exp_(_switching_log_gibbs(self.lengthscale_fn, x1, x2)), var)
+            if x1.dtype == torch.float64:
+                return _scaled(_switching_gibbs(self.lengthscale_fn, x1, x2), var)
         # A shared lengthscale [batch, n, 1] still enters the prefactor once per dimension.
         l1 = self.lengthscale_fn(x1).expand_as(x1)
         l2 = self.lengthscale_fn(x2).expand_as(x2)
@@ -231,6 +234,37 @@ class Gibbs(Kernel):
 
     def stationary(self) -> bool:
         return False
+
+
+def _switching_gibbs(fn: SwitchingLengthscale, x1: Tensor, x2: Tensor) -> Tensor:
+    """The unit-variance Gibbs kernel with a switching lengthscale ``[batch, n, m]``, bit for bit
+    the general formula of :meth:`Gibbs.compute` (the default GP draws), in fewer passes.
+
+    ``-1 / (l^2 + l'^2)`` and the prefactor of a pair take one of four values each: they are
+    computed once, by the general formula's own operations, and spread over the pairs by a
+    product with the one-hot side of the second point (exact: of the two terms one is the
+    entry, the other 0), where the general formula computes them per pair."""
+    lengthscales = torch.tensor([fn.left, fn.right], dtype=x1.dtype)
+    a, c = lengthscales[:, None], lengthscales[None, :]
+    neg_inv_s = torch.sub(-a.square(), c.square()).reciprocal_()  # [side of x1, side of x2]
+    pre = neg_inv_s.clone().mul_(-2.0 * a).mul_(c).sqrt_()
+    prefactor, exponent = None, None
+    for d, diff in _coordinate_differences(x1, x2):
+        left1, side2 = _sides(fn, x1[:, :, d], x2[:, :, d])
+        quad = diff.square_().mul_(torch.bmm(torch.where(left1, neg_inv_s[0], neg_inv_s[1]),
+                                             side2))
+        pre_d = torch.bmm(torch.where(left1, pre[0], pre[1]), side2)
+        prefactor = pre_d if prefactor is None else prefactor.mul_(pre_d)
+        exponent = quad if exponent is None else exponent.add_(quad)
+    return _exp_(exponent).mul_(prefactor)
+
+
+def _sides(fn: SwitchingLengthscale, x1: Tensor, x2: Tensor) -> tuple[Tensor, Tensor]:
+    """Which side of the changepoint the points of one coordinate lie on, as ``fn`` decides:
+    ``[batch, n, 1]`` bool (``True``: left) for ``x1: [batch, n]`` and the one-hot
+    ``[batch, 2, m]`` (left, right) for ``x2: [batch, m]``."""
+    left2 = (x2 < fn.changepoint).to(x2.dtype)
+    return (x1 < fn.changepoint)[..., None], torch.stack([left2, 1.0 - left2], dim=1)
 
 
 @functools.lru_cache(maxsize=64)
@@ -257,9 +291,7 @@ def _switching_log_gibbs(fn: SwitchingLengthscale, x1: Tensor, x2: Tensor) -> Te
     neg_inv_s, log_pre = _switching_tables(fn.left, fn.right, x1.dtype)
     out = None
     for d, diff in _coordinate_differences(x1, x2):
-        left1 = (x1[:, :, d] < fn.changepoint)[..., None]  # [batch, n, 1], as fn(x1)
-        left2 = (x2[:, :, d] < fn.changepoint).to(x1.dtype)
-        side2 = torch.stack([left2, 1.0 - left2], dim=1)  # [batch, 2, m] one-hot
+        left1, side2 = _sides(fn, x1[:, :, d], x2[:, :, d])
         rows_s = torch.where(left1, neg_inv_s[0], neg_inv_s[1])  # [batch, n, 2]
         rows_pre = torch.where(left1, log_pre[0], log_pre[1])
         term = diff.square_().mul_(torch.bmm(rows_s, side2)).baddbmm_(rows_pre, side2)

@@ -57,8 +57,13 @@ def noisy_cholesky(kernel: Kernel, noise_std: NoiseStd, x: Tensor, jitter: float
     k = kernel(x, x)  # a fresh tensor (Kernel.compute's contract): its diagonal is raised in place
     diag = torch.diagonal(k, dim1=-2, dim2=-1)
     diag.add_(_noise_variance(noise_std, b) + jitter)
+    info = torch.empty(k.shape[:-2], dtype=torch.int32)
     for _ in range(max_tries):
-        chol, info = torch.linalg.cholesky_ex(k)
+        # LAPACK's column-major layout, copied whole and factorised in place: the same input,
+        # so the same factor bit for bit as cholesky_ex(k), whose own copy of k's lower
+        # triangle is an element-by-element loop that costs more than the factorisation
+        chol = k.mT.contiguous().mT
+        torch.linalg.cholesky_ex(chol, out=(chol, info))
         if not bool((info > 0).any()):
             return chol
         diag.add_(9.0 * jitter)
