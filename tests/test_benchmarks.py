@@ -213,6 +213,8 @@ def test_data_smoke_writes_json(tmp_path):
     assert r["status"] == "ok", r.get("error")
     assert r["sample_ms"] > 0 and r["step_ms"] > 0 and r["sample_float32_ms"] > 0
     assert r["sample_float32_over_step"] == r["sample_float32_ms"] / r["step_ms"]
+    assert r["covariance_float32_ms"] > 0 and r["factorise_float32_ms"] > 0
+    assert r["factorise_float32_over_step"] == r["factorise_float32_ms"] / r["step_ms"]
     assert len(r["raw"]["serial_ms"]) == len(r["raw"]["prefetch_ms"]) == 2
 
 

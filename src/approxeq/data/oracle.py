@@ -52,11 +52,8 @@ def noisy_cholesky(kernel: Kernel, noise_std: NoiseStd, x: Tensor, jitter: float
         ``max_tries`` times; generators and the oracle call this with the same inputs, so they
         agree on the covariance.
     """
-    x = x.to(torch.float64)
-    b = x.shape[0]
-    k = kernel(x, x)  # a fresh tensor (Kernel.compute's contract): its diagonal is raised in place
+    k = noisy_covariance(kernel, noise_std, x.to(torch.float64), jitter)
     diag = torch.diagonal(k, dim1=-2, dim2=-1)
-    diag.add_(_noise_variance(noise_std, b) + jitter)
     info = torch.empty(k.shape[:-2], dtype=torch.int32)
     for _ in range(max_tries):
         # LAPACK's column-major layout, copied whole and factorised in place: the same input,
@@ -88,12 +85,24 @@ def float32_noisy_cholesky(kernel: Kernel, noise_std: NoiseStd, x: Tensor,
     Returns:
         float32 ``[batch, n, n]`` (column-major strides) or ``None``.
     """
-    x = x.to(torch.float32)
-    k = kernel(x, x)
+    return float32_cholesky_(noisy_covariance(kernel, noise_std, x.to(torch.float32), jitter))
+
+
+def noisy_covariance(kernel: Kernel, noise_std: NoiseStd, x: Tensor,
+                     jitter: float = 1e-6) -> Tensor:
+    """``k(x, x) + (noise_std^2 + jitter) I``, ``[batch, n, n]`` in the dtype of
+    ``x: [batch, n, dim_x]``, as a fresh tensor."""
+    k = kernel(x, x)  # a fresh tensor (Kernel.compute's contract): its diagonal is raised in place
     diag = torch.diagonal(k, dim1=-2, dim2=-1)
-    diag.add_((_noise_variance(noise_std, x.shape[0]) + jitter).to(torch.float32))
-    # LAPACK reads the lower triangle of its column-major input: that of k.mT, k's upper one
-    a = k.mT
+    diag.add_((_noise_variance(noise_std, x.shape[0]) + jitter).to(k.dtype))
+    return k
+
+
+def float32_cholesky_(k: Tensor) -> Tensor | None:
+    """The lower Cholesky factor of the float32 covariances ``k: [batch, n, n]``, written over
+    ``k`` (read as symmetric: its upper triangle is used) with subnormals flushed (see
+    :func:`float32_noisy_cholesky`), or ``None`` where a factorisation fails."""
+    a = k.mT  # LAPACK reads the lower triangle of its column-major input: k's upper one
     info = torch.empty(a.shape[:-2], dtype=torch.int32)
     with flush_subnormals():
         torch.linalg.cholesky_ex(a, out=(a, info))
