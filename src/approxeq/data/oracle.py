@@ -54,7 +54,7 @@ def noisy_cholesky(kernel: Kernel, noise_std: NoiseStd, x: Tensor, jitter: float
     """
     k = noisy_covariance(kernel, noise_std, x.to(torch.float64), jitter)
     diag = torch.diagonal(k, dim1=-2, dim2=-1)
-    info = torch.empty(k.shape[:-2], dtype=torch.int32)
+    info = torch.empty(k.shape[:-2], dtype=torch.int32, device=k.device)
     for _ in range(max_tries):
         # LAPACK's column-major layout, copied whole and factorised in place: the same input,
         # so the same factor bit for bit as cholesky_ex(k), whose own copy of k's lower
@@ -103,7 +103,7 @@ def float32_cholesky_(k: Tensor) -> Tensor | None:
     ``k`` (read as symmetric: its upper triangle is used) with subnormals flushed (see
     :func:`float32_noisy_cholesky`), or ``None`` where a factorisation fails."""
     a = k.mT  # LAPACK reads the lower triangle of its column-major input: k's upper one
-    info = torch.empty(a.shape[:-2], dtype=torch.int32)
+    info = torch.empty(a.shape[:-2], dtype=torch.int32, device=a.device)
     with flush_subnormals():
         torch.linalg.cholesky_ex(a, out=(a, info))
     return None if bool((info > 0).any()) else a
