@@ -56,17 +56,24 @@ def noisy_cholesky(kernel: Kernel, noise_std: NoiseStd, x: Tensor, jitter: float
     diag = torch.diagonal(k, dim1=-2, dim2=-1)
     info = torch.empty(k.shape[:-2], dtype=torch.int32, device=k.device)
     for _ in range(max_tries):
-        # LAPACK's column-major layout, copied whole and factorised in place: the same input,
-        # so the same factor bit for bit as cholesky_ex(k), whose own copy of k's lower
-        # triangle is an element-by-element loop that costs more than the factorisation
-        chol = k.mT.contiguous().mT
-        torch.linalg.cholesky_ex(chol, out=(chol, info))
+        chol = column_major_cholesky(k, info)
         if not bool((info > 0).any()):
             return chol
         diag.add_(9.0 * jitter)
         jitter = 10.0 * jitter
     raise RuntimeError(f"noisy_cholesky: covariance of {type(kernel).__name__} is not positive "
                        f"definite even with jitter {jitter / 10:g}")
+
+
+def column_major_cholesky(k: Tensor, info: Tensor) -> Tensor:
+    """``torch.linalg.cholesky_ex(k)``'s factor bit for bit, with its ``info`` written to
+    ``info: [batch]`` (int32), in less time: ``k: [batch, n, n]`` is copied whole into LAPACK's
+    column-major layout and factorised there in place, the same ``potrf`` call on the same
+    numbers; ``cholesky_ex``'s own copy of the lower triangle is an element-by-element loop that
+    costs about as much as the factorisation."""
+    chol = k.mT.contiguous().mT
+    torch.linalg.cholesky_ex(chol, out=(chol, info))
+    return chol
 
 
 def float32_noisy_cholesky(kernel: Kernel, noise_std: NoiseStd, x: Tensor,
