@@ -10,7 +10,13 @@ import torch
 
 from approxeq.data import EQ, FixedKernel, Gibbs, GPGenerator, gp_task
 from approxeq.data.kernels import _exp_, _exp_floor
-from approxeq.data.oracle import float32_noisy_cholesky, flush_subnormals, noisy_cholesky
+from approxeq.data.oracle import (
+    float32_cholesky_,
+    float32_noisy_cholesky,
+    flush_subnormals,
+    noisy_cholesky,
+    noisy_covariance,
+)
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
@@ -58,6 +64,10 @@ def test_float32_factor_is_the_covariance_factor_or_none(gen):
     assert fast.dtype == torch.float32
     assert torch.equal(fast.triu(1), torch.zeros_like(fast))
     torch.testing.assert_close(fast.double(), exact, rtol=0, atol=2e-4)
+    cov = noisy_covariance(kernel, 0.1, x.float())
+    for k in (cov.clone(), cov.clone().mT):  # the factor over a contiguous k, else over a copy
+        chol = float32_cholesky_(k)
+        assert torch.equal(chol, fast) and (chol.data_ptr() == k.data_ptr()) == k.is_contiguous()
     twice = torch.cat([x, x], dim=1)  # no noise and repeated inputs: singular
     assert float32_noisy_cholesky(kernel, 0.0, twice, jitter=0.0) is None
 

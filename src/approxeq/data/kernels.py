@@ -251,9 +251,10 @@ def _switching_gibbs(fn: SwitchingLengthscale, x1: Tensor, x2: Tensor) -> Tensor
     prefactor, exponent = None, None
     for d, diff in _coordinate_differences(x1, x2):
         left1, side2 = _sides(fn, x1[:, :, d], x2[:, :, d])
-        quad = diff.square_().mul_(torch.bmm(torch.where(left1, neg_inv_s[0], neg_inv_s[1]),
-                                             side2))
-        pre_d = torch.bmm(torch.where(left1, pre[0], pre[1]), side2)
+        spread = torch.bmm(torch.where(left1, neg_inv_s[0], neg_inv_s[1]), side2)
+        quad = diff.square_().mul_(spread)
+        # the prefactors in the same buffer: a fresh [batch, n, m] costs page faults
+        pre_d = torch.bmm(torch.where(left1, pre[0], pre[1]), side2, out=spread)
         prefactor = pre_d if prefactor is None else prefactor.mul_(pre_d)
         exponent = quad if exponent is None else exponent.add_(quad)
     return _exp_(exponent).mul_(prefactor)

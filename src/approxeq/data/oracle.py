@@ -107,9 +107,11 @@ def noisy_covariance(kernel: Kernel, noise_std: NoiseStd, x: Tensor,
 
 def float32_cholesky_(k: Tensor) -> Tensor | None:
     """The lower Cholesky factor of the float32 covariances ``k: [batch, n, n]``, written over
-    ``k`` (read as symmetric: its upper triangle is used) with subnormals flushed (see
-    :func:`float32_noisy_cholesky`), or ``None`` where a factorisation fails."""
-    a = k.mT  # LAPACK reads the lower triangle of its column-major input: k's upper one
+    ``k`` where it is contiguous (else over a contiguous copy; ``k`` is read as symmetric: its
+    upper triangle is used), with subnormals flushed (see :func:`float32_noisy_cholesky`), or
+    ``None`` where a factorisation fails."""
+    # LAPACK reads the lower triangle of its column-major input: k's upper one
+    a = k.mT if k.is_contiguous() else k.contiguous().mT
     info = torch.empty(a.shape[:-2], dtype=torch.int32, device=a.device)
     with flush_subnormals():
         torch.linalg.cholesky_ex(a, out=(a, info))
