@@ -48,6 +48,12 @@ def test_float32_switching_gibbs_is_the_kernel_up_to_float32_rounding(gen, dim_x
     assert torch.equal(fast, fast.mT)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_switching_gibbs_stays_on_the_inputs_device(dtype):
+    x = torch.empty(2, 5, 1, dtype=dtype, device="meta")
+    assert Gibbs.switching(0.0, 4.0, 0.1)(x, x).device == x.device
+
+
 def test_flush_subnormals_flushes_inside_and_restores_the_mode():
     tiny = torch.finfo(torch.float32).tiny
     assert float(torch.tensor(tiny) / 4) > 0  # the mode the tests run in

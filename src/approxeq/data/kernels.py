@@ -244,7 +244,7 @@ def _switching_gibbs(fn: SwitchingLengthscale, x1: Tensor, x2: Tensor) -> Tensor
     computed once, by the general formula's own operations, and spread over the pairs by a
     product with the one-hot side of the second point (exact: of the two terms one is the
     entry, the other 0), where the general formula computes them per pair."""
-    lengthscales = torch.tensor([fn.left, fn.right], dtype=x1.dtype)
+    lengthscales = torch.tensor([fn.left, fn.right], dtype=x1.dtype, device=x1.device)
     a, c = lengthscales[:, None], lengthscales[None, :]
     neg_inv_s = torch.sub(-a.square(), c.square()).reciprocal_()  # [side of x1, side of x2]
     pre = neg_inv_s.clone().mul_(-2.0 * a).mul_(c).sqrt_()
@@ -289,7 +289,7 @@ def _switching_log_gibbs(fn: SwitchingLengthscale, x1: Tensor, x2: Tensor) -> Te
     squared differences are multiplied by the first and the second is added, each spread over
     the pairs by a product with the one-hot side of the second point (exact: of the two terms
     one is the entry, the other 0)."""
-    neg_inv_s, log_pre = _switching_tables(fn.left, fn.right, x1.dtype)
+    neg_inv_s, log_pre = (t.to(x1.device) for t in _switching_tables(fn.left, fn.right, x1.dtype))
     out = None
     for d, diff in _coordinate_differences(x1, x2):
         left1, side2 = _sides(fn, x1[:, :, d], x2[:, :, d])

@@ -69,8 +69,8 @@ def column_major_cholesky(k: Tensor, info: Tensor) -> Tensor:
     """``torch.linalg.cholesky_ex(k)``'s factor bit for bit, with its ``info`` written to
     ``info: [batch]`` (int32), in less time: ``k: [batch, n, n]`` is copied whole into LAPACK's
     column-major layout and factorised there in place, the same ``potrf`` call on the same
-    numbers; ``cholesky_ex``'s own copy of the lower triangle is an element-by-element loop that
-    costs about as much as the factorisation."""
+    numbers; ``cholesky_ex``'s own copy of the lower triangle is an element-by-element loop,
+    slower than a whole copy (``benchmarks/README.md``)."""
     chol = k.mT.contiguous().mT
     torch.linalg.cholesky_ex(chol, out=(chol, info))
     return chol
@@ -83,8 +83,8 @@ def float32_noisy_cholesky(kernel: Kernel, noise_std: NoiseStd, x: Tensor,
 
     The factor overwrites the covariance in place (no copy beyond LAPACK's), and subnormal
     numbers are flushed to 0 on this thread while it is computed: the factorisation's far
-    entries underflow, and each subnormal operation costs the CPU a slow microcode path (up to
-    twice the time of a whole factorisation), for a change below the smallest normal float32.
+    entries underflow, and each subnormal operation costs the CPU a slow microcode path
+    (``benchmarks/README.md``), for a change below the smallest normal float32.
 
     Args:
         x: ``[batch, n, dim_x]`` (any float dtype).
