@@ -125,8 +125,9 @@ def _loglik_z(generator: GPGenerator, batches: int, batch_size: int, seed: int) 
 
 
 @pytest.mark.parametrize("precision", ["float64", "float32"])
-def test_sampled_tasks_have_the_oracle_likelihood_they_should(precision):
-    task = GPGenerator(FixedKernel(Gibbs.switching(0.0, 4.0, 0.1)), noise_std=0.1,
+@pytest.mark.parametrize("left, right", [(4.0, 0.1), (0.1, 4.0)])
+def test_sampled_tasks_have_the_oracle_likelihood_they_should(precision, left, right):
+    task = GPGenerator(FixedKernel(Gibbs.switching(0.0, left, right)), noise_std=0.1,
                        num_context=(1, 64), sample_precision=precision)
     assert abs(_loglik_z(task, batches=12, batch_size=32, seed=1)) < 4.0
 
