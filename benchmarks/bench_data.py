@@ -7,6 +7,11 @@ per unit) and AdamW:
 - the time to sample one batch (the default float64 sampler, and the opt-in
   ``sample_precision="float32"`` one on the same random numbers), and one training step on a
   ready batch (interleaved), each sampler's cost printed against the step's;
+- the float32 sampler's two largest parts alone, on its batch: the noisy covariance, and its
+  Cholesky factorisation (in place; LAPACK's ``potrf`` and torch's zeroing of the upper
+  triangle), the floor of any exact sampler that factorises in float32; and the
+  factorisations they replaced (float32 with subnormals, float64 by ``cholesky_ex``) beside
+  the default's float64 one;
 - the time per step of a training loop that samples serially, and of one that takes its
   batches from :class:`approxeq.data.prefetch.Prefetcher` (a background thread), in alternating
   blocks of ``--block`` steps. The prefetcher's batches are the serial ones, bit for bit.
@@ -38,6 +43,40 @@ SMOKE_MODEL = {"cnn": "conv", "channels": 4, "num_layers": 1, "kernel_size": 3,
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "data.json"
 
 
+def _time_parts(batch, task) -> dict[str, float]:
+    """Milliseconds of the float32 sampler's largest parts on ``batch`` (its covariance, and its
+    factorisation in place) and of the factorisation variants they replaced: without flushing
+    subnormals; in float64 by ``cholesky_ex`` (torch's copy of the lower triangle) and as the
+    default now does it (a whole column-major copy factorised in place; the same bits)."""
+    import torch
+
+    from approxeq.data.oracle import column_major_cholesky, float32_cholesky_, noisy_covariance
+
+    kernel, x32 = batch.meta["kernel"], torch.cat([batch.xc, batch.xt], dim=1)
+    out, info = {}, torch.empty(x32.shape[0], dtype=torch.int32)
+
+    def in_place(k) -> None:  # float32_cholesky_ with the subnormals left as they are
+        a = k.mT
+        torch.linalg.cholesky_ex(a, out=(a, info))
+
+    def default(k) -> None:
+        column_major_cholesky(k, info)
+
+    t0 = time.perf_counter()
+    noisy_covariance(kernel, task.noise_std, x32, task.jitter)
+    out["covariance_float32"] = 1000 * (time.perf_counter() - t0)
+    for name, fn, dtype in (("factorise_float32", float32_cholesky_, torch.float32),
+                            ("factorise_float32_subnormals", in_place, torch.float32),
+                            ("factorise_float64_cholesky_ex", torch.linalg.cholesky_ex,
+                             torch.float64),
+                            ("factorise_float64_default", default, torch.float64)):
+        cov = noisy_covariance(kernel, task.noise_std, x32.to(dtype), task.jitter)
+        t0 = time.perf_counter()
+        fn(cov)
+        out[name] = 1000 * (time.perf_counter() - t0)
+    return out
+
+
 def run(config: dict[str, Any]) -> dict[str, Any]:
     import torch
 
@@ -59,18 +98,23 @@ def run(config: dict[str, Any]) -> dict[str, Any]:
 
     rng, rng32 = torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)
     sample_ms, sample32_ms, step_ms = [], [], []
+    parts: dict[str, list[float]] = {}
     for i in range(config["warmup"] + config["repeats"]):
         t0 = time.perf_counter()
         batch = task.sample(batch_size, rng)
         t1 = time.perf_counter()
-        task32.sample(batch_size, rng32)  # the same tasks, factorised in float32
+        batch32 = task32.sample(batch_size, rng32)  # the same tasks, factorised in float32
         t2 = time.perf_counter()
+        timed = _time_parts(batch32, task32)
+        s0 = time.perf_counter()
         step(batch)
         t3 = time.perf_counter()
         if i >= config["warmup"]:
             sample_ms.append(1000 * (t1 - t0))
             sample32_ms.append(1000 * (t2 - t1))
-            step_ms.append(1000 * (t3 - t2))
+            step_ms.append(1000 * (t3 - s0))
+            for name, ms in timed.items():
+                parts.setdefault(name, []).append(ms)
 
     block = config["block"]
     serial_ms, prefetch_ms = [], []
@@ -93,10 +137,13 @@ def run(config: dict[str, Any]) -> dict[str, Any]:
             "sample_over_step": med(sample_ms) / med(step_ms),
             "sample_float32_ms": med(sample32_ms),
             "sample_float32_over_step": med(sample32_ms) / med(step_ms),
+            **{f"{name}_ms": med(v) for name, v in parts.items()},
+            "factorise_float32_over_step": med(parts["factorise_float32"]) / med(step_ms),
             "serial_loop_ms_per_step": med(serial_ms),
             "prefetch_loop_ms_per_step": med(prefetch_ms),
             "prefetch_over_serial": med(p / s for p, s in zip(prefetch_ms, serial_ms)),
             "raw": {"sample_ms": sample_ms, "sample_float32_ms": sample32_ms,
+                    **{f"{name}_ms": v for name, v in parts.items()},
                     "step_ms": step_ms, "serial_ms": serial_ms,
                     "prefetch_ms": prefetch_ms}}
 
@@ -127,6 +174,16 @@ def main(argv: list[str] | None = None) -> int:
           r["sample_over_step"]],
          ["sample it with sample_precision='float32'", r["sample_float32_ms"],
           r["sample_float32_over_step"]],
+         ["  its float32 covariance alone", r["covariance_float32_ms"],
+          r["covariance_float32_ms"] / step_ms],
+         ["  its float32 factorisation alone (in place)", r["factorise_float32_ms"],
+          r["factorise_float32_over_step"]],
+         ["  the same, subnormals not flushed", r["factorise_float32_subnormals_ms"],
+          r["factorise_float32_subnormals_ms"] / step_ms],
+         ["  float64 factorisation by cholesky_ex", r["factorise_float64_cholesky_ex_ms"],
+          r["factorise_float64_cholesky_ex_ms"] / step_ms],
+         ["  float64, the default's (same bits)", r["factorise_float64_default_ms"],
+          r["factorise_float64_default_ms"] / step_ms],
          ["ConvCNP step (ready batch)", step_ms, 1.0],
          ["loop, serial sampling (per step)", r["serial_loop_ms_per_step"],
           r["serial_loop_ms_per_step"] / step_ms],
@@ -138,7 +195,8 @@ def main(argv: list[str] | None = None) -> int:
         print(note)
     print(f"wrote {common.write_json(args.out, record)}")
     print(f"sampling / step: {r['sample_over_step']:.3f} (float32 sampler: "
-          f"{r['sample_float32_over_step']:.3f}; goal < 0.10); prefetched loop / serial loop: "
+          f"{r['sample_float32_over_step']:.3f}, its factorisation alone: "
+          f"{r['factorise_float32_over_step']:.3f}; goal < 0.10); prefetched loop / serial loop: "
           f"{r['prefetch_over_serial']:.2f}")
     return 0
 

@@ -213,6 +213,10 @@ def test_data_smoke_writes_json(tmp_path):
     assert r["status"] == "ok", r.get("error")
     assert r["sample_ms"] > 0 and r["step_ms"] > 0 and r["sample_float32_ms"] > 0
     assert r["sample_float32_over_step"] == r["sample_float32_ms"] / r["step_ms"]
+    for part in ("covariance_float32", "factorise_float32", "factorise_float32_subnormals",
+                 "factorise_float64_cholesky_ex", "factorise_float64_default"):
+        assert r[f"{part}_ms"] > 0 and len(r["raw"][f"{part}_ms"]) == len(r["raw"]["step_ms"])
+    assert r["factorise_float32_over_step"] == r["factorise_float32_ms"] / r["step_ms"]
     assert len(r["raw"]["serial_ms"]) == len(r["raw"]["prefetch_ms"]) == 2
 
 

@@ -9,19 +9,73 @@ import pytest
 import torch
 
 from approxeq.data import EQ, FixedKernel, Gibbs, GPGenerator, gp_task
-from approxeq.data.kernels import _exp_
-from approxeq.data.oracle import noisy_cholesky
+from approxeq.data.kernels import _exp_, _exp_floor
+from approxeq.data.oracle import (
+    float32_cholesky_,
+    float32_noisy_cholesky,
+    flush_subnormals,
+    noisy_cholesky,
+    noisy_covariance,
+)
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_kernel_exp_flushes_only_subnormal_float32_results(dtype):
+def test_kernel_exp_flushes_only_results_below_the_smallest_normal_numbers(dtype):
     t = torch.linspace(-1200.0, 5.0, 100_003, dtype=dtype)
     plain, cut = t.exp(), _exp_(t.clone())
     if dtype == torch.float64:  # the default draws: every value as it was
         assert torch.equal(cut, plain)
-    else:  # subnormal results are flushed to 0, nothing else moves
-        normal = plain >= torch.finfo(dtype).tiny
-        assert torch.equal(cut[normal], plain[normal]) and bool((cut[~normal] == 0).all())
+    else:  # results below 1.01 times the smallest normal number are 0
+        cutoff = _exp_floor(dtype)[1]
+        assert torch.finfo(dtype).tiny <= cutoff < 1.02 * torch.finfo(dtype).tiny
+        kept = plain > cutoff
+        assert torch.equal(cut[kept], plain[kept]) and bool((cut[~kept] == 0).all())
+
+
+@pytest.mark.parametrize("dim_x", [1, 2])
+@pytest.mark.parametrize("left, right, variance", [(4.0, 0.1, 1.0), (0.1, 4.0, 2.5)])
+def test_float32_switching_gibbs_is_the_kernel_up_to_float32_rounding(gen, dim_x, left, right,
+                                                                      variance):
+    kernel = Gibbs.switching(0.3, left, right, variance)
+    x1 = (torch.rand(3, 40, dim_x, generator=gen, dtype=torch.float64) * 8 - 4).float()
+    x2 = (torch.rand(3, 50, dim_x, generator=gen, dtype=torch.float64) * 8 - 4).float()
+    for a, b in ((x1, x2), (x1, x1)):
+        exact = kernel(a.double(), b.double())  # the general formula, in float64
+        fast = kernel(a, b)
+        assert fast.dtype == torch.float32
+        torch.testing.assert_close(fast.double(), exact, rtol=0, atol=4e-7 * variance)
+        assert bool((fast[exact < 1e-38 * variance] == 0).all())
+    assert torch.equal(fast, fast.mT)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_switching_gibbs_stays_on_the_inputs_device(dtype):
+    x = torch.empty(2, 5, 1, dtype=dtype, device="meta")
+    assert Gibbs.switching(0.0, 4.0, 0.1)(x, x).device == x.device
+
+
+def test_flush_subnormals_flushes_inside_and_restores_the_mode():
+    tiny = torch.finfo(torch.float32).tiny
+    assert float(torch.tensor(tiny) / 4) > 0  # the mode the tests run in
+    with flush_subnormals():
+        assert float(torch.tensor(tiny) / 4) == 0
+    assert float(torch.tensor(tiny) / 4) > 0
+
+
+def test_float32_factor_is_the_covariance_factor_or_none(gen):
+    kernel = Gibbs.switching(0.0, 4.0, 0.1)
+    x = (torch.rand(4, 60, 1, generator=gen, dtype=torch.float64) * 8 - 4).float().double()
+    exact = noisy_cholesky(kernel, 0.1, x)
+    fast = float32_noisy_cholesky(kernel, 0.1, x)
+    assert fast.dtype == torch.float32
+    assert torch.equal(fast.triu(1), torch.zeros_like(fast))
+    torch.testing.assert_close(fast.double(), exact, rtol=0, atol=2e-4)
+    cov = noisy_covariance(kernel, 0.1, x.float())
+    for k in (cov.clone(), cov.clone().mT):  # the factor over a contiguous k, else over a copy
+        chol = float32_cholesky_(k)
+        assert torch.equal(chol, fast) and (chol.data_ptr() == k.data_ptr()) == k.is_contiguous()
+    twice = torch.cat([x, x], dim=1)  # no noise and repeated inputs: singular
+    assert float32_noisy_cholesky(kernel, 0.0, twice, jitter=0.0) is None
 
 
 def test_sample_precision_is_checked():
@@ -71,8 +125,9 @@ def _loglik_z(generator: GPGenerator, batches: int, batch_size: int, seed: int) 
 
 
 @pytest.mark.parametrize("precision", ["float64", "float32"])
-def test_sampled_tasks_have_the_oracle_likelihood_they_should(precision):
-    task = GPGenerator(FixedKernel(Gibbs.switching(0.0, 4.0, 0.1)), noise_std=0.1,
+@pytest.mark.parametrize("left, right", [(4.0, 0.1), (0.1, 4.0)])
+def test_sampled_tasks_have_the_oracle_likelihood_they_should(precision, left, right):
+    task = GPGenerator(FixedKernel(Gibbs.switching(0.0, left, right)), noise_std=0.1,
                        num_context=(1, 64), sample_precision=precision)
     assert abs(_loglik_z(task, batches=12, batch_size=32, seed=1)) < 4.0
 
@@ -87,3 +142,38 @@ def test_the_likelihood_check_detects_a_wrong_distribution():
     task = GPGenerator(_OracleAssumingNoise01(Gibbs.switching(0.0, 4.0, 0.1)), noise_std=0.12,
                        num_context=(1, 64))
     assert abs(_loglik_z(task, batches=12, batch_size=32, seed=1)) > 6.0
+
+
+class _General(Gibbs):
+    """The same Gibbs kernel through its general formula (a lengthscale function that is not a
+    SwitchingLengthscale)."""
+
+    def __init__(self, kernel: Gibbs):
+        super().__init__(lambda x: kernel.lengthscale_fn(x), kernel.variance)
+
+
+@pytest.mark.parametrize("dim_x", [1, 2])
+@pytest.mark.parametrize("changepoint, left, right", [(0.0, 4.0, 0.1), (-1.0, 0.1, 4.0),
+                                                      (0.3, 3.0, 0.7)])
+def test_float64_switching_gibbs_is_the_general_formula_bit_for_bit(gen, dim_x, changepoint,
+                                                                    left, right):
+    kernel = Gibbs.switching(changepoint, left, right, variance=torch.tensor([1.0, 2.5, 0.3]))
+    x1 = torch.rand(3, 70, dim_x, generator=gen, dtype=torch.float64) * 8 - 4
+    x2 = torch.rand(3, 60, dim_x, generator=gen, dtype=torch.float64) * 8 - 4
+    for a, b in ((x1, x2), (x1, x1)):
+        assert torch.equal(kernel(a, b), _General(kernel)(a, b))
+
+
+class _UpperGarbage(EQ):
+    """EQ with its strict upper triangle overwritten: LAPACK reads only the lower one."""
+
+    def compute(self, x1, x2):
+        return super().compute(x1, x2).add_(torch.ones(x1.shape[1], x2.shape[1]).triu_(1))
+
+
+@pytest.mark.parametrize("kernel", [Gibbs.switching(0.0, 4.0, 0.1), _UpperGarbage(0.5)])
+def test_noisy_cholesky_is_cholesky_of_the_lower_triangle_bit_for_bit(gen, kernel):
+    x = torch.rand(4, 90, 1, generator=gen, dtype=torch.float64) * 8 - 4
+    k = kernel(x, x) + (0.1**2 + 1e-6) * torch.eye(90, dtype=torch.float64)
+    chol, expected = noisy_cholesky(kernel, 0.1, x), torch.linalg.cholesky_ex(k)[0]
+    assert torch.equal(chol, expected) and chol.stride() == expected.stride()  # products too

@@ -157,9 +157,11 @@ class GPGenerator(SyntheticGenerator):
     diagonal (also seen by the oracle, so it stays exact).
 
     ``sample_precision="float32"`` (opt-in) evaluates the kernel and factorises the covariance
-    in float32 instead: about half the cost of a batch, the same distribution up to float32
-    rounding of the covariance (far below the noise variance of the presets), but not the same
-    draws bit for bit, so tables measured with the default stay valid only with the default.
+    in float32 instead (with subnormal numbers flushed to 0 during the factorisation): about
+    half the default's cost for the Gibbs tasks (``benchmarks/README.md``), the same
+    distribution up to float32 rounding of the covariance (far below the noise variance of the
+    presets), but not the same draws bit for bit, so tables measured with the default stay
+    valid only with the default.
     It consumes the generator's random numbers exactly as the default does (the inputs are the
     same), factorises in float64 where the noise variance is below 1e-3 (noise std 0.032) or the
     float32 factorisation fails, and leaves the oracle in float64.

@@ -8,6 +8,7 @@ batch or per task without a Python loop.
 
 from __future__ import annotations
 
+import functools
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -58,23 +59,30 @@ def _squared_distances(x1: Tensor, x2: Tensor) -> Tensor:
     return out
 
 
+@functools.lru_cache(maxsize=8)
+def _exp_floor(dtype: torch.dtype) -> tuple[float, float]:
+    """``(floor, cutoff)`` of :func:`_exp_` below float64: exp is fast for inputs above ``floor``
+    (just above the log of the smallest normal number), and ``cutoff = exp(floor)``."""
+    floor = math.log(torch.finfo(dtype).tiny) + 0.01
+    return floor, float(torch.tensor(floor, dtype=dtype).exp())
+
+
 def _exp_(t: Tensor) -> Tensor:
-    """``t.exp_()``; below float64, entries whose exponential is subnormal become exactly 0.
+    """``t.exp_()``; below float64, results below ``exp(log(tiny) + 0.01)`` (1.01 times the
+    smallest normal number ``tiny``) become exactly 0.
 
     On CPUs exp takes 30-200 times longer for an entry whose result is subnormal or 0 than for
     any other. In float32 an EQ-like weight is subnormal beyond 13 lengthscales (1.3 for the
-    Gibbs tasks' 0.1), so most entries of a short-lengthscale covariance are: those are set to
-    exp(0) first and to 0 after, a change below the smallest normal number. Float64 is left as
-    it was (the default GP draws, bit for bit): it underflows only beyond 38 lengthscales, which
-    few pairs of the presets reach, and cutting those cost more than it saved.
+    Gibbs tasks' 0.1), so most entries of a short-lengthscale covariance are: the inputs are
+    clamped to exp's fast range, and what the clamp touched is set to 0 after (three cheap passes,
+    no mask), a change below the smallest normal numbers. Float64 is left as it was (the default
+    GP draws, bit for bit): it underflows only beyond 38 lengthscales, which few pairs of the
+    presets reach, and cutting those cost more than it saved.
     """
     if t.dtype == torch.float64:
         return t.exp_()
-    floor = math.log(torch.finfo(t.dtype).tiny)
-    if t.numel() == 0 or float(t.min()) >= floor:
-        return t.exp_()
-    near = t >= floor  # multiplying by it is exact, and much faster than masked_fill_
-    return t.mul_(near).exp_().mul_(near)
+    floor, cutoff = _exp_floor(t.dtype)
+    return torch.threshold_(t.clamp_min_(floor).exp_(), cutoff, 0.0)
 
 
 def _scaled(k: Tensor, variance: Param) -> Tensor:
@@ -206,6 +214,11 @@ class Gibbs(Kernel):
 
     def compute(self, x1: Tensor, x2: Tensor) -> Tensor:
         var = _param(self.variance, x1)
+        if isinstance(self.lengthscale_fn, SwitchingLengthscale):
+            if x1.dtype == torch.float32:
+                return _scaled(_exp_(_switching_log_gibbs(self.lengthscale_fn, x1, x2)), var)
+            if x1.dtype == torch.float64:
+                return _scaled(_switching_gibbs(self.lengthscale_fn, x1, x2), var)
         # A shared lengthscale [batch, n, 1] still enters the prefactor once per dimension.
         l1 = self.lengthscale_fn(x1).expand_as(x1)
         l2 = self.lengthscale_fn(x2).expand_as(x2)
@@ -222,6 +235,69 @@ class Gibbs(Kernel):
     def stationary(self) -> bool:
         return False
 
+
+def _switching_gibbs(fn: SwitchingLengthscale, x1: Tensor, x2: Tensor) -> Tensor:
+    """The unit-variance Gibbs kernel with a switching lengthscale ``[batch, n, m]``, bit for bit
+    the general formula of :meth:`Gibbs.compute` (the default GP draws), in fewer passes.
+
+    ``-1 / (l^2 + l'^2)`` and the prefactor of a pair take one of four values each: they are
+    computed once, by the general formula's own operations, and spread over the pairs by a
+    product with the one-hot side of the second point (exact: of the two terms one is the
+    entry, the other 0), where the general formula computes them per pair."""
+    lengthscales = torch.tensor([fn.left, fn.right], dtype=x1.dtype, device=x1.device)
+    a, c = lengthscales[:, None], lengthscales[None, :]
+    neg_inv_s = torch.sub(-a.square(), c.square()).reciprocal_()  # [side of x1, side of x2]
+    pre = neg_inv_s.clone().mul_(-2.0 * a).mul_(c).sqrt_()
+    prefactor, exponent = None, None
+    for d, diff in _coordinate_differences(x1, x2):
+        left1, side2 = _sides(fn, x1[:, :, d], x2[:, :, d])
+        spread = torch.bmm(torch.where(left1, neg_inv_s[0], neg_inv_s[1]), side2)
+        quad = diff.square_().mul_(spread)
+        # the prefactors in the same buffer: a fresh [batch, n, m] costs page faults
+        pre_d = torch.bmm(torch.where(left1, pre[0], pre[1]), side2, out=spread)
+        prefactor = pre_d if prefactor is None else prefactor.mul_(pre_d)
+        exponent = quad if exponent is None else exponent.add_(quad)
+    return _exp_(exponent).mul_(prefactor)
+
+
+def _sides(fn: SwitchingLengthscale, x1: Tensor, x2: Tensor) -> tuple[Tensor, Tensor]:
+    """Which side of the changepoint the points of one coordinate lie on, as ``fn`` decides:
+    ``[batch, n, 1]`` bool (``True``: left) for ``x1: [batch, n]`` and the one-hot
+    ``[batch, 2, m]`` (left, right) for ``x2: [batch, m]``."""
+    left2 = (x2 < fn.changepoint).to(x2.dtype)
+    return (x1 < fn.changepoint)[..., None], torch.stack([left2, 1.0 - left2], dim=1)
+
+
+@functools.lru_cache(maxsize=64)
+def _switching_tables(left: float, right: float, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """``-1 / (l^2 + l'^2)`` and the log prefactor ``log sqrt(2 l l' / (l^2 + l'^2))`` of the
+    four pairs of lengthscales, ``[2, 2]`` each (0: ``left``, 1: ``right``), computed in float64."""
+    ls = torch.tensor([left, right], dtype=torch.float64)
+    sq = ls.square()
+    inv_s = 1.0 / (sq[:, None] + sq[None, :])
+    log_pre = 0.5 * torch.log(2.0 * ls[:, None] * ls[None, :] * inv_s)
+    return (-inv_s).to(dtype), log_pre.to(dtype)
+
+
+def _switching_log_gibbs(fn: SwitchingLengthscale, x1: Tensor, x2: Tensor) -> Tensor:
+    """``log k(x1, x2)`` ``[batch, n, m]`` of the unit-variance Gibbs kernel with a switching
+    lengthscale, for the float32 samplers: the general formula's values up to float32 rounding,
+    in fewer passes over ``[batch, n, m]``.
+
+    With two lengthscales a pair's ``-1 / (l^2 + l'^2)`` and log prefactor take one of four
+    values, set by the sides of the changepoint its two points lie on. Per coordinate the
+    squared differences are multiplied by the first and the second is added, each spread over
+    the pairs by a product with the one-hot side of the second point (exact: of the two terms
+    one is the entry, the other 0)."""
+    neg_inv_s, log_pre = (t.to(x1.device) for t in _switching_tables(fn.left, fn.right, x1.dtype))
+    out = None
+    for d, diff in _coordinate_differences(x1, x2):
+        left1, side2 = _sides(fn, x1[:, :, d], x2[:, :, d])
+        rows_s = torch.where(left1, neg_inv_s[0], neg_inv_s[1])  # [batch, n, 2]
+        rows_pre = torch.where(left1, log_pre[0], log_pre[1])
+        term = diff.square_().mul_(torch.bmm(rows_s, side2)).baddbmm_(rows_pre, side2)
+        out = term if out is None else out.add_(term)
+    return out
 
 __all__ = ["Kernel", "EQ", "Matern52", "Periodic", "WeaklyPeriodic", "SwitchingLengthscale",
            "Gibbs"]

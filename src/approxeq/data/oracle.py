@@ -12,7 +12,8 @@ over target points and output dimensions divided by ``n_target * dim_y``.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -51,13 +52,11 @@ def noisy_cholesky(kernel: Kernel, noise_std: NoiseStd, x: Tensor, jitter: float
         ``max_tries`` times; generators and the oracle call this with the same inputs, so they
         agree on the covariance.
     """
-    x = x.to(torch.float64)
-    b = x.shape[0]
-    k = kernel(x, x)  # a fresh tensor (Kernel.compute's contract): its diagonal is raised in place
+    k = noisy_covariance(kernel, noise_std, x.to(torch.float64), jitter)
     diag = torch.diagonal(k, dim1=-2, dim2=-1)
-    diag.add_(_noise_variance(noise_std, b) + jitter)
+    info = torch.empty(k.shape[:-2], dtype=torch.int32, device=k.device)
     for _ in range(max_tries):
-        chol, info = torch.linalg.cholesky_ex(k)
+        chol = column_major_cholesky(k, info)
         if not bool((info > 0).any()):
             return chol
         diag.add_(9.0 * jitter)
@@ -66,23 +65,75 @@ def noisy_cholesky(kernel: Kernel, noise_std: NoiseStd, x: Tensor, jitter: float
                        f"definite even with jitter {jitter / 10:g}")
 
 
+def column_major_cholesky(k: Tensor, info: Tensor) -> Tensor:
+    """``torch.linalg.cholesky_ex(k)``'s factor bit for bit, with its ``info`` written to
+    ``info: [batch]`` (int32), in less time: ``k: [batch, n, n]`` is copied whole into LAPACK's
+    column-major layout and factorised there in place, the same ``potrf`` call on the same
+    numbers; ``cholesky_ex``'s own copy of the lower triangle is an element-by-element loop,
+    slower than a whole copy (``benchmarks/README.md``)."""
+    chol = k.mT.contiguous().mT
+    torch.linalg.cholesky_ex(chol, out=(chol, info))
+    return chol
+
+
 def float32_noisy_cholesky(kernel: Kernel, noise_std: NoiseStd, x: Tensor,
                            jitter: float = 1e-6) -> Tensor | None:
     """:func:`noisy_cholesky` computed in float32 (kernel and factorisation), or ``None`` where
     the float32 factorisation fails (the caller then uses the float64 one).
 
+    The factor overwrites the covariance in place (no copy beyond LAPACK's), and subnormal
+    numbers are flushed to 0 on this thread while it is computed: the factorisation's far
+    entries underflow, and each subnormal operation costs the CPU a slow microcode path
+    (``benchmarks/README.md``), for a change below the smallest normal float32.
+
     Args:
         x: ``[batch, n, dim_x]`` (any float dtype).
 
     Returns:
-        float32 ``[batch, n, n]`` or ``None``.
+        float32 ``[batch, n, n]`` (column-major strides) or ``None``.
     """
-    x = x.to(torch.float32)
-    k = kernel(x, x)
+    return float32_cholesky_(noisy_covariance(kernel, noise_std, x.to(torch.float32), jitter))
+
+
+def noisy_covariance(kernel: Kernel, noise_std: NoiseStd, x: Tensor,
+                     jitter: float = 1e-6) -> Tensor:
+    """``k(x, x) + (noise_std^2 + jitter) I``, ``[batch, n, n]`` in the dtype of
+    ``x: [batch, n, dim_x]``, as a fresh tensor."""
+    k = kernel(x, x)  # a fresh tensor (Kernel.compute's contract): its diagonal is raised in place
     diag = torch.diagonal(k, dim1=-2, dim2=-1)
-    diag.add_((_noise_variance(noise_std, x.shape[0]) + jitter).to(torch.float32))
-    chol, info = torch.linalg.cholesky_ex(k)
-    return None if bool((info > 0).any()) else chol
+    diag.add_((_noise_variance(noise_std, x.shape[0]) + jitter).to(k.dtype))
+    return k
+
+
+def float32_cholesky_(k: Tensor) -> Tensor | None:
+    """The lower Cholesky factor of the float32 covariances ``k: [batch, n, n]``, written over
+    ``k`` where it is contiguous (else over a contiguous copy; ``k`` is read as symmetric: its
+    upper triangle is used), with subnormals flushed (see :func:`float32_noisy_cholesky`), or
+    ``None`` where a factorisation fails."""
+    # LAPACK reads the lower triangle of its column-major input: k's upper one
+    a = k.mT if k.is_contiguous() else k.contiguous().mT
+    info = torch.empty(a.shape[:-2], dtype=torch.int32, device=a.device)
+    with flush_subnormals():
+        torch.linalg.cholesky_ex(a, out=(a, info))
+    return None if bool((info > 0).any()) else a
+
+
+def _flushes_subnormals() -> bool:
+    """Whether this thread flushes subnormal float results to 0 already."""
+    return torch.tensor(1e-40, dtype=torch.float32).item() == 0.0
+
+
+@contextmanager
+def flush_subnormals() -> Iterator[None]:
+    """Within the block this thread's CPU flushes subnormal float results (and inputs) to 0
+    (``torch.set_flush_denormal``), where it can; the mode is as it was after the block."""
+    if _flushes_subnormals() or not torch.set_flush_denormal(True):
+        yield
+        return
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(False)
 
 
 @dataclass
